@@ -1,0 +1,134 @@
+"""The Redact service: a Connexion 3 app on Flask, built by `create_app`."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import warnings
+
+# Connexion imports Starlette's test client at import time, which warns about httpx on
+# every command-line run; the service does not use it.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+import pathlib
+from typing import Callable
+
+import connexion
+import flask
+import starlette.exceptions
+import werkzeug.exceptions
+from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import ProblemException, ResolverError
+from connexion.middleware.context import ContextMiddleware
+from connexion.middleware.exceptions import ExceptionMiddleware
+from connexion.middleware.request_validation import RequestValidationMiddleware
+from connexion.middleware.routing import RoutingMiddleware
+from connexion.middleware.security import SecurityMiddleware
+from connexion.middleware.server_error import ServerErrorMiddleware
+from connexion.resolver import Resolver
+
+from models import database, open_database
+
+from .api import RedactApi
+from .auth import Authenticator, basic_security_handler
+from .context import RequestContextMiddleware
+from .problems import HTTPProblem, render
+from .ratelimit import RateLimits
+from .settings import Settings
+from .validation import ContractBodyValidator
+
+SPEC_DIR = pathlib.Path(__file__).resolve().parent.parent / "openapi"
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class OperationResolver(Resolver):
+    """Maps each operationId of the spec to its handler (ids such as `redact-message` are
+    not importable names, so the default resolver cannot)."""
+
+    def __init__(self, handlers: dict[str, Callable]):
+        super().__init__()
+        self.handlers = handlers
+
+    def resolve_function_from_operation_id(self, operation_id: str) -> Callable:
+        try:
+            return self.handlers[operation_id]
+        except KeyError:
+            raise ResolverError(f"No handler for operationId {operation_id!r}") from None
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], datetime.datetime] = utcnow,
+) -> connexion.FlaskApp:
+    """Build the service: database, limiter, authentication, the API and its errors."""
+    settings = settings or Settings.from_env()
+    open_database(settings.database_url)
+    rate_limits = RateLimits(
+        settings.ratelimit_storage_uri, settings.rate_limit, settings.auth_failure_limit
+    )
+    authenticator = Authenticator(rate_limits, settings.credential_cache_seconds)
+    api = RedactApi(settings, clock)
+
+    # Connexion's default stack minus what this service does not use (Swagger UI, response
+    # validation, lifespan); our context middleware outermost, so that every response,
+    # errors included, carries the trace id and is logged.
+    middlewares = [
+        functools.partial(
+            RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
+            render_error=_send_problem,
+        ),
+        ServerErrorMiddleware,
+        ExceptionMiddleware,
+        RoutingMiddleware,
+        SecurityMiddleware,
+        RequestValidationMiddleware,
+        ContextMiddleware,
+    ]
+    app = connexion.FlaskApp(
+        __name__,
+        middlewares=middlewares,
+        security_map={"basic": basic_security_handler(authenticator)},
+        validator_map={"body": MediaTypeDict({"*/*json": ContractBodyValidator})},
+    )
+    app.add_api(SPEC_DIR / "redact.yml", resolver=OperationResolver(api.operations()))
+    # Connexion registers its own handlers for these two; ours must replace them.
+    for error in (Exception, ProblemException, starlette.exceptions.HTTPException):
+        app.add_error_handler(error, render)
+
+    flask_app = app.app
+    flask_app.register_error_handler(werkzeug.exceptions.HTTPException, _http_exception)
+
+    @flask_app.before_request
+    def _connect():
+        database.connect(reuse_if_open=True)
+
+    @flask_app.teardown_request
+    def _release(exc):
+        if not database.is_closed():
+            database.close()  # back to the pool
+
+    app.settings = settings
+    return app
+
+
+def _http_exception(exc: werkzeug.exceptions.HTTPException):
+    """Flask's own HTTP errors (unknown path, wrong method) as problems, keeping headers
+    such as `Allow`."""
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    detail = f"No such path: {flask.request.path}" if exc.code == 404 else exc.description
+    raise HTTPProblem(exc.code or 500, detail or "", headers)
+
+
+async def _send_problem(scope, exc, send) -> None:
+    from connexion.lifecycle import ConnexionRequest
+
+    response = await render(ConnexionRequest(scope), exc)
+    headers = [(b"content-type", response.mimetype.encode())] + [
+        (k.lower().encode(), str(v).encode()) for k, v in (response.headers or {}).items()
+    ]
+    await send({"type": "http.response.start", "status": response.status_code,
+                "headers": headers})
+    await send({"type": "http.response.body", "body": response.body.encode()})

@@ -1,0 +1,35 @@
+"""Handlers of the Redact API's operations. Each takes what Connexion validated, calls one
+domain function and maps the outcome to a response."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Callable
+
+from models import redact_transaction
+
+from .settings import Settings
+
+
+class RedactApi:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime.datetime]):
+        self.settings = settings
+        self.clock = clock
+
+    def operations(self) -> dict[str, Callable]:
+        """Handlers by the spec's operationId."""
+        return {"redact-message": self.redact_message}
+
+    def redact_message(self, body: dict, token_info: dict, trace_id: str):
+        """POST /transaction: 204 whether this call scrubbed the record or it already was."""
+        redact_transaction(
+            api_key=token_info["sub"],
+            products=token_info["products"],
+            transaction_id=body["id"],
+            product=body["product"],
+            direction=body.get("type"),
+            now=self.clock(),
+            min_age_seconds=self.settings.min_age_seconds,
+            trace_id=trace_id,
+        )
+        return None, 204

@@ -1,0 +1,66 @@
+"""Basic authentication for the spec's `basicAuth` scheme, followed by the account's rate
+limit. Runs in Connexion's security middleware, on the event loop, once per request, so
+the common case costs a dictionary lookup: a verified (key, secret) pair is cached for
+REDACT_CREDENTIAL_CACHE_SECONDS; only a miss runs the slow hash check, in a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import cachetools
+from connexion.security import BasicSecurityHandler
+from starlette.concurrency import run_in_threadpool
+
+from models import Account, database
+
+from .context import request_state
+from .problems import RateLimitHit, Unauthorized
+from .ratelimit import RateLimits
+
+
+class Authenticator:
+    def __init__(self, rate_limits: RateLimits, cache_seconds: int):
+        self.rate_limits = rate_limits
+        self.cache = cachetools.TTLCache(maxsize=10_000, ttl=cache_seconds or 1e-9)
+
+    async def __call__(self, username: str, password: str, request) -> dict:
+        """Connexion basic-info function: the token info of a valid, admitted request."""
+        key = (username, hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest())
+        products = self.cache.get(key)
+        if products is None:
+            address = request.client.host if request.client else "unknown"
+            wait = self.rate_limits.address_blocked(address)
+            if wait:
+                raise RateLimitHit(wait)
+            account = await run_in_threadpool(_authenticate, username, password)
+            if account is None:
+                self.rate_limits.record_auth_failure(address)
+                raise Unauthorized()
+            products = account.product_set
+            self.cache[key] = products
+
+        state = request_state(request.scope)
+        state["api_key"] = username
+        decision = self.rate_limits.hit_account(username)
+        headers = decision.headers()
+        if not decision.allowed:
+            raise RateLimitHit(max(1, decision.reset_seconds), headers)
+        state["response_headers"] = headers
+        return {"sub": username, "products": products}
+
+
+def basic_security_handler(authenticator: Authenticator) -> type[BasicSecurityHandler]:
+    """A Connexion security handler class bound to `authenticator` (Connexion instantiates
+    handler classes itself, so the binding is a subclass)."""
+
+    class BoundBasicSecurityHandler(BasicSecurityHandler):
+        def _resolve_func(self, security_scheme):
+            return authenticator
+
+    return BoundBasicSecurityHandler
+
+
+def _authenticate(api_key: str, api_secret: str) -> Account | None:
+    with database.connection_context():
+        return Account.authenticate(api_key, api_secret)

@@ -1,0 +1,109 @@
+"""Per-request state shared by the layers of one request, and the outermost middleware.
+
+`RequestContextMiddleware` gives each request a fresh trace id (the `instance` of any
+problem body it gets), caps the body size, adds the rate-limit headers the auth layer
+computed, and writes one log line per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_log = logging.getLogger("redact.access")
+
+STATE_KEY = "redact"
+
+
+def request_state(scope: Scope) -> dict:
+    return scope.setdefault(STATE_KEY, {})
+
+
+def trace_id_of(scope: Scope) -> str:
+    state = request_state(scope)
+    if "trace_id" not in state:
+        state["trace_id"] = uuid.uuid4().hex
+    return state["trace_id"]
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"The request body exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, render_error):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.render_error = render_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = request_state(scope)
+        trace_id = trace_id_of(scope)
+        # Handlers receive the trace id through Connexion's context (for the audit row).
+        scope.setdefault("extensions", {}).setdefault("connexion_context", {})[
+            "trace_id"
+        ] = trace_id
+        status = 500
+        limit = self.max_body_bytes
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                extra = state.get("response_headers")
+                if extra:
+                    message = {
+                        **message,
+                        "headers": list(message.get("headers", ()))
+                        + [(k.encode(), v.encode()) for k, v in extra.items()],
+                    }
+            await send(message)
+
+        received = 0
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        try:
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                raise BodyTooLarge(limit)
+            await self.app(scope, capped_receive, send_with_headers)
+        except BodyTooLarge as exc:
+            await self.render_error(scope, exc, send_with_headers)
+        finally:
+            access_log.info(json.dumps({
+                "time": round(time.time(), 3),
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "api_key": state.get("api_key"),
+                "trace_id": trace_id,
+            }))
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,142 @@
+"""The error catalogue: one exception per error the contract names, rendered in one place.
+
+Problem bodies carry `type`, `title`, `detail` and `instance` (the request's trace id), as
+the upstream contract shapes them; `type` URIs are the upstream ones. 401 has the
+contract's own shape. Errors from Connexion, Starlette and the domain are mapped here too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import connexion.exceptions
+import starlette.exceptions
+from connexion.lifecycle import ConnexionResponse
+
+from models import PrematureRedaction, RecordNotFound, Unprovisioned
+
+from .context import BodyTooLarge, trace_id_of
+
+log = logging.getLogger("redact.errors")
+
+DOCS = "https://developer.nexmo.com/api-errors"
+
+
+class Problem(Exception):
+    """An error answered with a problem body. `status` is read by Connexion too."""
+
+    status = 400
+    type = "about:blank"
+    title = "Bad Request"
+
+    def __init__(self, detail: str, headers: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class InvalidJson(Problem):
+    status, type, title = 422, f"{DOCS}#invalid-json", "Invalid JSON"
+
+
+class InvalidProduct(Problem):
+    status, type, title = 422, f"{DOCS}/redact#invalid-product", "Invalid Product"
+
+    def __init__(self, product):
+        super().__init__(f"No product corresponding to supplied string {product}!")
+
+
+class InvalidId(Problem):
+    status, type, title = 404, f"{DOCS}#invalid-id", "Invalid ID"
+
+
+class PrematureRedactionProblem(Problem):
+    status, type, title = 403, f"{DOCS}/redact#premature-redaction", "Premature Redaction"
+
+
+class UnprovisionedProblem(Problem):
+    status, type, title = 403, f"{DOCS}#unprovisioned", "Authorisation error"
+
+
+class RateLimitHit(Problem):
+    status, type, title = 429, f"{DOCS}/redact#rate-limit", "Rate Limit Hit"
+
+    def __init__(self, retry_after: int, headers: dict | None = None):
+        super().__init__(
+            "Please wait, then retry your request",
+            {**(headers or {}), "Retry-After": str(retry_after)},
+        )
+
+
+class Unauthorized(Exception):
+    """Missing or wrong credentials: the contract's 401, not a problem body."""
+
+    status = 401
+
+
+class HTTPProblem(Problem):
+    """A plain HTTP error outside the contract's catalogue (unknown path, wrong method,
+    oversized body): RFC 7807 `about:blank` with the status phrase as title."""
+
+    def __init__(self, status: int, detail: str, headers: dict | None = None):
+        super().__init__(detail, headers)
+        self.status = status
+        self.title = _PHRASES.get(status, "Error")
+
+
+_PHRASES = {
+    400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+    413: "Content Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+_DOMAIN = {
+    RecordNotFound: InvalidId,
+    PrematureRedaction: PrematureRedactionProblem,
+    Unprovisioned: UnprovisionedProblem,
+}
+
+
+def as_problem(exc: Exception) -> Problem | Unauthorized:
+    """The catalogue entry for any exception that reached the edge of the app."""
+    if isinstance(exc, (Problem, Unauthorized)):
+        return exc
+    for domain_class, problem_class in _DOMAIN.items():
+        if isinstance(exc, domain_class):
+            return problem_class(str(exc))
+    if isinstance(exc, BodyTooLarge):
+        return HTTPProblem(413, str(exc))
+    if isinstance(exc, connexion.exceptions.ProblemException):
+        if exc.status == 401:
+            return Unauthorized()
+        if exc.status in (400, 415):
+            # Connexion's own body and media-type checks: the contract says 422.
+            return InvalidJson(str(exc.detail or exc.title))
+        return HTTPProblem(exc.status, str(exc.detail or exc.title), dict(exc.headers or {}))
+    if isinstance(exc, starlette.exceptions.HTTPException):
+        return HTTPProblem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+    return HTTPProblem(500, "The server could not complete the request")
+
+
+UNAUTHORIZED_BODY = json.dumps({"type": "UNAUTHORIZED", "error_title": "Unauthorized"})
+WWW_AUTHENTICATE = {"WWW-Authenticate": 'Basic realm="Redact API"'}
+
+
+async def render(request, exc: Exception) -> ConnexionResponse:
+    """Connexion error handler: every error of every layer leaves through here."""
+    problem = as_problem(exc)
+    trace_id = trace_id_of(request.scope)
+    if isinstance(problem, Unauthorized):
+        return ConnexionResponse(
+            status_code=401, mimetype="application/json", body=UNAUTHORIZED_BODY,
+            headers=dict(WWW_AUTHENTICATE),
+        )
+    if problem.status >= 500:
+        log.error("unhandled error trace_id=%s: %s", trace_id, type(exc).__name__,
+                  exc_info=exc)
+    body = {"type": problem.type, "title": problem.title, "detail": problem.detail,
+            "instance": trace_id}
+    return ConnexionResponse(
+        status_code=problem.status, mimetype="application/json",
+        body=json.dumps(body), headers=problem.headers,
+    )

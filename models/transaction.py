@@ -1,0 +1,74 @@
+"""Transaction records and the audit trail of their redaction."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import peewee
+
+from .account import Account
+from .db import BaseModel
+
+
+class JSONField(peewee.TextField):
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class UTCDateTimeField(peewee.DateTimeField):
+    """Timestamps stored naive in UTC, returned aware."""
+
+    def db_value(self, value):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+        return super().db_value(value)
+
+    def python_value(self, value):
+        value = super().python_value(value)
+        if isinstance(value, datetime.datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return value
+
+
+class Transaction(BaseModel):
+    """One record of the long-term store. Personal fields: sender, recipient, body and any
+    product-specific detail the product's scrub policy does not declare kept."""
+
+    id = peewee.CharField(primary_key=True, max_length=64)
+    account = peewee.ForeignKeyField(Account, backref="transactions", column_name="api_key",
+                                     on_delete="CASCADE")
+    product = peewee.CharField(max_length=20)
+    direction = peewee.CharField(max_length=10, null=True)
+    created_at = UTCDateTimeField()
+    sender = peewee.TextField(null=True)
+    recipient = peewee.TextField(null=True)
+    body = peewee.TextField(null=True)
+    details = JSONField(null=True)
+    redacted_at = UTCDateTimeField(null=True)
+
+    PERSONAL_COLUMNS = ("sender", "recipient", "body")
+
+
+class RedactionAudit(BaseModel):
+    """Who redacted which record, when, under which trace id. Holds no personal data."""
+
+    at = UTCDateTimeField()
+    api_key = peewee.CharField(max_length=64, index=True)
+    transaction_id = peewee.CharField(max_length=64, index=True)
+    product = peewee.CharField(max_length=20)
+    trace_id = peewee.CharField(max_length=64)
+    source = peewee.CharField(max_length=20, default="api")
+
+
+MODELS = (Account, Transaction, RedactionAudit)
+
+
+def create_tables() -> None:
+    from .db import database
+
+    with database.connection_context():
+        database.create_tables(MODELS, safe=True)
