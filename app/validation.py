@@ -12,6 +12,7 @@ import typing as t
 
 import jsonschema
 from connexion.validators import AbstractRequestBodyValidator
+from starlette.datastructures import Headers
 
 from .problems import InvalidJson, InvalidProduct
 
@@ -26,6 +27,27 @@ def _validator_for(schema: dict):
 
 
 class ContractBodyValidator(AbstractRequestBodyValidator):
+    async def wrap_receive(self, receive, *, scope):
+        """Connexion takes a body without Content-Length for no body at all; a chunked body
+        is read here first (the outer middleware caps its size) and given a length."""
+        headers = Headers(scope=scope)
+        if "content-length" not in headers and "chunked" in headers.get(
+            "transfer-encoding", ""
+        ).lower():
+            body, more = b"", True
+            while more:
+                message = await receive()
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+            scope = {**scope, "headers": [
+                (name, value) for name, value in scope["headers"]
+                if name != b"transfer-encoding"
+            ] + [(b"content-length", str(len(body)).encode())]}
+            receive = self._insert_messages(
+                receive, messages=[{"type": "http.request", "body": body, "more_body": False}]
+            )
+        return await super().wrap_receive(receive, scope=scope)
+
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope) -> t.Any:
         raw = b"".join([chunk async for chunk in stream])
         try:
@@ -34,6 +56,8 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
             raise InvalidJson("The request body is not valid UTF-8") from None
         except json.JSONDecodeError as exc:
             raise InvalidJson(f"The request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidJson("The request body is nested too deeply") from None
 
     def _validate(self, body: t.Any) -> None:
         if not isinstance(body, dict):

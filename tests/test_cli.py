@@ -1,0 +1,138 @@
+"""The `redact` command, run as users run it: a subprocess on a real database file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from models import PRODUCTS, Account, Transaction, create_tables, database, open_database
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+
+
+def redact(env, *args, stdin: str | None = None):
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def one_line_error(result, fragment: str):
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+
+
+def stored(env) -> tuple[list[str], list[str]]:
+    open_database(env["DATABASE_URL"])
+    create_tables()
+    with database.connection_context():
+        return ([a.api_key for a in Account.select()],
+                [t.id for t in Transaction.select().order_by(Transaction.id)])
+
+
+def test_accounts_create_with_given_key_secret_and_products(env):
+    result = redact(env, "accounts", "create", "--api-key", "abc123", "--api-secret",
+                    "secret-123", "--products", "sms,voice")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"api_key": "abc123", "api_secret": "secret-123",
+                                         "products": ["sms", "voice"]}
+    open_database(env["DATABASE_URL"])
+    with database.connection_context():
+        account = Account.get_by_id("abc123")
+        assert "secret-123" not in account.secret_hash
+        assert Account.authenticate("abc123", "secret-123") is not None
+        assert Account.authenticate("abc123", "secret-124") is None
+
+
+def test_accounts_create_generates_key_and_secret_with_all_products(env):
+    result = redact(env, "accounts", "create")
+    created = json.loads(result.stdout)
+    assert created["products"] == list(PRODUCTS)
+    assert len(created["api_key"]) >= 8 and len(created["api_secret"]) >= 16
+    again = json.loads(redact(env, "accounts", "create").stdout)
+    assert again["api_key"] != created["api_key"]
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--products", "sms,fax"], "unknown product fax"),
+    (["--products", ","], "unknown product"),
+    (["--api-key", "has:colon"], "--api-key"),
+    (["--api-key", ""], "--api-key"),
+    (["--api-secret", "short"], "--api-secret"),
+    (["--bogus"], "--bogus"),
+])
+def test_accounts_create_rejects_bad_input(env, args, fragment):
+    one_line_error(redact(env, "accounts", "create", *args), fragment)
+    assert stored(env) == ([], [])
+
+
+def test_accounts_create_refuses_an_existing_key(env):
+    assert redact(env, "accounts", "create", "--api-key", "abc123").returncode == 0
+    one_line_error(redact(env, "accounts", "create", "--api-key", "abc123"), "already exists")
+
+
+def good_line(id_, **extra):
+    return json.dumps({"id": id_, "api_key": "abc123", "product": "sms", "type": "inbound",
+                       "created_at": "2026-01-01T00:00:00Z", "from": "447700900001",
+                       "to": "447700900002", "text": "hi", **extra})
+
+
+def test_transactions_load_from_file_and_stdin(env, tmp_path):
+    redact(env, "accounts", "create", "--api-key", "abc123")
+    path = tmp_path / "records.jsonl"
+    path.write_text(good_line("a1", status="delivered") + "\n\n" + good_line("a2") + "\n")
+    result = redact(env, "transactions", "load", str(path))
+    assert (result.returncode, result.stdout) == (0, "loaded 2 transactions\n")
+    result = redact(env, "transactions", "load", "-", stdin=good_line("a3"))
+    assert (result.returncode, result.stdout) == (0, "loaded 1 transaction\n")
+    assert stored(env)[1] == ["a1", "a2", "a3"]
+    with database.connection_context():
+        first = Transaction.get_by_id("a1")
+        assert (first.direction, first.details) == ("inbound", {"status": "delivered"})
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    ("{not json", "line 2: not JSON"),
+    ("[1, 2]", "line 2: a record must be a JSON object"),
+    (good_line("b2", product="fax"), "line 2: product"),
+    (good_line("b2", created_at="yesterday"), "line 2: created_at"),
+    (good_line("b2", api_key="nobody"), "line 2: api_key: no account 'nobody'"),
+    (good_line("b1"), "line 2: id 'b1' is already stored"),
+    (json.dumps({"id": "b2", "api_key": "abc123", "product": "voice", "type": "inbound",
+                 "created_at": "2026-01-01T00:00:00Z"}), "line 2: type"),
+    (json.dumps({"api_key": "abc123", "product": "sms",
+                 "created_at": "2026-01-01T00:00:00Z"}), "line 2: id"),
+])
+def test_transactions_load_reports_the_bad_line_and_stores_nothing(env, bad, fragment):
+    redact(env, "accounts", "create", "--api-key", "abc123")
+    result = redact(env, "transactions", "load", "-", stdin=good_line("b1") + "\n" + bad)
+    one_line_error(result, fragment)
+    assert "nothing was loaded" in result.stderr
+    assert stored(env)[1] == []
+
+
+def test_transactions_load_missing_file(env):
+    one_line_error(redact(env, "transactions", "load", "/nonexistent/records.jsonl"),
+                   "No such file")
+
+
+def test_bad_configuration_stops_with_one_line(env):
+    result = redact({**env, "REDACT_RATE_LIMIT": "lots"}, "accounts", "create")
+    one_line_error(result, "REDACT_RATE_LIMIT='lots' is not a rate limit")
+    result = redact({**env, "DATABASE_URL": "mysql://x/y"}, "serve")
+    one_line_error(result, "DATABASE_URL")
+
+
+def test_unreachable_database_is_one_line(env):
+    result = redact({**env, "DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x"},
+                    "accounts", "create")
+    one_line_error(result, "cannot open the database postgresql://u:***@127.0.0.1:1/x")
+    assert "pw" not in result.stderr

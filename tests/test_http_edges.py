@@ -1,0 +1,94 @@
+"""Requests outside the happy path: each gets a clear 4xx problem body, never a 500."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from app import SPEC_DIR, OperationResolver, create_app
+from app.api import RedactApi
+
+URL = "/v1/redact/transaction"
+
+
+def assert_problem(response, status: int) -> dict:
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"type", "title", "detail", "instance"}
+    assert len(body["instance"]) == 32
+    return body
+
+
+def test_every_operation_id_resolves_to_a_handler(app):
+    spec = yaml.safe_load((SPEC_DIR / "redact.yml").read_text())
+    handlers = RedactApi(app.settings, clock=None).operations()
+    resolver = OperationResolver(handlers)
+    for path in spec["paths"].values():
+        for operation in path.values():
+            assert callable(resolver.resolve_function_from_operation_id(
+                operation["operationId"]))
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
+def test_wrong_method_is_405_with_allow(client, account, method):
+    response = client.request(method.upper(), URL, headers=account)
+    body = assert_problem(response, 405)
+    assert response.headers["Allow"] == "POST"
+    assert body["title"] == "Method Not Allowed"
+
+
+def test_unknown_path_is_a_404_problem(client):
+    body = assert_problem(client.get("/v1/redact/nothing-here"), 404)
+    assert body["detail"] == "No such path: /v1/redact/nothing-here"
+    assert_problem(client.post("/"), 404)
+
+
+def test_declared_oversized_body_is_413_without_reading_it(client, account):
+    huge = b'{"id": "' + b"x" * 70_000 + b'", "product": "sms"}'
+    response = client.post(URL, content=huge,
+                           headers={**account, "Content-Type": "application/json"})
+    body = assert_problem(response, 413)
+    assert "65536" in body["detail"]
+
+
+def test_streamed_oversized_body_is_413(client, account):
+    def chunks():
+        yield b'{"id": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}'
+
+    response = client.post(URL, content=chunks(),
+                           headers={**account, "Content-Type": "application/json"})
+    assert_problem(response, 413)
+
+
+def test_deeply_nested_json_is_a_clear_422(client, account):
+    nested = b"[" * 5000 + b"]" * 5000
+    response = client.post(URL, content=nested,
+                           headers={**account, "Content-Type": "application/json"})
+    assert_problem(response, 422)
+
+
+def test_problem_bodies_never_carry_a_stack_trace(client, account):
+    response = client.post(URL, content=b"\x00\x01\x02",
+                           headers={**account, "Content-Type": "application/json"})
+    body = assert_problem(response, 422)
+    assert "Traceback" not in response.text and "File \"" not in body["detail"]
+
+
+def test_bad_settings_stop_the_factory():
+    from app.settings import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="REDACT_MIN_AGE_SECONDS"):
+        create_app(Settings.from_env({"REDACT_MIN_AGE_SECONDS": "soon"}))
+
+
+def test_chunked_body_within_the_limit_is_read(client, account):
+    def chunks():
+        yield b'{"id": "0A0000000NOTHERE", '
+        yield b'"product": "sms"}'
+
+    response = client.post(URL, content=chunks(),
+                           headers={**account, "Content-Type": "application/json"})
+    assert_problem(response, 404)

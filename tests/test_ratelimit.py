@@ -1,0 +1,98 @@
+"""The per-account limit (170/second by default) is exact: never more than the limit in
+any one-second span, also across a second boundary, where a fixed window would admit
+twice the limit. Memory storage limits per process; Redis shares the limit."""
+
+from __future__ import annotations
+
+import pytest
+import time_machine
+
+from .conftest import add_account
+
+URL = "/v1/redact/transaction"
+BODY = {"id": "0A0000000NOTHERE", "product": "sms"}
+# 0.1 s before a whole second: the boundary at which a fixed window resets.
+BEFORE_BOUNDARY = 1_800_000_000.9
+
+
+@pytest.fixture(params=["memory", "redis"])
+def storage_uri(request):
+    if request.param == "memory":
+        return "memory://"
+    return request.getfixturevalue("redis_url")
+
+
+def post(client, headers):
+    return client.post(URL, json=BODY, headers=headers).status_code
+
+
+def test_no_more_than_the_limit_in_any_second_across_a_boundary(make_app, sqlite_url,
+                                                                  storage_uri):
+    app = make_app(sqlite_url, ratelimit_storage_uri=storage_uri)
+    headers = add_account("acct0001")
+    with app.test_client() as client, \
+            time_machine.travel(BEFORE_BOUNDARY, tick=False) as traveller:
+        first = [post(client, headers) for _ in range(170)]
+        assert 429 not in first
+        assert post(client, headers) == 429
+        traveller.move_to(BEFORE_BOUNDARY + 0.15)  # next second: a fixed window resets
+        assert post(client, headers) == 429
+        traveller.move_to(BEFORE_BOUNDARY + 0.95)
+        assert post(client, headers) == 429
+        traveller.move_to(BEFORE_BOUNDARY + 1.01)  # a full second after the burst
+        assert post(client, headers) == 404
+
+
+def test_limit_is_per_account(make_app, sqlite_url, storage_uri):
+    app = make_app(sqlite_url, ratelimit_storage_uri=storage_uri, rate_limit="2/second")
+    first, second = add_account("acct0001"), add_account("acct0002")
+    with app.test_client() as client, time_machine.travel(BEFORE_BOUNDARY, tick=False):
+        assert [post(client, first) for _ in range(3)] == [404, 404, 429]
+        assert [post(client, second) for _ in range(3)] == [404, 404, 429]
+
+
+def test_redis_shares_the_limit_between_workers(make_app, sqlite_url, redis_url):
+    """Two app instances (two workers) on one Redis admit the limit once, not twice."""
+    one = make_app(sqlite_url, ratelimit_storage_uri=redis_url, rate_limit="4/second")
+    two = make_app(sqlite_url, ratelimit_storage_uri=redis_url, rate_limit="4/second")
+    headers = add_account("acct0001")
+    with one.test_client() as a, two.test_client() as b, \
+            time_machine.travel(BEFORE_BOUNDARY, tick=False):
+        statuses = [post(client, headers) for client in (a, b, a, b, a, b)]
+    assert statuses == [404, 404, 404, 404, 429, 429]
+
+
+def test_memory_storage_limits_each_worker_on_its_own(make_app, sqlite_url):
+    """The stated policy of memory://: per process, so N workers admit N x the limit."""
+    one = make_app(sqlite_url, rate_limit="2/second")
+    two = make_app(sqlite_url, rate_limit="2/second")
+    headers = add_account("acct0001")
+    with one.test_client() as a, two.test_client() as b, \
+            time_machine.travel(BEFORE_BOUNDARY, tick=False):
+        statuses = [post(client, headers) for client in (a, b, a, b, a, b)]
+    assert statuses == [404, 404, 404, 404, 429, 429]
+
+
+def test_repeated_failed_authentication_is_throttled(make_app, sqlite_url):
+    app = make_app(sqlite_url, auth_failure_limit="3/minute")
+    good = add_account("acct0001")
+    bad = {"Authorization": good["Authorization"][:-4] + "AAAA"}
+    with app.test_client() as client, time_machine.travel(BEFORE_BOUNDARY, tick=False) as t:
+        assert [post(client, bad) for _ in range(3)] == [401, 401, 401]
+        blocked = client.post(URL, json=BODY, headers=bad)
+        assert blocked.status_code == 429
+        assert 1 <= int(blocked.headers["Retry-After"]) <= 60
+        assert blocked.json()["title"] == "Rate Limit Hit"
+        # while blocked, even the right secret is not checked from that address
+        assert post(client, good) == 429
+        t.move_to(BEFORE_BOUNDARY + 61)
+        assert post(client, good) == 404
+
+
+def test_limiter_storage_down_fails_open(make_app, sqlite_url):
+    """Stated policy: an unreachable limiter storage admits requests (and logs it)."""
+    app = make_app(sqlite_url, ratelimit_storage_uri="redis://127.0.0.1:1/0",
+                   rate_limit="1/second")
+    headers = add_account("acct0001")
+    with app.test_client() as client:
+        assert [post(client, headers) for _ in range(3)] == [404, 404, 404]
