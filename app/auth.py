@@ -6,10 +6,11 @@ REDACT_CREDENTIAL_CACHE_SECONDS; only a miss runs the slow hash check, in a thre
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 import cachetools
-from connexion.security import BasicSecurityHandler
+from connexion.security import NO_VALUE, BasicSecurityHandler
 from starlette.concurrency import run_in_threadpool
 
 from models import Account, database
@@ -52,11 +53,27 @@ class Authenticator:
 
 def basic_security_handler(authenticator: Authenticator) -> type[BasicSecurityHandler]:
     """A Connexion security handler class bound to `authenticator` (Connexion instantiates
-    handler classes itself, so the binding is a subclass)."""
+    handler classes itself, so the binding is a subclass).
+
+    Connexion's own wrapper inspects the info function's signature on every request; this
+    one parses the header and awaits the authenticator directly.
+    """
 
     class BoundBasicSecurityHandler(BasicSecurityHandler):
-        def _resolve_func(self, security_scheme):
-            return authenticator
+        def get_fn(self, security_scheme, required_scopes):
+            async def verify(request):
+                auth_type, user_pass = self.get_auth_header_value(request)
+                if auth_type != "basic":
+                    return NO_VALUE
+                try:
+                    username, password = (
+                        base64.b64decode(user_pass, validate=True).decode("latin1").split(":", 1)
+                    )
+                except (ValueError, UnicodeError):
+                    raise Unauthorized() from None
+                return await authenticator(username, password, request)
+
+            return verify
 
     return BoundBasicSecurityHandler
 

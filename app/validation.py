@@ -10,19 +10,20 @@ from __future__ import annotations
 import json
 import typing as t
 
-import jsonschema
+import fastjsonschema
 from connexion.validators import AbstractRequestBodyValidator
 from starlette.datastructures import Headers
 
 from .problems import InvalidJson, InvalidProduct
 
-_COMPILED: dict[int, jsonschema.protocols.Validator] = {}
+_COMPILED: dict[int, t.Callable] = {}
 
 
-def _validator_for(schema: dict):
+def _validator_for(schema: dict) -> t.Callable:
+    """The schema compiled to Python once (fastjsonschema), cached by schema object."""
     compiled = _COMPILED.get(id(schema))
     if compiled is None:
-        compiled = _COMPILED[id(schema)] = jsonschema.Draft4Validator(schema)
+        compiled = _COMPILED[id(schema)] = fastjsonschema.compile(schema)
     return compiled
 
 
@@ -62,11 +63,14 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
     def _validate(self, body: t.Any) -> None:
         if not isinstance(body, dict):
             raise InvalidJson("The request body must be a JSON object")
-        error = next(iter(_validator_for(self._schema).iter_errors(body)), None)
-        if error is None:
-            return
-        field = error.path[0] if error.path else None
-        if field == "product" and error.validator == "enum":
-            raise InvalidProduct(error.instance)
-        where = f" (field '{field}')" if field else ""
-        raise InvalidJson(f"{error.message}{where}")
+        try:
+            _validator_for(self._schema)(body)
+        except fastjsonschema.JsonSchemaValueException as error:
+            field = error.path[1] if len(error.path) > 1 else None
+            if field == "product" and error.rule == "enum":
+                raise InvalidProduct(error.value) from None
+            if error.rule == "required":
+                missing = next(f for f in self._schema["required"] if f not in body)
+                raise InvalidJson(f"'{missing}' is a required property") from None
+            rule = error.message.split(" ", 1)[-1]
+            raise InvalidJson(f"field '{field}' {rule}" if field else rule) from None
