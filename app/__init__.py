@@ -16,6 +16,7 @@ import connexion
 import flask
 import starlette.exceptions
 import werkzeug.exceptions
+from a2wsgi import WSGIMiddleware
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException, ResolverError
 from connexion.middleware.context import ContextMiddleware
@@ -26,7 +27,7 @@ from connexion.middleware.security import SecurityMiddleware
 from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.resolver import Resolver
 
-from models import database, open_database
+from models import open_database
 
 from .api import RedactApi
 from .auth import Authenticator, basic_security_handler
@@ -99,16 +100,12 @@ def create_app(
         app.add_error_handler(error, render)
 
     flask_app = app.app
+    # Connexion bridges to Flask through a2wsgi with a pool of 10 threads; a request holds
+    # its thread while it waits for the database, so more threads mean more concurrent
+    # redactions sharing each commit (GroupCommit).
+    app._middleware_app.asgi_app = WSGIMiddleware(flask_app.wsgi_app,
+                                                  workers=settings.threads)
     flask_app.register_error_handler(werkzeug.exceptions.HTTPException, _http_exception)
-
-    @flask_app.before_request
-    def _connect():
-        database.connect(reuse_if_open=True)
-
-    @flask_app.teardown_request
-    def _release(exc):
-        if not database.is_closed():
-            database.close()  # back to the pool
 
     app.settings = settings
     return app

@@ -31,6 +31,7 @@ class Settings:
     auth_failure_limit: str = "20/minute"
     max_body_bytes: int = 65536
     credential_cache_seconds: int = 60
+    threads: int = 32
 
     ENVIRONMENT = {
         "database_url": "DATABASE_URL",
@@ -40,6 +41,7 @@ class Settings:
         "auth_failure_limit": "REDACT_AUTH_FAILURE_LIMIT",
         "max_body_bytes": "REDACT_MAX_BODY_BYTES",
         "credential_cache_seconds": "REDACT_CREDENTIAL_CACHE_SECONDS",
+        "threads": "REDACT_THREADS",
     }
 
     def __post_init__(self) -> None:
@@ -53,6 +55,8 @@ class Settings:
                     f"{self.ENVIRONMENT[field]}={getattr(self, field)!r} is not a rate limit"
                     " such as '170/second'"
                 ) from None
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise ConfigError(f"REDACT_THREADS={self.threads!r} must be a whole number >= 1")
         for field in ("min_age_seconds", "max_body_bytes", "credential_cache_seconds"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -23,7 +23,7 @@ class UTCDateTimeField(peewee.DateTimeField):
     """Timestamps stored naive in UTC, returned aware."""
 
     def db_value(self, value):
-        if value is not None and value.tzinfo is not None:
+        if isinstance(value, datetime.datetime) and value.tzinfo is not None:
             value = value.astimezone(datetime.UTC).replace(tzinfo=None)
         return super().db_value(value)
 
