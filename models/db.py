@@ -62,68 +62,67 @@ def open_database(url: str, max_connections: int = 64) -> peewee.Database:
 
 
 class PreparedQuery:
-    """A peewee query whose SQL is generated once per database, then run with new values.
+    """A peewee query whose SQL is generated once per database and shape, then run with
+    new values.
 
-    Generating SQL costs far more CPU than running it on an indexed row. `build` receives
-    a namespace of marker strings, one per named parameter, and returns the query; the
-    markers are found in the generated parameters, and each run substitutes its values,
-    converted by the parameter's field as peewee would.
+    Generating SQL costs far more CPU than running it on a few indexed rows, and in a
+    batch it would be spent while holding the write lock. `build(mark, shape)` returns the
+    query for a shape (e.g. a batch size), using `mark(*name)` in place of each value; the
+    marks are found among the generated parameters, and `execute(shape, values)` puts
+    `values[name]` (already converted for the database) in their places.
     """
 
-    def __init__(self, build: Callable[[types.SimpleNamespace], peewee.Query],
-                 **fields: peewee.Field):
+    def __init__(self, build: Callable[[Callable[..., str], Any], peewee.Query]):
         self._build = build
-        self._fields = fields
-        self._compiled: dict[int, tuple[str, list[tuple[str | None, Any]]]] = {}
+        self._compiled: dict[tuple, tuple[str, list]] = {}
 
-    def _compile(self, db: peewee.Database):
-        marks = {name: f"@@param:{name}@@" for name in self._fields}
-        sql, params = self._build(types.SimpleNamespace(**marks)).sql()
-        slots = []
-        for param in params:
-            name = next((n for n, m in marks.items() if isinstance(param, str) and m in param),
-                        None)
-            slots.append((name, param))
-        missing = set(marks) - {name for name, _ in slots}
-        if missing:
-            raise ValueError(f"parameters not found in the query: {sorted(missing)}")
-        return sql, slots
-
-    def execute(self, **values: Any):
+    def execute(self, shape: Any, values: dict):
         """Run on the current database; returns the cursor."""
         db = database.obj
-        compiled = self._compiled.get(id(db))
+        compiled = self._compiled.get((id(db), shape))
         if compiled is None:
-            compiled = self._compiled[id(db)] = self._compile(db)
+            compiled = self._compiled[(id(db), shape)] = self._compile(shape)
         sql, slots = compiled
-        params = [self._fields[name].db_value(values[name]) if name else constant
-                  for name, constant in slots]
-        return db.execute_sql(sql, params)
+        return db.execute_sql(sql, [values[name] if name else constant
+                                    for name, constant in slots])
+
+    def _compile(self, shape: Any) -> tuple[str, list]:
+        marks: dict[str, tuple] = {}
+
+        def mark(*name) -> str:
+            marker = f"@@param{len(marks)}@@"
+            marks[marker] = name
+            return marker
+
+        sql, params = self._build(mark, shape).sql()
+        slots = [(marks.get(p) if isinstance(p, str) else None, p) for p in params]
+        if len({name for name, _ in slots if name}) != len(marks):
+            raise ValueError("a marked value was converted; pass it pre-converted")
+        return sql, slots
 
 
 class _Slot:
-    __slots__ = ("work", "key", "result", "error", "done", "wake")
+    __slots__ = ("batch_fn", "item", "outcome", "done", "wake")
 
-    def __init__(self, work: Callable[[], Any], key: str):
-        self.work, self.key = work, key
-        self.result = self.error = None
+    def __init__(self, batch_fn: Callable[[list], list], item: Any):
+        self.batch_fn, self.item = batch_fn, item
+        self.outcome: Any = None
         self.done = False
         self.wake = threading.Event()
 
 
 class GroupCommit:
-    """Runs units of work of concurrent threads in shared transactions.
+    """Runs the writes of concurrent threads in shared transactions.
 
-    `run(work)` returns `work()`'s result once the transaction holding it has committed.
-    One waiting thread at a time leads: it takes the write lock, then every queued unit,
-    runs them in one transaction, commits, and wakes their threads; if more units were
-    queued meanwhile it hands the lead to the first of them. Each thread is woken once,
-    either done or to lead. Units run in `key` order, so two processes locking the same
-    rows take the locks in the same order.
+    `run(batch_fn, item)` returns `item`'s outcome once the transaction holding it has
+    committed. One waiting thread at a time leads: it takes the write lock, then every
+    queued item, calls each `batch_fn` once with its items inside one transaction,
+    commits, and wakes their threads; if more items were queued meanwhile it hands the
+    lead to the first of them. Each thread is woken once, either done or to lead.
 
-    An exception a unit raises of one of the `expected` classes is that unit's own
-    outcome (it must be raised before the unit writes anything); any other failure
-    rolls the batch back and is raised to every unit in it.
+    `batch_fn(items)` returns one outcome per item; an outcome that is an exception is
+    raised to that item's caller (it must not have written anything for that item). An
+    exception raised by `batch_fn` rolls the whole batch back and reaches every caller.
     """
 
     def __init__(self, db: peewee.Database, process_lock: "ProcessWriteLock | None" = None):
@@ -133,9 +132,8 @@ class GroupCommit:
         self._queue: list[_Slot] = []
         self._leading = False
 
-    def run(self, work: Callable[[], Any], *, key: str = "",
-            expected: tuple[type[BaseException], ...] = ()) -> Any:
-        slot = _Slot(work, key)
+    def run(self, batch_fn: Callable[[list], list], item: Any) -> Any:
+        slot = _Slot(batch_fn, item)
         with self._mutex:
             self._queue.append(slot)
             lead = not self._leading
@@ -143,16 +141,16 @@ class GroupCommit:
         if not lead:
             slot.wake.wait()
         if not slot.done:  # woken to lead, or first in line
-            self._lead(expected)
-        if slot.error is not None:
-            raise slot.error
-        return slot.result
+            self._lead()
+        if isinstance(slot.outcome, BaseException):
+            raise slot.outcome
+        return slot.outcome
 
-    def _lead(self, expected) -> None:
+    def _lead(self) -> None:
         with self._process_lock:
             with self._mutex:
                 batch, self._queue = self._queue, []
-            self._execute(sorted(batch, key=lambda s: s.key), expected)
+            self._execute(batch)
         with self._mutex:
             if self._queue:
                 self._queue[0].wake.set()
@@ -162,20 +160,21 @@ class GroupCommit:
             slot.done = True
             slot.wake.set()
 
-    def _execute(self, batch: list[_Slot], expected) -> None:
+    def _execute(self, batch: list[_Slot]) -> None:
+        groups: dict[Callable, list[_Slot]] = {}
+        for slot in batch:
+            groups.setdefault(slot.batch_fn, []).append(slot)
         # The leading thread keeps its pooled connection for the next time it leads.
         self._db.connect(reuse_if_open=True)
         try:
             with self._db.atomic():
-                for slot in batch:
-                    try:
-                        slot.result = slot.work()
-                    except expected as exc:
-                        slot.error = exc
+                for batch_fn, slots in groups.items():
+                    outcomes = batch_fn([slot.item for slot in slots])
+                    for slot, outcome in zip(slots, outcomes, strict=True):
+                        slot.outcome = outcome
         except BaseException as exc:
             for slot in batch:
-                if not isinstance(slot.error, expected or ()):
-                    slot.error, slot.result = exc, None
+                slot.outcome = exc
 
 
 class ProcessWriteLock:

@@ -1,45 +1,35 @@
-"""Redacting one transaction: the rules (provisioning, ownership, the premature window)
-and the scrub itself, atomic, audited and erased from the database files."""
+"""Redacting transactions: the rules (provisioning, ownership, the premature window) and
+the scrub itself, atomic, audited and erased from the database files.
+
+Concurrent requests are redacted together: each batch is one SELECT, one UPDATE and one
+INSERT in one transaction (see GroupCommit), so the cost of a commit and of the
+statements is shared.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Collection
+
+import peewee
 
 from .db import PreparedQuery, database
 from .errors import PrematureRedaction, RecordNotFound, Unprovisioned
 from .policy import REDACTED, record_kind, scrub_details
 from .transaction import RedactionAudit, Transaction
 
-# The three statements of a redaction, built once (see PreparedQuery).
-_FIND = PreparedQuery(
-    lambda p: Transaction.select(
-        Transaction.direction, Transaction.created_at, Transaction.redacted_at,
-        Transaction.sender, Transaction.recipient, Transaction.body, Transaction.details,
-    ).where(
-        (Transaction.id == p.id) & (Transaction.account == p.api_key)
-        & (Transaction.product == p.product)
-    ),
-    id=Transaction.id, api_key=Transaction.account, product=Transaction.product,
-)
-_SCRUB = PreparedQuery(
-    lambda p: Transaction.update({
-        Transaction.sender: p.sender, Transaction.recipient: p.recipient,
-        Transaction.body: p.body, Transaction.details: p.details,
-        Transaction.redacted_at: p.now,
-    }).where((Transaction.id == p.id) & Transaction.redacted_at.is_null()),
-    sender=Transaction.sender, recipient=Transaction.recipient, body=Transaction.body,
-    details=Transaction.details, now=Transaction.redacted_at, id=Transaction.id,
-)
-_AUDIT = PreparedQuery(
-    lambda p: RedactionAudit.insert(
-        at=p.at, api_key=p.api_key, transaction_id=p.id, product=p.product,
-        trace_id=p.trace_id, source=p.source,
-    ),
-    at=RedactionAudit.at, api_key=RedactionAudit.api_key, id=RedactionAudit.transaction_id,
-    product=RedactionAudit.product, trace_id=RedactionAudit.trace_id,
-    source=RedactionAudit.source,
-)
+
+@dataclasses.dataclass(frozen=True)
+class RedactionRequest:
+    api_key: str
+    transaction_id: str
+    product: str
+    direction: str | None
+    now: datetime.datetime
+    min_age_seconds: int
+    trace_id: str
+    source: str
 
 
 def redact_transaction(
@@ -60,7 +50,7 @@ def redact_transaction(
     Returns True if this call scrubbed the record, False if it was already redacted.
     Raises Unprovisioned, RecordNotFound (also for another account's record, so as not to
     reveal it exists) or PrematureRedaction. The scrub and its audit entry commit
-    together, possibly in one transaction with concurrent redactions (GroupCommit).
+    together, before this returns.
     """
     if product not in products:
         raise Unprovisioned(api_key, product)
@@ -68,33 +58,99 @@ def redact_transaction(
         direction = None
     elif direction is None:
         direction = "outbound"
+    request = RedactionRequest(api_key, transaction_id, product, direction, now,
+                               min_age_seconds, trace_id, source)
+    return database.obj.group_commit.run(redact_batch, request)
 
-    def work() -> bool:
-        row = _FIND.execute(id=transaction_id, api_key=api_key, product=product).fetchone()
-        if row is None or row[0] != direction:
-            raise RecordNotFound(transaction_id, record_kind(product, direction))
-        _, created_at, redacted_at, sender, recipient, body, details = row
-        if redacted_at is not None:
-            return False
-        age = (now - Transaction.created_at.python_value(created_at)).total_seconds()
-        if age < min_age_seconds:
-            raise PrematureRedaction(transaction_id, min_age_seconds, min_age_seconds - age)
-        details = Transaction.details.python_value(details)
-        scrubbed = _SCRUB.execute(
-            sender=_scrubbed(sender), recipient=_scrubbed(recipient), body=_scrubbed(body),
-            details=scrub_details(product, details) if details else details,
-            now=now, id=transaction_id,
-        )
-        if scrubbed.rowcount != 1:
-            return False  # a concurrent request scrubbed it first
-        _AUDIT.execute(at=now, api_key=api_key, id=transaction_id, product=product,
-                       trace_id=trace_id, source=source)
-        return True
 
-    return database.obj.group_commit.run(
-        work, key=transaction_id, expected=(RecordNotFound, PrematureRedaction)
+def redact_batch(requests: list[RedactionRequest]) -> list:
+    """Redact `requests` inside the caller's transaction; one outcome per request: True
+    (scrubbed now), False (already redacted) or the exception saying why not."""
+    ids = sorted({r.transaction_id for r in requests})
+    found = _FIND.execute(len(ids), {("id", i): id_ for i, id_ in enumerate(ids)}).fetchall()
+    rows = {row[0]: row for row in found}
+    outcomes: list = []
+    to_scrub: dict[str, tuple] = {}
+    for request in requests:
+        row = rows.get(request.transaction_id)
+        if row is None or row[1:4] != (request.api_key, request.product, request.direction):
+            outcomes.append(RecordNotFound(request.transaction_id,
+                                           record_kind(request.product, request.direction)))
+            continue
+        created_at, redacted_at = map(Transaction.created_at.python_value, row[4:6])
+        if redacted_at is not None or row[0] in to_scrub:
+            outcomes.append(False)
+        elif (age := (request.now - created_at).total_seconds()) < request.min_age_seconds:
+            outcomes.append(PrematureRedaction(request.transaction_id, request.min_age_seconds,
+                                               request.min_age_seconds - age))
+        else:
+            to_scrub[row[0]] = _scrubbed_values(request.product, row)
+            outcomes.append(True)
+    if not to_scrub:
+        return outcomes
+
+    now = Transaction.redacted_at.db_value(max(r.now for r in requests))
+    values = {("now",): now}
+    for i, row in enumerate(to_scrub.values()):
+        values.update({("scrub", i, j): value for j, value in enumerate(row)})
+    scrubbed = {row[0] for row in _SCRUB.execute(len(to_scrub), values)}
+
+    audit = []
+    for index, request in enumerate(requests):
+        if outcomes[index] is not True:
+            continue
+        if request.transaction_id not in scrubbed:
+            outcomes[index] = False  # a concurrent transaction scrubbed it first
+            continue
+        audit.append((RedactionAudit.at.db_value(request.now), request.api_key,
+                      request.transaction_id, request.product, request.trace_id,
+                      request.source))
+    if audit:
+        _AUDIT.execute(len(audit), {("audit", i, j): value for i, row in enumerate(audit)
+                                    for j, value in enumerate(row)})
+    return outcomes
+
+
+_SELECTED = (Transaction.id, Transaction.account, Transaction.product, Transaction.direction,
+             Transaction.created_at, Transaction.redacted_at, Transaction.sender,
+             Transaction.recipient, Transaction.body, Transaction.details)
+
+# The three statements of a batch, built once per batch size (see PreparedQuery).
+_FIND = PreparedQuery(lambda mark, n: Transaction.select(*_SELECTED).where(
+    Transaction.id.in_([mark("id", i) for i in range(n)])))
+
+
+def _build_scrub(mark, n):
+    columns = ("id", *Transaction.PERSONAL_COLUMNS, "details")
+    # A CTE with named columns: SQLite cannot name the columns of a VALUES subquery.
+    values = peewee.ValuesList(
+        [[mark("scrub", i, j) for j in range(len(columns))] for i in range(n)]
+    ).cte("scrub", columns=columns)
+    return (
+        Transaction.update({
+            **{getattr(Transaction, c): getattr(values.c, c) for c in columns[1:]},
+            Transaction.redacted_at: mark("now"),
+        })
+        .from_(values)
+        .where((Transaction.id == values.c.id) & Transaction.redacted_at.is_null())
+        .returning(Transaction.id)
+        .with_cte(values)
     )
 
 
-def _scrubbed(value: str | None) -> str | None:
-    return None if value is None else REDACTED
+_SCRUB = PreparedQuery(_build_scrub)
+_AUDIT_FIELDS = (RedactionAudit.at, RedactionAudit.api_key, RedactionAudit.transaction_id,
+                 RedactionAudit.product, RedactionAudit.trace_id, RedactionAudit.source)
+_AUDIT = PreparedQuery(lambda mark, n: RedactionAudit.insert_many(
+    [[mark("audit", i, j) for j in range(len(_AUDIT_FIELDS))] for i in range(n)],
+    fields=_AUDIT_FIELDS))
+
+
+def _scrubbed_values(product: str, row: tuple) -> tuple:
+    """(id, sender, recipient, body, details) as the scrub writes them."""
+    sender, recipient, body, details = row[6:10]
+    details = Transaction.details.python_value(details)
+    if details:
+        details = scrub_details(product, details)
+    return (row[0], *(None if v is None else REDACTED for v in (sender, recipient, body)),
+            Transaction.details.db_value(details))

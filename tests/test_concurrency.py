@@ -1,0 +1,46 @@
+"""Concurrent redactions share transactions (GroupCommit): each record is scrubbed once,
+audited once, and every caller gets its own outcome, also when one batch mixes
+successes, duplicates and errors."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+
+from models import (PrematureRedaction, RecordNotFound, RedactionAudit, Transaction,
+                    database, redact_transaction)
+
+from .conftest import START, add_account, add_records, record
+
+
+def redact(transaction_id: str, api_key: str = "acct0001"):
+    try:
+        return redact_transaction(
+            api_key=api_key, products={"sms"}, transaction_id=transaction_id,
+            product="sms", direction=None, now=START, min_age_seconds=3600,
+            trace_id="t" * 32)
+    except (RecordNotFound, PrematureRedaction) as exc:
+        return type(exc).__name__
+
+
+def test_concurrent_requests_each_get_their_outcome(app):
+    add_account("acct0001")
+    add_account("acct0002")
+    ids = [f"0A00000000CONC{n:03d}" for n in range(60)]
+    add_records(*(record(i) for i in ids),
+                record("0A00000000YOUNG01", age=datetime.timedelta(minutes=1)),
+                record("0A00000000OTHER01", api_key="acct0002"))
+    calls = ([(i,) for i in ids] * 2 + [("0A00000000YOUNG01",), ("0A00000000OTHER01",),
+                                        ("0A00000000MISSING",)])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda args: redact(*args), calls))
+
+    first, second = results[:60], results[60:120]
+    # each id was redacted twice concurrently: exactly one call scrubbed it
+    assert all(a is not b and {a, b} == {True, False} for a, b in zip(first, second))
+    assert results[120:] == ["PrematureRedaction", "RecordNotFound", "RecordNotFound"]
+    with database.connection_context():
+        assert Transaction.select().where(Transaction.redacted_at.is_null(False)).count() == 60
+        assert RedactionAudit.select().count() == 60
+        assert {a.transaction_id for a in RedactionAudit.select()} == set(ids)
+        assert Transaction.get_by_id("0A00000000OTHER01").sender == "447700900001"
