@@ -2,12 +2,18 @@
 limit. Runs in Connexion's security middleware, on the event loop, once per request, so
 the common case costs a dictionary lookup: a verified (key, secret) pair is cached for
 REDACT_CREDENTIAL_CACHE_SECONDS; only a miss runs the slow hash check, in a thread.
+
+A hash check costs ~30 ms of CPU and 16 MB of memory (scrypt), so concurrent misses for
+the same credentials share one check, and at most HASH_CHECKS_AT_ONCE run per process:
+a burst of new clients (or of guesses) cannot exhaust the worker's memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import threading
 
 import cachetools
 from connexion.security import NO_VALUE, BasicSecurityHandler
@@ -20,10 +26,15 @@ from .problems import RateLimitHit, Unauthorized
 from .ratelimit import RateLimits
 
 
+HASH_CHECKS_AT_ONCE = 2
+_hash_checks = threading.BoundedSemaphore(HASH_CHECKS_AT_ONCE)
+
+
 class Authenticator:
     def __init__(self, rate_limits: RateLimits, cache_seconds: int):
         self.rate_limits = rate_limits
         self.cache = cachetools.TTLCache(maxsize=10_000, ttl=cache_seconds or 1e-9)
+        self._checking: dict[tuple, asyncio.Future] = {}
 
     async def __call__(self, username: str, password: str, request) -> dict:
         """Connexion basic-info function: the token info of a valid, admitted request."""
@@ -34,7 +45,13 @@ class Authenticator:
             wait = self.rate_limits.address_blocked(address)
             if wait:
                 raise RateLimitHit(wait)
-            account = await run_in_threadpool(_authenticate, username, password)
+            check = self._checking.get(key)
+            if check is None:
+                check = asyncio.ensure_future(run_in_threadpool(_authenticate, username,
+                                                                password))
+                self._checking[key] = check
+                check.add_done_callback(lambda _: self._checking.pop(key, None))
+            account = await asyncio.shield(check)
             if account is None:
                 self.rate_limits.record_auth_failure(address)
                 raise Unauthorized()
@@ -79,5 +96,5 @@ def basic_security_handler(authenticator: Authenticator) -> type[BasicSecurityHa
 
 
 def _authenticate(api_key: str, api_secret: str) -> Account | None:
-    with database.connection_context():
+    with _hash_checks, database.connection_context():
         return Account.authenticate(api_key, api_secret)

@@ -5,11 +5,12 @@ PostgreSQL.
 
 SQLite is opened so that a scrub really erases. An UPDATE in WAL mode would leave the old
 page in the main file until a checkpoint, and a checkpoint per request starves when
-several processes write. So SQLite runs with a rollback journal (`journal_mode=DELETE`):
-the old page images go to the `-journal` file only while the transaction runs, the file
-is deleted at commit, and `secure_delete` zeroes the space a shrinking value frees.
-Committing costs fsyncs, so writes of concurrent requests share a transaction
-(`GroupCommit`).
+several processes write. So SQLite runs with a rollback journal (`journal_mode=TRUNCATE`):
+the old page images are in the `-journal` file only while the transaction runs, the file
+is truncated to nothing at commit, and `secure_delete` zeroes the space a shrinking value
+frees. Committing costs fsyncs, so the writes of concurrent requests share a transaction
+(`GroupCommit`), and processes writing one file take turns through a lock file
+(`ProcessWriteLock`).
 """
 
 from __future__ import annotations
