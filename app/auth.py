@@ -42,7 +42,7 @@ class Authenticator:
         products = self.cache.get(key)
         if products is None:
             address = request.client.host if request.client else "unknown"
-            wait = self.rate_limits.address_blocked(address)
+            wait = await self.rate_limits.address_blocked(address)
             if wait:
                 raise RateLimitHit(wait)
             check = self._checking.get(key)
@@ -53,14 +53,14 @@ class Authenticator:
                 check.add_done_callback(lambda _: self._checking.pop(key, None))
             account = await asyncio.shield(check)
             if account is None:
-                self.rate_limits.record_auth_failure(address)
+                await self.rate_limits.record_auth_failure(address)
                 raise Unauthorized()
             products = account.product_set
             self.cache[key] = products
 
         state = request_state(request.scope)
         state["api_key"] = username
-        decision = self.rate_limits.hit_account(username)
+        decision = await self.rate_limits.hit_account(username)
         headers = decision.headers()
         if not decision.allowed:
             raise RateLimitHit(max(1, decision.reset_seconds), headers)

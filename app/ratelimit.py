@@ -6,18 +6,24 @@
 - Each client address may fail authentication `REDACT_AUTH_FAILURE_LIMIT` times (default
   20/minute); beyond that its requests get 429 before any credential check.
 - Storage is `RATELIMIT_STORAGE_URI`: memory (one process) or Redis (shared by workers).
+  Redis is used through its asyncio client, so a round trip does not block the event
+  loop that serves every request of the worker.
 - If the storage is unreachable the limiter fails open: requests are admitted and each
   failure is logged, because refusing all erasures while Redis restarts helps nobody.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass
 
 import limits
+import limits.aio.strategies
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
@@ -42,17 +48,37 @@ class Decision:
 
 class RateLimits:
     def __init__(self, storage_uri: str, account_limit: str, auth_failure_limit: str):
-        self.storage = storage_from_string(storage_uri)
-        self.limiter = MovingWindowRateLimiter(self.storage)
+        self.storage_uri = storage_uri
         self.account_limit = limits.parse(account_limit)
         self.failure_limit = limits.parse(auth_failure_limit)
+        self._memory = (MovingWindowRateLimiter(storage_from_string(storage_uri))
+                        if storage_uri.startswith("memory") else None)
+        self._by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def hit_account(self, api_key: str) -> Decision:
+    def _limiter(self):
+        """The memory limiter, or this event loop's Redis limiter (an asyncio client
+        belongs to the loop it was created on)."""
+        if self._memory is not None:
+            return self._memory
+        loop = asyncio.get_running_loop()
+        limiter = self._by_loop.get(loop)
+        if limiter is None:
+            storage = storage_from_string(f"async+{self.storage_uri}",
+                                          implementation="redispy")
+            limiter = self._by_loop[loop] = limits.aio.strategies.MovingWindowRateLimiter(
+                storage)
+        return limiter
+
+    async def _call(self, method: str, *args):
+        result = getattr(self._limiter(), method)(*args)
+        return await result if inspect.isawaitable(result) else result
+
+    async def hit_account(self, api_key: str) -> Decision:
         """Count one request of `api_key`; the decision carries what the headers report."""
         item = self.account_limit
         try:
-            allowed = self.limiter.hit(item, "account", api_key)
-            reset, remaining = self.limiter.get_window_stats(item, "account", api_key)
+            allowed = await self._call("hit", item, "account", api_key)
+            reset, remaining = await self._call("get_window_stats", item, "account", api_key)
         except Exception as exc:  # storage down: fail open (see module docstring)
             log.warning("rate-limit storage unavailable, admitting: %s", type(exc).__name__)
             return Decision(True, item.amount, item.amount, 0, item.get_expiry())
@@ -61,19 +87,20 @@ class RateLimits:
             item.get_expiry(),
         )
 
-    def address_blocked(self, address: str) -> int:
+    async def address_blocked(self, address: str) -> int:
         """Seconds until `address` may try credentials again; 0 if it may now."""
+        item = self.failure_limit
         try:
-            if self.limiter.test(self.failure_limit, "auth-failure", address):
+            if await self._call("test", item, "auth-failure", address):
                 return 0
-            reset, _ = self.limiter.get_window_stats(self.failure_limit, "auth-failure", address)
+            reset, _ = await self._call("get_window_stats", item, "auth-failure", address)
         except Exception as exc:
             log.warning("rate-limit storage unavailable, admitting: %s", type(exc).__name__)
             return 0
         return max(1, math.ceil(reset - time.time()))
 
-    def record_auth_failure(self, address: str) -> None:
+    async def record_auth_failure(self, address: str) -> None:
         try:
-            self.limiter.hit(self.failure_limit, "auth-failure", address)
+            await self._call("hit", self.failure_limit, "auth-failure", address)
         except Exception as exc:
             log.warning("rate-limit storage unavailable: %s", type(exc).__name__)
