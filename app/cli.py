@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import re
 import secrets
 import sys
@@ -17,6 +16,7 @@ import peewee
 
 from models import PRODUCTS, Account, InvalidRecord, create_tables, database, load_records
 
+from . import logs
 from .settings import ConfigError, Settings
 
 API_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -61,7 +61,7 @@ def serve(host: str, port: int, workers: int, demo: bool):
     from .demo import curl_line, seed_demo
 
     settings = open_store()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logs.configure()
     if workers > 1 and settings.ratelimit_storage_uri.startswith("memory"):
         click.echo(f"warning: with memory:// each of the {workers} workers limits on its own; "
                    "set RATELIMIT_STORAGE_URI=redis://... to share the limit", err=True)

@@ -88,15 +88,16 @@ class RequestContextMiddleware:
         except BodyTooLarge as exc:
             await self.render_error(scope, exc, send_with_headers)
         finally:
-            access_log.info(json.dumps({
-                "time": round(time.time(), 3),
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "api_key": state.get("api_key"),
-                "trace_id": trace_id,
-            }))
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(json.dumps({
+                    "time": round(time.time(), 3),
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "api_key": state.get("api_key"),
+                    "trace_id": trace_id,
+                }))
 
 
 def _content_length(scope: Scope) -> int | None:
