@@ -136,3 +136,56 @@ def test_unreachable_database_is_one_line(env):
                     "accounts", "create")
     one_line_error(result, "cannot open the database postgresql://u:***@127.0.0.1:1/x")
     assert "pw" not in result.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_demo_runs_the_quickstart(env, tmp_path):
+    """`redact serve --demo`: tables, demo data, the printed curl line works, and each
+    request's log line carries the trace id its problem body names."""
+    import time
+
+    import httpx
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/redact/transaction"
+        auth = ("demo0001", "demo-secret-0001")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                first = httpx.post(url, auth=auth, json={"id": "0A0000000DEMO0001",
+                                                         "product": "sms", "type": "outbound"})
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.2)
+        assert first.status_code == 204
+        missing = httpx.post(url, auth=auth, json={"id": "0A00000000NOTHERE", "product": "sms"})
+        assert missing.status_code == 404
+    finally:
+        process.terminate()
+        out, err = process.communicate(timeout=30)
+    assert "curl -i -u demo0001:demo-secret-0001" in out
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    logged = {line["trace_id"]: line for line in lines}
+    assert logged[missing.json()["instance"]]["status"] == 404
+    assert any(line["status"] == 204 for line in lines)
+
+
+def test_release_phase_creates_the_tables(env):
+    result = subprocess.run([sys.executable, "-m", "app.release"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    open_database(env["DATABASE_URL"])
+    with database.connection_context():
+        assert set(database.get_tables()) == {"account", "transaction", "redaction_audit"}
