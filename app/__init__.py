@@ -19,6 +19,7 @@ import werkzeug.exceptions
 from a2wsgi import WSGIMiddleware
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException, ResolverError
+from connexion.lifecycle import ConnexionRequest
 from connexion.middleware.context import ContextMiddleware
 from connexion.middleware.exceptions import ExceptionMiddleware
 from connexion.middleware.request_validation import RequestValidationMiddleware
@@ -120,8 +121,8 @@ def _http_exception(exc: werkzeug.exceptions.HTTPException):
 
 
 async def _send_problem(scope, exc, send) -> None:
-    from connexion.lifecycle import ConnexionRequest
-
+    """Answer with the problem for `exc` from outside Connexion's stack (the body-size
+    check runs before it)."""
     response = await render(ConnexionRequest(scope), exc)
     headers = [(b"content-type", response.mimetype.encode())] + [
         (k.lower().encode(), str(v).encode()) for k, v in (response.headers or {}).items()
