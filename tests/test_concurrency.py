@@ -44,3 +44,48 @@ def test_concurrent_requests_each_get_their_outcome(app):
         assert RedactionAudit.select().count() == 60
         assert {a.transaction_id for a in RedactionAudit.select()} == set(ids)
         assert Transaction.get_by_id("0A00000000OTHER01").sender == "447700900001"
+
+
+def test_a_failing_batch_is_rolled_back_for_every_caller(app):
+    """GroupCommit's promise: outcomes only from a committed transaction. A batch whose
+    function fails leaves nothing behind and raises to each of its callers."""
+    add_account("acct0001")
+
+    def write_then_fail(items):
+        for item in items:
+            RedactionAudit.create(at=START, api_key="acct0001", transaction_id=item,
+                                  product="sms", trace_id="t" * 32)
+        raise RuntimeError("disk full")
+
+    def call(item):
+        try:
+            return database.obj.group_commit.run(write_then_fail, item)
+        except RuntimeError as exc:
+            return str(exc)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(call, [f"id{n}" for n in range(40)]))
+    assert results == ["disk full"] * 40
+    with database.connection_context():
+        assert RedactionAudit.select().count() == 0
+
+
+def test_outcome_exceptions_reach_only_their_caller(app):
+    def half_refused(items):
+        for i in items:
+            if i % 2 == 0:
+                RedactionAudit.create(at=START, api_key="a", transaction_id=i,
+                                      product="sms", trace_id="t")
+        return [i if i % 2 == 0 else ValueError(f"odd {i}") for i in items]
+
+    def call(item):
+        try:
+            return database.obj.group_commit.run(half_refused, item)
+        except ValueError as exc:
+            return str(exc)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(call, range(40)))
+    assert results == [i if i % 2 == 0 else f"odd {i}" for i in range(40)]
+    with database.connection_context():
+        assert RedactionAudit.select().count() == 20
