@@ -11,6 +11,7 @@ import json
 import logging
 
 import connexion.exceptions
+import peewee
 import starlette.exceptions
 from connexion.lifecycle import ConnexionResponse
 
@@ -113,6 +114,9 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
             # Connexion's own body and media-type checks: the contract says 422.
             return InvalidJson(str(exc.detail or exc.title))
         return HTTPProblem(exc.status, str(exc.detail or exc.title), dict(exc.headers or {}))
+    if isinstance(exc, (peewee.OperationalError, OSError)):
+        return HTTPProblem(503, "The transaction store is unavailable; retry later",
+                           {"Retry-After": "1"})
     if isinstance(exc, starlette.exceptions.HTTPException):
         return HTTPProblem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
     return HTTPProblem(500, "The server could not complete the request")

@@ -148,18 +148,27 @@ class GroupCommit:
         return slot.outcome
 
     def _lead(self) -> None:
-        with self._process_lock:
+        batch: list[_Slot] = []
+        try:
+            with self._process_lock:
+                with self._mutex:
+                    batch, self._queue = self._queue, []
+                self._execute(batch)
+        except BaseException as exc:  # the lock itself failed: fail the waiting units
             with self._mutex:
-                batch, self._queue = self._queue, []
-            self._execute(batch)
-        with self._mutex:
-            if self._queue:
-                self._queue[0].wake.set()
-            else:
-                self._leading = False
-        for slot in batch:
-            slot.done = True
-            slot.wake.set()
+                if not batch:
+                    batch, self._queue = self._queue, []
+            for slot in batch:
+                slot.outcome = exc
+        finally:
+            with self._mutex:
+                if self._queue:
+                    self._queue[0].wake.set()
+                else:
+                    self._leading = False
+            for slot in batch:
+                slot.done = True
+                slot.wake.set()
 
     def _execute(self, batch: list[_Slot]) -> None:
         groups: dict[Callable, list[_Slot]] = {}

@@ -92,3 +92,22 @@ def test_chunked_body_within_the_limit_is_read(client, account):
     response = client.post(URL, content=chunks(),
                            headers={**account, "Content-Type": "application/json"})
     assert_problem(response, 404)
+
+
+def test_an_unusable_store_is_a_503_and_nothing_hangs(make_app, tmp_path):
+    """The SQLite write lock cannot be taken (its path is a directory): each request gets a
+    503 problem at once, and the next one is not stuck behind the failed one."""
+    db_path = tmp_path / "redact.db"
+    app = make_app(f"sqlite:///{db_path}")
+    from .conftest import add_account, add_records, record
+
+    headers = add_account("acct0001")
+    add_records(record("0A0000000123ABCD1"))
+    (tmp_path / "redact.db.lock").mkdir()
+    with app.test_client() as client:
+        for _ in range(3):
+            response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"},
+                                   headers=headers)
+            body = assert_problem(response, 503)
+            assert response.headers["Retry-After"] == "1"
+            assert "unavailable" in body["detail"]
