@@ -251,3 +251,12 @@ def test_every_problem_has_a_fresh_trace_id_in_the_log(client, account, caplog):
     assert first["instance"] != second["instance"]
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert first["instance"] in logged and second["instance"] in logged
+
+
+def test_204_is_bare(client, account):
+    add_records(record("0A0000000123ABCD1"))
+    response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"},
+                           headers=account)
+    assert response.status_code == 204
+    assert response.content == b""
+    assert "content-type" not in response.headers
