@@ -47,6 +47,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        _normalise_content_type(scope)
         state = request_state(scope)
         trace_id = trace_id_of(scope)
         # Handlers receive the trace id through Connexion's context (for the audit row).
@@ -98,6 +99,20 @@ class RequestContextMiddleware:
                     "api_key": state.get("api_key"),
                     "trace_id": trace_id,
                 }))
+
+
+def _normalise_content_type(scope: Scope) -> None:
+    """Lower-case the media type (`APPLICATION/JSON`): it is case-insensitive, and Connexion
+    validates it so but parses the body as JSON only when it is written in lower case."""
+    headers = scope["headers"]
+    for index, (name, value) in enumerate(headers):
+        if name == b"content-type":
+            media_type, sep, parameters = value.partition(b";")
+            if media_type != media_type.lower():
+                headers = list(headers)
+                headers[index] = (name, media_type.lower() + sep + parameters)
+                scope["headers"] = headers
+            return
 
 
 def _content_length(scope: Scope) -> int | None:

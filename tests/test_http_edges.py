@@ -111,3 +111,11 @@ def test_an_unusable_store_is_a_503_and_nothing_hangs(make_app, tmp_path):
             body = assert_problem(response, 503)
             assert response.headers["Retry-After"] == "1"
             assert "unavailable" in body["detail"]
+
+
+@pytest.mark.parametrize("content_type", ["APPLICATION/JSON", "Application/Json; charset=UTF-8",
+                                          "application/json;charset=utf-8"])
+def test_media_type_is_case_insensitive(client, account, content_type):
+    response = client.post(URL, content=b'{"id": "0A0000000NOTHERE", "product": "sms"}',
+                           headers={**account, "Content-Type": content_type})
+    assert_problem(response, 404)
