@@ -36,6 +36,11 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+class BadContentLength(Exception):
+    def __init__(self):
+        super().__init__("The Content-Length header is not a number of bytes")
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, render_error):
         self.app = app
@@ -85,8 +90,10 @@ class RequestContextMiddleware:
             declared = _content_length(scope)
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)
+            if declared == -1:
+                raise BadContentLength()
             await self.app(scope, capped_receive, send_with_headers)
-        except BodyTooLarge as exc:
+        except (BodyTooLarge, BadContentLength) as exc:
             await self.render_error(scope, exc, send_with_headers)
         finally:
             if access_log.isEnabledFor(logging.INFO):
@@ -102,8 +109,9 @@ class RequestContextMiddleware:
 
 
 def _normalise_content_type(scope: Scope) -> None:
-    """Lower-case the media type (`APPLICATION/JSON`): it is case-insensitive, and Connexion
-    validates it so but parses the body as JSON only when it is written in lower case."""
+    """Lower-case the media type (`APPLICATION/JSON`), and take a missing one for JSON, the
+    only type this API consumes. Connexion validates the body as JSON in both cases but
+    hands it to the handler parsed only when the header says `application/json` exactly."""
     headers = scope["headers"]
     for index, (name, value) in enumerate(headers):
         if name == b"content-type":
@@ -113,13 +121,12 @@ def _normalise_content_type(scope: Scope) -> None:
                 headers[index] = (name, media_type.lower() + sep + parameters)
                 scope["headers"] = headers
             return
+    scope["headers"] = [*headers, (b"content-type", b"application/json")]
 
 
 def _content_length(scope: Scope) -> int | None:
+    """The declared body length, None if not declared, -1 if not a length."""
     for name, value in scope["headers"]:
         if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+            return int(value) if value.isdigit() else -1
     return None

@@ -17,7 +17,7 @@ from connexion.lifecycle import ConnexionResponse
 
 from models import PrematureRedaction, RecordNotFound, Unprovisioned
 
-from .context import BodyTooLarge, trace_id_of
+from .context import BadContentLength, BodyTooLarge, trace_id_of
 
 log = logging.getLogger("redact.errors")
 
@@ -107,6 +107,8 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
             return problem_class(str(exc))
     if isinstance(exc, BodyTooLarge):
         return HTTPProblem(413, str(exc))
+    if isinstance(exc, BadContentLength):
+        return HTTPProblem(400, str(exc))
     if isinstance(exc, connexion.exceptions.ProblemException):
         if exc.status == 401:
             return Unauthorized()

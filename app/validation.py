@@ -52,9 +52,14 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope) -> t.Any:
         raw = b"".join([chunk async for chunk in stream])
         try:
-            return json.loads(raw.decode("utf-8"))
+            body = json.loads(raw.decode("utf-8"))
+            if b"\\u" in raw:  # escapes may spell unpaired surrogates, which nothing can store
+                json.dumps(body, ensure_ascii=False).encode("utf-8")
+            return body
         except UnicodeDecodeError:
             raise InvalidJson("The request body is not valid UTF-8") from None
+        except UnicodeEncodeError:
+            raise InvalidJson("The request body escapes an unpaired surrogate") from None
         except json.JSONDecodeError as exc:
             raise InvalidJson(f"The request body is not valid JSON: {exc}") from None
         except RecursionError:

@@ -119,3 +119,22 @@ def test_media_type_is_case_insensitive(client, account, content_type):
     response = client.post(URL, content=b'{"id": "0A0000000NOTHERE", "product": "sms"}',
                            headers={**account, "Content-Type": content_type})
     assert_problem(response, 404)
+
+
+def test_unpaired_surrogate_is_a_422(client, account):
+    response = client.post(URL, content=b'{"id": "\\ud800", "product": "sms"}',
+                           headers={**account, "Content-Type": "application/json"})
+    assert "surrogate" in assert_problem(response, 422)["detail"]
+
+
+def test_missing_content_type_is_taken_for_json(client, account):
+    response = client.post(URL, content=b'{"id": "0A0000000NOTHERE", "product": "sms"}',
+                           headers=account)
+    assert_problem(response, 404)
+
+
+def test_malformed_content_length_is_a_400(client, account):
+    response = client.post(URL, content=b'{"id": "x", "product": "sms"}',
+                           headers={**account, "Content-Type": "application/json",
+                                    "Content-Length": "abc"})
+    assert_problem(response, 400)
