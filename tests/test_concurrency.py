@@ -46,25 +46,28 @@ def test_concurrent_requests_each_get_their_outcome(app):
         assert Transaction.get_by_id("0A00000000OTHER01").sender == "447700900001"
 
 
+def run_concurrently(batch_fn, items, expected: type[Exception]) -> list:
+    """Each item through GroupCommit from 8 threads; an `expected` error as its message."""
+    def call(item):
+        try:
+            return database.obj.group_commit.run(batch_fn, item)
+        except expected as exc:
+            return str(exc)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(call, items))
+
+
 def test_a_failing_batch_is_rolled_back_for_every_caller(app):
     """GroupCommit's promise: outcomes only from a committed transaction. A batch whose
     function fails leaves nothing behind and raises to each of its callers."""
-    add_account("acct0001")
-
     def write_then_fail(items):
         for item in items:
             RedactionAudit.create(at=START, api_key="acct0001", transaction_id=item,
                                   product="sms", trace_id="t" * 32)
         raise RuntimeError("disk full")
 
-    def call(item):
-        try:
-            return database.obj.group_commit.run(write_then_fail, item)
-        except RuntimeError as exc:
-            return str(exc)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(call, [f"id{n}" for n in range(40)]))
+    results = run_concurrently(write_then_fail, [f"id{n}" for n in range(40)], RuntimeError)
     assert results == ["disk full"] * 40
     with database.connection_context():
         assert RedactionAudit.select().count() == 0
@@ -78,14 +81,7 @@ def test_outcome_exceptions_reach_only_their_caller(app):
                                       product="sms", trace_id="t")
         return [i if i % 2 == 0 else ValueError(f"odd {i}") for i in items]
 
-    def call(item):
-        try:
-            return database.obj.group_commit.run(half_refused, item)
-        except ValueError as exc:
-            return str(exc)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(call, range(40)))
+    results = run_concurrently(half_refused, range(40), ValueError)
     assert results == [i if i % 2 == 0 else f"odd {i}" for i in range(40)]
     with database.connection_context():
         assert RedactionAudit.select().count() == 20
