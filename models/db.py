@@ -174,8 +174,12 @@ class GroupCommit:
         groups: dict[Callable, list[_Slot]] = {}
         for slot in batch:
             groups.setdefault(slot.batch_fn, []).append(slot)
-        # The leading thread keeps its pooled connection for the next time it leads.
-        self._db.connect(reuse_if_open=True)
+        # A connection from the pool per batch, given back after: whichever thread leads
+        # next takes it, so a process holds one or two connections, not one per thread
+        # (PostgreSQL's default limit is 100 for all workers together).
+        opened = self._db.is_closed()
+        if opened:
+            self._db.connect()
         try:
             with self._db.atomic():
                 for batch_fn, slots in groups.items():
@@ -185,6 +189,9 @@ class GroupCommit:
         except BaseException as exc:
             for slot in batch:
                 slot.outcome = exc
+        finally:
+            if opened:
+                self._db.close()
 
 
 class ProcessWriteLock:

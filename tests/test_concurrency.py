@@ -85,3 +85,26 @@ def test_outcome_exceptions_reach_only_their_caller(app):
     assert results == [i if i % 2 == 0 else f"odd {i}" for i in range(40)]
     with database.connection_context():
         assert RedactionAudit.select().count() == 20
+
+
+def test_concurrent_redactions_need_few_connections(make_app, clock):
+    """Batches borrow one pooled connection each, so 16 threads do not open 16 PostgreSQL
+    connections (the server's default limit is 100 for every worker together)."""
+    import psycopg2
+
+    from .conftest import POSTGRES_URL, require_service
+
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    make_app(POSTGRES_URL)
+    add_account("acct0001")
+    ids = [f"0A00000000POOL{n:03d}" for n in range(64)]
+    add_records(*(record(i) for i in ids))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        assert all(pool.map(redact, ids))
+    database.close()
+    watcher = psycopg2.connect(POSTGRES_URL)
+    with watcher, watcher.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                       " AND pid <> pg_backend_pid()")
+        assert cursor.fetchone()[0] <= 3
+    watcher.close()
