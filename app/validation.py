@@ -16,15 +16,16 @@ from starlette.datastructures import Headers
 
 from .problems import InvalidJson, InvalidProduct
 
-_COMPILED: dict[int, t.Callable] = {}
+_COMPILED: dict[int, tuple[dict, t.Callable]] = {}
 
 
 def _validator_for(schema: dict) -> t.Callable:
-    """The schema compiled to Python once (fastjsonschema), cached by schema object."""
-    compiled = _COMPILED.get(id(schema))
-    if compiled is None:
-        compiled = _COMPILED[id(schema)] = fastjsonschema.compile(schema)
-    return compiled
+    """The schema compiled to Python once (fastjsonschema), cached by schema object (held
+    in the cache, so that its id cannot be reused by another schema)."""
+    cached = _COMPILED.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = _COMPILED[id(schema)] = (schema, fastjsonschema.compile(schema))
+    return cached[1]
 
 
 class ContractBodyValidator(AbstractRequestBodyValidator):

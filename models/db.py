@@ -63,8 +63,8 @@ def open_database(url: str, max_connections: int = 64) -> peewee.Database:
 
 
 class PreparedQuery:
-    """A peewee query whose SQL is generated once per database and shape, then run with
-    new values.
+    """A peewee query whose SQL is generated once per kind of database and shape, then
+    run with new values.
 
     Generating SQL costs far more CPU than running it on a few indexed rows, and in a
     batch it would be spent while holding the write lock. `build(mark, shape)` returns the
@@ -75,14 +75,15 @@ class PreparedQuery:
 
     def __init__(self, build: Callable[[Callable[..., str], Any], peewee.Query]):
         self._build = build
-        self._compiled: dict[tuple, tuple[str, list]] = {}
+        self._compiled: dict[tuple[type, Any], tuple[str, list]] = {}
 
     def execute(self, shape: Any, values: dict):
         """Run on the current database; returns the cursor."""
         db = database.obj
-        compiled = self._compiled.get((id(db), shape))
+        # The SQL depends on the dialect (quoting, placeholders), i.e. the database's class.
+        compiled = self._compiled.get((type(db), shape))
         if compiled is None:
-            compiled = self._compiled[(id(db), shape)] = self._compile(shape)
+            compiled = self._compiled[(type(db), shape)] = self._compile(shape)
         sql, slots = compiled
         return db.execute_sql(sql, [values[name] if name else constant
                                     for name, constant in slots])
