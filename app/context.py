@@ -90,8 +90,6 @@ class RequestContextMiddleware:
             declared = _content_length(scope)
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)
-            if declared == -1:
-                raise BadContentLength()
             await self.app(scope, capped_receive, send_with_headers)
         except (BodyTooLarge, BadContentLength) as exc:
             await self.render_error(scope, exc, send_with_headers)
@@ -125,8 +123,10 @@ def _normalise_content_type(scope: Scope) -> None:
 
 
 def _content_length(scope: Scope) -> int | None:
-    """The declared body length, None if not declared, -1 if not a length."""
+    """The declared body length, None if not declared."""
     for name, value in scope["headers"]:
         if name == b"content-length":
-            return int(value) if value.isdigit() else -1
+            if not value.isdigit():
+                raise BadContentLength()
+            return int(value)
     return None

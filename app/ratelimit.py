@@ -73,34 +73,40 @@ class RateLimits:
         result = getattr(self._limiter(), method)(*args)
         return await result if inspect.isawaitable(result) else result
 
+    async def _admitting_if_down(self, check, admitted):
+        """`await check()`, or `admitted` if the storage cannot answer (the fail-open
+        policy of the module docstring)."""
+        try:
+            return await check()
+        except Exception as exc:
+            log.warning("rate-limit storage unavailable, admitting: %s", type(exc).__name__)
+            return admitted
+
     async def hit_account(self, api_key: str) -> Decision:
         """Count one request of `api_key`; the decision carries what the headers report."""
         item = self.account_limit
-        try:
+
+        async def check() -> Decision:
             allowed = await self._call("hit", item, "account", api_key)
             reset, remaining = await self._call("get_window_stats", item, "account", api_key)
-        except Exception as exc:  # storage down: fail open (see module docstring)
-            log.warning("rate-limit storage unavailable, admitting: %s", type(exc).__name__)
-            return Decision(True, item.amount, item.amount, 0, item.get_expiry())
-        return Decision(
-            allowed, item.amount, remaining, max(0, math.ceil(reset - time.time())),
-            item.get_expiry(),
-        )
+            return Decision(allowed, item.amount, remaining,
+                            max(0, math.ceil(reset - time.time())), item.get_expiry())
+
+        return await self._admitting_if_down(
+            check, Decision(True, item.amount, item.amount, 0, item.get_expiry()))
 
     async def address_blocked(self, address: str) -> int:
         """Seconds until `address` may try credentials again; 0 if it may now."""
         item = self.failure_limit
-        try:
+
+        async def check() -> int:
             if await self._call("test", item, "auth-failure", address):
                 return 0
             reset, _ = await self._call("get_window_stats", item, "auth-failure", address)
-        except Exception as exc:
-            log.warning("rate-limit storage unavailable, admitting: %s", type(exc).__name__)
-            return 0
-        return max(1, math.ceil(reset - time.time()))
+            return max(1, math.ceil(reset - time.time()))
+
+        return await self._admitting_if_down(check, 0)
 
     async def record_auth_failure(self, address: str) -> None:
-        try:
-            await self._call("hit", self.failure_limit, "auth-failure", address)
-        except Exception as exc:
-            log.warning("rate-limit storage unavailable: %s", type(exc).__name__)
+        await self._admitting_if_down(
+            lambda: self._call("hit", self.failure_limit, "auth-failure", address), None)

@@ -55,13 +55,12 @@ class Settings:
                     f"{self.ENVIRONMENT[field]}={getattr(self, field)!r} is not a rate limit"
                     " such as '170/second'"
                 ) from None
-        if not isinstance(self.threads, int) or self.threads < 1:
-            raise ConfigError(f"REDACT_THREADS={self.threads!r} must be a whole number >= 1")
-        for field in ("min_age_seconds", "max_body_bytes", "credential_cache_seconds"):
+        for field, least in (("min_age_seconds", 0), ("max_body_bytes", 0),
+                             ("credential_cache_seconds", 0), ("threads", 1)):
             value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(
-                    f"{self.ENVIRONMENT[field]}={value!r} must be a whole number >= 0"
+                    f"{self.ENVIRONMENT[field]}={value!r} must be a whole number >= {least}"
                 )
 
     @classmethod

@@ -90,9 +90,7 @@ def redact_batch(requests: list[RedactionRequest]) -> list:
         return outcomes
 
     now = Transaction.redacted_at.db_value(max(r.now for r in requests))
-    values = {("now",): now}
-    for i, row in enumerate(to_scrub.values()):
-        values.update({("scrub", i, j): value for j, value in enumerate(row)})
+    values = {("now",): now, **_marked("scrub", to_scrub.values())}
     scrubbed = {row[0] for row in _SCRUB.execute(len(to_scrub), values)}
 
     audit = []
@@ -106,9 +104,13 @@ def redact_batch(requests: list[RedactionRequest]) -> list:
                       request.transaction_id, request.product, request.trace_id,
                       request.source))
     if audit:
-        _AUDIT.execute(len(audit), {("audit", i, j): value for i, row in enumerate(audit)
-                                    for j, value in enumerate(row)})
+        _AUDIT.execute(len(audit), _marked("audit", audit))
     return outcomes
+
+
+def _marked(name: str, rows) -> dict:
+    """Values of `rows` by the marks `mark(name, row, column)` of a PreparedQuery."""
+    return {(name, i, j): value for i, row in enumerate(rows) for j, value in enumerate(row)}
 
 
 _SELECTED = (Transaction.id, Transaction.account, Transaction.product, Transaction.direction,
