@@ -67,7 +67,7 @@ def create_app(
 ) -> connexion.FlaskApp:
     """Build the service: database, limiter, authentication, the API and its errors."""
     settings = settings or Settings.from_env()
-    open_database(settings.database_url)
+    open_database(settings.database_url, subject_key=settings.subject_key_bytes)
     rate_limits = RateLimits(
         settings.ratelimit_storage_uri, settings.rate_limit, settings.auth_failure_limit
     )

@@ -36,7 +36,7 @@ def open_store() -> Settings:
     except ConfigError as exc:
         fail(str(exc), 2)
     try:
-        open_database(settings.database_url)
+        open_database(settings.database_url, subject_key=settings.subject_key_bytes)
         create_tables()
     except peewee.PeeweeException as exc:
         fail(f"cannot open the database {settings.masked()['DATABASE_URL']}: "

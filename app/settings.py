@@ -20,6 +20,7 @@ class ConfigError(ValueError):
 
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql")
 STORAGE_SCHEMES = ("memory", "redis", "rediss")
+QUEUE_SCHEMES = ("sqlite", "redis", "rediss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,14 @@ class Settings:
     max_body_bytes: int = 65536
     credential_cache_seconds: int = 60
     threads: int = 32
+    subject_key: str = ""
+    queue_url: str = ""
+    max_active_jobs: int = 25
+    max_queue_depth: int = 10000
+    sync_max_records: int = 1000
+    job_batch_size: int = 1000
+    job_lease_seconds: int = 60
+    max_job_body_bytes: int = 2 * 1024 * 1024
 
     ENVIRONMENT = {
         "database_url": "DATABASE_URL",
@@ -42,7 +51,16 @@ class Settings:
         "max_body_bytes": "REDACT_MAX_BODY_BYTES",
         "credential_cache_seconds": "REDACT_CREDENTIAL_CACHE_SECONDS",
         "threads": "REDACT_THREADS",
+        "subject_key": "REDACT_SUBJECT_KEY",
+        "queue_url": "REDACT_QUEUE_URL",
+        "max_active_jobs": "REDACT_MAX_ACTIVE_JOBS",
+        "max_queue_depth": "REDACT_MAX_QUEUE_DEPTH",
+        "sync_max_records": "REDACT_SYNC_MAX_RECORDS",
+        "job_batch_size": "REDACT_JOB_BATCH_SIZE",
+        "job_lease_seconds": "REDACT_JOB_LEASE_SECONDS",
+        "max_job_body_bytes": "REDACT_MAX_JOB_BODY_BYTES",
     }
+    SECRETS = ("subject_key",)
 
     def __post_init__(self) -> None:
         _check_url("DATABASE_URL", self.database_url, DATABASE_SCHEMES)
@@ -55,8 +73,20 @@ class Settings:
                     f"{self.ENVIRONMENT[field]}={getattr(self, field)!r} is not a rate limit"
                     " such as '170/second'"
                 ) from None
+        if self.queue_url:
+            _check_url("REDACT_QUEUE_URL", self.queue_url, QUEUE_SCHEMES)
+        if self.subject_key and len(self.subject_key.encode()) < 16:
+            raise ConfigError("REDACT_SUBJECT_KEY must be at least 16 characters")
+        if not self.subject_key and not self.database_url.startswith("sqlite"):
+            raise ConfigError(
+                "REDACT_SUBJECT_KEY must be set with PostgreSQL (a random secret of at least"
+                " 16 characters, the same for every process)"
+            )
         for field, least in (("min_age_seconds", 0), ("max_body_bytes", 0),
-                             ("credential_cache_seconds", 0), ("threads", 1)):
+                             ("credential_cache_seconds", 0), ("threads", 1),
+                             ("max_active_jobs", 1), ("max_queue_depth", 1),
+                             ("sync_max_records", 0), ("job_batch_size", 1),
+                             ("job_lease_seconds", 1), ("max_job_body_bytes", 0)):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(
@@ -86,9 +116,28 @@ class Settings:
     def masked(self) -> dict:
         """The settings by environment variable, passwords in URLs masked."""
         return {
-            self.ENVIRONMENT[field.name]: _mask(getattr(self, field.name))
+            self.ENVIRONMENT[field.name]: (
+                ("***" if getattr(self, field.name) else "") if field.name in self.SECRETS
+                else _mask(getattr(self, field.name))
+            )
             for field in dataclasses.fields(self)
         }
+
+    @property
+    def subject_key_bytes(self) -> bytes | None:
+        return self.subject_key.encode() if self.subject_key else None
+
+    @property
+    def effective_queue_url(self) -> str:
+        """The job queue: REDACT_QUEUE_URL, else an SQLite file beside an SQLite store,
+        else the limiter's Redis, else `redact-queue.db` in the working directory."""
+        if self.queue_url:
+            return self.queue_url
+        if self.database_url.startswith("sqlite:///") and ":memory:" not in self.database_url:
+            return f"{self.database_url}-queue"
+        if self.ratelimit_storage_uri.startswith(("redis://", "rediss://")):
+            return self.ratelimit_storage_uri
+        return "sqlite:///redact-queue.db"
 
 
 def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> None:

@@ -82,7 +82,8 @@ PG_URL = f"postgresql://postgres@127.0.0.1:5432/{PG_DATABASE}"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
 # The service under load: the limiter counts but never refuses.
-SERVICE_ENV = {"REDACT_RATE_LIMIT": "1000000/second"}
+SUBJECT_KEY = "bench-subject-key-000000000000"
+SERVICE_ENV = {"REDACT_RATE_LIMIT": "1000000/second", "REDACT_SUBJECT_KEY": SUBJECT_KEY}
 
 
 class BenchError(Exception):
@@ -144,7 +145,7 @@ class RedactPlan:
 
 def prepare_database(url: str, record_count: int) -> None:
     """Fresh tables, the bench account and `record_count` unredacted, old-enough SMS."""
-    db = open_database(url)
+    db = open_database(url, subject_key=SUBJECT_KEY.encode())
     created_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=2)
     with db.connection_context():
         db.drop_tables(MODELS, safe=True)
@@ -169,7 +170,7 @@ def _record(number: int, created_at: datetime.datetime) -> dict:
 
 def count_redacted(url: str, ids: IdRange) -> int:
     """How many records of `ids` are marked redacted and hold no message text any more."""
-    db = open_database(url)
+    db = open_database(url, subject_key=SUBJECT_KEY.encode())
     with db.connection_context():
         count = (
             Transaction.select()

@@ -25,6 +25,8 @@ from typing import Any, Callable
 import peewee
 from playhouse.db_url import connect
 
+from .subjects import SubjectKey
+
 database = peewee.DatabaseProxy()
 
 SQLITE_PRAGMAS = {
@@ -42,10 +44,13 @@ class BaseModel(peewee.Model):
         legacy_table_names = False
 
 
-def open_database(url: str, max_connections: int = 64) -> peewee.Database:
+def open_database(url: str, max_connections: int = 64,
+                  subject_key: bytes | None = None) -> peewee.Database:
     """Open the database at `url` (sqlite:///path or postgresql://...) behind the proxy.
 
     Connections are pooled; a thread takes one per request and gives it back.
+    `subject_key` keys the phone-number index (models/subjects.py); without one, an SQLite
+    database keeps its key in `<file>.key` beside it, and PostgreSQL cannot be opened.
     """
     scheme, rest = url.split("://", 1)
     scheme = {"postgres": "postgresql"}.get(scheme, scheme)
@@ -58,6 +63,14 @@ def open_database(url: str, max_connections: int = 64) -> peewee.Database:
     db = connect(f"{scheme}+pool://{rest}", **options)
     lock = ProcessWriteLock(f"{db.database}.lock") if scheme == "sqlite" else None
     db.group_commit = GroupCommit(db, lock)
+    if subject_key is not None:
+        db.subject_key = SubjectKey(subject_key)
+    elif scheme == "sqlite" and db.database != ":memory:":
+        db.subject_key = SubjectKey.from_file(f"{db.database}.key")
+    elif scheme == "sqlite":
+        db.subject_key = SubjectKey(os.urandom(32))
+    else:
+        raise ValueError("a PostgreSQL store needs a subject key (REDACT_SUBJECT_KEY)")
     database.initialize(db)
     return db
 

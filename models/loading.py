@@ -57,6 +57,7 @@ def parse_record(line: str) -> dict:
         raise InvalidRecord(_first_error(exc.messages)) from None
     details = {k: v for k, v in data.items() if k not in _KNOWN}
     direction = (data["type"] or "outbound") if data["product"] == "sms" else None
+    subject_key = database.obj.subject_key
     return {
         "id": data["id"],
         "account": data["api_key"],
@@ -67,6 +68,8 @@ def parse_record(line: str) -> dict:
         "recipient": data["to"],
         "body": data["text"],
         "details": details or None,
+        "sender_key": subject_key.hash(data["from_"]),
+        "recipient_key": subject_key.hash(data["to"]),
     }
 
 

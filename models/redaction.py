@@ -132,6 +132,7 @@ def _build_scrub(mark, n):
         Transaction.update({
             **{getattr(Transaction, c): getattr(values.c, c) for c in columns[1:]},
             Transaction.redacted_at: mark("now"),
+            **{getattr(Transaction, c): None for c in Transaction.SUBJECT_COLUMNS},
         })
         .from_(values)
         .where((Transaction.id == values.c.id) & Transaction.redacted_at.is_null())

@@ -49,8 +49,18 @@ class Transaction(BaseModel):
     body = peewee.TextField(null=True)
     details = JSONField(null=True)
     redacted_at = UTCDateTimeField(null=True)
+    # Keyed hashes of the two numbers (models/subjects.py), cleared by redaction.
+    sender_key = peewee.CharField(max_length=32, null=True)
+    recipient_key = peewee.CharField(max_length=32, null=True)
 
     PERSONAL_COLUMNS = ("sender", "recipient", "body")
+    SUBJECT_COLUMNS = ("sender_key", "recipient_key")
+
+    class Meta:
+        indexes = (
+            (("account", "sender_key"), False),
+            (("account", "recipient_key"), False),
+        )
 
 
 class RedactionAudit(BaseModel):

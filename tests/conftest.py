@@ -21,6 +21,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 START = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.UTC)
 PASSWORD = "s3cret-Pa55"
+SUBJECT_KEY = "test-subject-key-0123456789"
 
 
 class Clock:
@@ -86,6 +87,7 @@ def make_app(clock):
     built = []
 
     def make(database_url: str, **overrides):
+        overrides.setdefault("subject_key", SUBJECT_KEY)
         settings = Settings.from_env({}, database_url=database_url, **overrides)
         app = create_app(settings, clock=clock)
         with database.connection_context():

@@ -11,10 +11,13 @@ import pytest
 
 from models import PRODUCTS, Account, Transaction, create_tables, database, open_database
 
+from .conftest import SUBJECT_KEY
+
 
 @pytest.fixture
 def env(tmp_path):
-    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+            "REDACT_SUBJECT_KEY": SUBJECT_KEY}
 
 
 def redact(env, *args, stdin: str | None = None):
@@ -31,7 +34,7 @@ def one_line_error(result, fragment: str):
 
 
 def stored(env) -> tuple[list[str], list[str]]:
-    open_database(env["DATABASE_URL"])
+    open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     create_tables()
     with database.connection_context():
         return ([a.api_key for a in Account.select()],
@@ -44,7 +47,7 @@ def test_accounts_create_with_given_key_secret_and_products(env):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"api_key": "abc123", "api_secret": "secret-123",
                                          "products": ["sms", "voice"]}
-    open_database(env["DATABASE_URL"])
+    open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     with database.connection_context():
         account = Account.get_by_id("abc123")
         assert "secret-123" not in account.secret_hash
@@ -186,6 +189,6 @@ def test_release_phase_creates_the_tables(env):
     result = subprocess.run([sys.executable, "-m", "app.release"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    open_database(env["DATABASE_URL"])
+    open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     with database.connection_context():
         assert set(database.get_tables()) == {"account", "transaction", "redaction_audit"}
