@@ -33,7 +33,9 @@ from models import open_database
 from .api import RedactApi
 from .auth import Authenticator, basic_security_handler
 from .context import RequestContextMiddleware
+from .jobs_api import JOBS_PATH, JobsApi
 from .problems import HTTPProblem, render
+from .queue import JobQueue
 from .ratelimit import RateLimits
 from .settings import Settings
 from .validation import ContractBodyValidator
@@ -73,6 +75,8 @@ def create_app(
     )
     authenticator = Authenticator(rate_limits, settings.credential_cache_seconds)
     api = RedactApi(settings, clock)
+    queue = JobQueue(settings, clock)
+    jobs_api = JobsApi(queue, clock)
 
     # Connexion's default stack minus what this service does not use (Swagger UI, response
     # validation, lifespan); our context middleware outermost, so that every response,
@@ -80,6 +84,7 @@ def create_app(
     middlewares = [
         functools.partial(
             RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
+            body_limits={JOBS_PATH: settings.max_job_body_bytes},
             render_error=_send_problem,
         ),
         ServerErrorMiddleware,
@@ -96,6 +101,8 @@ def create_app(
         validator_map={"body": MediaTypeDict({"*/*json": ContractBodyValidator})},
     )
     app.add_api(SPEC_DIR / "redact.yml", resolver=OperationResolver(api.operations()))
+    app.add_api(SPEC_DIR / "jobs.yml", name="jobs",
+                resolver=OperationResolver(jobs_api.operations()))
     # Connexion registers its own handlers for these two; ours must replace them.
     for error in (Exception, ProblemException, starlette.exceptions.HTTPException):
         app.add_error_handler(error, render)
@@ -109,6 +116,7 @@ def create_app(
     flask_app.register_error_handler(werkzeug.exceptions.HTTPException, _http_exception)
 
     app.settings = settings
+    app.queue = queue
     return app
 
 

@@ -42,9 +42,12 @@ class BadContentLength(Exception):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, render_error):
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, render_error,
+                 body_limits: dict[str, int] | None = None):
+        """`body_limits` maps path prefixes to their own body limit."""
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_limits = body_limits or {}
         self.render_error = render_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,7 +63,8 @@ class RequestContextMiddleware:
             "trace_id"
         ] = trace_id
         status = 500
-        limit = self.max_body_bytes
+        limit = next((size for prefix, size in self.body_limits.items()
+                      if scope["path"].startswith(prefix)), self.max_body_bytes)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status

@@ -16,8 +16,11 @@ import starlette.exceptions
 from connexion.lifecycle import ConnexionResponse
 
 from models import PrematureRedaction, RecordNotFound, Unprovisioned
+from models.job import (IdempotencyMismatch, InvalidCursor, InvalidJobRequest,
+                        InvalidJobUpdate, InvalidMove, JobNotFound, TooManyJobs)
 
 from .context import BadContentLength, BodyTooLarge, trace_id_of
+from .queue import QueueUnavailable
 
 log = logging.getLogger("redact.errors")
 
@@ -70,6 +73,53 @@ class RateLimitHit(Problem):
         )
 
 
+class JobProblem(Problem):
+    """Errors of the jobs API, which the upstream catalogue does not name: their types
+    are URNs of this service (listed in the README)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.type = f"urn:redact:problem:{cls.code}"
+
+
+class JobNotFoundProblem(JobProblem):
+    status, code, title = 404, "job-not-found", "No Such Job"
+
+
+class InvalidJobStatus(JobProblem):
+    status, code, title = 409, "invalid-job-status", "Invalid Job Status"
+
+
+class InvalidJob(JobProblem):
+    status, code, title = 422, "invalid-job", "Invalid Job"
+
+
+class IdempotencyKeyReused(JobProblem):
+    status, code, title = 422, "idempotency-key-reused", "Idempotency Key Reused"
+
+
+class TooLargeForSync(JobProblem):
+    status, code, title = 422, "too-large-for-sync", "Too Large For Sync"
+
+
+class InvalidCursorProblem(JobProblem):
+    status, code, title = 400, "invalid-cursor", "Invalid Cursor"
+
+
+class TooManyJobsProblem(JobProblem):
+    status, code, title = 429, "too-many-jobs", "Too Many Jobs"
+
+    def __init__(self, detail: str):
+        super().__init__(detail, {"Retry-After": "60"})
+
+
+class QueueUnavailableProblem(JobProblem):
+    status, code, title = 503, "queue-unavailable", "Queue Unavailable"
+
+    def __init__(self, detail: str):
+        super().__init__(detail, {"Retry-After": "5"})
+
+
 class Unauthorized(Exception):
     """Missing or wrong credentials: the contract's 401, not a problem body."""
 
@@ -95,6 +145,13 @@ _DOMAIN = {
     RecordNotFound: InvalidId,
     PrematureRedaction: PrematureRedactionProblem,
     Unprovisioned: UnprovisionedProblem,
+    JobNotFound: JobNotFoundProblem,
+    InvalidMove: InvalidJobStatus,
+    InvalidJobUpdate: InvalidJobStatus,
+    InvalidJobRequest: InvalidJob,
+    IdempotencyMismatch: IdempotencyKeyReused,
+    InvalidCursor: InvalidCursorProblem,
+    TooManyJobs: TooManyJobsProblem,
 }
 
 
@@ -105,6 +162,8 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
     for domain_class, problem_class in _DOMAIN.items():
         if isinstance(exc, domain_class):
             return problem_class(str(exc))
+    if isinstance(exc, QueueUnavailable):
+        return QueueUnavailableProblem(f"Cannot queue the job now: {exc}; retry later")
     if isinstance(exc, BodyTooLarge):
         return HTTPProblem(413, str(exc))
     if isinstance(exc, BadContentLength):
@@ -112,8 +171,8 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
     if isinstance(exc, connexion.exceptions.ProblemException):
         if exc.status == 401:
             return Unauthorized()
-        if exc.status in (400, 415):
-            # Connexion's own body and media-type checks: the contract says 422.
+        if exc.status == 415:
+            # Connexion's media-type check: the contract says 422.
             return InvalidJson(str(exc.detail or exc.title))
         return HTTPProblem(exc.status, str(exc.detail or exc.title), dict(exc.headers or {}))
     if isinstance(exc, (peewee.OperationalError, OSError)):

@@ -11,6 +11,7 @@ import json
 import typing as t
 
 import fastjsonschema
+from connexion.exceptions import BadRequestProblem
 from connexion.validators import AbstractRequestBodyValidator
 from starlette.datastructures import Headers
 
@@ -24,8 +25,22 @@ def _validator_for(schema: dict) -> t.Callable:
     in the cache, so that its id cannot be reused by another schema)."""
     cached = _COMPILED.get(id(schema))
     if cached is None or cached[0] is not schema:
-        cached = _COMPILED[id(schema)] = (schema, fastjsonschema.compile(schema))
+        compiled = fastjsonschema.compile(_json_schema(schema))
+        cached = _COMPILED[id(schema)] = (schema, compiled)
     return cached[1]
+
+
+def _json_schema(schema: t.Any) -> t.Any:
+    """An OpenAPI 3.0 schema as JSON Schema: `nullable: true` becomes a type that admits
+    null (fastjsonschema does not know OpenAPI's keyword)."""
+    if isinstance(schema, list):
+        return [_json_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {k: _json_schema(v) for k, v in schema.items() if k != "nullable"}
+    if schema.get("nullable") is True and "type" in schema:
+        converted["type"] = [schema["type"], "null"]
+    return converted
 
 
 class ContractBodyValidator(AbstractRequestBodyValidator):
@@ -48,10 +63,15 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
             receive = self._insert_messages(
                 receive, messages=[{"type": "http.request", "body": body, "more_body": False}]
             )
-        return await super().wrap_receive(receive, scope=scope)
+        try:
+            return await super().wrap_receive(receive, scope=scope)
+        except BadRequestProblem as exc:  # a required body is missing: the contract's 422
+            raise InvalidJson(str(exc.detail)) from None
 
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope) -> t.Any:
         raw = b"".join([chunk async for chunk in stream])
+        if not raw and not self._required:
+            return None
         try:
             body = json.loads(raw.decode("utf-8"))
             if b"\\u" in raw:  # escapes may spell unpaired surrogates, which nothing can store
@@ -67,6 +87,8 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
             raise InvalidJson("The request body is nested too deeply") from None
 
     def _validate(self, body: t.Any) -> None:
+        if body is None and not self._required:
+            return
         if not isinstance(body, dict):
             raise InvalidJson("The request body must be a JSON object")
         try:

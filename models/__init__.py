@@ -6,7 +6,18 @@ from .errors import InvalidRecord, PrematureRedaction, RecordNotFound, Redaction
 from .loading import load_records
 from .policy import DIRECTIONS, POLICIES, PRODUCTS, REDACTED
 from .redaction import redact_transaction
-from .transaction import MODELS, RedactionAudit, Transaction, create_tables
+from .job import JOB_MODELS
+from .transaction import RedactionAudit, Transaction
+
+MODELS = (Account, Transaction, RedactionAudit, *JOB_MODELS)
+"""Every table, in the order they are created (drop in reverse)."""
+
+
+def create_tables() -> None:
+    """Create the tables that are missing."""
+    with database.connection_context():
+        database.create_tables(MODELS, safe=True)
+
 
 __all__ = [
     "Account", "BaseModel", "database", "open_database", "InvalidRecord",

@@ -72,13 +72,3 @@ class RedactionAudit(BaseModel):
     product = peewee.CharField(max_length=20)
     trace_id = peewee.CharField(max_length=64)
     source = peewee.CharField(max_length=20, default="api")
-
-
-MODELS = (Account, Transaction, RedactionAudit)
-
-
-def create_tables() -> None:
-    from .db import database
-
-    with database.connection_context():
-        database.create_tables(MODELS, safe=True)

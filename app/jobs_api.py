@@ -1,0 +1,176 @@
+"""Handlers of the jobs API (openapi/jobs.yml). Each takes what Connexion validated, calls
+the domain (models/job.py) and the queue, and shapes the answer."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Callable
+
+import flask
+
+from models import database
+from models.job import (RedactionJob, TransactionRef, create_job, delete_job, get_job,
+                        iter_objects, list_jobs, list_validation_errors, move, start_validation,
+                        undo_move, update_job, validation_error_id)
+
+from .problems import TooLargeForSync
+from .queue import JobQueue
+
+JOBS_PATH = "/v1/redact/jobs"
+
+
+def _epoch(moment: datetime.datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp())
+
+
+def _moment(seconds: int | None) -> datetime.datetime | None:
+    if seconds is None:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+
+
+def job_resource(job: RedactionJob, *, expand_objects: bool = False) -> dict:
+    """A job as the API shows it; `objects` only when asked for (they can be many)."""
+    objects = None
+    if expand_objects:
+        objects = {"transactions": [], "subjects": []}
+        for item in iter_objects(job):
+            shown = item.as_object()
+            if "transaction" in shown:
+                objects["transactions"].append(shown["transaction"])
+            else:
+                objects["subjects"].append(shown["subject"])
+    return {
+        "id": job.id, "object": "redaction_job", "created": _epoch(job.created),
+        "livemode": True, "status": job.status,
+        "validation_behavior": job.validation_behavior, "description": job.description,
+        "objects": objects, "run_at": _epoch(job.run_at), "counts": job.counts,
+    }
+
+
+class JobsApi:
+    def __init__(self, queue: JobQueue, clock: Callable[[], datetime.datetime]):
+        self.queue = queue
+        self.clock = clock
+        self.settings = queue.settings
+
+    def operations(self) -> dict[str, Callable]:
+        return {
+            "create-job": self.create, "list-jobs": self.list,
+            "retrieve-job": self.retrieve, "update-job": self.update,
+            "validate-job": self.validate, "run-job": self.run, "cancel-job": self.cancel,
+            "list-validation-errors": self.validation_errors,
+        }
+
+    def create(self, body: dict, token_info: dict):
+        """POST /jobs: the job is stored, then queued for validation; if the queue cannot
+        take it, the job is removed again and the answer is 503."""
+        objects = body["objects"]
+        key = flask.request.headers.get("Idempotency-Key")
+        self.queue.check_room()
+        with database.connection_context():
+            job, created = create_job(
+                api_key=token_info["sub"],
+                transactions=(TransactionRef(t["id"], t["product"], t.get("type"))
+                              for t in objects.get("transactions", ())),
+                subjects=objects.get("subjects", ()),
+                validation_behavior=body.get("validation_behavior", "error"),
+                description=body.get("description"),
+                run_at=_moment(body.get("run_at")),
+                now=self.clock(),
+                max_unfinished=self.settings.max_active_jobs,
+                idempotency_key=key,
+                request_body=body,
+            )
+            if not created:
+                return job_resource(job), 200, {"Idempotent-Replayed": "true"}
+            try:
+                self.queue.submit(job.id)
+            except Exception:
+                delete_job(job)
+                raise
+            job = start_validation(job)
+            return job_resource(job), 200
+
+    def list(self, token_info: dict, limit: int = 10, starting_after: str | None = None,
+             ending_before: str | None = None, status: str | None = None,
+             expand: list | None = None):
+        with database.connection_context():
+            page = list_jobs(token_info["sub"], limit=limit, starting_after=starting_after,
+                             ending_before=ending_before, status=status)
+            data = [job_resource(job, expand_objects="objects" in (expand or ()))
+                    for job in page.items]
+        return {"object": "list", "url": JOBS_PATH, "has_more": page.has_more,
+                "data": data}
+
+    def retrieve(self, job: str, token_info: dict, expand: list | None = None):
+        with database.connection_context():
+            found = get_job(token_info["sub"], job)
+            return job_resource(found, expand_objects="objects" in (expand or ()))
+
+    def update(self, job: str, body: dict, token_info: dict):
+        changes = {name: body[name] for name in ("validation_behavior", "description")
+                   if name in body}
+        if "run_at" in body:
+            changes["run_at"] = _moment(body["run_at"])
+        with database.connection_context():
+            updated = update_job(get_job(token_info["sub"], job), changes)
+            if "run_at" in changes and updated.status == "ready" and updated.run_at:
+                self.queue.submit(updated.id, eta=updated.run_at)
+            return job_resource(updated)
+
+    def validate(self, job: str, token_info: dict):
+        return self._move_and_queue(job, token_info, "validate"), 200
+
+    def cancel(self, job: str, token_info: dict):
+        return self._move_and_queue(job, token_info, "cancel"), 200
+
+    def run(self, job: str, token_info: dict, body: dict | None = None):
+        """POST /jobs/{job}/run: 202 and the queue does the work, or with
+        `processing_mode: sync` the work is done before the answer (small jobs only)."""
+        if (body or {}).get("processing_mode", "async") != "sync":
+            return self._move_and_queue(job, token_info, "run"), 202
+        limit = self.settings.sync_max_records
+        with database.connection_context():
+            found = get_job(token_info["sub"], job)
+            if found.status == "ready":
+                if found.records > limit:
+                    raise TooLargeForSync(
+                        f"Redaction job {found.id} names {found.records} records; a sync run "
+                        f"takes at most {limit}. Run it without processing_mode=sync")
+                if found.eligible_at is not None and found.eligible_at > self.clock():
+                    raise TooLargeForSync(
+                        f"Redaction job {found.id} must wait until "
+                        f"{found.eligible_at.isoformat()} for premature records; run it "
+                        "without processing_mode=sync")
+            started = move(found, "run")
+            self.queue.run_now(started.id)
+            return job_resource(RedactionJob.get_by_id(started.seq)), 200
+
+    def _move_and_queue(self, job: str, token_info: dict, action: str) -> dict:
+        """Apply a move and queue the work it starts; if the queue cannot take it, the
+        move is undone and the answer is 503."""
+        self.queue.check_room()
+        with database.connection_context():
+            found = get_job(token_info["sub"], job)
+            moved = move(found, action)
+            try:
+                self.queue.submit(moved.id)
+            except Exception:
+                undo_move(found, moved)
+                raise
+            return job_resource(RedactionJob.get_by_id(moved.seq))
+
+    def validation_errors(self, job: str, token_info: dict, limit: int = 10,
+                          starting_after: str | None = None,
+                          ending_before: str | None = None):
+        with database.connection_context():
+            found = get_job(token_info["sub"], job)
+            page = list_validation_errors(found, limit=limit, starting_after=starting_after,
+                                          ending_before=ending_before)
+            data = [{"id": validation_error_id(found, error), "code": error.code,
+                     "object": error.target.as_object(), "message": error.message}
+                    for error in page.items]
+        return {"object": "list", "url": f"{JOBS_PATH}/{found.id}/validation_errors",
+                "has_more": page.has_more, "data": data}
+

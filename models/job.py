@@ -1,0 +1,500 @@
+"""Redaction jobs: their rows, their state machine, and the queries the jobs API needs.
+
+A job names records (`objects.transactions`) and phone numbers (`objects.subjects`: every
+record of the account where the number appears). It is created, validated, run and
+cancelled through the moves in `MOVES`; the work itself (validation, redaction) is in
+models/job_work.py and runs in queue workers. No HTTP here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import hmac
+import json
+import secrets
+from typing import Iterable, Iterator
+
+import peewee
+
+from .account import Account
+from .db import BaseModel, database
+from .errors import RedactionError
+from .policy import DIRECTIONS, PRODUCTS
+from .transaction import UTCDateTimeField
+
+STATUSES = ("created", "validating", "ready", "failed", "redacting", "succeeded",
+            "canceling", "canceled")
+BEHAVIORS = ("error", "fix")
+FINISHED = ("succeeded", "canceled")
+UNFINISHED = tuple(s for s in STATUSES if s not in FINISHED)
+HOLDING = ("ready", "redacting")
+"""Jobs that hold their objects: another job naming them fails validation."""
+WORKING = ("created", "validating", "redacting", "canceling")
+"""Statuses in which a queue worker has something to do for the job."""
+
+MOVES = {
+    "validate": {"failed": "validating"},
+    "run": {"ready": "redacting"},
+    "cancel": {"ready": "canceling", "failed": "canceling"},
+}
+"""The moves a client asks for, as {action: {from status: to status}}. The service makes
+the others: created -> validating -> ready | failed, redacting -> succeeded and
+canceling -> canceled."""
+
+CLEARED_SUBJECT = "REDACTED"
+
+
+class JobError(RedactionError):
+    """Base of the errors of the jobs API."""
+
+
+class JobNotFound(JobError):
+    def __init__(self, job_id: str):
+        super().__init__(f"No redaction job {job_id!r}")
+        self.job_id = job_id
+
+
+class InvalidMove(JobError):
+    def __init__(self, job_id: str, action: str, status: str):
+        allowed = " or ".join(MOVES[action]) if action in MOVES else "no status"
+        super().__init__(f"Cannot {action} redaction job {job_id} in status '{status}'; "
+                         f"{action} needs status {allowed}")
+        self.job_id, self.action, self.status = job_id, action, status
+
+
+class InvalidJobUpdate(JobError):
+    """An update asks for a change the job's status does not allow."""
+
+
+class InvalidJobRequest(JobError):
+    """A job's objects are malformed beyond what the contract's schema checks (a repeated
+    transaction or number, a subject that is not a phone number)."""
+
+
+class TooManyJobs(JobError):
+    def __init__(self, api_key: str, limit: int):
+        super().__init__(f"Account {api_key} has {limit} unfinished redaction jobs, the "
+                         "most allowed; wait for one to finish or cancel one")
+        self.limit = limit
+
+
+class IdempotencyMismatch(JobError):
+    def __init__(self, key: str):
+        super().__init__(f"Idempotency-Key {key!r} was used with a different request")
+
+
+class InvalidCursor(JobError):
+    def __init__(self, parameter: str, value: str):
+        super().__init__(f"{parameter}: no such object {value!r} in this list")
+
+
+class RedactionJob(BaseModel):
+    """One job. `seq` orders jobs (newest first in lists); `id` is the public name."""
+
+    seq = peewee.AutoField()
+    id = peewee.CharField(max_length=40, unique=True)
+    account = peewee.ForeignKeyField(Account, column_name="api_key", on_delete="CASCADE",
+                                     object_id_name="account_id")
+    status = peewee.CharField(max_length=12)
+    validation_behavior = peewee.CharField(max_length=8, default="error")
+    description = peewee.TextField(null=True)
+    created = UTCDateTimeField()
+    run_at = UTCDateTimeField(null=True)
+    # Fix mode: the run waits until every premature object is old enough.
+    eligible_at = UTCDateTimeField(null=True)
+    # A worker's claim: until when, and by whom (None: queued, not yet claimed).
+    lease_until = UTCDateTimeField(null=True)
+    lease_owner = peewee.CharField(max_length=80, null=True)
+    cursor = peewee.IntegerField(default=-1)
+    """Position of the last transaction object the run has processed."""
+    transactions = peewee.IntegerField(default=0)
+    subjects = peewee.IntegerField(default=0)
+    records = peewee.IntegerField(default=0)
+    redacted = peewee.IntegerField(default=0)
+    already_redacted = peewee.IntegerField(default=0)
+    skipped = peewee.IntegerField(default=0)
+    validation_errors = peewee.IntegerField(default=0)
+    idempotency_key = peewee.CharField(max_length=255, null=True)
+    request_digest = peewee.CharField(max_length=64, null=True)
+
+    class Meta:
+        table_name = "redaction_job"
+        indexes = (
+            (("account", "idempotency_key"), True),
+            (("account", "status"), False),
+            (("status", "lease_until"), False),
+        )
+
+    @property
+    def counts(self) -> dict:
+        return {
+            "transactions": self.transactions, "subjects": self.subjects,
+            "records": self.records, "redacted": self.redacted,
+            "already_redacted": self.already_redacted, "skipped": self.skipped,
+            "validation_errors": self.validation_errors,
+        }
+
+
+class JobObject(BaseModel):
+    """One object of a job: a transaction (id, product, direction) or a subject (the number
+    as given, and its keyed hash). A subject's number is cleared when the job finishes."""
+
+    job = peewee.ForeignKeyField(RedactionJob, on_delete="CASCADE")
+    position = peewee.IntegerField()
+    transaction_id = peewee.CharField(max_length=64, null=True)
+    product = peewee.CharField(max_length=20, null=True)
+    direction = peewee.CharField(max_length=10, null=True)
+    subject = peewee.CharField(max_length=32, null=True)
+    subject_key = peewee.CharField(max_length=32, null=True)
+    done = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "redaction_job_object"
+        primary_key = peewee.CompositeKey("job", "position")
+        indexes = (
+            (("transaction_id", "job"), True),
+            (("subject_key", "job"), True),
+        )
+
+    @property
+    def kind(self) -> str:
+        return "subject" if self.transaction_id is None else "transaction"
+
+    def as_object(self) -> dict:
+        if self.transaction_id is None:
+            return {"subject": self.subject or CLEARED_SUBJECT}
+        return {"transaction": {"id": self.transaction_id, "product": self.product,
+                                "type": self.direction}}
+
+
+class JobValidationError(BaseModel):
+    """Why one object of a job cannot be redacted, from the job's last validation."""
+
+    job = peewee.ForeignKeyField(RedactionJob, on_delete="CASCADE")
+    position = peewee.IntegerField()
+    code = peewee.CharField(max_length=40)
+    message = peewee.TextField()
+
+    class Meta:
+        table_name = "redaction_job_validation_error"
+        primary_key = peewee.CompositeKey("job", "position")
+
+
+JOB_MODELS = (RedactionJob, JobObject, JobValidationError)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransactionRef:
+    id: str
+    product: str
+    type: str | None = None
+
+
+def new_job_id() -> str:
+    return "rj_" + secrets.token_hex(12)
+
+
+def _direction(product: str, type_: str | None) -> str | None:
+    if product != "sms":
+        return None
+    return type_ or "outbound"
+
+
+def create_job(
+    *,
+    api_key: str,
+    transactions: Iterable[TransactionRef],
+    subjects: Iterable[str],
+    validation_behavior: str = "error",
+    description: str | None = None,
+    run_at: datetime.datetime | None = None,
+    now: datetime.datetime,
+    max_unfinished: int,
+    idempotency_key: str | None = None,
+    request_body: dict | None = None,
+) -> tuple[RedactionJob, bool]:
+    """Store a new job in status `created`, its objects streamed from the iterables in
+    batches (a job may name millions of records). Returns (job, created): with an
+    `idempotency_key` the account already used for the same request, the existing job and
+    False. All or nothing: raises TooManyJobs, IdempotencyMismatch or InvalidJobRequest
+    (a repeated object, a subject that is not a phone number) and stores nothing."""
+    if validation_behavior not in BEHAVIORS:
+        raise InvalidJobRequest(f"validation_behavior must be one of {', '.join(BEHAVIORS)}")
+    digest = _request_digest(request_body) if idempotency_key is not None else None
+    with database.atomic():
+        if idempotency_key is not None:
+            existing = RedactionJob.get_or_none(
+                (RedactionJob.account == api_key)
+                & (RedactionJob.idempotency_key == idempotency_key))
+            if existing is not None:
+                # A finished job forgets its request (it may name numbers): same key,
+                # same job.
+                if existing.request_digest not in (None, digest):
+                    raise IdempotencyMismatch(idempotency_key)
+                return existing, False
+        unfinished = (RedactionJob.select()
+                      .where((RedactionJob.account == api_key)
+                             & RedactionJob.status.in_(UNFINISHED))
+                      .count())
+        if unfinished >= max_unfinished:
+            raise TooManyJobs(api_key, max_unfinished)
+        job = RedactionJob.create(
+            id=new_job_id(), account=api_key, status="created",
+            validation_behavior=validation_behavior, description=description,
+            created=now, run_at=run_at, idempotency_key=idempotency_key,
+            request_digest=digest,
+        )
+        counts = _store_objects(job, transactions, subjects)
+        job.transactions, job.subjects = counts
+        job.save(only=[RedactionJob.transactions, RedactionJob.subjects])
+    return job, True
+
+
+def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
+                   subjects: Iterable[str], batch_size: int = 1000) -> tuple[int, int]:
+    subject_key = database.obj.subject_key
+    position = 0
+    counts = [0, 0]
+    batch: list[tuple] = []
+
+    def flush():
+        if not batch:
+            return
+        try:
+            with database.atomic():
+                JobObject.insert_many(batch, fields=_OBJECT_FIELDS).execute()
+        except peewee.IntegrityError:
+            raise InvalidJobRequest(_repeated(job, batch, counts[0])) from None
+        batch.clear()
+
+    for ref in transactions:
+        if ref.product not in PRODUCTS:
+            raise InvalidJobRequest(f"transaction {ref.id}: no product {ref.product!r}")
+        if ref.type is not None and ref.type not in DIRECTIONS:
+            raise InvalidJobRequest(f"transaction {ref.id}: no type {ref.type!r}")
+        batch.append((job.seq, position, ref.id, ref.product,
+                      _direction(ref.product, ref.type), None, None))
+        position += 1
+        counts[0] += 1
+        if len(batch) >= batch_size:
+            flush()
+    for index, number in enumerate(subjects):
+        key = subject_key.hash(number)
+        if key is None:
+            raise InvalidJobRequest(f"subjects[{index}] is not a phone number (7 to 15 "
+                                    "digits, optionally with '+' and separators)")
+        batch.append((job.seq, position, None, None, None, number, key))
+        position += 1
+        counts[1] += 1
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return counts[0], counts[1]
+
+
+_OBJECT_FIELDS = (JobObject.job, JobObject.position, JobObject.transaction_id,
+                  JobObject.product, JobObject.direction, JobObject.subject,
+                  JobObject.subject_key)
+
+
+def _repeated(job: RedactionJob, batch: list[tuple], transactions: int) -> str:
+    """Which object of the failed batch repeats one already given (read back so the
+    message can name it: the batch itself was rolled back)."""
+    ids = [row[2] for row in batch if row[2] is not None]
+    stored = {o.transaction_id for o in JobObject.select(JobObject.transaction_id)
+              .where((JobObject.job == job.seq) & JobObject.transaction_id.in_(ids))}
+    keys = [row[6] for row in batch if row[6] is not None]
+    stored |= {o.subject_key for o in JobObject.select(JobObject.subject_key)
+               .where((JobObject.job == job.seq) & JobObject.subject_key.in_(keys))}
+    seen: set = set()
+    for row in batch:
+        transaction_id, key = row[2], row[6]
+        if transaction_id is not None and (transaction_id in stored or transaction_id in seen):
+            return f"transaction {transaction_id} is named more than once"
+        if key is not None and (key in stored or key in seen):
+            return f"subjects[{row[1] - transactions}] repeats a number named before"
+        seen.add(transaction_id if key is None else key)
+    return "an object is named more than once"
+
+
+def _request_digest(body: dict | None) -> str:
+    """A keyed digest of a create request, to tell a retry from another request with the
+    same Idempotency-Key (keyed: the request may name numbers)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(database.obj.subject_key._secret, canonical, hashlib.sha256).hexdigest()
+
+
+def get_job(api_key: str, job_id: str) -> RedactionJob:
+    """The account's job `job_id`; JobNotFound for an unknown id or another account's."""
+    job = RedactionJob.get_or_none((RedactionJob.id == job_id)
+                                   & (RedactionJob.account == api_key))
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def iter_objects(job: RedactionJob) -> Iterator[JobObject]:
+    """The job's objects in the order given, read in pages."""
+    position = -1
+    while True:
+        page = list(JobObject.select().where((JobObject.job == job.seq)
+                                             & (JobObject.position > position))
+                    .order_by(JobObject.position).limit(1000))
+        yield from page
+        if len(page) < 1000:
+            return
+        position = page[-1].position
+
+
+def move(job: RedactionJob, action: str) -> RedactionJob:
+    """Apply a client's move (validate, run, cancel) if the job's status allows it;
+    InvalidMove names the current status otherwise. The row changes only if its status is
+    still the one read, so concurrent moves cannot both win."""
+    target = MOVES[action].get(job.status)
+    if target is None:
+        raise InvalidMove(job.id, action, job.status)
+    changes = {RedactionJob.status: target, RedactionJob.lease_owner: None,
+               RedactionJob.lease_until: None}
+    if action == "validate":
+        changes.update({RedactionJob.validation_errors: 0, RedactionJob.records: 0,
+                        RedactionJob.already_redacted: 0, RedactionJob.eligible_at: None})
+    updated = (RedactionJob.update(changes)
+               .where((RedactionJob.seq == job.seq) & (RedactionJob.status == job.status))
+               .execute())
+    if not updated:
+        current = RedactionJob.get_by_id(job.seq)
+        raise InvalidMove(job.id, action, current.status)
+    return RedactionJob.get_by_id(job.seq)
+
+
+def undo_move(job: RedactionJob, moved: RedactionJob) -> None:
+    """Put a job back where it was before `move` (the work the move starts could not be
+    queued), unless a worker has taken it up meanwhile."""
+    (RedactionJob.update(status=job.status, validation_errors=job.validation_errors,
+                         records=job.records, already_redacted=job.already_redacted,
+                         eligible_at=job.eligible_at, lease_until=job.lease_until)
+     .where((RedactionJob.seq == job.seq) & (RedactionJob.status == moved.status)
+            & RedactionJob.lease_owner.is_null())
+     .execute())
+
+
+def start_validation(job: RedactionJob) -> RedactionJob:
+    """created -> validating, once the validation is queued (if a worker has already taken
+    the job up, it stays where the worker put it)."""
+    (RedactionJob.update(status="validating")
+     .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "created")).execute())
+    return RedactionJob.get_by_id(job.seq)
+
+
+UPDATABLE = {
+    "description": STATUSES,
+    "run_at": ("created", "validating", "ready", "failed"),
+    "validation_behavior": ("failed",),
+}
+
+
+def update_job(job: RedactionJob, changes: dict) -> RedactionJob:
+    """Change `description`, `run_at` or `validation_behavior` (`changes` holds only the
+    ones given). A failed job does not re-validate by itself (use validate), and the
+    behaviour of other jobs is fixed once validated: InvalidJobUpdate otherwise."""
+    values = {}
+    for name, value in changes.items():
+        if getattr(job, name) == value:
+            continue
+        if job.status not in UPDATABLE[name]:
+            raise InvalidJobUpdate(
+                f"Cannot change {name} of redaction job {job.id} in status '{job.status}'; "
+                f"{name} can change in status {' or '.join(UPDATABLE[name])}")
+        values[getattr(RedactionJob, name)] = value
+    if not values:
+        return job
+    updated = (RedactionJob.update(values)
+               .where((RedactionJob.seq == job.seq) & (RedactionJob.status == job.status))
+               .execute())
+    if not updated:  # its status moved meanwhile: judge again against the new one
+        return update_job(RedactionJob.get_by_id(job.seq), changes)
+    return RedactionJob.get_by_id(job.seq)
+
+
+def delete_job(job: RedactionJob) -> None:
+    """Remove a job that could not be queued (its creation is undone)."""
+    with database.atomic():
+        JobObject.delete().where(JobObject.job == job.seq).execute()
+        JobValidationError.delete().where(JobValidationError.job == job.seq).execute()
+        RedactionJob.delete().where(RedactionJob.seq == job.seq).execute()
+
+
+@dataclasses.dataclass
+class Page:
+    items: list
+    has_more: bool
+
+
+def _page(query, key, descending: bool, limit: int, after, before) -> Page:
+    """A page of `query` ordered by `key`, Stripe-style: `after` pages forward from a
+    cursor value, `before` backward; `has_more` says whether more lie that way."""
+    forward = key.desc() if descending else key.asc()
+    backward = key.asc() if descending else key.desc()
+    if before is not None:
+        query = query.where(key > before if descending else key < before)
+        items = list(query.order_by(backward).limit(limit + 1))
+        has_more = len(items) > limit
+        return Page(list(reversed(items[:limit])), has_more)
+    if after is not None:
+        query = query.where(key < after if descending else key > after)
+    items = list(query.order_by(forward).limit(limit + 1))
+    return Page(items[:limit], len(items) > limit)
+
+
+def list_jobs(api_key: str, *, limit: int, starting_after: str | None = None,
+              ending_before: str | None = None, status: str | None = None) -> Page:
+    """The account's jobs, newest first."""
+    query = RedactionJob.select().where(RedactionJob.account == api_key)
+    if status is not None:
+        query = query.where(RedactionJob.status == status)
+
+    def cursor(parameter: str, job_id: str | None):
+        if job_id is None:
+            return None
+        job = RedactionJob.get_or_none((RedactionJob.id == job_id)
+                                       & (RedactionJob.account == api_key))
+        if job is None:
+            raise InvalidCursor(parameter, job_id)
+        return job.seq
+
+    return _page(query, RedactionJob.seq, True, limit,
+                 cursor("starting_after", starting_after),
+                 cursor("ending_before", ending_before))
+
+
+def list_validation_errors(job: RedactionJob, *, limit: int,
+                           starting_after: str | None = None,
+                           ending_before: str | None = None) -> Page:
+    """The errors of the job's last validation, in the order of the objects they concern,
+    each with its object (`error.target`)."""
+    prefix = f"{job.id}_e"
+
+    def cursor(parameter: str, error_id: str | None):
+        if error_id is None:
+            return None
+        position = error_id[len(prefix):] if error_id.startswith(prefix) else ""
+        if not position.isdigit() or not JobValidationError.select().where(
+                (JobValidationError.job == job.seq)
+                & (JobValidationError.position == int(position))).exists():
+            raise InvalidCursor(parameter, error_id)
+        return int(position)
+
+    query = (JobValidationError.select(JobValidationError, JobObject)
+             .join(JobObject, on=((JobObject.job == JobValidationError.job)
+                                  & (JobObject.position == JobValidationError.position)),
+                   attr="target")
+             .where(JobValidationError.job == job.seq))
+    return _page(query, JobValidationError.position, False, limit,
+                 cursor("starting_after", starting_after),
+                 cursor("ending_before", ending_before))
+
+
+def validation_error_id(job: RedactionJob, error: JobValidationError) -> str:
+    return f"{job.id}_e{error.position}"
