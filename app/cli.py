@@ -16,7 +16,10 @@ import peewee
 
 from models import PRODUCTS, Account, InvalidRecord, create_tables, database, load_records
 
+from models.job import STATUSES
+
 from . import logs
+from .queue import QueueUnavailable
 from .settings import ConfigError, Settings
 
 API_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -70,8 +73,176 @@ def serve(host: str, port: int, workers: int, demo: bool):
         click.echo(f"Demo account ready. Redact a record with:\n  "
                    f"{curl_line(f'http://{host}:{port}')}")
     database.close()
-    uvicorn.run("app.asgi:app", host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+    # One command runs everything: the job queue's consumer runs in this process too.
+    consumer = _job_queue(settings).consumer(workers=1)
+    consumer.start()
+    try:
+        uvicorn.run("app.asgi:app", host=host, port=port, workers=workers,
+                    log_level="warning", access_log=False)
+    finally:
+        consumer.stop()
+
+
+@main.command()
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Jobs worked on at once.")
+def worker(threads: int):
+    """Run redaction jobs from the queue (scale-out: run one or more beside the web)."""
+    settings = open_store()
+    logs.configure()
+    queue = _job_queue(settings)
+    try:
+        queue.sweep()  # take up at once what a stopped worker left
+    except QueueUnavailable as exc:
+        fail(str(exc))
+    database.close()
+    queue.consumer(workers=threads).run()
+
+
+def _job_queue(settings: Settings):
+    from .queue import JobQueue
+
+    try:
+        return JobQueue(settings)
+    except Exception as exc:
+        fail(f"cannot open the job queue {settings.effective_queue_url}: {exc}")
+
+
+@main.group()
+def jobs():
+    """Create, inspect, run and cancel redaction jobs (prints JSON)."""
+
+
+def _print_job(job, objects: bool = False) -> None:
+    from .jobs_api import job_resource
+
+    click.echo(json.dumps(job_resource(job, expand_objects=objects), indent=2))
+
+
+def _transaction_refs(file):
+    """TransactionRefs from JSON Lines `{"id", "product", "type"}`, read as needed."""
+    from models.job import InvalidJobRequest, TransactionRef
+
+    for number, line in enumerate(file, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            yield TransactionRef(str(item["id"]), item["product"], item.get("type"))
+        except (ValueError, KeyError, TypeError):
+            raise InvalidJobRequest(
+                f"{file.name} line {number}: not a JSON object with id and product") from None
+
+
+@jobs.command("create")
+@click.option("--account", "api_key", required=True, help="The account the job acts for.")
+@click.option("--transactions", "file", type=click.File("r", encoding="utf-8"),
+              help="JSON Lines of {\"id\", \"product\", \"type\"} ('-' for stdin).")
+@click.option("--subject", "subjects", multiple=True, help="A phone number (repeatable).")
+@click.option("--behavior", type=click.Choice(["error", "fix"]), default="error",
+              show_default=True, help="validation_behavior")
+@click.option("--description")
+@click.option("--run-at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+              help="When the job runs by itself once ready (UTC if no offset).")
+def jobs_create(api_key, file, subjects, behavior, description, run_at):
+    """Create a job and queue its validation; prints the job."""
+    from models.job import JobError, create_job, delete_job, start_validation
+
+    settings = open_store()
+    queue = _job_queue(settings)
+    if file is None and not subjects:
+        fail("give --transactions FILE and/or --subject NUMBER")
+    if run_at is not None and run_at.tzinfo is None:
+        run_at = run_at.replace(tzinfo=datetime.UTC)
+    if Account.get_or_none(Account.api_key == api_key) is None:
+        fail(f"no account {api_key!r}")
+    try:
+        queue.check_room()
+        job, _ = create_job(api_key=api_key, transactions=_transaction_refs(file or ()),
+                            subjects=subjects, validation_behavior=behavior,
+                            description=description, run_at=run_at,
+                            now=datetime.datetime.now(datetime.UTC),
+                            max_unfinished=settings.max_active_jobs)
+    except (JobError, QueueUnavailable) as exc:
+        fail(f"{exc}; no job was created")
+    except UnicodeDecodeError:
+        fail(f"{file.name}: not UTF-8 text; no job was created")
+    try:
+        queue.submit(job.id)
+    except QueueUnavailable as exc:
+        delete_job(job)
+        fail(f"{exc}; no job was created")
+    _print_job(start_validation(job))
+
+
+@jobs.command("list")
+@click.option("--account", "api_key", required=True)
+@click.option("--status", type=click.Choice(list(STATUSES)))
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
+def jobs_list(api_key, status, limit):
+    """The account's jobs, newest first."""
+    from .jobs_api import job_resource
+    from models.job import list_jobs
+
+    open_store()
+    page = list_jobs(api_key, limit=limit, status=status)
+    click.echo(json.dumps({"has_more": page.has_more,
+                           "data": [job_resource(j) for j in page.items]}, indent=2))
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--objects", is_flag=True, help="Include the job's objects.")
+def jobs_show(job_id, objects):
+    """One job."""
+    open_store()
+    _print_job(_operator_job(job_id), objects)
+
+
+@jobs.command("run")
+@click.argument("job_id")
+@click.option("--wait", is_flag=True, help="Do the work in this process and print the "
+              "finished job, instead of leaving it to the workers.")
+def jobs_run(job_id, wait):
+    """Run a ready job (irreversible)."""
+    _move_job(job_id, "run", wait)
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+def jobs_cancel(job_id):
+    """Cancel a ready or failed job."""
+    _move_job(job_id, "cancel", False)
+
+
+def _operator_job(job_id: str):
+    from models.job import RedactionJob
+
+    job = RedactionJob.get_or_none(RedactionJob.id == job_id)
+    if job is None:
+        fail(f"no redaction job {job_id!r}")
+    return job
+
+
+def _move_job(job_id: str, action: str, wait: bool) -> None:
+    from models.job import InvalidMove, RedactionJob, move, undo_move
+
+    settings = open_store()
+    queue = _job_queue(settings)
+    job = _operator_job(job_id)
+    try:
+        moved = move(job, action)
+    except InvalidMove as exc:
+        fail(str(exc))
+    try:
+        if wait:
+            queue.run_now(moved.id)
+        else:
+            queue.submit(moved.id)
+    except QueueUnavailable as exc:
+        undo_move(job, moved)
+        fail(f"{exc}; the job is left as it was")
+    _print_job(RedactionJob.get_by_id(moved.seq))
 
 
 @main.group()

@@ -25,21 +25,24 @@ def _validator_for(schema: dict) -> t.Callable:
     in the cache, so that its id cannot be reused by another schema)."""
     cached = _COMPILED.get(id(schema))
     if cached is None or cached[0] is not schema:
-        compiled = fastjsonschema.compile(_json_schema(schema))
+        compiled = fastjsonschema.compile(openapi_to_json_schema(schema))
         cached = _COMPILED[id(schema)] = (schema, compiled)
     return cached[1]
 
 
-def _json_schema(schema: t.Any) -> t.Any:
+def openapi_to_json_schema(schema: t.Any) -> t.Any:
     """An OpenAPI 3.0 schema as JSON Schema: `nullable: true` becomes a type that admits
     null (fastjsonschema does not know OpenAPI's keyword)."""
     if isinstance(schema, list):
-        return [_json_schema(item) for item in schema]
+        return [openapi_to_json_schema(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    converted = {k: _json_schema(v) for k, v in schema.items() if k != "nullable"}
-    if schema.get("nullable") is True and "type" in schema:
-        converted["type"] = [schema["type"], "null"]
+    converted = {k: openapi_to_json_schema(v) for k, v in schema.items() if k != "nullable"}
+    if schema.get("nullable") is True:
+        if "type" in schema:
+            converted["type"] = [schema["type"], "null"]
+        else:
+            converted = {"anyOf": [converted, {"type": "null"}]}
     return converted
 
 

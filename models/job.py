@@ -291,6 +291,8 @@ def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
         if len(batch) >= batch_size:
             flush()
     flush()
+    if not any(counts):
+        raise InvalidJobRequest("a job names at least one transaction or subject")
     return counts[0], counts[1]
 
 
