@@ -1,0 +1,192 @@
+"""Jobs as operators run them: `redact worker` processes killed and restarted, the `redact
+jobs` commands, the Redis queue, and what a subject job leaves in the database files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from models import RedactionAudit, Transaction, database, open_database
+from models.job import RedactionJob
+
+from .conftest import SUBJECT_KEY, add_account, add_records, record
+from .jobs_helpers import JobsClient
+from .test_residue import files_containing
+
+
+def redact(env, *args, stdin: str | None = None, timeout: int = 120):
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+            "REDACT_SUBJECT_KEY": SUBJECT_KEY, "REDACT_JOB_LEASE_SECONDS": "2"}
+
+
+def seed(env, records: list[dict]) -> None:
+    assert redact(env, "accounts", "create", "--api-key", "acct0001", "--api-secret",
+                  "s3cret-Pa55").returncode == 0
+    result = redact(env, "transactions", "load", "-",
+                    stdin="\n".join(json.dumps(r) for r in records))
+    assert result.returncode == 0, result.stderr
+
+
+def job_row(env, job_id: str) -> RedactionJob:
+    open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    with database.connection_context():
+        return RedactionJob.get(RedactionJob.id == job_id)
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out")
+
+
+def start_worker(env, tmp_path):
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--threads", "2"],
+                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def test_a_worker_killed_mid_job_is_resumed_and_every_record_redacted_once(env, tmp_path):
+    named, about = 2000, 500
+    seed(env, [record(f"N{n:05d}") for n in range(named)]
+         + [record(f"S{n:05d}", **{"to": "447700900555"}) for n in range(about)])
+    objects = "\n".join(json.dumps({"id": f"N{n:05d}", "product": "sms"}) for n in range(named))
+    created = redact(env, "jobs", "create", "--account", "acct0001", "--transactions", "-",
+                     "--subject", "447700900555", stdin=objects)
+    assert created.returncode == 0, created.stderr
+    job_id = json.loads(created.stdout)["id"]
+    env = {**env, "REDACT_JOB_BATCH_SIZE": "10"}
+
+    worker = start_worker(env, tmp_path)
+    try:
+        wait_for(lambda: job_row(env, job_id).status == "ready")
+        assert redact(env, "jobs", "run", job_id).returncode == 0
+        wait_for(lambda: job_row(env, job_id).redacted >= 300, interval=0.01)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+    stopped = job_row(env, job_id)
+    assert stopped.status == "redacting"
+    assert 300 <= stopped.redacted < named + about, "the kill came too late to test resuming"
+
+    time.sleep(2.5)  # the dead worker's lease expires
+    worker = start_worker(env, tmp_path)
+    try:
+        wait_for(lambda: job_row(env, job_id).status == "succeeded")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+    done = job_row(env, job_id)
+    assert (done.redacted, done.already_redacted, done.skipped) == (named + about, 0, 0)
+    with database.connection_context():
+        audited = [a.transaction_id for a in
+                   RedactionAudit.select().where(RedactionAudit.trace_id == job_id)]
+        assert len(audited) == len(set(audited)) == named + about
+        assert Transaction.select().where(Transaction.redacted_at.is_null()).count() == 0
+        assert database.execute_sql("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_jobs_commands_print_json_and_fail_in_one_line(env):
+    seed(env, [record("T1"), record("T2")])
+    created = redact(env, "jobs", "create", "--account", "acct0001", "--transactions", "-",
+                     "--description", "by the operator",
+                     stdin='{"id": "T1", "product": "sms"}\n')
+    job = json.loads(created.stdout)
+    assert (job["status"], job["description"]) == ("validating", "by the operator")
+
+    listed = json.loads(redact(env, "jobs", "list", "--account", "acct0001").stdout)
+    assert [j["id"] for j in listed["data"]] == [job["id"]]
+    early = redact(env, "jobs", "run", job["id"])  # still validating: no worker has run
+    assert early.returncode == 1
+    assert early.stderr.strip() == (f"error: Cannot run redaction job {job['id']} in status "
+                                    "'validating'; run needs status ready")
+
+    # a worker validates it; `run --wait` then does the work in the command itself
+    worker_env = {**env}
+    from app.queue import JobQueue
+    from app.settings import Settings
+    queue = JobQueue(Settings.from_env(worker_env))
+    open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    assert queue.drain() >= 1
+    ran = redact(env, "jobs", "run", job["id"], "--wait")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["status"] == "succeeded"
+    shown = json.loads(redact(env, "jobs", "show", job["id"], "--objects").stdout)
+    assert shown["objects"]["transactions"] == [{"id": "T1", "product": "sms",
+                                                 "type": "outbound"}]
+    assert shown["counts"]["redacted"] == 1
+
+    second = json.loads(redact(env, "jobs", "create", "--account", "acct0001",
+                               "--subject", "447700900002").stdout)
+    queue.drain()
+    canceled = redact(env, "jobs", "cancel", second["id"])
+    assert json.loads(canceled.stdout)["status"] == "canceling"
+
+    for args, fragment in [
+        (("jobs", "show", "rj_nope"), "no redaction job 'rj_nope'"),
+        (("jobs", "create", "--account", "nobody", "--subject", "447700900002"),
+         "no account 'nobody'"),
+        (("jobs", "create", "--account", "acct0001"), "give --transactions"),
+        (("jobs", "create", "--account", "acct0001", "--subject", "call me"),
+         "not a phone number"),
+    ]:
+        result = redact(env, *args)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], \
+            result.stderr
+
+
+def test_jobs_run_through_a_redis_queue(make_app, database_url, redis_url):
+    app = make_app(database_url, queue_url=redis_url)
+    with app.test_client() as client:
+        jobs = JobsClient(client, add_account("acct0001"), app.queue)
+        add_records(record("T1"), record("S1", **{"from": "447700900777"}))
+        job = jobs.ready(["T1"], ["447700900777"])
+        jobs.action(job["id"], "run", expect=202)
+        assert app.queue.huey.pending_count() == 1
+        jobs.drain()
+        done = jobs.get(job["id"])
+        assert (done["status"], done["counts"]["redacted"]) == ("succeeded", 2)
+
+
+def test_nothing_in_the_database_files_leads_back_to_an_erased_subject(make_app, tmp_path):
+    db_path = tmp_path / "redact.db"
+    app = make_app(f"sqlite:///{db_path}")  # the queue beside it, as by default
+    number = "447700911235"
+    with app.test_client() as client:
+        jobs = JobsClient(client, add_account("acct0001"), app.queue)
+        add_records(
+            record("S1", **{"to": number}, text="MARKER-51 " * 40),
+            record("S2", product="voice", **{"from": "+44 7700 911235"}),
+            record("S3", product="messages", **{"to": number}, text="MARKER-51 long " * 900),
+            record("KEEP", **{"to": "447700900999"}, text="KEEP-ME-77"),
+        )
+        with database.connection_context():
+            key_hash = database.obj.subject_key.hash(number).encode()
+        markers = [number.encode(), b"7700 911235", b"MARKER-51", key_hash]
+        assert all(files_containing(db_path, m) for m in markers[:3] + [key_hash])
+
+        job = jobs.ready(subjects=[number], description="erasure request")
+        jobs.action(job["id"], "run", expect=202)
+        jobs.drain()
+        assert jobs.get(job["id"])["status"] == "succeeded"
+        for marker in markers:
+            assert files_containing(db_path, marker) == [], marker
+    assert files_containing(db_path, b"KEEP-ME-77")
