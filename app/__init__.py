@@ -101,7 +101,7 @@ def create_app(
         validator_map={"body": MediaTypeDict({"*/*json": ContractBodyValidator})},
     )
     app.add_api(SPEC_DIR / "redact.yml", resolver=OperationResolver(api.operations()))
-    app.add_api(SPEC_DIR / "jobs.yml", name="jobs",
+    app.add_api(SPEC_DIR / "jobs.yml", name="jobs", strict_validation=True,
                 resolver=OperationResolver(jobs_api.operations()))
     # Connexion registers its own handlers for these two; ours must replace them.
     for error in (Exception, ProblemException, starlette.exceptions.HTTPException):

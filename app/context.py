@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -34,6 +35,17 @@ class BodyTooLarge(Exception):
     def __init__(self, limit: int):
         super().__init__(f"The request body exceeds the limit of {limit} bytes")
         self.limit = limit
+
+
+class UnroutablePath(Exception):
+    """A path with control characters: no route has them, but the routers disagree on
+    whether they match (Starlette's mount does not, Werkzeug's rules do)."""
+
+    def __init__(self, path: str):
+        super().__init__(f"No such path: {path!r}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BadContentLength(Exception):
@@ -91,11 +103,13 @@ class RequestContextMiddleware:
             return message
 
         try:
+            if _CONTROL.search(scope["path"]):
+                raise UnroutablePath(scope["path"])
             declared = _content_length(scope)
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)
             await self.app(scope, capped_receive, send_with_headers)
-        except (BodyTooLarge, BadContentLength) as exc:
+        except (BodyTooLarge, BadContentLength, UnroutablePath) as exc:
             await self.render_error(scope, exc, send_with_headers)
         finally:
             if access_log.isEnabledFor(logging.INFO):

@@ -19,7 +19,7 @@ from models import PrematureRedaction, RecordNotFound, Unprovisioned
 from models.job import (IdempotencyMismatch, InvalidCursor, InvalidJobRequest,
                         InvalidJobUpdate, InvalidMove, JobNotFound, TooManyJobs)
 
-from .context import BadContentLength, BodyTooLarge, trace_id_of
+from .context import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of
 from .queue import QueueUnavailable
 
 log = logging.getLogger("redact.errors")
@@ -95,7 +95,7 @@ class InvalidJob(JobProblem):
 
 
 class IdempotencyKeyReused(JobProblem):
-    status, code, title = 422, "idempotency-key-reused", "Idempotency Key Reused"
+    status, code, title = 409, "idempotency-key-reused", "Idempotency Key Reused"
 
 
 class TooLargeForSync(JobProblem):
@@ -103,7 +103,7 @@ class TooLargeForSync(JobProblem):
 
 
 class InvalidCursorProblem(JobProblem):
-    status, code, title = 400, "invalid-cursor", "Invalid Cursor"
+    status, code, title = 404, "invalid-cursor", "No Such Cursor"
 
 
 class TooManyJobsProblem(JobProblem):
@@ -168,6 +168,8 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
         return HTTPProblem(413, str(exc))
     if isinstance(exc, BadContentLength):
         return HTTPProblem(400, str(exc))
+    if isinstance(exc, UnroutablePath):
+        return HTTPProblem(404, str(exc))
     if isinstance(exc, connexion.exceptions.ProblemException):
         if exc.status == 401:
             return Unauthorized()

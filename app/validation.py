@@ -100,8 +100,10 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
             field = error.path[1] if len(error.path) > 1 else None
             if field == "product" and error.rule == "enum":
                 raise InvalidProduct(error.value) from None
-            if error.rule == "required":
+            if error.rule == "required" and len(error.path) == 1:
                 missing = next(f for f in self._schema["required"] if f not in body)
                 raise InvalidJson(f"'{missing}' is a required property") from None
+            if len(error.path) > 2:  # deeper in the body: the validator's own words
+                raise InvalidJson(error.message.replace("data.", "", 1)) from None
             rule = error.message.split(" ", 1)[-1]
             raise InvalidJson(f"field '{field}' {rule}" if field else rule) from None

@@ -137,6 +137,17 @@ class RedactionJob(BaseModel):
         }
 
 
+class _DirectionField(peewee.CharField):
+    """A direction, stored as '' for products without one, so that the unique index on a
+    job's transactions also holds for them (NULLs never collide in an index)."""
+
+    def db_value(self, value):
+        return super().db_value("" if value is None else value)
+
+    def python_value(self, value):
+        return None if value == "" else super().python_value(value)
+
+
 class JobObject(BaseModel):
     """One object of a job: a transaction (id, product, direction) or a subject (the number
     as given, and its keyed hash). A subject's number is cleared when the job finishes."""
@@ -145,7 +156,7 @@ class JobObject(BaseModel):
     position = peewee.IntegerField()
     transaction_id = peewee.CharField(max_length=64, null=True)
     product = peewee.CharField(max_length=20, null=True)
-    direction = peewee.CharField(max_length=10, null=True)
+    direction = _DirectionField(max_length=10, default="")
     subject = peewee.CharField(max_length=32, null=True)
     subject_key = peewee.CharField(max_length=32, null=True)
     done = peewee.BooleanField(default=False)
@@ -154,7 +165,7 @@ class JobObject(BaseModel):
         table_name = "redaction_job_object"
         primary_key = peewee.CompositeKey("job", "position")
         indexes = (
-            (("transaction_id", "job"), True),
+            (("transaction_id", "job", "product", "direction"), True),
             (("subject_key", "job"), True),
         )
 
@@ -254,21 +265,23 @@ def create_job(
 
 def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
                    subjects: Iterable[str], batch_size: int = 1000) -> tuple[int, int]:
+    """Insert the objects in batches; returns how many transactions and subjects the job
+    names. An object named again as before (the same number in another format, too) is
+    stored once; a transaction id named with another product or type is a second object
+    (which validation will find unknown)."""
     subject_key = database.obj.subject_key
     position = 0
-    counts = [0, 0]
     batch: list[tuple] = []
 
-    def flush():
+    def flush() -> int:
         if not batch:
-            return
-        try:
-            with database.atomic():
-                JobObject.insert_many(batch, fields=_OBJECT_FIELDS).execute()
-        except peewee.IntegrityError:
-            raise InvalidJobRequest(_repeated(job, batch, counts[0])) from None
+            return 0
+        stored = (JobObject.insert_many(batch, fields=_OBJECT_FIELDS)
+                  .on_conflict_ignore().as_rowcount().execute())
         batch.clear()
+        return stored
 
+    transactions_stored = 0
     for ref in transactions:
         if ref.product not in PRODUCTS:
             raise InvalidJobRequest(f"transaction {ref.id}: no product {ref.product!r}")
@@ -277,9 +290,10 @@ def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
         batch.append((job.seq, position, ref.id, ref.product,
                       _direction(ref.product, ref.type), None, None))
         position += 1
-        counts[0] += 1
         if len(batch) >= batch_size:
-            flush()
+            transactions_stored += flush()
+    transactions_stored += flush()
+    subjects_stored = 0
     for index, number in enumerate(subjects):
         key = subject_key.hash(number)
         if key is None:
@@ -287,38 +301,17 @@ def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
                                     "digits, optionally with '+' and separators)")
         batch.append((job.seq, position, None, None, None, number, key))
         position += 1
-        counts[1] += 1
         if len(batch) >= batch_size:
-            flush()
-    flush()
-    if not any(counts):
+            subjects_stored += flush()
+    subjects_stored += flush()
+    if not transactions_stored + subjects_stored:
         raise InvalidJobRequest("a job names at least one transaction or subject")
-    return counts[0], counts[1]
+    return transactions_stored, subjects_stored
 
 
 _OBJECT_FIELDS = (JobObject.job, JobObject.position, JobObject.transaction_id,
                   JobObject.product, JobObject.direction, JobObject.subject,
                   JobObject.subject_key)
-
-
-def _repeated(job: RedactionJob, batch: list[tuple], transactions: int) -> str:
-    """Which object of the failed batch repeats one already given (read back so the
-    message can name it: the batch itself was rolled back)."""
-    ids = [row[2] for row in batch if row[2] is not None]
-    stored = {o.transaction_id for o in JobObject.select(JobObject.transaction_id)
-              .where((JobObject.job == job.seq) & JobObject.transaction_id.in_(ids))}
-    keys = [row[6] for row in batch if row[6] is not None]
-    stored |= {o.subject_key for o in JobObject.select(JobObject.subject_key)
-               .where((JobObject.job == job.seq) & JobObject.subject_key.in_(keys))}
-    seen: set = set()
-    for row in batch:
-        transaction_id, key = row[2], row[6]
-        if transaction_id is not None and (transaction_id in stored or transaction_id in seen):
-            return f"transaction {transaction_id} is named more than once"
-        if key is not None and (key in stored or key in seen):
-            return f"subjects[{row[1] - transactions}] repeats a number named before"
-        seen.add(transaction_id if key is None else key)
-    return "an object is named more than once"
 
 
 def _request_digest(body: dict | None) -> str:

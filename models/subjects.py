@@ -28,7 +28,7 @@ def normalise_number(value: str | None) -> str | None:
     digits = _SEPARATORS.sub("", value)
     if digits.startswith("+"):
         digits = digits[1:]
-    elif digits.startswith("00"):
+    elif digits.startswith("00") and len(digits) >= 9:  # the international prefix
         digits = digits[2:]
     return digits if _DIGITS.match(digits) else None
 

@@ -1,6 +1,6 @@
-"""Schemathesis over openapi/redact.yml against the app in-process: positive and negative
-data, every default check. The limiter is set high so fuzzing is never throttled (its
-checks do not expect 429)."""
+"""Schemathesis over both contracts (openapi/redact.yml, openapi/jobs.yml) against the app
+in-process: positive and negative data, every default check. The limiter and the job limit
+are set high so fuzzing is never throttled (its checks do not expect 429)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from .conftest import add_account, add_records, record
 
 @pytest.fixture
 def fuzz_app(make_app, sqlite_url):
-    return make_app(sqlite_url, rate_limit="1000000/second", auth_failure_limit="1000000/second")
+    return make_app(sqlite_url, rate_limit="1000000/second", auth_failure_limit="1000000/second",
+                    max_active_jobs=1000000)
 
 
-@pytest.fixture
-def api_schema(fuzz_app):
-    loaded = schemathesis.openapi.from_path(SPEC_DIR / "redact.yml")
+@pytest.fixture(params=["redact.yml", "jobs.yml"])
+def api_schema(request, fuzz_app):
+    loaded = schemathesis.openapi.from_path(SPEC_DIR / request.param)
     loaded.app = fuzz_app
     return loaded
 

@@ -280,14 +280,25 @@ def test_fix_makes_the_run_wait_for_premature_records(jobs, clock):
     assert row("P1").body == "REDACTED"
 
 
-def test_a_transaction_named_twice_is_refused(jobs):
-    response = jobs.client.post(JOBS, json={"objects": {"transactions": [
-        {"id": "T1", "product": "sms"}, {"id": "T1", "product": "sms"}]}},
-        headers=jobs.headers)
-    body = assert_job_contract(response, "/jobs", "post")
-    assert response.status_code == 422
-    assert "T1 is named more than once" in body["detail"]
-    assert jobs.client.get(JOBS, headers=jobs.headers).json()["data"] == []
+def test_an_object_named_twice_counts_once(jobs):
+    add_records(record("T1"), record("S1", **{"to": "447700900321"}))
+    job = jobs.create([{"id": "T1", "product": "sms"}, {"id": "T1", "product": "sms",
+                                                        "type": "outbound"}],
+                      ["447700900321", "+44 7700 900321"])
+    assert (job["counts"]["transactions"], job["counts"]["subjects"]) == (1, 1)
+    jobs.drain()
+    assert jobs.get(job["id"])["counts"]["records"] == 2
+
+
+def test_one_id_named_as_two_products_fails_as_an_unknown_transaction(jobs):
+    add_records(record("T1"))
+    job = jobs.create([{"id": "T1", "product": "sms"}, {"id": "T1", "product": "voice"}],
+                      validation_behavior="fix")
+    jobs.drain()
+    assert jobs.get(job["id"])["status"] == "failed"
+    [error] = jobs.errors(job["id"])["data"]
+    assert (error["code"], error["object"]["transaction"]["product"]) == (
+        "unknown_transaction", "voice")
 
 
 @pytest.mark.parametrize("objects", [{}, {"transactions": []}, {"subjects": ["not a number"]},
@@ -459,7 +470,7 @@ def test_idempotency_key_returns_the_same_job_for_the_same_request(jobs):
     other = jobs.client.post(JOBS, json={"objects": {"transactions": [
         {"id": "T2", "product": "sms"}]}}, headers={**jobs.headers, **key})
     body = assert_job_contract(other, "/jobs", "post")
-    assert other.status_code == 422
+    assert other.status_code == 409
     assert body["type"] == "urn:redact:problem:idempotency-key-reused"
     assert jobs.create(["T2"])["id"] != first["id"]  # no key: a new job
     assert len(jobs.client.get(JOBS, headers=jobs.headers).json()["data"]) == 2
@@ -487,12 +498,15 @@ def test_pagination_newest_first_with_both_cursors(jobs):
     assert page(status="ready") == ([], False)
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 101},
-                                    {"starting_after": "rj_000000000000000000000000"}])
-def test_bad_paging_parameters_are_400(jobs, params):
+@pytest.mark.parametrize("params,status", [
+    ({"limit": 0}, 400), ({"limit": 101}, 400), ({"starting_after": "job-1"}, 400),
+    ({"starting_after": "rj_000000000000000000000000"}, 404),
+    ({"ending_before": "rj_000000000000000000000000"}, 404),
+])
+def test_bad_paging_parameters(jobs, params, status):
     response = jobs.client.get(JOBS, params=params, headers=jobs.headers)
     assert_job_contract(response, "/jobs", "get")
-    assert response.status_code == 400
+    assert response.status_code == status
 
 
 def test_validation_errors_are_paged_in_object_order(jobs):
