@@ -38,7 +38,7 @@ class Settings:
     max_active_jobs: int = 25
     max_queue_depth: int = 10000
     sync_max_records: int = 1000
-    job_batch_size: int = 1000
+    job_batch_size: int = 2000
     job_lease_seconds: int = 60
     max_job_body_bytes: int = 2 * 1024 * 1024
 

@@ -25,7 +25,9 @@ def _validator_for(schema: dict) -> t.Callable:
     in the cache, so that its id cannot be reused by another schema)."""
     cached = _COMPILED.get(id(schema))
     if cached is None or cached[0] is not schema:
-        compiled = fastjsonschema.compile(openapi_to_json_schema(schema))
+        # Draft 4, as OpenAPI 3.0 means it: 1.0 is not an integer.
+        compiled = fastjsonschema.compile({**openapi_to_json_schema(schema),
+                                           "$schema": "http://json-schema.org/draft-04/schema#"})
         cached = _COMPILED[id(schema)] = (schema, compiled)
     return cached[1]
 

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import peewee
 
 from .account import Account
-from .db import BaseModel, database
+from .db import BaseModel, PreparedQuery, database
 from .errors import RedactionError
 from .policy import DIRECTIONS, PRODUCTS
 from .transaction import UTCDateTimeField
@@ -276,8 +276,7 @@ def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
     def flush() -> int:
         if not batch:
             return 0
-        stored = (JobObject.insert_many(batch, fields=_OBJECT_FIELDS)
-                  .on_conflict_ignore().as_rowcount().execute())
+        stored = _INSERT_OBJECTS.execute(len(batch), {"o": batch}).rowcount
         batch.clear()
         return stored
 
@@ -288,7 +287,7 @@ def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
         if ref.type is not None and ref.type not in DIRECTIONS:
             raise InvalidJobRequest(f"transaction {ref.id}: no type {ref.type!r}")
         batch.append((job.seq, position, ref.id, ref.product,
-                      _direction(ref.product, ref.type), None, None))
+                      _direction(ref.product, ref.type) or "", None, None, False))
         position += 1
         if len(batch) >= batch_size:
             transactions_stored += flush()
@@ -299,7 +298,7 @@ def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
         if key is None:
             raise InvalidJobRequest(f"subjects[{index}] is not a phone number (7 to 15 "
                                     "digits, optionally with '+' and separators)")
-        batch.append((job.seq, position, None, None, None, number, key))
+        batch.append((job.seq, position, None, None, "", number, key, False))
         position += 1
         if len(batch) >= batch_size:
             subjects_stored += flush()
@@ -311,7 +310,11 @@ def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
 
 _OBJECT_FIELDS = (JobObject.job, JobObject.position, JobObject.transaction_id,
                   JobObject.product, JobObject.direction, JobObject.subject,
-                  JobObject.subject_key)
+                  JobObject.subject_key, JobObject.done)
+# Built once per batch size (see PreparedQuery); values go in as the database stores them.
+_INSERT_OBJECTS = PreparedQuery(lambda mark, n: JobObject.insert_many(
+    [[mark("o", i, j) for j in range(len(_OBJECT_FIELDS))] for i in range(n)],
+    fields=_OBJECT_FIELDS).on_conflict_ignore())
 
 
 def _request_digest(body: dict | None) -> str:

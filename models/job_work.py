@@ -19,7 +19,7 @@ import peewee
 from peewee import JOIN, fn
 
 from .account import Account
-from .db import database
+from .db import PreparedQuery, database
 from .errors import PrematureRedaction, RecordNotFound, Unprovisioned
 from .job import HOLDING, WORKING, JobObject, JobValidationError, RedactionJob
 from .policy import record_kind
@@ -32,7 +32,7 @@ Clock = Callable[[], datetime.datetime]
 @dataclasses.dataclass(frozen=True)
 class WorkConfig:
     min_age_seconds: int = 3600
-    batch_size: int = 1000
+    batch_size: int = 2000
     lease_seconds: int = 60
 
     @property
@@ -239,12 +239,21 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock,
 def _transaction_checks(job: RedactionJob, after: int, limit: int):
     """For each transaction object after position `after`: the object, the record it
     names (if any), and whether another holding job names it too."""
+    rows = _CHECKS.execute(None, {"job": job.seq, "after": after, "limit": limit})
+    convert = Transaction.created_at.python_value
+    for (position, transaction_id, product, direction, found, account, found_product,
+         found_direction, created_at, redacted_at, held) in rows:
+        yield (position, transaction_id, product, direction or None, found, account,
+               found_product, found_direction, convert(created_at), redacted_at, held)
+
+
+def _build_checks(mark, _):
     other = JobObject.alias()
     holder = RedactionJob.alias()
     held = (other.select(peewee.SQL("1"))
             .join(holder, on=(other.job == holder.seq))
             .where((other.transaction_id == JobObject.transaction_id)
-                   & (other.job != job.seq) & holder.status.in_(HOLDING)))
+                   & (other.job != JobObject.job) & holder.status.in_(HOLDING)))
     return (JobObject
             .select(JobObject.position, JobObject.transaction_id, JobObject.product,
                     JobObject.direction, Transaction.id, Transaction.account,
@@ -252,11 +261,21 @@ def _transaction_checks(job: RedactionJob, after: int, limit: int):
                     Transaction.redacted_at, fn.EXISTS(held))
             .join(Transaction, JOIN.LEFT_OUTER,
                   on=(Transaction.id == JobObject.transaction_id))
-            .where((JobObject.job == job.seq) & (JobObject.position > after)
+            .where((JobObject.job == mark("job")) & (JobObject.position > mark("after"))
                    & JobObject.transaction_id.is_null(False))
             .order_by(JobObject.position)
-            .limit(limit)
-            .tuples())
+            .limit(mark("limit")))
+
+
+# Run for every batch of a job: built once (see PreparedQuery), rows read raw.
+_CHECKS = PreparedQuery(_build_checks)
+_OBJECTS_AFTER = PreparedQuery(lambda mark, _: (
+    JobObject.select(JobObject.position, JobObject.transaction_id, JobObject.product,
+                     JobObject.direction)
+    .where((JobObject.job == mark("job")) & (JobObject.position > mark("after"))
+           & JobObject.transaction_id.is_null(False))
+    .order_by(JobObject.position)
+    .limit(mark("limit"))))
 
 
 def _subject_records(job: RedactionJob, key: str):
@@ -339,18 +358,12 @@ def run(job: RedactionJob, *, owner: str, clock: Clock,
     products = Account.get_by_id(job.account_id).product_set
 
     while True:  # the named transactions, from the cursor on
-        objects = list(JobObject
-                       .select(JobObject.position, JobObject.transaction_id,
-                               JobObject.product, JobObject.direction)
-                       .where((JobObject.job == job.seq) & (JobObject.position > job.cursor)
-                              & JobObject.transaction_id.is_null(False))
-                       .order_by(JobObject.position)
-                       .limit(config.batch_size)
-                       .tuples())
+        objects = _OBJECTS_AFTER.execute(None, {"job": job.seq, "after": job.cursor,
+                                                "limit": config.batch_size}).fetchall()
         if not objects:
             break
         now = clock()
-        requests = [_request(job, transaction_id, product, direction, now, config)
+        requests = [_request(job, transaction_id, product, direction or None, now, config)
                     for _, transaction_id, product, direction in objects]
         _commit(_Batch(job, owner, now, config, requests, cursor=objects[-1][0]))
         job.cursor = objects[-1][0]

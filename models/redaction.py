@@ -8,8 +8,8 @@ statements is shared.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
+import typing
 from typing import Collection
 
 import peewee
@@ -20,8 +20,9 @@ from .policy import REDACTED, record_kind, scrub_details
 from .transaction import RedactionAudit, Transaction
 
 
-@dataclasses.dataclass(frozen=True)
-class RedactionRequest:
+class RedactionRequest(typing.NamedTuple):
+    """One record to redact, for whom and why (a named tuple: a job makes millions)."""
+
     api_key: str
     transaction_id: str
     product: str
@@ -67,20 +68,21 @@ def redact_batch(requests: list[RedactionRequest]) -> list:
     """Redact `requests` inside the caller's transaction; one outcome per request: True
     (scrubbed now), False (already redacted) or the exception saying why not."""
     ids = sorted({r.transaction_id for r in requests})
-    found = _FIND.execute(len(ids), {("id", i): id_ for i, id_ in enumerate(ids)}).fetchall()
+    found = _FIND.execute(len(ids), {"id": ids}).fetchall()
     rows = {row[0]: row for row in found}
     outcomes: list = []
     to_scrub: dict[str, tuple] = {}
+    cutoffs: dict[tuple, datetime.datetime] = {}  # the requests of a job share one `now`
     for request in requests:
         row = rows.get(request.transaction_id)
         if row is None or row[1:4] != (request.api_key, request.product, request.direction):
             outcomes.append(RecordNotFound(request.transaction_id,
                                            record_kind(request.product, request.direction)))
             continue
-        created_at, redacted_at = map(Transaction.created_at.python_value, row[4:6])
-        if redacted_at is not None or row[0] in to_scrub:
+        if row[5] is not None or row[0] in to_scrub:  # redacted_at
             outcomes.append(False)
-        elif (age := (request.now - created_at).total_seconds()) < request.min_age_seconds:
+        elif _is_newer(row[4], _cutoff(cutoffs, request.now, request.min_age_seconds)):
+            age = (request.now - Transaction.created_at.python_value(row[4])).total_seconds()
             outcomes.append(PrematureRedaction(request.transaction_id, request.min_age_seconds,
                                                request.min_age_seconds - age))
         else:
@@ -90,27 +92,46 @@ def redact_batch(requests: list[RedactionRequest]) -> list:
         return outcomes
 
     now = Transaction.redacted_at.db_value(max(r.now for r in requests))
-    values = {("now",): now, **_marked("scrub", to_scrub.values())}
+    values = {"now": now, "scrub": list(to_scrub.values())}
     scrubbed = {row[0] for row in _SCRUB.execute(len(to_scrub), values)}
 
     audit = []
+    stamps: dict[datetime.datetime, object] = {}
     for index, request in enumerate(requests):
         if outcomes[index] is not True:
             continue
         if request.transaction_id not in scrubbed:
             outcomes[index] = False  # a concurrent transaction scrubbed it first
             continue
-        audit.append((RedactionAudit.at.db_value(request.now), request.api_key,
+        stamp = stamps.get(request.now)
+        if stamp is None:
+            stamp = stamps[request.now] = RedactionAudit.at.db_value(request.now)
+        audit.append((stamp, request.api_key,
                       request.transaction_id, request.product, request.trace_id,
                       request.source))
     if audit:
-        _AUDIT.execute(len(audit), _marked("audit", audit))
+        _AUDIT.execute(len(audit), {"audit": audit})
     return outcomes
 
 
-def _marked(name: str, rows) -> dict:
-    """Values of `rows` by the marks `mark(name, row, column)` of a PreparedQuery."""
-    return {(name, i, j): value for i, row in enumerate(rows) for j, value in enumerate(row)}
+def _cutoff(cache: dict, now: datetime.datetime, min_age_seconds: int):
+    """`now` less the premature window, as the database stores times (memoized)."""
+    key = (now, min_age_seconds)
+    cutoff = cache.get(key)
+    if cutoff is None:
+        cutoff = cache[key] = Transaction.created_at.db_value(
+            now - datetime.timedelta(seconds=min_age_seconds))
+    return cutoff
+
+
+def _is_newer(stored, moment) -> bool:
+    """Whether a stored `created_at` (raw: SQLite's text, PostgreSQL's naive datetime) is
+    after `moment` (as stored too), without parsing the common case: SQLite's ISO text in
+    UTC compares as text."""
+    if isinstance(stored, str) and stored[10:11] == " ":
+        return stored > str(moment)
+    return Transaction.created_at.python_value(stored) > Transaction.created_at.python_value(
+        moment)
 
 
 _SELECTED = (Transaction.id, Transaction.account, Transaction.product, Transaction.direction,

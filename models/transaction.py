@@ -11,9 +11,12 @@ from .account import Account
 from .db import BaseModel
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options builds one per call
+
+
 class JSONField(peewee.TextField):
     def db_value(self, value):
-        return None if value is None else json.dumps(value, separators=(",", ":"))
+        return None if value is None else _ENCODER.encode(value)
 
     def python_value(self, value):
         return None if value is None else json.loads(value)
