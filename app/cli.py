@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import re
 import secrets
 import sys
@@ -96,6 +97,11 @@ def worker(threads: int):
     except QueueUnavailable as exc:
         fail(str(exc))
     database.close()
+    logging.getLogger("redact.jobs").info(
+        "worker: %d thread(s) on the queue %s", threads,
+        Settings(queue_url=settings.effective_queue_url,
+                 database_url=settings.database_url,
+                 subject_key=settings.subject_key).masked()["REDACT_QUEUE_URL"])
     queue.consumer(workers=threads).run()
 
 
@@ -114,9 +120,27 @@ def jobs():
 
 
 def _print_job(job, objects: bool = False) -> None:
+    """The job as the API shows it; with `objects`, on one line, the objects streamed (a
+    job created from a file may name millions)."""
+    from models.job import iter_objects
+
     from .jobs_api import job_resource
 
-    click.echo(json.dumps(job_resource(job, expand_objects=objects), indent=2))
+    resource = job_resource(job)
+    if not objects:
+        click.echo(json.dumps(resource, indent=2))
+        return
+    resource.pop("objects")
+    click.echo(json.dumps(resource)[:-1] + ', "objects": {"transactions": [', nl=False)
+    subjects, separator = [], ""
+    for item in iter_objects(job):
+        shown = item.as_object()
+        if "subject" in shown:
+            subjects.append(shown["subject"])
+        else:
+            click.echo(separator + json.dumps(shown["transaction"]), nl=False)
+            separator = ", "
+    click.echo(f'], "subjects": {json.dumps(subjects)}}}}}')
 
 
 def _transaction_refs(file):

@@ -13,7 +13,7 @@ from models.job import (RedactionJob, TransactionRef, create_job, delete_job, ge
                         iter_objects, list_jobs, list_validation_errors, move, start_validation,
                         undo_move, update_job, validation_error_id)
 
-from .problems import TooLargeForSync
+from .problems import InvalidJob, TooLargeForSync
 from .queue import JobQueue
 
 JOBS_PATH = "/v1/redact/jobs"
@@ -29,9 +29,18 @@ def _moment(seconds: int | None) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
 
 
+EXPAND_LIMIT = 11_000
+"""The most objects an answer expands: what the API lets a job name (a job created from a
+file by the CLI may name millions)."""
+
+
 def job_resource(job: RedactionJob, *, expand_objects: bool = False) -> dict:
     """A job as the API shows it; `objects` only when asked for (they can be many)."""
     objects = None
+    if expand_objects and job.transactions + job.subjects > EXPAND_LIMIT:
+        raise InvalidJob(f"Redaction job {job.id} names {job.transactions + job.subjects} "
+                         f"objects, more than an answer expands ({EXPAND_LIMIT}); use "
+                         "`redact jobs show --objects`")
     if expand_objects:
         objects = {"transactions": [], "subjects": []}
         for item in iter_objects(job):

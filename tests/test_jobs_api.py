@@ -588,3 +588,17 @@ def test_a_number_in_a_transaction_is_indexed_only_as_a_keyed_hash(jobs):
         key = database.obj.subject_key
     assert stored.recipient_key == key.hash("+44 7700 900123") != key.hash("447700900124")
     assert SUBJECT not in stored.recipient_key
+
+
+def test_expanding_a_job_larger_than_the_api_allows_is_422(jobs):
+    from app.jobs_api import EXPAND_LIMIT
+
+    with database.connection_context():  # as `redact jobs create --transactions FILE` may
+        job, _ = create_job(api_key="acct0001", subjects=[], now=START, max_unfinished=10,
+                            transactions=(TransactionRef(f"T{n}", "sms")
+                                          for n in range(EXPAND_LIMIT + 1)))
+    assert jobs.get(job.id)["counts"]["transactions"] == EXPAND_LIMIT + 1
+    response = jobs.client.get(f"{JOBS}/{job.id}", params={"expand[]": "objects"},
+                               headers=jobs.headers)
+    body = assert_job_contract(response, "/jobs/{job}", "get")
+    assert response.status_code == 422 and "redact jobs show --objects" in body["detail"]

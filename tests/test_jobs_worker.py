@@ -190,3 +190,41 @@ def test_nothing_in_the_database_files_leads_back_to_an_erased_subject(make_app,
         for marker in markers:
             assert files_containing(db_path, marker) == [], marker
     assert files_containing(db_path, b"KEEP-ME-77")
+
+
+def test_serve_alone_runs_jobs(env, tmp_path):
+    """One command does everything: `redact serve` validates and runs jobs itself."""
+    import httpx
+
+    from .test_cli import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jobs_url = f"http://127.0.0.1:{port}/v1/redact/jobs"
+    auth = ("demo0001", "demo-secret-0001")
+    try:
+        def created():
+            try:
+                return httpx.post(jobs_url, auth=auth, json={"objects": {"transactions": [
+                    {"id": "0A0000000DEMO0001", "product": "sms"},
+                    {"id": "63f61863-4a51-4f6b-86e1-46edebcf9356", "product": "voice"}]}})
+            except httpx.TransportError:
+                assert server.poll() is None, "the server stopped"
+                return None
+
+        job = wait_for(created, timeout=30, interval=0.2).json()
+
+        def status():
+            return httpx.get(f"{jobs_url}/{job['id']}", auth=auth).json()["status"]
+
+        wait_for(lambda: status() != "validating", timeout=30)
+        assert status() == "ready"
+        assert httpx.post(f"{jobs_url}/{job['id']}/run", auth=auth).status_code == 202
+        wait_for(lambda: status() == "succeeded", timeout=30)
+        done = httpx.get(f"{jobs_url}/{job['id']}", auth=auth).json()
+        assert done["counts"]["redacted"] == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
