@@ -4,6 +4,7 @@ the domain (models/job.py) and the queue, and shapes the answer."""
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Callable
 
 import flask
@@ -14,7 +15,9 @@ from models.job import (RedactionJob, TransactionRef, create_job, delete_job, ge
                         undo_move, update_job, validation_error_id)
 
 from .problems import InvalidJob, TooLargeForSync
-from .queue import JobQueue
+from .queue import JobQueue, QueueUnavailable
+
+log = logging.getLogger("redact.jobs")
 
 JOBS_PATH = "/v1/redact/jobs"
 
@@ -125,7 +128,11 @@ class JobsApi:
         with database.connection_context():
             updated = update_job(get_job(token_info["sub"], job), changes)
             if "run_at" in changes and updated.status == "ready" and updated.run_at:
-                self.queue.submit(updated.id, eta=updated.run_at)
+                try:
+                    self.queue.submit(updated.id, eta=updated.run_at)
+                except QueueUnavailable:
+                    # The sweep starts due jobs anyway, within a minute of run_at.
+                    log.warning("job %s: could not schedule its run_at", updated.id)
             return job_resource(updated)
 
     def validate(self, job: str, token_info: dict):

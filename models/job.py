@@ -229,8 +229,10 @@ def create_job(
     """Store a new job in status `created`, its objects streamed from the iterables in
     batches (a job may name millions of records). Returns (job, created): with an
     `idempotency_key` the account already used for the same request, the existing job and
-    False. All or nothing: raises TooManyJobs, IdempotencyMismatch or InvalidJobRequest
-    (a repeated object, a subject that is not a phone number) and stores nothing."""
+    False (once that job has finished it no longer knows its request, and the key alone
+    returns it). All or nothing: raises TooManyJobs, IdempotencyMismatch or
+    InvalidJobRequest (no object, an unknown product, a subject that is not a phone
+    number) and stores nothing."""
     if validation_behavior not in BEHAVIORS:
         raise InvalidJobRequest(f"validation_behavior must be one of {', '.join(BEHAVIORS)}")
     digest = _request_digest(request_body) if idempotency_key is not None else None
