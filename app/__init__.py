@@ -14,6 +14,7 @@ from typing import Callable
 
 import connexion
 import flask
+import yaml
 import starlette.exceptions
 import werkzeug.exceptions
 from a2wsgi import WSGIMiddleware
@@ -85,6 +86,7 @@ def create_app(
         functools.partial(
             RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
             body_limits={JOBS_PATH: settings.max_job_body_bytes},
+            routes=_routes(("redact.yml", "jobs.yml")), fixed_paths=FIXED_PATHS,
             render_error=_send_problem,
         ),
         ServerErrorMiddleware,
@@ -118,6 +120,22 @@ def create_app(
     app.settings = settings
     app.queue = queue
     return app
+
+
+BASE_PATH = "/v1/redact"
+FIXED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def _routes(spec_names) -> dict[str, str]:
+    """`METHOD /path/{param}` of every operation of the contracts, by operationId."""
+    routes = {}
+    for name in spec_names:
+        spec = yaml.safe_load((SPEC_DIR / name).read_text())
+        for path, operations in spec["paths"].items():
+            for method, operation in operations.items():
+                if isinstance(operation, dict) and "operationId" in operation:
+                    routes[operation["operationId"]] = f"{method.upper()} {BASE_PATH}{path}"
+    return routes
 
 
 def _http_exception(exc: werkzeug.exceptions.HTTPException):

@@ -66,6 +66,7 @@ def serve(host: str, port: int, workers: int, demo: bool):
 
     settings = open_store()
     logs.configure()
+    logs.event("config", settings=settings.report())
     if workers > 1 and settings.ratelimit_storage_uri.startswith("memory"):
         click.echo(f"warning: with memory:// each of the {workers} workers limits on its own; "
                    "set RATELIMIT_STORAGE_URI=redis://... to share the limit", err=True)
@@ -267,6 +268,16 @@ def _move_job(job_id: str, action: str, wait: bool) -> None:
         undo_move(job, moved)
         fail(f"{exc}; the job is left as it was")
     _print_job(RedactionJob.get_by_id(moved.seq))
+
+
+@main.command()
+def config():
+    """Print the effective configuration (secrets masked) as JSON."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    click.echo(json.dumps(settings.report(), indent=2))
 
 
 @main.group()

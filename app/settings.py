@@ -123,6 +123,17 @@ class Settings:
             for field in dataclasses.fields(self)
         }
 
+    def report(self) -> dict:
+        """The effective configuration, secrets masked: every setting by its variable,
+        with the defaults that depend on others resolved (`redact config`, and the
+        start-up log line)."""
+        report = self.masked()
+        report["REDACT_QUEUE_URL"] = _mask(self.effective_queue_url)
+        if not self.subject_key:
+            path = self.database_url.split(":///", 1)[-1]
+            report["REDACT_SUBJECT_KEY"] = f"(key file {path}.key)"
+        return report
+
     @property
     def subject_key_bytes(self) -> bytes | None:
         return self.subject_key.encode() if self.subject_key else None

@@ -180,9 +180,28 @@ def test_serve_demo_runs_the_quickstart(env, tmp_path):
         out, err = process.communicate(timeout=30)
     assert "curl -i -u demo0001:demo-secret-0001" in out
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    logged = {line["trace_id"]: line for line in lines}
+    requests = [line for line in lines if line.get("event") == "request"]
+    logged = {line["trace_id"]: line for line in requests}
     assert logged[missing.json()["instance"]]["status"] == 404
-    assert any(line["status"] == 204 for line in lines)
+    assert logged[missing.json()["instance"]]["route"] == "POST /v1/redact/transaction"
+    assert any(line["status"] == 204 for line in requests)
+    [config] = [line for line in lines if line.get("event") == "config"]
+    assert config["settings"]["DATABASE_URL"] == env["DATABASE_URL"]
+    assert config["settings"]["REDACT_SUBJECT_KEY"] == "***"
+
+
+def test_config_prints_the_effective_settings_with_secrets_masked(env):
+    env = {**env, "RATELIMIT_STORAGE_URI": "redis://:hunter2@127.0.0.1:6379/0"}
+    result = redact(env, "config")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["RATELIMIT_STORAGE_URI"] == "redis://:***@127.0.0.1:6379/0"
+    assert report["REDACT_SUBJECT_KEY"] == "***"
+    assert report["REDACT_QUEUE_URL"] == env["DATABASE_URL"] + "-queue"  # resolved
+    assert report["REDACT_RATE_LIMIT"] == "170/second"
+    assert "hunter2" not in result.stdout and SUBJECT_KEY not in result.stdout
+    bad = redact({**env, "REDACT_RATE_LIMIT": "fast"}, "config")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: REDACT_RATE_LIMIT=")
 
 
 def test_release_phase_creates_the_tables(env):
