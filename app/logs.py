@@ -52,9 +52,20 @@ def event(name: str, level: int = logging.INFO, **fields) -> None:
     events.log(level, name, extra={"fields": fields})
 
 
+QUIET = {"peewee": logging.WARNING}
+"""Libraries whose lower levels carry data: peewee logs every statement with its
+parameters at DEBUG. Capped here, whatever level the root logger is given."""
+
+
+def quiet_libraries() -> None:
+    for name, least in QUIET.items():
+        logging.getLogger(name).setLevel(least)
+
+
 def configure(level: int = logging.INFO) -> None:
     """Send the service's records (and the job queue's warnings) to stderr as JSON lines,
     unless the process configured them."""
+    quiet_libraries()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     for name, name_level in (("redact", level), ("huey", logging.WARNING)):

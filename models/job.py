@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 from typing import Iterable, Iterator
 
@@ -44,6 +45,16 @@ the others: created -> validating -> ready | failed, redacting -> succeeded and
 canceling -> canceled."""
 
 CLEARED_SUBJECT = "REDACTED"
+
+_log = logging.getLogger("redact.jobs")
+
+
+def log_transition(job: "RedactionJob", old: str, new: str, moved: int = 1) -> None:
+    """One structured log line per status change that took place (`moved` rows): ids and
+    statuses only."""
+    if moved:
+        _log.info("job_transition", extra={"fields": {
+            "job": job.id, "api_key": job.account_id, "from": old, "to": new}})
 
 
 class JobError(RedactionError):
@@ -262,6 +273,7 @@ def create_job(
         counts = _store_objects(job, transactions, subjects)
         job.transactions, job.subjects = counts
         job.save(only=[RedactionJob.transactions, RedactionJob.subjects])
+    log_transition(job, None, "created")
     return job, True
 
 
@@ -366,25 +378,29 @@ def move(job: RedactionJob, action: str) -> RedactionJob:
     if not updated:
         current = RedactionJob.get_by_id(job.seq)
         raise InvalidMove(job.id, action, current.status)
+    log_transition(job, job.status, target)
     return RedactionJob.get_by_id(job.seq)
 
 
 def undo_move(job: RedactionJob, moved: RedactionJob) -> None:
     """Put a job back where it was before `move` (the work the move starts could not be
     queued), unless a worker has taken it up meanwhile."""
-    (RedactionJob.update(status=job.status, validation_errors=job.validation_errors,
-                         records=job.records, already_redacted=job.already_redacted,
-                         eligible_at=job.eligible_at, lease_until=job.lease_until)
-     .where((RedactionJob.seq == job.seq) & (RedactionJob.status == moved.status)
-            & RedactionJob.lease_owner.is_null())
-     .execute())
+    undone = (RedactionJob.update(status=job.status, validation_errors=job.validation_errors,
+                                  records=job.records, already_redacted=job.already_redacted,
+                                  eligible_at=job.eligible_at, lease_until=job.lease_until)
+              .where((RedactionJob.seq == job.seq) & (RedactionJob.status == moved.status)
+                     & RedactionJob.lease_owner.is_null())
+              .execute())
+    log_transition(job, moved.status, job.status, undone)
 
 
 def start_validation(job: RedactionJob) -> RedactionJob:
     """created -> validating, once the validation is queued (if a worker has already taken
     the job up, it stays where the worker put it)."""
-    (RedactionJob.update(status="validating")
-     .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "created")).execute())
+    moved = (RedactionJob.update(status="validating")
+             .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "created"))
+             .execute())
+    log_transition(job, "created", "validating", moved)
     return RedactionJob.get_by_id(job.seq)
 
 

@@ -21,7 +21,8 @@ from peewee import JOIN, fn
 from .account import Account
 from .db import PreparedQuery, database
 from .errors import PrematureRedaction, RecordNotFound, Unprovisioned
-from .job import HOLDING, WORKING, JobObject, JobValidationError, RedactionJob
+from .job import (HOLDING, WORKING, JobObject, JobValidationError, RedactionJob,
+                  log_transition)
 from .policy import record_kind
 from .redaction import RedactionRequest, redact_batch
 from .transaction import Transaction
@@ -121,8 +122,10 @@ def _release(job: RedactionJob, owner: str, come_back: datetime.datetime | None)
 
 
 def _start_scheduled_run(job: RedactionJob) -> RedactionJob:
-    (RedactionJob.update(status="redacting")
-     .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "ready")).execute())
+    moved = (RedactionJob.update(status="redacting")
+             .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "ready"))
+             .execute())
+    log_transition(job, "ready", "redacting", moved)
     return RedactionJob.get_by_id(job.seq)
 
 
@@ -131,11 +134,11 @@ def sweep(now: datetime.datetime, config: WorkConfig) -> list[str]:
     redacting here), and jobs with work whose lease has expired (a worker died, a queued
     task was lost, or a wait is over). Marks them queued; returns their ids."""
     with database.atomic():
-        due = [j.id for j in RedactionJob.select(RedactionJob.id).where(
-            (RedactionJob.status == "ready") & (RedactionJob.run_at <= now))]
-        if due:
-            (RedactionJob.update(status="redacting")
-             .where(RedactionJob.id.in_(due) & (RedactionJob.status == "ready")).execute())
+        due = list(RedactionJob.select().where(
+            (RedactionJob.status == "ready") & (RedactionJob.run_at <= now)))
+        for job in due:
+            _start_scheduled_run(job)
+        due = [job.id for job in due]
         stale = [j.id for j in RedactionJob.select(RedactionJob.id).where(
             RedactionJob.status.in_(WORKING)
             & (RedactionJob.lease_until.is_null() | (RedactionJob.lease_until <= now)))]
@@ -177,6 +180,7 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock,
                                                                             "validating")))
          .execute())
         JobValidationError.delete().where(JobValidationError.job == job.seq).execute()
+    log_transition(job, "created", "validating", job.status == "created")
     fix = job.validation_behavior == "fix"
     products = Account.get_by_id(job.account_id).product_set
     tally = _Tally()
@@ -227,12 +231,14 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock,
 
     with database.atomic():
         _renew(job, owner, clock(), config)
+        outcome = "failed" if tally.errors else "ready"
         (RedactionJob.update(
-            status="failed" if tally.errors else "ready",
+            status=outcome,
             records=tally.records, already_redacted=tally.already_redacted,
             validation_errors=tally.errors,
             eligible_at=tally.eligible_at if not tally.errors else None)
          .where(RedactionJob.seq == job.seq).execute())
+    log_transition(job, "validating", outcome)
     return RedactionJob.get_by_id(job.seq)
 
 
@@ -458,9 +464,10 @@ def finish_run(job: RedactionJob) -> None:
     """redacting -> succeeded, forgetting the job's numbers and request digest."""
     with database.atomic():
         _forget_numbers(job)
-        (RedactionJob.update(status="succeeded")
-         .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "redacting"))
-         .execute())
+        moved = (RedactionJob.update(status="succeeded")
+                 .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "redacting"))
+                 .execute())
+    log_transition(job, "redacting", "succeeded", moved)
     job.status = "succeeded"
 
 
@@ -468,9 +475,10 @@ def finish_cancel(job: RedactionJob) -> None:
     """canceling -> canceled: nothing is redacted; the job's numbers are forgotten."""
     with database.atomic():
         _forget_numbers(job)
-        (RedactionJob.update(status="canceled")
-         .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "canceling"))
-         .execute())
+        moved = (RedactionJob.update(status="canceled")
+                 .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "canceling"))
+                 .execute())
+    log_transition(job, "canceling", "canceled", moved)
     job.status = "canceled"
 
 
