@@ -31,6 +31,7 @@ from connexion.resolver import Resolver
 
 from models import open_database
 
+from . import health
 from .api import RedactApi
 from .auth import Authenticator, basic_security_handler
 from .context import RequestContextMiddleware
@@ -116,6 +117,9 @@ def create_app(
     app._middleware_app.asgi_app = WSGIMiddleware(flask_app.wsgi_app,
                                                   workers=settings.threads)
     flask_app.register_error_handler(werkzeug.exceptions.HTTPException, _http_exception)
+    health.register(flask_app, {"database": health.database_reachable,
+                                "limiter": rate_limits.reachable,
+                                "queue": queue.reachable})
 
     app.settings = settings
     app.queue = queue

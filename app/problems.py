@@ -34,10 +34,13 @@ class Problem(Exception):
     type = "about:blank"
     title = "Bad Request"
 
-    def __init__(self, detail: str, headers: dict | None = None):
+    def __init__(self, detail: str, headers: dict | None = None,
+                 extensions: dict | None = None):
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
+        self.extensions = extensions or {}
+        """RFC 7807 extension members, added to the body."""
 
 
 class InvalidJson(Problem):
@@ -130,8 +133,9 @@ class HTTPProblem(Problem):
     """A plain HTTP error outside the contract's catalogue (unknown path, wrong method,
     oversized body): RFC 7807 `about:blank` with the status phrase as title."""
 
-    def __init__(self, status: int, detail: str, headers: dict | None = None):
-        super().__init__(detail, headers)
+    def __init__(self, status: int, detail: str, headers: dict | None = None,
+                 extensions: dict | None = None):
+        super().__init__(detail, headers, extensions)
         self.status = status
         self.title = _PHRASES.get(status, "Error")
 
@@ -202,7 +206,7 @@ async def render(request, exc: Exception) -> ConnexionResponse:
         log.error("unhandled error trace_id=%s: %s", trace_id, type(exc).__name__,
                   exc_info=exc)
     body = {"type": problem.type, "title": problem.title, "detail": problem.detail,
-            "instance": trace_id}
+            "instance": trace_id, **problem.extensions}
     return ConnexionResponse(
         status_code=problem.status, mimetype="application/json",
         body=json.dumps(body), headers=problem.headers,

@@ -20,6 +20,7 @@ import threading
 from typing import Callable
 
 import huey
+import redis
 from huey import crontab
 
 from models import database
@@ -43,7 +44,10 @@ def make_huey(url: str) -> huey.Huey:
     if url.startswith("sqlite:///"):
         return huey.SqliteHuey("redact-jobs", filename=url[len("sqlite:///"):],
                                results=False)
-    return huey.RedisHuey("redact-jobs", url=url, results=False)
+    # Timeouts so that a hung Redis is reported, not waited on (above the consumer's
+    # one-second blocking read).
+    pool = redis.ConnectionPool.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+    return huey.RedisHuey("redact-jobs", connection_pool=pool, results=False)
 
 
 class JobQueue:
@@ -73,6 +77,13 @@ class JobQueue:
         except Exception as exc:
             raise QueueUnavailable(f"the job queue is unreachable: {type(exc).__name__}") \
                 from exc
+
+    def reachable(self) -> bool:
+        try:
+            self.depth()
+            return True
+        except QueueUnavailable:
+            return False
 
     def check_room(self) -> None:
         """QueueUnavailable if the queue holds REDACT_MAX_QUEUE_DEPTH tasks already."""

@@ -54,6 +54,7 @@ class RateLimits:
         self._memory = (MovingWindowRateLimiter(storage_from_string(storage_uri))
                         if storage_uri.startswith("memory") else None)
         self._by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._probe = None
 
     def _limiter(self):
         """The memory limiter, or this event loop's Redis limiter (an asyncio client
@@ -68,6 +69,18 @@ class RateLimits:
             limiter = self._by_loop[loop] = limits.aio.strategies.MovingWindowRateLimiter(
                 storage)
         return limiter
+
+    def reachable(self) -> bool:
+        """Whether the storage answers (readiness; run in a thread: it blocks)."""
+        if self._memory is not None:
+            return True
+        if self._probe is None:
+            self._probe = storage_from_string(self.storage_uri, socket_timeout=2,
+                                              socket_connect_timeout=2)
+        try:
+            return bool(self._probe.check())
+        except Exception:
+            return False
 
     async def _call(self, method: str, *args):
         result = getattr(self._limiter(), method)(*args)
