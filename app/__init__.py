@@ -31,7 +31,7 @@ from connexion.resolver import Resolver
 
 from models import open_database
 
-from . import health
+from . import health, metrics
 from .api import RedactApi
 from .auth import Authenticator, basic_security_handler
 from .context import RequestContextMiddleware
@@ -88,6 +88,7 @@ def create_app(
             RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
             body_limits={JOBS_PATH: settings.max_job_body_bytes},
             routes=_routes(("redact.yml", "jobs.yml")), fixed_paths=FIXED_PATHS,
+            observe=metrics.observe_request,
             render_error=_send_problem,
         ),
         ServerErrorMiddleware,
@@ -117,6 +118,7 @@ def create_app(
     app._middleware_app.asgi_app = WSGIMiddleware(flask_app.wsgi_app,
                                                   workers=settings.threads)
     flask_app.register_error_handler(werkzeug.exceptions.HTTPException, _http_exception)
+    metrics.register(flask_app, queue, settings.metrics_token)
     health.register(flask_app, {"database": health.database_reachable,
                                 "limiter": rate_limits.reachable,
                                 "queue": queue.reachable})

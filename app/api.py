@@ -10,6 +10,7 @@ import flask
 
 from models import redact_transaction
 
+from .metrics import REDACTIONS
 from .settings import Settings
 
 
@@ -24,7 +25,7 @@ class RedactApi:
 
     def redact_message(self, body: dict, token_info: dict, trace_id: str):
         """POST /transaction: 204 whether this call scrubbed the record or it already was."""
-        redact_transaction(
+        scrubbed = redact_transaction(
             api_key=token_info["sub"],
             products=token_info["products"],
             transaction_id=body["id"],
@@ -34,6 +35,8 @@ class RedactApi:
             min_age_seconds=self.settings.min_age_seconds,
             trace_id=trace_id,
         )
+        if scrubbed:
+            REDACTIONS.labels(body["product"]).inc()
         return _no_content()
 
 

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from models import Account, database
 
 from .context import request_state
+from .metrics import AUTH_FAILURES, RATE_LIMITED
 from .problems import RateLimitHit, Unauthorized
 from .ratelimit import RateLimits
 
@@ -44,6 +45,7 @@ class Authenticator:
             address = request.client.host if request.client else "unknown"
             wait = await self.rate_limits.address_blocked(address)
             if wait:
+                AUTH_FAILURES.labels("throttled").inc()
                 raise RateLimitHit(wait)
             check = self._checking.get(key)
             if check is None:
@@ -63,6 +65,7 @@ class Authenticator:
         decision = await self.rate_limits.hit_account(username)
         headers = decision.headers()
         if not decision.allowed:
+            RATE_LIMITED.labels(username).inc()
             raise RateLimitHit(max(1, decision.reset_seconds), headers)
         state["response_headers"] = headers
         return {"sub": username, "products": products}

@@ -55,16 +55,19 @@ class BadContentLength(Exception):
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, render_error,
                  body_limits: dict[str, int] | None = None,
-                 routes: dict[str, str] | None = None, fixed_paths: tuple = ()):
+                 routes: dict[str, str] | None = None, fixed_paths: tuple = (),
+                 observe=None):
         """`body_limits` maps path prefixes to their own body limit; `routes` maps the
         contracts' operationIds to their route templates, for the log; `fixed_paths` are
-        the paths outside the contracts (health, metrics) logged as they are."""
+        the paths outside the contracts (health, metrics) logged as they are; `observe`
+        is called with (operation, status, seconds) of each request (metrics)."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_limits = body_limits or {}
         self.render_error = render_error
         self.routes = routes or {}
         self.fixed_paths = frozenset(fixed_paths)
+        self.observe = observe
 
     def route_of(self, scope: Scope) -> str | None:
         """The route template that served the request, or None for an unknown path."""
@@ -124,6 +127,12 @@ class RequestContextMiddleware:
         except (BodyTooLarge, BadContentLength, UnroutablePath) as exc:
             await self.render_error(scope, exc, send_with_headers)
         finally:
+            elapsed = time.perf_counter() - started
+            if self.observe is not None:
+                routing = scope.get("extensions", {}).get("connexion_routing", {})
+                operation = routing.get("operation_id") or (
+                    scope["path"] if scope["path"] in self.fixed_paths else None)
+                self.observe(operation, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 # The route, not the path: a path is the client's text and may hold
                 # anything, a phone number included.
@@ -131,7 +140,7 @@ class RequestContextMiddleware:
                     "method": scope["method"],
                     "route": self.route_of(scope),
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                     "api_key": state.get("api_key"),
                     "trace_id": trace_id,
                 }})

@@ -141,7 +141,7 @@ class HTTPProblem(Problem):
 
 
 _PHRASES = {
-    400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+    400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
     413: "Content Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
 }
 

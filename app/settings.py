@@ -41,6 +41,7 @@ class Settings:
     job_batch_size: int = 2000
     job_lease_seconds: int = 60
     max_job_body_bytes: int = 2 * 1024 * 1024
+    metrics_token: str = ""
 
     ENVIRONMENT = {
         "database_url": "DATABASE_URL",
@@ -59,8 +60,9 @@ class Settings:
         "job_batch_size": "REDACT_JOB_BATCH_SIZE",
         "job_lease_seconds": "REDACT_JOB_LEASE_SECONDS",
         "max_job_body_bytes": "REDACT_MAX_JOB_BODY_BYTES",
+        "metrics_token": "REDACT_METRICS_TOKEN",
     }
-    SECRETS = ("subject_key",)
+    SECRETS = ("subject_key", "metrics_token")
 
     def __post_init__(self) -> None:
         _check_url("DATABASE_URL", self.database_url, DATABASE_SCHEMES)

@@ -1,0 +1,27 @@
+"""gunicorn settings for the Procfile's web process (`-c python:app.gunicorn_conf`).
+
+Metrics from several workers are summed through files in PROMETHEUS_MULTIPROC_DIR
+(prometheus-client's multiprocess mode). It must be set before a worker imports the
+app, so it is set here, in the master, to a fresh directory unless the environment names
+one; a named one is emptied at start, so counts do not carry over from an earlier run.
+"""
+
+import os
+import pathlib
+import tempfile
+
+_directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _directory:
+    pathlib.Path(_directory).mkdir(parents=True, exist_ok=True)
+    for stale in pathlib.Path(_directory).glob("*.db"):
+        stale.unlink()
+else:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="redact-metrics-")
+
+worker_class = "uvicorn_worker.UvicornWorker"
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

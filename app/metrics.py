@@ -1,0 +1,105 @@
+"""Prometheus metrics at `GET /metrics` (outside the contracts).
+
+Counters and histograms are kept per process; with several workers (gunicorn) they are
+written to PROMETHEUS_MULTIPROC_DIR, which app/gunicorn_conf.py sets up, and a scrape of
+any worker reports the sum of all (prometheus-client's multiprocess mode). What lives in
+the database or the queue (jobs by status, records redacted by jobs, queue depth) is read
+at scrape time, so it is right across hosts too.
+
+The endpoint answers only with `Authorization: Bearer <REDACT_METRICS_TOKEN>`; without a
+configured token it is off (404), so per-account figures are never public.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+import flask
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
+                               Histogram, generate_latest, multiprocess)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from peewee import fn
+
+from models import database
+from models.job import STATUSES, RedactionJob
+
+from .problems import HTTPProblem
+
+REQUESTS = Counter("redact_http_requests", "HTTP requests by operation and status",
+                   ["operation", "status"])
+LATENCY = Histogram("redact_http_request_duration_seconds", "HTTP request latency",
+                    ["operation"],
+                    buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+REDACTIONS = Counter("redact_redactions", "Records redacted through the Redact API",
+                     ["product"])
+RATE_LIMITED = Counter("redact_rate_limited_requests",
+                       "Requests refused by an account's rate limit", ["api_key"])
+AUTH_FAILURES = Counter("redact_authentication_failures",
+                        "Requests refused for their credentials: unauthorized (401), or "
+                        "throttled after repeated failures from their address (429)",
+                        ["reason"])
+
+
+def observe_request(operation: str | None, status: int, seconds: float) -> None:
+    operation = operation or "unrouted"
+    REQUESTS.labels(operation, str(status)).inc()
+    if status == 401:  # missing, malformed or wrong credentials, whichever layer said so
+        AUTH_FAILURES.labels("unauthorized").inc()
+    LATENCY.labels(operation).observe(seconds)
+
+
+class StoreCollector:
+    """What the database and the queue know, read at each scrape."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def collect(self):
+        jobs = GaugeMetricFamily("redact_jobs", "Redaction jobs by status", labels=["status"])
+        records = CounterMetricFamily("redact_job_records_redacted",
+                                      "Records redacted by jobs")
+        depth = GaugeMetricFamily("redact_job_queue_depth", "Tasks waiting in the job queue")
+        with database.connection_context():
+            counts = dict(RedactionJob
+                          .select(RedactionJob.status, fn.COUNT(RedactionJob.seq))
+                          .group_by(RedactionJob.status).tuples())
+            redacted = RedactionJob.select(fn.SUM(RedactionJob.redacted)).scalar() or 0
+        for status in STATUSES:
+            jobs.add_metric([status], counts.get(status, 0))
+        records.add_metric([], redacted)
+        yield jobs
+        yield records
+        try:
+            depth.add_metric([], self.queue.depth())
+            yield depth
+        except Exception:  # the queue is down: /readyz says so; the rest still reports
+            pass
+
+
+def register(flask_app: flask.Flask, queue, token: str) -> None:
+    store = StoreCollector(queue)
+
+    @flask_app.get("/metrics")
+    def metrics():
+        if not token:
+            raise HTTPProblem(404, "Metrics are off: set REDACT_METRICS_TOKEN to serve them")
+        offered = flask.request.headers.get("Authorization", "")
+        if not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
+            raise HTTPProblem(401, "Metrics need the bearer token REDACT_METRICS_TOKEN",
+                              {"WWW-Authenticate": 'Bearer realm="metrics"'})
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            registry = CollectorRegistry()
+            registry.register(_ProcessMetrics())
+        registry.register(store)
+        return flask.Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+class _ProcessMetrics:
+    """This process's own metrics (single-process mode)."""
+
+    def collect(self):
+        yield from REGISTRY.collect()

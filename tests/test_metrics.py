@@ -1,0 +1,124 @@
+"""GET /metrics: off without a token, bearer-protected, Prometheus text; the figures move
+with what the service does; several gunicorn workers report one sum."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import SUBJECT_KEY, add_account, add_records, basic, record
+from .jobs_helpers import JOBS
+from .test_cli import free_port
+
+TOKEN = "scrape-token-0123"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def samples(text: str) -> dict:
+    """{(name, ((label, value), ...)): value} of a scrape."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(scrape: dict, name: str, **labels) -> float:
+    return scrape.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_are_off_without_a_token_and_need_it(make_app, sqlite_url):
+    off = make_app(sqlite_url)
+    with off.test_client() as client:
+        response = client.get("/metrics", headers=BEARER)
+        assert response.status_code == 404 and response.json()["instance"]
+    on = make_app(sqlite_url, metrics_token=TOKEN)
+    with on.test_client() as client:
+        for headers in ({}, {"Authorization": "Bearer nope"}, basic("acct0001")):
+            response = client.get("/metrics", headers=headers)
+            assert response.status_code == 401
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        response = client.get("/metrics", headers=BEARER)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+
+
+def test_the_figures_follow_what_the_service_does(make_app, sqlite_url, tmp_path):
+    app = make_app(sqlite_url, metrics_token=TOKEN, rate_limit="2/minute",
+                   queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+    with app.test_client() as client:
+        def scrape():
+            return samples(client.get("/metrics", headers=BEARER).text)
+
+        headers = add_account("acct0001")
+        add_records(record("M1", product="voice"))
+        before = scrape()
+        assert client.post("/v1/redact/transaction", json={"id": "M1", "product": "voice"},
+                           headers=headers).status_code == 204
+        assert client.post("/v1/redact/transaction", json={"id": "M1", "product": "voice"},
+                           headers=basic("acct0001", "wrong")).status_code == 401
+        assert client.post(JOBS, json={"objects": {"subjects": ["447700900001"]}},
+                           headers=headers).status_code == 200
+        assert client.get(JOBS, headers=headers).status_code == 429  # the 3rd in a minute
+        after = scrape()
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    operation = {"operation": "redact-message"}
+    assert delta("redact_http_requests_total", status="204", **operation) == 1
+    assert delta("redact_http_requests_total", status="401", **operation) == 1
+    assert delta("redact_http_requests_total", operation="list-jobs", status="429") == 1
+    assert delta("redact_http_request_duration_seconds_count", **operation) == 2
+    assert delta("redact_redactions_total", product="voice") == 1
+    assert delta("redact_rate_limited_requests_total", api_key="acct0001") == 1
+    assert delta("redact_authentication_failures_total", reason="unauthorized") == 1
+    assert value(after, "redact_jobs", status="validating") == 1
+    assert value(after, "redact_jobs", status="succeeded") == 0
+    assert value(after, "redact_job_queue_depth") == 1
+    assert value(after, "redact_job_records_redacted_total") == 0
+
+
+def test_several_gunicorn_workers_report_one_sum(tmp_path):
+    metrics_dir = tmp_path / "metrics"
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
+           "REDACT_SUBJECT_KEY": SUBJECT_KEY, "REDACT_METRICS_TOKEN": TOKEN,
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    subprocess.run([sys.executable, "-m", "app.release"], env=env, check=True, timeout=60)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "app.asgi:app", "-c", "python:app.gunicorn_conf",
+         "--workers", "2", "--bind", f"127.0.0.1:{port}"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "no server"
+            time.sleep(0.2)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: httpx.get(f"{base}/healthz").status_code,
+                                  range(200)))
+        assert codes.count(200) == 200
+        workers = {path.name for path in pathlib.Path(metrics_dir).glob("counter_*.db")}
+        assert len(workers) >= 2, f"one worker served everything: {workers}"
+        scrapes = [samples(httpx.get(f"{base}/metrics", headers=BEARER).text)
+                   for _ in range(8)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    counts = {value(s, "redact_http_requests_total", operation="/healthz", status="200")
+              for s in scrapes}
+    assert counts == {200 + 1}  # and the readiness poll that saw the server up
