@@ -27,11 +27,13 @@ from connexion.middleware.request_validation import RequestValidationMiddleware
 from connexion.middleware.routing import RoutingMiddleware
 from connexion.middleware.security import SecurityMiddleware
 from connexion.middleware.server_error import ServerErrorMiddleware
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 
 from models import open_database
 
-from . import health, metrics
+from . import docs, health, metrics
 from .api import RedactApi
 from .auth import Authenticator, basic_security_handler
 from .context import RequestContextMiddleware
@@ -80,9 +82,9 @@ def create_app(
     queue = JobQueue(settings, clock)
     jobs_api = JobsApi(queue, clock)
 
-    # Connexion's default stack minus what this service does not use (Swagger UI, response
-    # validation, lifespan); our context middleware outermost, so that every response,
-    # errors included, carries the trace id and is logged.
+    # Connexion's default stack minus what this service does not use (response validation,
+    # lifespan); our context middleware outermost, so that every response, errors
+    # included, carries the trace id and is logged.
     middlewares = [
         functools.partial(
             RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
@@ -93,6 +95,7 @@ def create_app(
         ),
         ServerErrorMiddleware,
         ExceptionMiddleware,
+        SwaggerUIMiddleware,
         RoutingMiddleware,
         SecurityMiddleware,
         RequestValidationMiddleware,
@@ -104,9 +107,16 @@ def create_app(
         security_map={"basic": basic_security_handler(authenticator)},
         validator_map={"body": MediaTypeDict({"*/*json": ContractBodyValidator})},
     )
-    app.add_api(SPEC_DIR / "redact.yml", resolver=OperationResolver(api.operations()))
+    # One Swagger UI for both contracts, at /v1/redact/ui/ with a contract picker. The
+    # contracts share their base path, where Connexion would serve only one document (and
+    # which one depends on its sorting), so both documents are served by docs.py and both
+    # contracts carry the same UI.
+    ui = SwaggerUIOptions(serve_spec=False,
+                          swagger_ui_template_arguments={"urls": docs.CONTRACTS})
+    app.add_api(SPEC_DIR / "redact.yml", resolver=OperationResolver(api.operations()),
+                swagger_ui_options=ui)
     app.add_api(SPEC_DIR / "jobs.yml", name="jobs", strict_validation=True,
-                resolver=OperationResolver(jobs_api.operations()))
+                resolver=OperationResolver(jobs_api.operations()), swagger_ui_options=ui)
     # Connexion registers its own handlers for these two; ours must replace them.
     for error in (Exception, ProblemException, starlette.exceptions.HTTPException):
         app.add_error_handler(error, render)
@@ -119,6 +129,7 @@ def create_app(
                                                   workers=settings.threads)
     flask_app.register_error_handler(werkzeug.exceptions.HTTPException, _http_exception)
     metrics.register(flask_app, queue, settings.metrics_token)
+    docs.register(flask_app)
     health.register(flask_app, {"database": health.database_reachable,
                                 "limiter": rate_limits.reachable,
                                 "queue": queue.reachable})
@@ -129,7 +140,7 @@ def create_app(
 
 
 BASE_PATH = "/v1/redact"
-FIXED_PATHS = ("/healthz", "/readyz", "/metrics")
+FIXED_PATHS = ("/healthz", "/readyz", "/metrics", *docs.DOCUMENTS, f"{docs.BASE_PATH}/ui/")
 
 
 def _routes(spec_names) -> dict[str, str]:

@@ -1,0 +1,31 @@
+"""The API documentation: Swagger UI for both contracts at /v1/redact/ui/ (Connexion's
+swagger-ui extra), and the two documents it shows, served here with their `servers`
+pointing at this service so that "Try it out" calls it."""
+
+from __future__ import annotations
+
+import functools
+
+import flask
+import yaml
+
+BASE_PATH = "/v1/redact"
+DOCUMENTS = {
+    f"{BASE_PATH}/openapi.json": ("redact.yml", "Redact API"),
+    f"{BASE_PATH}/jobs-openapi.json": ("jobs.yml", "Redaction jobs"),
+}
+CONTRACTS = [{"name": name, "url": url} for url, (_, name) in DOCUMENTS.items()]
+
+
+@functools.cache
+def document(spec_name: str) -> dict:
+    from . import SPEC_DIR
+
+    spec = yaml.safe_load((SPEC_DIR / spec_name).read_text())
+    return {**spec, "servers": [{"url": BASE_PATH}]}
+
+
+def register(flask_app: flask.Flask) -> None:
+    for url, (spec_name, _) in DOCUMENTS.items():
+        flask_app.add_url_rule(url, endpoint=f"document:{spec_name}",
+                               view_func=functools.partial(document, spec_name))
