@@ -35,6 +35,9 @@ REDACTIONS = Counter("redact_redactions", "Records redacted through the Redact A
                      ["product"])
 RATE_LIMITED = Counter("redact_rate_limited_requests",
                        "Requests refused by an account's rate limit", ["api_key"])
+LIMITER_UNAVAILABLE = Counter("redact_limiter_storage_unavailable",
+                              "Requests admitted without a limit because the limiter's "
+                              "storage did not answer (fail-open)")
 AUTH_FAILURES = Counter("redact_authentication_failures",
                         "Requests refused for their credentials: unauthorized (401), or "
                         "throttled after repeated failures from their address (429)",

@@ -27,6 +27,8 @@ import limits.aio.strategies
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from .metrics import LIMITER_UNAVAILABLE
+
 log = logging.getLogger("redact.ratelimit")
 
 
@@ -93,6 +95,7 @@ class RateLimits:
             return await check()
         except Exception as exc:
             log.warning("rate-limit storage unavailable, admitting: %s", type(exc).__name__)
+            LIMITER_UNAVAILABLE.inc()
             return admitted
 
     async def hit_account(self, api_key: str) -> Decision:

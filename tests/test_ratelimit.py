@@ -85,9 +85,17 @@ def test_repeated_failed_authentication_is_throttled(make_app, sqlite_url):
 
 
 def test_limiter_storage_down_fails_open(make_app, sqlite_url):
-    """Stated policy: an unreachable limiter storage admits requests (and logs it)."""
+    """Stated policy: an unreachable limiter storage admits requests (and logs it, and
+    counts it in a metric)."""
+    from prometheus_client import REGISTRY
+
+    def admitted_unlimited():
+        return REGISTRY.get_sample_value("redact_limiter_storage_unavailable_total") or 0
+
     app = make_app(sqlite_url, ratelimit_storage_uri="redis://127.0.0.1:1/0",
                    rate_limit="1/second")
     headers = add_account("acct0001")
+    before = admitted_unlimited()
     with app.test_client() as client:
         assert [post(client, headers) for _ in range(3)] == [404, 404, 404]
+    assert admitted_unlimited() - before >= 3
