@@ -182,12 +182,12 @@ def jobs_create(api_key, file, subjects, behavior, description, run_at):
     if Account.get_or_none(Account.api_key == api_key) is None:
         fail(f"no account {api_key!r}")
     try:
-        queue.check_room()
         job, _ = create_job(api_key=api_key, transactions=_transaction_refs(file or ()),
                             subjects=subjects, validation_behavior=behavior,
                             description=description, run_at=run_at,
                             now=datetime.datetime.now(datetime.UTC),
-                            max_unfinished=settings.max_active_jobs)
+                            max_unfinished=settings.max_active_jobs,
+                            admit=queue.check_room)
     except (JobError, QueueUnavailable) as exc:
         fail(f"{exc}; no job was created")
     except UnicodeDecodeError:

@@ -79,7 +79,6 @@ class JobsApi:
         take it, the job is removed again and the answer is 503."""
         objects = body["objects"]
         key = flask.request.headers.get("Idempotency-Key")
-        self.queue.check_room()
         with database.connection_context():
             job, created = create_job(
                 api_key=token_info["sub"],
@@ -93,6 +92,7 @@ class JobsApi:
                 max_unfinished=self.settings.max_active_jobs,
                 idempotency_key=key,
                 request_body=body,
+                admit=self.queue.check_room,  # after a replay is recognised: it needs no room
             )
             if not created:
                 return job_resource(job), 200, {"Idempotent-Replayed": "true"}

@@ -15,7 +15,13 @@ from __future__ import annotations
 import hmac
 import os
 
-import flask
+# prometheus-client picks multiprocess mode at import when PROMETHEUS_MULTIPROC_DIR is
+# set, and then needs the directory: any process of the service may be first (release,
+# CLI, worker), so the one that is creates it.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+import flask  # noqa: E402
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
                                Histogram, generate_latest, multiprocess)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily

@@ -1,7 +1,6 @@
 """The framework as it comes: a Connexion 3 FlaskApp with our spec and a handler that only
 returns 204. Everything default: middleware list, validators, security handler."""
 
-import base64
 import pathlib
 
 import connexion

@@ -20,7 +20,6 @@ import fcntl
 import itertools
 import os
 import threading
-import types
 from typing import Any, Callable
 
 import peewee

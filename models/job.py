@@ -15,7 +15,7 @@ import hmac
 import json
 import logging
 import secrets
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import peewee
 
@@ -236,6 +236,7 @@ def create_job(
     max_unfinished: int,
     idempotency_key: str | None = None,
     request_body: dict | None = None,
+    admit: Callable[[], None] | None = None,
 ) -> tuple[RedactionJob, bool]:
     """Store a new job in status `created`, its objects streamed from the iterables in
     batches (a job may name millions of records). Returns (job, created): with an
@@ -243,7 +244,8 @@ def create_job(
     False (once that job has finished it no longer knows its request, and the key alone
     returns it). All or nothing: raises TooManyJobs, IdempotencyMismatch or
     InvalidJobRequest (no object, an unknown product, a subject that is not a phone
-    number) and stores nothing."""
+    number), or whatever `admit()` raises (called before a new job is stored: the
+    queue's admission check), and stores nothing."""
     if validation_behavior not in BEHAVIORS:
         raise InvalidJobRequest(f"validation_behavior must be one of {', '.join(BEHAVIORS)}")
     digest = _request_digest(request_body) if idempotency_key is not None else None
@@ -258,6 +260,8 @@ def create_job(
                 if existing.request_digest not in (None, digest):
                     raise IdempotencyMismatch(idempotency_key)
                 return existing, False
+        if admit is not None:
+            admit()
         unfinished = (RedactionJob.select()
                       .where((RedactionJob.account == api_key)
                              & RedactionJob.status.in_(UNFINISHED))

@@ -434,12 +434,14 @@ def test_a_full_queue_is_503_and_creates_nothing(make_app, database_url, tmp_pat
     with app.test_client() as client:
         jobs = JobsClient(client, add_account("acct0001"), app.queue)
         add_records(record("T1"), record("T2"))
-        jobs.create(["T1"])
+        first = jobs.create(["T1"], headers={"Idempotency-Key": "k1"})
         response = client.post(JOBS, json={"objects": {"transactions": [
             {"id": "T2", "product": "sms"}]}}, headers=jobs.headers)
         assert_job_contract(response, "/jobs", "post")
         assert response.status_code == 503 and response.headers["Retry-After"]
         assert len(client.get(JOBS, headers=jobs.headers).json()["data"]) == 1
+        # a retry of the first request needs no room in the queue: it gets its job
+        assert jobs.create(["T1"], headers={"Idempotency-Key": "k1"})["id"] == first["id"]
 
 
 def test_an_unreachable_queue_is_503_and_creates_or_moves_nothing(make_app, database_url):

@@ -43,7 +43,7 @@ def test_requests_and_job_transitions_are_logged_without_personal_data(
     with app.test_client() as client:
         jobs = JobsClient(client, add_account("acct0001"), app.queue)
         add_records(record("L1", **{"to": NUMBER}, text=TEXT),
-                    record("L2", product="voice", **{"from": f"+44 7700 955501"}),
+                    record("L2", product="voice", **{"from": "+44 7700 955501"}),
                     record("L3", **{"to": NUMBER}, text=TEXT))
         assert client.post("/v1/redact/transaction", json={"id": "L1", "product": "sms"},
                            headers=jobs.headers).status_code == 204
@@ -58,7 +58,7 @@ def test_requests_and_job_transitions_are_logged_without_personal_data(
         bad_subject = client.post(JOBS, json={"objects": {"subjects": [TEXT]}},
                                   headers=jobs.headers)
         assert bad_subject.status_code == 422
-        job = jobs.ready(["L3"], [f"+44 7700 955501"])
+        job = jobs.ready(["L3"], ["+44 7700 955501"])
         jobs.action(job["id"], "run", expect=202)
         jobs.drain()
         assert jobs.get(job["id"])["status"] == "succeeded"
