@@ -271,6 +271,23 @@ def _move_job(job_id: str, action: str, wait: bool) -> None:
 
 
 @main.command()
+def maintenance():
+    """PostgreSQL: VACUUM what redaction rewrote, so no old row version keeps a scrubbed
+    value (the worker also does it daily). SQLite needs none."""
+    from models.maintenance import vacuum_erased
+
+    open_store()
+    try:
+        tables = vacuum_erased(database.obj)
+    except peewee.PeeweeException as exc:
+        fail(f"maintenance failed: {type(exc).__name__}")
+    if tables:
+        click.echo(f"vacuumed {', '.join(tables)}")
+    else:
+        click.echo("nothing to do: SQLite zeroes what redaction frees at commit")
+
+
+@main.command()
 def config():
     """Print the effective configuration (secrets masked) as JSON."""
     try:

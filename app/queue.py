@@ -25,6 +25,7 @@ from huey import crontab
 
 from models import database
 from models.job_work import WorkConfig, advance, mark_queued, sweep
+from models.maintenance import vacuum_erased
 
 from .settings import Settings
 
@@ -61,6 +62,10 @@ class JobQueue:
         self._advance = self.huey.task(name="advance", retries=3, retry_delay=5)(
             self._advance_job)
         self.huey.periodic_task(crontab(minute="*"), name="sweep")(self.sweep)
+        if not settings.database_url.startswith("sqlite"):
+            # Daily, so that dead row versions holding scrubbed values do not linger.
+            self.huey.periodic_task(crontab(minute="15", hour="3"), name="vacuum")(
+                self.vacuum)
 
     @property
     def owner(self) -> str:
@@ -129,6 +134,11 @@ class JobQueue:
         if due:
             log.info("sweep queued %d job(s)", len(due))
         return due
+
+    def vacuum(self) -> list[str]:
+        tables = vacuum_erased(database.obj)
+        log.info("vacuumed %s", ", ".join(tables))
+        return tables
 
     def consumer(self, workers: int) -> huey.consumer.Consumer:
         """Huey's consumer with `workers` threads (and the periodic sweep)."""

@@ -211,3 +211,15 @@ def test_release_phase_creates_the_tables(env):
     open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     with database.connection_context():
         assert set(database.get_tables()) == {m._meta.table_name for m in MODELS}
+
+
+def test_maintenance_vacuums_on_postgresql_and_has_nothing_to_do_on_sqlite(env):
+    from .conftest import POSTGRES_URL, require_service
+
+    sqlite = redact(env, "maintenance")
+    assert sqlite.returncode == 0, sqlite.stderr
+    assert sqlite.stdout.startswith("nothing to do")
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    postgres = redact({**env, "DATABASE_URL": POSTGRES_URL}, "maintenance")
+    assert postgres.returncode == 0, postgres.stderr
+    assert postgres.stdout.strip() == "vacuumed transaction, redaction_job_object, redaction_job"
