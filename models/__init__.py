@@ -14,9 +14,11 @@ MODELS = (Account, Transaction, RedactionAudit, *JOB_MODELS)
 
 
 def create_tables() -> None:
-    """Create the tables that are missing."""
-    with database.connection_context():
-        database.create_tables(MODELS, safe=True)
+    """Create the tables that are missing, and bring those of an earlier version up to
+    date (models/schema.py)."""
+    from .schema import create_or_upgrade
+
+    create_or_upgrade(MODELS)
 
 
 __all__ = [

@@ -1,0 +1,65 @@
+"""Creating the tables, and bringing a store made by an earlier version up to date.
+
+Columns added since a table was created are added (all are nullable or have defaults).
+When the number index arrives, records stored before it get their keyed hashes, so that
+a subject job finds them too. Idempotent: run by every start (`redact serve`, the
+release phase, the CLI).
+"""
+
+from __future__ import annotations
+
+import peewee
+from playhouse.migrate import migrate, PostgresqlMigrator, SqliteMigrator
+
+from .db import database
+from .transaction import Transaction
+
+
+def create_or_upgrade(models) -> None:
+    # One transaction: a store is upgraded whole (columns and hashes) or not at all.
+    with database.connection_context(), database.atomic():
+        existing = set(database.get_tables())
+        added: dict[str, set] = {}
+        for model in models:
+            if model._meta.table_name in existing:
+                added[model._meta.table_name] = _add_missing_columns(model)
+        database.create_tables(models, safe=True)  # new tables, and indexes not yet there
+        if "sender_key" in added.get(Transaction._meta.table_name, ()):
+            _index_numbers()
+
+
+def _add_missing_columns(model) -> set:
+    present = {column.name for column in database.get_columns(model._meta.table_name)}
+    missing = [field for field in model._meta.sorted_fields
+               if field.column_name not in present]
+    if missing:
+        migrator = (PostgresqlMigrator(database.obj)
+                    if isinstance(database.obj, peewee.PostgresqlDatabase)
+                    else SqliteMigrator(database.obj))
+        migrate(*(migrator.add_column(model._meta.table_name, field.column_name, field)
+                  for field in missing))
+    return {field.column_name for field in missing}
+
+
+def _index_numbers(batch: int = 1000) -> int:
+    """Hash the numbers of unredacted records that have none (stored before the index
+    existed); returns how many records were updated."""
+    key = database.obj.subject_key
+    needs = (Transaction.redacted_at.is_null()
+             & Transaction.sender_key.is_null() & Transaction.recipient_key.is_null()
+             & (Transaction.sender.is_null(False) | Transaction.recipient.is_null(False)))
+    done, after = 0, ""
+    while True:
+        rows = list(Transaction.select(Transaction.id, Transaction.sender, Transaction.recipient)
+                    .where(needs & (Transaction.id > after))
+                    .order_by(Transaction.id).limit(batch).tuples())
+        if not rows:
+            return done
+        with database.atomic():
+            for transaction_id, sender, recipient in rows:
+                sender_key, recipient_key = key.hash(sender), key.hash(recipient)
+                if sender_key or recipient_key:
+                    (Transaction.update(sender_key=sender_key, recipient_key=recipient_key)
+                     .where(Transaction.id == transaction_id).execute())
+                    done += 1
+        after = rows[-1][0]
