@@ -77,7 +77,7 @@ def create_app(
     rate_limits = RateLimits(
         settings.ratelimit_storage_uri, settings.rate_limit, settings.auth_failure_limit
     )
-    authenticator = Authenticator(rate_limits, settings.credential_cache_seconds)
+    authenticator = Authenticator(rate_limits, settings.credential_cache_seconds, clock)
     api = RedactApi(settings, clock)
     queue = JobQueue(settings, clock)
     jobs_api = JobsApi(queue, clock)

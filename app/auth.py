@@ -32,7 +32,8 @@ _hash_checks = threading.BoundedSemaphore(HASH_CHECKS_AT_ONCE)
 
 
 class Authenticator:
-    def __init__(self, rate_limits: RateLimits, cache_seconds: int):
+    def __init__(self, rate_limits: RateLimits, cache_seconds: int, clock):
+        self.clock = clock
         self.rate_limits = rate_limits
         self.cache = cachetools.TTLCache(maxsize=10_000, ttl=cache_seconds or 1e-9)
         self._checking: dict[tuple, asyncio.Future] = {}
@@ -50,7 +51,7 @@ class Authenticator:
             check = self._checking.get(key)
             if check is None:
                 check = asyncio.ensure_future(run_in_threadpool(_authenticate, username,
-                                                                password))
+                                                                password, self.clock()))
                 self._checking[key] = check
                 check.add_done_callback(lambda _: self._checking.pop(key, None))
             account = await asyncio.shield(check)
@@ -98,6 +99,6 @@ def basic_security_handler(authenticator: Authenticator) -> type[BasicSecurityHa
     return BoundBasicSecurityHandler
 
 
-def _authenticate(api_key: str, api_secret: str) -> Account | None:
+def _authenticate(api_key: str, api_secret: str, now) -> Account | None:
     with _hash_checks, database.connection_context():
-        return Account.authenticate(api_key, api_secret)
+        return Account.authenticate(api_key, api_secret, now)

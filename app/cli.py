@@ -332,6 +332,29 @@ def accounts_create(api_key: str | None, api_secret: str | None, products: str):
                            "products": account.products.split(",")}))
 
 
+@accounts.command("rotate-secret")
+@click.option("--api-key", required=True)
+@click.option("--api-secret", help="The new secret. Default: generated.")
+@click.option("--grace-seconds", default=86400, show_default=True, type=click.IntRange(0),
+              help="How long the current secret stays valid beside the new one.")
+def accounts_rotate_secret(api_key: str, api_secret: str | None, grace_seconds: int):
+    """Give an account a new secret without downtime; prints it (the only time it is
+    shown) and until when the former one is still accepted."""
+    api_secret = api_secret if api_secret is not None else secrets.token_urlsafe(12)
+    if len(api_secret) < 8 or any(c in api_secret for c in "\r\n\0"):
+        fail("--api-secret must be at least 8 characters on one line")
+    open_store()
+    now = datetime.datetime.now(datetime.UTC)
+    with database.atomic():
+        account = Account.rotate_secret(api_key, api_secret,
+                                        datetime.timedelta(seconds=grace_seconds), now)
+    if account is None:
+        fail(f"no account {api_key!r}")
+    until = account.previous_secret_until
+    click.echo(json.dumps({"api_key": api_key, "api_secret": api_secret,
+                           "previous_secret_valid_until": until.isoformat() if until else None}))
+
+
 @main.group()
 def transactions():
     """Manage the transaction store."""

@@ -9,7 +9,7 @@ import secrets
 
 import peewee
 
-from .db import BaseModel
+from .db import BaseModel, UTCDateTimeField
 from .policy import PRODUCTS
 
 # scrypt parameters: about 30 ms per check, so guessing is slow and a verified credential
@@ -40,6 +40,10 @@ class Account(BaseModel):
     secret_hash = peewee.CharField(max_length=200)
     products = peewee.CharField(max_length=200)
     created_at = peewee.DateTimeField(default=lambda: datetime.datetime.now(datetime.UTC))
+    # After a rotation, the former secret stays valid until then (no downtime for clients
+    # that switch over).
+    previous_secret_hash = peewee.CharField(max_length=200, null=True)
+    previous_secret_until = UTCDateTimeField(null=True)
 
     @classmethod
     def register(cls, api_key: str, api_secret: str, products=PRODUCTS) -> "Account":
@@ -56,14 +60,38 @@ class Account(BaseModel):
         )
 
     @classmethod
-    def authenticate(cls, api_key: str, api_secret: str) -> "Account | None":
-        """The account whose key and secret these are, or None."""
+    def authenticate(cls, api_key: str, api_secret: str,
+                     now: datetime.datetime | None = None) -> "Account | None":
+        """The account whose key and secret (or former secret, within its grace period)
+        these are, or None. Every refusal costs two hash checks, whether the key exists,
+        has a former secret or not, so timing reveals neither."""
+        now = now or datetime.datetime.now(datetime.UTC)
         account = cls.get_or_none(cls.api_key == api_key)
         if account is None:
-            # Spend the same time as a real check so timing does not reveal valid keys.
+            check_secret(api_secret, _DUMMY_HASH)
             check_secret(api_secret, _DUMMY_HASH)
             return None
-        return account if check_secret(api_secret, account.secret_hash) else None
+        if check_secret(api_secret, account.secret_hash):
+            return account
+        in_grace = (account.previous_secret_hash is not None
+                    and account.previous_secret_until is not None
+                    and now < account.previous_secret_until)
+        previous = account.previous_secret_hash if in_grace else _DUMMY_HASH
+        return account if check_secret(api_secret, previous) and in_grace else None
+
+    @classmethod
+    def rotate_secret(cls, api_key: str, new_secret: str, grace: datetime.timedelta,
+                      now: datetime.datetime) -> "Account | None":
+        """Make `new_secret` the account's secret; the current one stays valid for
+        `grace`. Returns the account, or None if there is no such key."""
+        account = cls.get_or_none(cls.api_key == api_key)
+        if account is None:
+            return None
+        account.previous_secret_hash = account.secret_hash if grace.total_seconds() > 0 else None
+        account.previous_secret_until = now + grace if grace.total_seconds() > 0 else None
+        account.secret_hash = hash_secret(new_secret)
+        account.save()
+        return account
 
     @property
     def product_set(self) -> frozenset[str]:

@@ -16,6 +16,7 @@ frees. Committing costs fsyncs, so the writes of concurrent requests share a tra
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import itertools
 import os
@@ -36,6 +37,21 @@ SQLITE_PRAGMAS = {
     "foreign_keys": 1,
     "busy_timeout": 10000,
 }
+
+
+class UTCDateTimeField(peewee.DateTimeField):
+    """Timestamps stored naive in UTC, returned aware."""
+
+    def db_value(self, value):
+        if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+            value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+        return super().db_value(value)
+
+    def python_value(self, value):
+        value = super().python_value(value)
+        if isinstance(value, datetime.datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return value
 
 
 class BaseModel(peewee.Model):

@@ -20,10 +20,9 @@ from typing import Callable, Iterable, Iterator
 import peewee
 
 from .account import Account
-from .db import BaseModel, PreparedQuery, database
+from .db import BaseModel, PreparedQuery, UTCDateTimeField, database
 from .errors import RedactionError
 from .policy import DIRECTIONS, PRODUCTS
-from .transaction import UTCDateTimeField
 
 STATUSES = ("created", "validating", "ready", "failed", "redacting", "succeeded",
             "canceling", "canceled")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 
 import peewee
 
 from .account import Account
-from .db import BaseModel
+from .db import BaseModel, UTCDateTimeField
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options builds one per call
@@ -20,21 +19,6 @@ class JSONField(peewee.TextField):
 
     def python_value(self, value):
         return None if value is None else json.loads(value)
-
-
-class UTCDateTimeField(peewee.DateTimeField):
-    """Timestamps stored naive in UTC, returned aware."""
-
-    def db_value(self, value):
-        if isinstance(value, datetime.datetime) and value.tzinfo is not None:
-            value = value.astimezone(datetime.UTC).replace(tzinfo=None)
-        return super().db_value(value)
-
-    def python_value(self, value):
-        value = super().python_value(value)
-        if isinstance(value, datetime.datetime) and value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.UTC)
-        return value
 
 
 class Transaction(BaseModel):
