@@ -171,7 +171,7 @@ def _transaction_refs(file):
               help="When the job runs by itself once ready (UTC if no offset).")
 def jobs_create(api_key, file, subjects, behavior, description, run_at):
     """Create a job and queue its validation; prints the job."""
-    from models.job import JobError, create_job, delete_job, start_validation
+    from models.job import JobError
 
     settings = open_store()
     queue = _job_queue(settings)
@@ -182,22 +182,16 @@ def jobs_create(api_key, file, subjects, behavior, description, run_at):
     if Account.get_or_none(Account.api_key == api_key) is None:
         fail(f"no account {api_key!r}")
     try:
-        job, _ = create_job(api_key=api_key, transactions=_transaction_refs(file or ()),
-                            subjects=subjects, validation_behavior=behavior,
-                            description=description, run_at=run_at,
-                            now=datetime.datetime.now(datetime.UTC),
-                            max_unfinished=settings.max_active_jobs,
-                            admit=queue.check_room)
+        job, _ = queue.create(api_key=api_key, transactions=_transaction_refs(file or ()),
+                              subjects=subjects, validation_behavior=behavior,
+                              description=description, run_at=run_at,
+                              now=datetime.datetime.now(datetime.UTC),
+                              max_unfinished=settings.max_active_jobs)
     except (JobError, QueueUnavailable) as exc:
         fail(f"{exc}; no job was created")
     except UnicodeDecodeError:
         fail(f"{file.name}: not UTF-8 text; no job was created")
-    try:
-        queue.submit(job.id)
-    except QueueUnavailable as exc:
-        delete_job(job)
-        fail(f"{exc}; no job was created")
-    _print_job(start_validation(job))
+    _print_job(job)
 
 
 @jobs.command("list")
@@ -250,24 +244,18 @@ def _operator_job(job_id: str):
 
 
 def _move_job(job_id: str, action: str, wait: bool) -> None:
-    from models.job import InvalidMove, RedactionJob, move, undo_move
+    from models.job import InvalidMove
 
     settings = open_store()
     queue = _job_queue(settings)
-    job = _operator_job(job_id)
     try:
-        moved = move(job, action)
+        moved = queue.apply(_operator_job(job_id), action, here=wait)
     except InvalidMove as exc:
         fail(str(exc))
-    try:
-        if wait:
-            queue.run_now(moved.id)
-        else:
-            queue.submit(moved.id)
     except QueueUnavailable as exc:
-        undo_move(job, moved)
-        fail(f"{exc}; the job is left as it was")
-    _print_job(RedactionJob.get_by_id(moved.seq))
+        fail(f"{exc}; " + ("the job waits: a worker's sweep takes it up" if wait
+                           else "the job is left as it was"))
+    _print_job(moved)
 
 
 @main.command()

@@ -69,13 +69,14 @@ class RequestContextMiddleware:
         self.fixed_paths = frozenset(fixed_paths)
         self.observe = observe
 
-    def route_of(self, scope: Scope) -> str | None:
-        """The route template that served the request, or None for an unknown path."""
+    def operation_of(self, scope: Scope) -> str | None:
+        """The operationId that served the request, the path if it is one of the fixed
+        paths, or None for an unknown path."""
         routing = scope.get("extensions", {}).get("connexion_routing", {})
-        route = self.routes.get(routing.get("operation_id"))
-        if route is None and scope["path"] in self.fixed_paths:
-            route = scope["path"]
-        return route
+        operation = routing.get("operation_id")
+        if operation is None and scope["path"] in self.fixed_paths:
+            operation = scope["path"]
+        return operation
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -128,17 +129,15 @@ class RequestContextMiddleware:
             await self.render_error(scope, exc, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
+            operation = self.operation_of(scope)
             if self.observe is not None:
-                routing = scope.get("extensions", {}).get("connexion_routing", {})
-                operation = routing.get("operation_id") or (
-                    scope["path"] if scope["path"] in self.fixed_paths else None)
                 self.observe(operation, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 # The route, not the path: a path is the client's text and may hold
                 # anything, a phone number included.
                 access_log.info("request", extra={"fields": {
                     "method": scope["method"],
-                    "route": self.route_of(scope),
+                    "route": self.routes.get(operation, operation),
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
                     "api_key": state.get("api_key"),

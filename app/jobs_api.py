@@ -10,9 +10,8 @@ from typing import Callable
 import flask
 
 from models import database
-from models.job import (RedactionJob, TransactionRef, create_job, delete_job, get_job,
-                        iter_objects, list_jobs, list_validation_errors, move, start_validation,
-                        undo_move, update_job, validation_error_id)
+from models.job import (RedactionJob, TransactionRef, get_job, iter_objects, list_jobs,
+                        list_validation_errors, update_job, validation_error_id)
 
 from .problems import InvalidJob, TooLargeForSync
 from .queue import JobQueue, QueueUnavailable
@@ -80,7 +79,7 @@ class JobsApi:
         objects = body["objects"]
         key = flask.request.headers.get("Idempotency-Key")
         with database.connection_context():
-            job, created = create_job(
+            job, created = self.queue.create(
                 api_key=token_info["sub"],
                 transactions=(TransactionRef(t["id"], t["product"], t.get("type"))
                               for t in objects.get("transactions", ())),
@@ -92,16 +91,9 @@ class JobsApi:
                 max_unfinished=self.settings.max_active_jobs,
                 idempotency_key=key,
                 request_body=body,
-                admit=self.queue.check_room,  # after a replay is recognised: it needs no room
             )
             if not created:
                 return job_resource(job), 200, {"Idempotent-Replayed": "true"}
-            try:
-                self.queue.submit(job.id)
-            except Exception:
-                delete_job(job)
-                raise
-            job = start_validation(job)
             return job_resource(job), 200
 
     def list(self, token_info: dict, limit: int = 10, starting_after: str | None = None,
@@ -159,23 +151,14 @@ class JobsApi:
                         f"Redaction job {found.id} must wait until "
                         f"{found.eligible_at.isoformat()} for premature records; run it "
                         "without processing_mode=sync")
-            started = move(found, "run")
-            self.queue.run_now(started.id)
-            return job_resource(RedactionJob.get_by_id(started.seq)), 200
+            return job_resource(self.queue.apply(found, "run", here=True)), 200
 
     def _move_and_queue(self, job: str, token_info: dict, action: str) -> dict:
         """Apply a move and queue the work it starts; if the queue cannot take it, the
         move is undone and the answer is 503."""
         self.queue.check_room()
         with database.connection_context():
-            found = get_job(token_info["sub"], job)
-            moved = move(found, action)
-            try:
-                self.queue.submit(moved.id)
-            except Exception:
-                undo_move(found, moved)
-                raise
-            return job_resource(RedactionJob.get_by_id(moved.seq))
+            return job_resource(self.queue.apply(get_job(token_info["sub"], job), action))
 
     def validation_errors(self, job: str, token_info: dict, limit: int = 10,
                           starting_after: str | None = None,

@@ -24,6 +24,8 @@ import redis
 from huey import crontab
 
 from models import database
+from models.job import (RedactionJob, create_job, delete_job, move, start_validation,
+                        undo_move)
 from models.job_work import WorkConfig, advance, mark_queued, sweep
 from models.maintenance import vacuum_erased
 
@@ -110,17 +112,43 @@ class JobQueue:
             raise QueueUnavailable(f"the job queue is unreachable: {type(exc).__name__}") \
                 from exc
 
+    def create(self, **fields) -> tuple[RedactionJob, bool]:
+        """Store a job (models.job.create_job: `fields`, admitted only if the queue has
+        room) and queue its validation; if the queue cannot take it, the job is removed
+        again and QueueUnavailable raised. Returns (job, created)."""
+        job, created = create_job(**fields, admit=self.check_room)
+        if not created:
+            return job, False
+        try:
+            self.submit(job.id)
+        except QueueUnavailable:
+            delete_job(job)
+            raise
+        return start_validation(job), True
+
+    def apply(self, job: RedactionJob, action: str, *, here: bool = False) -> RedactionJob:
+        """Apply a client's move (models.job.move) and queue the work it starts; if the
+        queue cannot take it, the move is undone and QueueUnavailable raised. With `here`,
+        the work is done in this thread instead (small jobs, synchronously)."""
+        moved = move(job, action)
+        if here:
+            self.run_now(moved.id)
+        else:
+            try:
+                self.submit(moved.id)
+            except QueueUnavailable:
+                undo_move(job, moved)
+                raise
+        return RedactionJob.get_by_id(moved.seq)
+
     # -- consuming
 
     def _advance_job(self, job_id: str) -> None:
         with database.connection_context():
-            come_back = advance(job_id, owner=self.owner, clock=self.clock,
-                                config=self.config)
-        if come_back is not None:
-            self.submit(job_id, eta=come_back)
+            self.run_now(job_id)
 
     def run_now(self, job_id: str) -> None:
-        """Advance the job in this thread (the API's synchronous runs)."""
+        """Advance the job in this thread, and queue its next step if it must wait."""
         come_back = advance(job_id, owner=self.owner, clock=self.clock, config=self.config)
         if come_back is not None:
             self.submit(job_id, eta=come_back)

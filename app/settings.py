@@ -13,6 +13,8 @@ from typing import Mapping
 
 import limits
 
+from models.subjects import key_file
+
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
@@ -133,7 +135,7 @@ class Settings:
         report["REDACT_QUEUE_URL"] = _mask(self.effective_queue_url)
         if not self.subject_key:
             path = self.database_url.split(":///", 1)[-1]
-            report["REDACT_SUBJECT_KEY"] = f"(key file {path}.key)"
+            report["REDACT_SUBJECT_KEY"] = f"(key file {key_file(path)})"
         return report
 
     @property

@@ -71,15 +71,15 @@ def build_database(path: pathlib.Path, count: int) -> None:
     connection.close()
 
 
-PRAGMAS = ("PRAGMA journal_mode=truncate", "PRAGMA synchronous=full",
-           "PRAGMA secure_delete=on")
 
 
 def plain_update(path: pathlib.Path) -> float:
     """One UPDATE of every record, in one transaction, with the service's pragmas."""
     connection = sqlite3.connect(path, isolation_level=None)
-    for pragma in PRAGMAS:
-        connection.execute(pragma)
+    from models.db import SQLITE_PRAGMAS
+
+    for name, value in SQLITE_PRAGMAS.items():  # the service's own
+        connection.execute(f"PRAGMA {name}={value}")
     started = time.perf_counter()
     connection.execute("BEGIN IMMEDIATE")
     connection.execute(

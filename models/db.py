@@ -26,7 +26,7 @@ from typing import Any, Callable
 import peewee
 from playhouse.db_url import connect
 
-from .subjects import SubjectKey
+from .subjects import SubjectKey, key_file
 
 database = peewee.DatabaseProxy()
 
@@ -82,7 +82,7 @@ def open_database(url: str, max_connections: int = 64,
     if subject_key is not None:
         db.subject_key = SubjectKey(subject_key)
     elif scheme == "sqlite" and db.database != ":memory:":
-        db.subject_key = SubjectKey.from_file(f"{db.database}.key")
+        db.subject_key = SubjectKey.from_file(key_file(db.database))
     elif scheme == "sqlite":
         db.subject_key = SubjectKey(os.urandom(32))
     else:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -48,12 +46,23 @@ CLEARED_SUBJECT = "REDACTED"
 _log = logging.getLogger("redact.jobs")
 
 
-def log_transition(job: "RedactionJob", old: str, new: str, moved: int = 1) -> None:
+def log_transition(job: "RedactionJob", old: str | None, new: str, moved: int = 1) -> None:
     """One structured log line per status change that took place (`moved` rows): ids and
     statuses only."""
     if moved:
         _log.info("job_transition", extra={"fields": {
             "job": job.id, "api_key": job.account_id, "from": old, "to": new}})
+
+
+def transition(job: "RedactionJob", source: str, target: str, **changes) -> bool:
+    """Move the job from `source` to `target` (with `changes` to other columns) if its
+    status is still `source`, and log it; whether it moved. Concurrent movers cannot
+    both win."""
+    moved = (RedactionJob.update(status=target, **changes)
+             .where((RedactionJob.seq == job.seq) & (RedactionJob.status == source))
+             .execute())
+    log_transition(job, source, target, moved)
+    return bool(moved)
 
 
 class JobError(RedactionError):
@@ -338,7 +347,7 @@ def _request_digest(body: dict | None) -> str:
     """A keyed digest of a create request, to tell a retry from another request with the
     same Idempotency-Key (keyed: the request may name numbers)."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(database.obj.subject_key._secret, canonical, hashlib.sha256).hexdigest()
+    return database.obj.subject_key.digest(canonical)
 
 
 def get_job(api_key: str, job_id: str) -> RedactionJob:
@@ -370,18 +379,12 @@ def move(job: RedactionJob, action: str) -> RedactionJob:
     target = MOVES[action].get(job.status)
     if target is None:
         raise InvalidMove(job.id, action, job.status)
-    changes = {RedactionJob.status: target, RedactionJob.lease_owner: None,
-               RedactionJob.lease_until: None}
+    changes = {"lease_owner": None, "lease_until": None}
     if action == "validate":
-        changes.update({RedactionJob.validation_errors: 0, RedactionJob.records: 0,
-                        RedactionJob.already_redacted: 0, RedactionJob.eligible_at: None})
-    updated = (RedactionJob.update(changes)
-               .where((RedactionJob.seq == job.seq) & (RedactionJob.status == job.status))
-               .execute())
-    if not updated:
+        changes.update(validation_errors=0, records=0, already_redacted=0, eligible_at=None)
+    if not transition(job, job.status, target, **changes):
         current = RedactionJob.get_by_id(job.seq)
         raise InvalidMove(job.id, action, current.status)
-    log_transition(job, job.status, target)
     return RedactionJob.get_by_id(job.seq)
 
 
@@ -400,10 +403,7 @@ def undo_move(job: RedactionJob, moved: RedactionJob) -> None:
 def start_validation(job: RedactionJob) -> RedactionJob:
     """created -> validating, once the validation is queued (if a worker has already taken
     the job up, it stays where the worker put it)."""
-    moved = (RedactionJob.update(status="validating")
-             .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "created"))
-             .execute())
-    log_transition(job, "created", "validating", moved)
+    transition(job, "created", "validating")
     return RedactionJob.get_by_id(job.seq)
 
 

@@ -22,7 +22,7 @@ from .account import Account
 from .db import PreparedQuery, database
 from .errors import PrematureRedaction, RecordNotFound, Unprovisioned
 from .job import (HOLDING, WORKING, JobObject, JobValidationError, RedactionJob,
-                  log_transition)
+                  transition)
 from .policy import record_kind
 from .redaction import RedactionRequest, redact_batch
 from .transaction import Transaction
@@ -122,10 +122,7 @@ def _release(job: RedactionJob, owner: str, come_back: datetime.datetime | None)
 
 
 def _start_scheduled_run(job: RedactionJob) -> RedactionJob:
-    moved = (RedactionJob.update(status="redacting")
-             .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "ready"))
-             .execute())
-    log_transition(job, "ready", "redacting", moved)
+    transition(job, "ready", "redacting")
     return RedactionJob.get_by_id(job.seq)
 
 
@@ -175,12 +172,8 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock,
     dropped and premature ones make the run wait (`eligible_at`); the others stay errors.
     Starts afresh each time (an interrupted validation is simply done again)."""
     with database.atomic():
-        (RedactionJob.update(status="validating")
-         .where((RedactionJob.seq == job.seq) & RedactionJob.status.in_(("created",
-                                                                            "validating")))
-         .execute())
+        transition(job, "created", "validating")  # if the API has not moved it yet
         JobValidationError.delete().where(JobValidationError.job == job.seq).execute()
-    log_transition(job, "created", "validating", job.status == "created")
     fix = job.validation_behavior == "fix"
     products = Account.get_by_id(job.account_id).product_set
     tally = _Tally()
@@ -231,14 +224,10 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock,
 
     with database.atomic():
         _renew(job, owner, clock(), config)
-        outcome = "failed" if tally.errors else "ready"
-        (RedactionJob.update(
-            status=outcome,
-            records=tally.records, already_redacted=tally.already_redacted,
-            validation_errors=tally.errors,
-            eligible_at=tally.eligible_at if not tally.errors else None)
-         .where(RedactionJob.seq == job.seq).execute())
-    log_transition(job, "validating", outcome)
+        transition(job, "validating", "failed" if tally.errors else "ready",
+                   records=tally.records, already_redacted=tally.already_redacted,
+                   validation_errors=tally.errors,
+                   eligible_at=tally.eligible_at if not tally.errors else None)
     return RedactionJob.get_by_id(job.seq)
 
 
@@ -462,27 +451,19 @@ def _run_batch(batch: _Batch) -> None:
 
 def finish_run(job: RedactionJob) -> None:
     """redacting -> succeeded, forgetting the job's numbers and request digest."""
-    with database.atomic():
-        _forget_numbers(job)
-        moved = (RedactionJob.update(status="succeeded")
-                 .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "redacting"))
-                 .execute())
-    log_transition(job, "redacting", "succeeded", moved)
-    job.status = "succeeded"
+    _finish(job, "redacting", "succeeded")
 
 
 def finish_cancel(job: RedactionJob) -> None:
     """canceling -> canceled: nothing is redacted; the job's numbers are forgotten."""
+    _finish(job, "canceling", "canceled")
+
+
+def _finish(job: RedactionJob, source: str, target: str) -> None:
+    """Move a job to a final status; a finished job keeps no number, not even hashed."""
     with database.atomic():
-        _forget_numbers(job)
-        moved = (RedactionJob.update(status="canceled")
-                 .where((RedactionJob.seq == job.seq) & (RedactionJob.status == "canceling"))
-                 .execute())
-    log_transition(job, "canceling", "canceled", moved)
-    job.status = "canceled"
-
-
-def _forget_numbers(job: RedactionJob) -> None:
-    (JobObject.update(subject=None, subject_key=None)
-     .where((JobObject.job == job.seq) & JobObject.subject_key.is_null(False)).execute())
-    RedactionJob.update(request_digest=None).where(RedactionJob.seq == job.seq).execute()
+        (JobObject.update(subject=None, subject_key=None)
+         .where((JobObject.job == job.seq) & JobObject.subject_key.is_null(False))
+         .execute())
+        transition(job, source, target, request_digest=None)
+    job.status = target

@@ -33,6 +33,11 @@ def normalise_number(value: str | None) -> str | None:
     return digits if _DIGITS.match(digits) else None
 
 
+def key_file(database_path: str) -> str:
+    """Where an SQLite store without REDACT_SUBJECT_KEY keeps its key: beside it."""
+    return f"{database_path}.key"
+
+
 class SubjectKey:
     """The secret the subject hashes are keyed with."""
 
@@ -46,7 +51,11 @@ class SubjectKey:
         number = normalise_number(value)
         if number is None:
             return None
-        return hmac.new(self._secret, number.encode(), hashlib.sha256).hexdigest()[:32]
+        return self.digest(number.encode())[:32]
+
+    def digest(self, data: bytes) -> str:
+        """HMAC-SHA256 of `data` under this key, in hex."""
+        return hmac.new(self._secret, data, hashlib.sha256).hexdigest()
 
     @classmethod
     def from_file(cls, path: str) -> "SubjectKey":

@@ -54,6 +54,24 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(f"{name} at {host}:{port} is not running")
 
 
+def wait_until_serving(server, base_url: str, timeout: float = 60) -> None:
+    """Wait until the server process `server` (a Popen) answers GET /healthz at
+    `base_url`."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base_url}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, "no server"
+        time.sleep(0.2)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     if request.param == "sqlite":

@@ -9,14 +9,12 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
 from models import Transaction, database, open_database
 
-from .conftest import IN_CI, SUBJECT_KEY
+from .conftest import IN_CI, SUBJECT_KEY, wait_until_serving
 from .test_cli import free_port
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -48,15 +46,7 @@ def demo_server(tmp_path):
         [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "no server"
-        time.sleep(0.2)
+    wait_until_serving(server, base, timeout=30)
     yield base, env["DATABASE_URL"]
     server.terminate()
     server.wait(timeout=30)

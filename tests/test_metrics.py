@@ -8,12 +8,11 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import SUBJECT_KEY, add_account, add_records, basic, record
+from .conftest import SUBJECT_KEY, add_account, add_records, basic, record, wait_until_serving
 from .jobs_helpers import JOBS
 from .test_cli import free_port
 
@@ -99,15 +98,7 @@ def test_several_gunicorn_workers_report_one_sum(tmp_path):
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "no server"
-            time.sleep(0.2)
+        wait_until_serving(server, base)
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(lambda _: httpx.get(f"{base}/healthz").status_code,
                                   range(200)))
