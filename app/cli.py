@@ -64,8 +64,8 @@ def serve(host: str, port: int, workers: int, demo: bool):
 
     from .demo import curl_line, seed_demo
 
-    settings = open_store()
     logs.configure()
+    settings = open_store()
     logs.event("config", settings=settings.report())
     if workers > 1 and settings.ratelimit_storage_uri.startswith("memory"):
         click.echo(f"warning: with memory:// each of the {workers} workers limits on its own; "
@@ -90,8 +90,8 @@ def serve(host: str, port: int, workers: int, demo: bool):
               help="Jobs worked on at once.")
 def worker(threads: int):
     """Run redaction jobs from the queue (scale-out: run one or more beside the web)."""
-    settings = open_store()
     logs.configure()
+    settings = open_store()
     queue = _job_queue(settings)
     try:
         queue.sweep()  # take up at once what a stopped worker left

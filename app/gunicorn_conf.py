@@ -1,9 +1,14 @@
-"""gunicorn settings for the Procfile's web process (`-c python:app.gunicorn_conf`).
+"""gunicorn settings for the Procfile's web process (`-c app/gunicorn_conf.py`).
 
 Metrics from several workers are summed through files in PROMETHEUS_MULTIPROC_DIR
-(prometheus-client's multiprocess mode). It must be set before a worker imports the
-app, so it is set here, in the master, to a fresh directory unless the environment names
-one; a named one is emptied at start, so counts do not carry over from an earlier run.
+(prometheus-client's multiprocess mode). It must be set before anything imports
+prometheus_client, so it is set here, in the master, to a fresh directory unless the
+environment names one; a named one is emptied at start, so counts do not carry over from an
+earlier run.
+
+Give this file by its path, not as `python:app.gunicorn_conf`: importing it as a module
+would import the `app` package, and with it prometheus_client, before the directory is set,
+and every worker would then count in memory only, each its own.
 """
 
 import os

@@ -60,6 +60,9 @@ class BaseModel(peewee.Model):
         legacy_table_names = False
 
 
+CONNECT_TIMEOUT_SECONDS = 5
+
+
 def open_database(url: str, max_connections: int = 64,
                   subject_key: bytes | None = None) -> peewee.Database:
     """Open the database at `url` (sqlite:///path or postgresql://...) behind the proxy.
@@ -76,6 +79,10 @@ def open_database(url: str, max_connections: int = 64,
         # process commits between its read and its write.
         options.update(pragmas=SQLITE_PRAGMAS, timeout=10, check_same_thread=False,
                        lock_type="IMMEDIATE")
+    elif "connect_timeout=" not in rest:
+        # A server that is down answers at once; an unreachable host must not hold a
+        # request past this (the request then gets its 503).
+        options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     db = connect(f"{scheme}+pool://{rest}", **options)
     lock = ProcessWriteLock(f"{db.database}.lock") if scheme == "sqlite" else None
     db.group_commit = GroupCommit(db, lock)

@@ -8,11 +8,15 @@ release phase, the CLI).
 
 from __future__ import annotations
 
+import logging
+
 import peewee
 from playhouse.migrate import migrate, PostgresqlMigrator, SqliteMigrator
 
 from .db import database
 from .transaction import Transaction
+
+log = logging.getLogger("redact.schema")
 
 
 def create_or_upgrade(models) -> None:
@@ -23,9 +27,14 @@ def create_or_upgrade(models) -> None:
         for model in models:
             if model._meta.table_name in existing:
                 added[model._meta.table_name] = _add_missing_columns(model)
+        added = {table: sorted(columns) for table, columns in added.items() if columns}
+        if added:
+            log.info("upgrading the store", extra={"fields": {"columns_added": added}})
         database.create_tables(models, safe=True)  # new tables, and indexes not yet there
-        if "sender_key" in added.get(Transaction._meta.table_name, ()):
-            _index_numbers()
+        indexed = (_index_numbers()
+                   if "sender_key" in added.get(Transaction._meta.table_name, ()) else 0)
+        if added:
+            log.info("store upgraded", extra={"fields": {"records_indexed": indexed}})
 
 
 def _add_missing_columns(model) -> set:

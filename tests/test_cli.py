@@ -12,6 +12,7 @@ import pytest
 from models import MODELS, PRODUCTS, Account, Transaction, create_tables, database, open_database
 
 from .conftest import SUBJECT_KEY
+from .services import free_port
 
 
 @pytest.fixture
@@ -140,13 +141,6 @@ def test_unreachable_database_is_one_line(env):
     one_line_error(result, "cannot open the database postgresql://u:***@127.0.0.1:1/x")
     assert "pw" not in result.stderr
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_serve_demo_runs_the_quickstart(env, tmp_path):

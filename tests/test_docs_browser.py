@@ -15,7 +15,7 @@ import pytest
 from models import Transaction, database, open_database
 
 from .conftest import IN_CI, SUBJECT_KEY, wait_until_serving
-from .test_cli import free_port
+from .services import free_port
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

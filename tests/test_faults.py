@@ -1,17 +1,28 @@
-"""Faults: the SQLite disk fills up during a redaction. The request gets a problem body
-(503), the record is untouched (never half-scrubbed), and once space is back the same
-request succeeds without a restart."""
+"""Faults, on real servers: the SQLite disk fills up, PostgreSQL crashes, Redis (limiter
+and queue) dies, processes are killed. Requests get problem bodies quickly, nothing answered
+204 is lost, no record is half-scrubbed, and the service recovers without a restart."""
 
 from __future__ import annotations
 
+import collections
+import json
 import os
+import signal
 import subprocess
+import sys
+import threading
+import time
 
+import httpx
 import pytest
 
+from app import demo
 from models import Transaction, database
 
-from .conftest import IN_CI, add_account, add_records, record
+from .conftest import (IN_CI, PASSWORD, START, SUBJECT_KEY, add_account, add_records, basic,
+                       record, wait_until_serving)
+from .jobs_helpers import JobsClient
+from .services import PrivatePostgres, PrivateRedis, Service, free_port
 
 URL = "/v1/redact/transaction"
 
@@ -72,3 +83,368 @@ def test_a_full_disk_fails_the_redaction_cleanly_and_service_recovers(make_app, 
     with database.connection_context():
         scrubbed = Transaction.get_by_id("FULL1")
     assert scrubbed.body == "REDACTED" and scrubbed.redacted_at is not None
+
+
+# ------------------------------------------------------------------ database down
+
+@pytest.fixture
+def private_postgres():
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def private_redis():
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _redact(client, base, headers, transaction_id) -> tuple[int, float, dict | None]:
+    """POST a redaction; returns (status, seconds, problem body or None)."""
+    started = time.monotonic()
+    try:
+        answer = client.post(f"{base}{URL}", json={"id": transaction_id, "product": "sms"},
+                             headers=headers, timeout=30)
+    except httpx.TransportError:
+        return 0, time.monotonic() - started, None
+    problem = answer.json() if answer.content else None
+    return answer.status_code, time.monotonic() - started, problem
+
+
+def test_postgresql_stopped_mid_traffic_gives_fast_503s_then_recovers(private_postgres,
+                                                                      tmp_path):
+    """PostgreSQL crashes (immediate stop) while redactions stream in: each request is
+    answered within a bounded time by a 503 problem (never a 500, never a hang); when it
+    is back, the same service answers 204 again, and every redaction answered 204, before
+    or after, is in the store."""
+    env = {"DATABASE_URL": private_postgres.url, "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+           "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+           "REDACT_RATE_LIMIT": "10000/second"}
+    with Service(env, tmp_path, workers=1) as service:
+        _provision(env, 300)
+        headers = basic("acct0001")
+        acknowledged, outcomes = [], []
+        with httpx.Client() as client:
+            def burst(ids):
+                for transaction_id in ids:
+                    status, seconds, problem = _redact(client, service.base, headers,
+                                                       transaction_id)
+                    outcomes.append((status, seconds, problem))
+                    if status == 204:
+                        acknowledged.append(transaction_id)
+
+            burst([f"T{i:04d}" for i in range(0, 50)])
+            private_postgres.stop("immediate")
+            down = len(outcomes)
+            burst([f"T{i:04d}" for i in range(50, 100)])
+            during = outcomes[down:]
+            private_postgres.start()
+            recovered_at = None
+            for i in range(100, 300):
+                burst([f"T{i:04d}"])
+                if outcomes[-1][0] == 204 and recovered_at is None:
+                    recovered_at = i
+            after = outcomes[down + 50:]
+
+    assert [o[0] for o in outcomes[:down]] == [204] * 50
+    assert {status for status, _, _ in during} == {503}, during
+    for _, seconds, problem in during:
+        assert seconds < 5
+        assert {"type", "title", "detail", "instance"} <= set(problem), problem
+        assert "Traceback" not in str(problem)
+    # back without a restart: at most one failure per pooled connection that died
+    assert recovered_at is not None and recovered_at < 110, recovered_at
+    assert [o[0] for o in after[recovered_at - 100:]] == [204] * (300 - recovered_at)
+    assert 500 not in {status for status, _, _ in outcomes}
+    _assert_redacted(env, acknowledged)
+
+
+def _provision(env: dict, count: int) -> None:
+    """An account and `count` SMS records T0000..., through the CLI."""
+    records = "".join(json.dumps(record(f"T{i:04d}")) + "\n" for i in range(count))
+    run_cli(env, "accounts", "create", "--api-key", "acct0001", "--api-secret", PASSWORD)
+    run_cli(env, "transactions", "load", "-", input=records)
+
+
+def run_cli(env: dict, *args: str, input: str | None = None) -> str:
+    done = subprocess.run([sys.executable, "-m", "app.cli", *args], env={**os.environ, **env},
+                          input=input, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _assert_redacted(env: dict, transaction_ids: list[str]) -> None:
+    """Every id is fully scrubbed in the store; every record is either fully scrubbed with
+    exactly one audit row, or fully intact with none (never half-done)."""
+    from models import RedactionAudit, open_database
+
+    db = open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    try:
+        with db.connection_context():
+            rows = {t.id: t for t in Transaction.select()}
+            audits = [a.transaction_id for a in RedactionAudit.select()]
+    finally:
+        db.close_all()
+    for transaction_id, row in rows.items():
+        if row.redacted_at is not None or transaction_id in transaction_ids:
+            assert (row.body, row.sender, row.recipient) == ("REDACTED",) * 3, transaction_id
+            assert row.redacted_at is not None and (row.sender_key, row.recipient_key) == (
+                None, None), transaction_id
+            assert audits.count(transaction_id) == 1, transaction_id
+        else:
+            assert (row.body, row.sender) == ("hello there", "447700900001"), transaction_id
+            assert row.sender_key is not None and transaction_id not in audits
+
+
+# ------------------------------------------------------------------------ Redis down
+
+METRICS_TOKEN = "metrics-token-0123456789"
+
+
+def _limiter_failures(client, base) -> float:
+    text = client.get(f"{base}/metrics",
+                      headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+    for line in text.splitlines():
+        if line.startswith("redact_limiter_storage_unavailable_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_limiter_redis_dies_then_returns(private_redis, tmp_path):
+    """Stated policy: with its Redis gone the limiter fails open (requests admitted, each
+    counted in a metric and logged); when Redis is back, limiting resumes by itself."""
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
+           "RATELIMIT_STORAGE_URI": private_redis.url, "REDACT_RATE_LIMIT": "5/minute",
+           "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+           "REDACT_METRICS_TOKEN": METRICS_TOKEN}
+    with Service(env, tmp_path) as service, httpx.Client() as client:
+        _provision(env, 0)
+        headers = basic("acct0001")
+
+        def burst():
+            return [_redact(client, service.base, headers, "NOSUCH")[0] for _ in range(8)]
+
+        assert burst() == [404] * 5 + [429] * 3
+        private_redis.stop()
+        assert _limiter_failures(client, service.base) == 0
+        assert burst() == [404] * 8
+        assert _limiter_failures(client, service.base) == 8
+        private_redis.start()  # empty: the minute's count starts again
+        assert burst() == [404] * 5 + [429] * 3
+        assert _limiter_failures(client, service.base) == 8
+    log = (tmp_path / "gunicorn.log").read_text()
+    assert log.count("rate-limit storage unavailable") >= 1, log[-2000:]
+
+
+def test_queue_redis_dies_then_returns(private_redis, tmp_path):
+    """Stated policy: with the queue's Redis gone, job operations that need the queue are
+    refused with a 503 problem and change nothing, readiness names the queue, and the
+    worker waits; a task lost with Redis's memory is queued again by the sweep, and jobs
+    resume when Redis is back."""
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
+           "REDACT_QUEUE_URL": private_redis.url, "REDACT_JOB_LEASE_SECONDS": "1"}
+    with Service(env, tmp_path) as service, httpx.Client(base_url=service.base) as client:
+        _provision(env, 10)
+        jobs = JobsClient(client, basic("acct0001"), queue=None)
+        lost = jobs.create(transactions=["T0000", "T0001"])
+        private_redis.stop()  # the task validating `lost` goes with Redis's memory
+
+        refused = client.post("/v1/redact/jobs", headers=jobs.headers,
+                              json={"objects": {"transactions": [{"id": "T0002",
+                                                                   "product": "sms"}]}})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["title"] == "Queue Unavailable" and refused.headers["Retry-After"]
+        listed = client.get("/v1/redact/jobs", headers=jobs.headers).json()
+        assert [job["id"] for job in listed["data"]] == [lost["id"]]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "queue" in ready.json()["detail"]
+
+        private_redis.start()
+        time.sleep(11)  # the queued job's grace (10 leases) passes: the sweep may take it
+        worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--threads", "1"],
+                                  env={**os.environ, **env}, cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert _wait_for_status(jobs, lost["id"], "ready")["status"] == "ready"
+            private_redis.stop()  # the worker waits for its queue...
+            time.sleep(2)
+            assert worker.poll() is None
+            private_redis.start()  # ...and goes on when it is back
+            assert jobs.action(lost["id"], "run", expect=202)
+            done = _wait_for_status(jobs, lost["id"], "succeeded")
+            assert done["status"] == "succeeded"
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    _assert_redacted(env, ["T0000", "T0001"])
+
+
+def _wait_for_status(jobs, job_id: str, status: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = jobs.get(job_id)
+        if job["status"] == status or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------ processes killed
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh store: an SQLite file, or a private PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'redact.db'}"
+        return
+    server = PrivatePostgres()
+    server.start()
+    yield server.url
+    server.destroy()
+
+
+def test_web_workers_killed_during_a_stream_of_redactions(store_url, tmp_path):
+    """Two gunicorn workers take a stream of redactions from eight clients; each worker is
+    killed with SIGKILL in turn. Every redaction answered 204 is in the store with its audit
+    row, every record is whole (scrubbed with its audit, or untouched), and the stream goes
+    on through the replacement workers."""
+    env = {"DATABASE_URL": store_url, "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+           "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+           "REDACT_RATE_LIMIT": "100000/second"}
+    total = 1200
+    statuses: dict[str, int] = {}
+    with Service(env, tmp_path, workers=2) as service:
+        _provision(env, total)
+        headers = basic("acct0001")
+        ids = iter(f"T{i:04d}" for i in range(total))
+        lock = threading.Lock()
+
+        def client_loop():
+            with httpx.Client() as client:
+                while True:
+                    with lock:
+                        transaction_id = next(ids, None)
+                    if transaction_id is None:
+                        return
+                    statuses[transaction_id] = _redact(client, service.base, headers,
+                                                       transaction_id)[0]
+
+        clients = [threading.Thread(target=client_loop) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        killed = []
+        for _ in range(2):
+            _wait_for(lambda: len(statuses) >= 300 * (len(killed) + 1))
+            victim = next(pid for pid in service.worker_pids() if pid not in killed)
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+        for thread in clients:
+            thread.join(timeout=120)
+        replacements = set(service.worker_pids()) - set(killed)
+
+    codes = collections.Counter(statuses.values())
+    assert len(statuses) == total and set(codes) <= {204, 0}, codes  # 0: died with a worker
+    assert codes[204] >= total - 64, codes
+    assert len(replacements) == 2
+    _assert_redacted(env, [t for t, status in statuses.items() if status == 204])
+
+
+def _wait_for(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_service_killed_during_start_up_starts_whole_next_time(tmp_path):
+    """`redact serve --demo` on a store of an earlier version (its start-up upgrades the
+    schema, indexes 50,000 records' numbers in one transaction and adds the demo data) is
+    killed with SIGKILL before the upgrade, then again and again inside it, a little later
+    each time, until a start has finished it. After every kill the
+    store is either as it was or whole; the next start completes, the demo data is there
+    once, the database is intact, and redaction works."""
+    import sqlite3
+
+    from .test_schema import FIRST_RELEASE
+
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path)
+    connection.executescript(FIRST_RELEASE)
+    connection.executemany(
+        "INSERT INTO \"transaction\" VALUES (?, 'acct0001', 'sms', 'outbound', "
+        "'2026-01-01 00:00:00', '447700900001', ?, 'hello there', NULL, NULL)",
+        [(f"T{i:05d}", f"4477009{i:05d}") for i in range(50000)])
+    connection.commit()
+    connection.close()
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{path}",
+           "REDACT_SUBJECT_KEY": SUBJECT_KEY}
+
+    def start(log_path):
+        port = free_port()
+        with open(log_path, "wb") as log:
+            return port, subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
+                env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log)
+
+    def upgraded() -> bool:
+        """False for the store as it was, True for a whole upgrade; fails on anything
+        between."""
+        with sqlite3.connect(path) as check:
+            columns = {row[1] for row in check.execute('PRAGMA table_info("transaction")')}
+            if "sender_key" not in columns:
+                return False
+            assert check.execute('SELECT count(*) FROM "transaction" WHERE'
+                                 ' recipient_key IS NULL AND redacted_at IS NULL'
+                                 ).fetchone() == (0,)
+            return True
+
+    def started_upgrading(server, log_path) -> bool:
+        deadline = time.monotonic() + 60
+        while "upgrading the store" not in log_path.read_text():
+            if server.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    # Once before the upgrade begins, then at growing moments after it has begun.
+    log_path = tmp_path / "start.log"
+    _, server = start(log_path)
+    time.sleep(0.3)
+    server.kill()
+    server.wait(timeout=30)
+    assert not upgraded()
+    inside_upgrade = 0
+    for offset in (0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8):
+        _, server = start(log_path)
+        assert started_upgrading(server, log_path)
+        time.sleep(offset)
+        server.kill()
+        server.wait(timeout=30)
+        inside_upgrade += "store upgraded" not in log_path.read_text()
+        if upgraded():
+            break
+    assert inside_upgrade >= 1
+
+    port, server = start(tmp_path / "last.log")
+    try:
+        wait_until_serving(server, f"http://127.0.0.1:{port}")
+        first = demo.demo_records(START)[0]
+        done = httpx.post(f"http://127.0.0.1:{port}{URL}",
+                          json={"id": first["id"], "product": first["product"]},
+                          headers=basic(demo.API_KEY, demo.API_SECRET))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert done.status_code == 204, done.text
+
+    assert upgraded()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        demo_rows = connection.execute('SELECT count(*) FROM "transaction" WHERE api_key = ?',
+                                       (demo.API_KEY,)).fetchone()
+        assert demo_rows == (len(demo.demo_records(START)),)
+        assert connection.execute("SELECT count(*) FROM account WHERE api_key = ?",
+                                  (demo.API_KEY,)).fetchone() == (1,)

@@ -196,7 +196,7 @@ def test_serve_alone_runs_jobs(env, tmp_path):
     """One command does everything: `redact serve` validates and runs jobs itself."""
     import httpx
 
-    from .test_cli import free_port
+    from .services import free_port
 
     port = free_port()
     server = subprocess.Popen(

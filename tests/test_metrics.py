@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import SUBJECT_KEY, add_account, add_records, basic, record, wait_until_serving
 from .jobs_helpers import JOBS
-from .test_cli import free_port
+from .services import GUNICORN_CONF, free_port
 
 TOKEN = "scrape-token-0123"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -93,7 +93,7 @@ def test_several_gunicorn_workers_report_one_sum(tmp_path):
            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     subprocess.run([sys.executable, "-m", "app.release"], env=env, check=True, timeout=60)
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "app.asgi:app", "-c", "python:app.gunicorn_conf",
+        [sys.executable, "-m", "gunicorn", "app.asgi:app", "-c", GUNICORN_CONF,
          "--workers", "2", "--bind", f"127.0.0.1:{port}"],
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
