@@ -90,7 +90,7 @@ def create_app(
             RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
             body_limits={JOBS_PATH: settings.max_job_body_bytes},
             routes=_routes(("redact.yml", "jobs.yml")), fixed_paths=FIXED_PATHS,
-            observe=metrics.observe_request,
+            observe=metrics.observe_request, max_in_flight=settings.max_in_flight,
             render_error=_send_problem,
         ),
         ServerErrorMiddleware,

@@ -63,6 +63,7 @@ def serve(host: str, port: int, workers: int, demo: bool):
     import uvicorn
 
     from .demo import curl_line, seed_demo
+    from .server import PROTOCOL
 
     logs.configure()
     settings = open_store()
@@ -80,7 +81,8 @@ def serve(host: str, port: int, workers: int, demo: bool):
     consumer.start()
     try:
         uvicorn.run("app.asgi:app", host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False)
+                    log_level="warning", access_log=False,
+                    http=PROTOCOL)
     finally:
         consumer.stop()
 

@@ -36,6 +36,14 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+class Overloaded(Exception):
+    """More requests are in flight in this process than it takes on (REDACT_MAX_IN_FLIGHT):
+    shed at once, rather than queued behind the others until the client gives up."""
+
+    def __init__(self):
+        super().__init__("The service is at capacity; retry later")
+
+
 class UnroutablePath(Exception):
     """A path with control characters: no route has them, but the routers disagree on
     whether they match (Starlette's mount does not, Werkzeug's rules do)."""
@@ -56,11 +64,13 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, render_error,
                  body_limits: dict[str, int] | None = None,
                  routes: dict[str, str] | None = None, fixed_paths: tuple = (),
-                 observe=None):
+                 observe=None, max_in_flight: int | None = None):
         """`body_limits` maps path prefixes to their own body limit; `routes` maps the
         contracts' operationIds to their route templates, for the log; `fixed_paths` are
-        the paths outside the contracts (health, metrics) logged as they are; `observe`
-        is called with (operation, status, seconds) of each request (metrics)."""
+        the paths outside the contracts (health, metrics) logged as they are, and never
+        shed; `observe` is called with (operation, status, seconds) of each request
+        (metrics); beyond `max_in_flight` requests at once, the others are answered 503
+        (the operation is then `shed`)."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_limits = body_limits or {}
@@ -68,6 +78,8 @@ class RequestContextMiddleware:
         self.routes = routes or {}
         self.fixed_paths = frozenset(fixed_paths)
         self.observe = observe
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # one event loop per process: no lock needed
 
     def operation_of(self, scope: Scope) -> str | None:
         """The operationId that served the request, the path if it is one of the fixed
@@ -118,18 +130,24 @@ class RequestContextMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
+        shed = (self.max_in_flight is not None and self.in_flight >= self.max_in_flight
+                and scope["path"] not in self.fixed_paths)
+        self.in_flight += 1
         try:
+            if shed:
+                raise Overloaded()
             if _CONTROL.search(scope["path"]):
                 raise UnroutablePath(scope["path"])
             declared = _content_length(scope)
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)
             await self.app(scope, capped_receive, send_with_headers)
-        except (BodyTooLarge, BadContentLength, UnroutablePath) as exc:
+        except (BodyTooLarge, BadContentLength, UnroutablePath, Overloaded) as exc:
             await self.render_error(scope, exc, send_with_headers)
         finally:
+            self.in_flight -= 1
             elapsed = time.perf_counter() - started
-            operation = self.operation_of(scope)
+            operation = "shed" if shed else self.operation_of(scope)
             if self.observe is not None:
                 self.observe(operation, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):

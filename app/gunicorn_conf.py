@@ -23,7 +23,7 @@ if _directory:
 else:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="redact-metrics-")
 
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "app.server.Worker"  # uvicorn's, with a deadline for slow clients
 
 
 def child_exit(server, worker):

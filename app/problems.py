@@ -19,7 +19,7 @@ from models import PrematureRedaction, RecordNotFound, Unprovisioned
 from models.job import (IdempotencyMismatch, InvalidCursor, InvalidJobRequest,
                         InvalidJobUpdate, InvalidMove, JobNotFound, TooManyJobs)
 
-from .context import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of
+from .context import BadContentLength, BodyTooLarge, Overloaded, UnroutablePath, trace_id_of
 from .queue import QueueUnavailable
 
 log = logging.getLogger("redact.errors")
@@ -174,6 +174,8 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
         return HTTPProblem(400, str(exc))
     if isinstance(exc, UnroutablePath):
         return HTTPProblem(404, str(exc))
+    if isinstance(exc, Overloaded):
+        return HTTPProblem(503, str(exc), {"Retry-After": "1"})
     if isinstance(exc, connexion.exceptions.ProblemException):
         if exc.status == 401:
             return Unauthorized()
@@ -202,7 +204,7 @@ async def render(request, exc: Exception) -> ConnexionResponse:
             status_code=401, mimetype="application/json", body=UNAUTHORIZED_BODY,
             headers=dict(WWW_AUTHENTICATE),
         )
-    if problem.status >= 500:
+    if problem.status >= 500 and not isinstance(exc, Overloaded):  # shed: counted, not logged
         log.error("unhandled error trace_id=%s: %s", trace_id, type(exc).__name__,
                   exc_info=exc)
     body = {"type": problem.type, "title": problem.title, "detail": problem.detail,

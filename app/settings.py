@@ -44,6 +44,8 @@ class Settings:
     job_lease_seconds: int = 60
     max_job_body_bytes: int = 2 * 1024 * 1024
     metrics_token: str = ""
+    read_timeout: int = 15
+    max_in_flight: int = 128
 
     ENVIRONMENT = {
         "database_url": "DATABASE_URL",
@@ -63,6 +65,8 @@ class Settings:
         "job_lease_seconds": "REDACT_JOB_LEASE_SECONDS",
         "max_job_body_bytes": "REDACT_MAX_JOB_BODY_BYTES",
         "metrics_token": "REDACT_METRICS_TOKEN",
+        "read_timeout": "REDACT_READ_TIMEOUT",
+        "max_in_flight": "REDACT_MAX_IN_FLIGHT",
     }
     SECRETS = ("subject_key", "metrics_token")
 
@@ -90,7 +94,8 @@ class Settings:
                              ("credential_cache_seconds", 0), ("threads", 1),
                              ("max_active_jobs", 1), ("max_queue_depth", 1),
                              ("sync_max_records", 0), ("job_batch_size", 1),
-                             ("job_lease_seconds", 1), ("max_job_body_bytes", 0)):
+                             ("job_lease_seconds", 1), ("max_job_body_bytes", 0),
+                             ("read_timeout", 1), ("max_in_flight", 1)):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(

@@ -1,0 +1,100 @@
+"""The HTTP server's guard against slow clients, for uvicorn (`redact serve`) and gunicorn's
+uvicorn workers (the Procfile).
+
+uvicorn closes a keep-alive connection left idle, but sets no deadline for a request
+itself: a client that sends its headers or body a byte at a time (slowloris) holds its
+connection, and its place among the requests in flight, for as long as it likes. Here a
+request must arrive whole (headers and body) within `read_timeout` seconds of the
+connection opening or of the previous response. A client that is slower gets a 408
+problem if no request of it is under way yet, or is disconnected if its body is late (the
+request then ends unanswered, as the client has gone). A request already received is never
+cut short, however long the service takes over it. Requests the HTTP parser refuses get a
+problem body too, instead of uvicorn's plain text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import uuid
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn_worker import UvicornWorker
+
+from .settings import ConfigError, Settings
+
+PROTOCOL = "app.server:GuardedHttpToolsProtocol"
+"""For uvicorn's `http` option (a name, so that uvicorn's worker processes import it)."""
+
+
+@functools.cache
+def _read_timeout() -> float:
+    """REDACT_READ_TIMEOUT, read once per process."""
+    try:
+        return Settings.from_env().read_timeout
+    except ConfigError:  # the app reports it in one line as it starts, and stops
+        return Settings.read_timeout
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    @property
+    def read_timeout(self) -> float:
+        return _read_timeout()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._read_deadline: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_complete(self) -> None:
+        self._disarm()  # the request is in: from here on it is the service's time
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._read_deadline = self.loop.call_later(self.read_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _too_slow(self) -> None:
+        self._read_deadline = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self._send_problem(408, "Request Timeout",
+                               f"The request did not arrive within {self.read_timeout:g} seconds")
+        elif cycle.more_body:
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser refuses (a malformed line or header, a header with a
+        control character, conflicting lengths) gets a problem body too."""
+        self._send_problem(400, "Bad Request", msg)
+
+    def _send_problem(self, status: int, title: str, detail: str) -> None:
+        body = json.dumps({"type": "about:blank", "title": title, "detail": detail,
+                           "instance": uuid.uuid4().hex}).encode()
+        self.transport.write(
+            f"HTTP/1.1 {status} {title}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
+        self.transport.close()
+
+
+class Worker(UvicornWorker):
+    """gunicorn's uvicorn worker with the guarded protocol (the Procfile's worker class)."""
+
+    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "http": PROTOCOL}

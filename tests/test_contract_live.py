@@ -1,0 +1,59 @@
+"""Schemathesis over both contracts against a live server, as the Procfile runs it
+(gunicorn with 2 workers, real HTTP): positive and negative data, every default check.
+REDACT_FUZZ_EXAMPLES sets the examples per operation and mode (default 120: 2,160 cases
+over the nine operations); the limits are set high so fuzzing is never throttled."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+
+import hypothesis
+import pytest
+import schemathesis
+from schemathesis import GenerationMode
+
+from app import SPEC_DIR
+
+from .conftest import PASSWORD, SUBJECT_KEY, basic, record
+from .services import Service
+from .test_faults import run_cli
+
+EXAMPLES = int(os.environ.get("REDACT_FUZZ_EXAMPLES", "120"))
+CASES = collections.Counter()  # cases sent, by operation
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("live")
+    env = {"DATABASE_URL": f"sqlite:///{directory / 'redact.db'}",
+           "REDACT_SUBJECT_KEY": SUBJECT_KEY, "REDACT_RATE_LIMIT": "1000000/second",
+           "REDACT_AUTH_FAILURE_LIMIT": "1000000/second",
+           "REDACT_MAX_ACTIVE_JOBS": "1000000"}
+    with Service(env, directory, workers=2) as service:
+        run_cli(env, "accounts", "create", "--api-key", "fuzz0001", "--api-secret", PASSWORD)
+        records = "".join(
+            json.dumps(record(f"0A00000000FUZZ{n:03d}", api_key="fuzz0001"))
+            + "\n" for n in range(20))
+        run_cli(env, "transactions", "load", "-", input=records)
+        yield service
+
+
+@pytest.mark.parametrize("spec", ["redact.yml", "jobs.yml"])
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_contract_on_a_live_server(live, spec, mode):
+    schema = schemathesis.openapi.from_path(SPEC_DIR / spec)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert operations
+    for operation in operations:
+
+        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+        @hypothesis.settings(max_examples=EXAMPLES, deadline=None, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck))
+        def check(case):
+            case.call_and_validate(base_url=live.base, headers=basic("fuzz0001"))
+            CASES[operation.label] += 1
+
+        check()
+        assert CASES[operation.label] > 0
