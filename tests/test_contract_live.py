@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import urllib.parse
 
 import hypothesis
 import pytest
@@ -52,7 +53,13 @@ def test_contract_on_a_live_server(live, spec, mode):
         @hypothesis.settings(max_examples=EXAMPLES, deadline=None, database=None,
                              suppress_health_check=list(hypothesis.HealthCheck))
         def check(case):
-            case.call_and_validate(base_url=live.base, headers=basic("fuzz0001"))
+            response = case.call(base_url=f"{live.base}/v1/redact", headers=basic("fuzz0001"))
+            case.validate_response(response)
+            # A wrong base path would pass as a documented 404: a case may miss the routes
+            # only through a control character in a path parameter, which no route has.
+            if '"detail": "No such path' in response.text:
+                path = urllib.parse.unquote(urllib.parse.urlsplit(response.request.url).path)
+                assert any(ord(c) < 32 or c == "\x7f" for c in path), response.text
             CASES[operation.label] += 1
 
         check()
