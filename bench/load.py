@@ -17,12 +17,15 @@ client on keep-alive connections (it shares the machine's 2 cores with the servi
    answers, p50/p99/max latency, each account's admitted rate (2xx/s over the run, and the
    least and most in any whole second after the first), and every worker's RSS, sampled
    every 5 s: the first minute's median against the last minute's.
-2. overload: each account offers `--overload-rate` requests/s (default 400: 4,000/s in
+2. at the limit: one account alone offers `--limit-rate` (default 250/s, over its limit of
+   170/s) for `--limit-seconds` (default 20): in no whole second may more than 170 of its
+   requests be admitted, and the rest must be 429s.
+3. overload: each account offers `--overload-rate` requests/s (default 400: 4,000/s in
    all, several times what 2 cores serve) for `--overload-seconds` (default 15). Every
    answer must be a 204 or a 429/503 problem, none a timeout or a dropped connection.
    Its 2xx rate is the service's capacity in this run: the baseline the sustained phase is
    read against.
-3. recovery: each account offers `--recovery-rate` (default 20) for 10 s: all 204 again.
+4. recovery: each account offers `--recovery-rate` (default 20) for 10 s: all 204 again.
 
     python bench/load.py [--accounts 10] [--rate 170] [--duration 180] [--json PATH]
 """
@@ -68,6 +71,8 @@ TIMEOUT = 30.0
 RECOVERY_SECONDS = 10
 MAX_CONNECTIONS_PER_ACCOUNT = 100
 MEMORY_SAMPLE_SECONDS = 5
+IDLE_SECONDS = 1.0
+LIMIT = 170  # the service's default per-account rate limit
 
 
 def api_key(account: int) -> str:
@@ -170,16 +175,23 @@ class AccountClient:
         token = base64.b64encode(f"{api_key(number)}:{SECRET}".encode()).decode()
         self.head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {token}"
                      "\r\nContent-Type: application/json\r\nContent-Length: ").encode()
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.open = 0
         self.free = asyncio.Condition()
 
     async def _connection(self):
         async with self.free:
-            while not self.idle and self.open >= MAX_CONNECTIONS_PER_ACCOUNT:
+            while True:
+                # As an HTTP client library does: a connection idle for longer than the
+                # server keeps one (gunicorn's keepalive, 2 s) is not reused.
+                while self.idle and time.monotonic() - self.idle[0][2] > IDLE_SECONDS:
+                    self.idle.pop(0)[1].close()
+                    self.open -= 1
+                if self.idle or self.open < MAX_CONNECTIONS_PER_ACCOUNT:
+                    break
                 await self.free.wait()
             if self.idle:
-                return self.idle.pop()
+                return self.idle.pop()[:2]
             self.open += 1
         try:
             return await asyncio.open_connection("127.0.0.1", self.port)
@@ -199,20 +211,9 @@ class AccountClient:
         body = json.dumps({"id": transaction_id, "product": "sms"}).encode()
         try:
             writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-            lines = head.decode("latin-1").split("\r\n")
-            status = lines[0].split()[1]
-            length, close = 0, False
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                name = name.strip().lower()
-                if name == "content-length":
-                    length = int(value)
-                elif name == "connection" and value.strip().lower() == "close":
-                    close = True
-            if length:
-                await asyncio.wait_for(reader.readexactly(length), TIMEOUT)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+            status, close = await asyncio.wait_for(self._response(reader), TIMEOUT)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError,
+                asyncio.TimeoutError) as exc:
             writer.close()
             await self._lost()
             return type(exc).__name__
@@ -221,12 +222,32 @@ class AccountClient:
             await self._lost()
         else:
             async with self.free:
-                self.idle.append(connection)
+                self.idle.append((reader, writer, time.monotonic()))
                 self.free.notify()
         return status
 
+    @staticmethod
+    async def _response(reader: asyncio.StreamReader) -> tuple[str, bool]:
+        """Read one response; (status, whether the server closes the connection)."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        version, status = lines[0].split()[:2]
+        if not version.startswith("HTTP/1."):
+            raise ValueError(f"not an HTTP response: {lines[0]!r}")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip().lower()
+        if headers.get("transfer-encoding") == "chunked":
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                await reader.readexactly(size + 2)
+            await reader.readuntil(b"\r\n")
+        elif int(headers.get("content-length", 0)):
+            await reader.readexactly(int(headers["content-length"]))
+        return status, headers.get("connection") == "close"
+
     def close(self):
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             writer.close()
 
 
@@ -298,7 +319,8 @@ async def sample_memory(server, samples: list[tuple[float, dict]], stop_event):
 
 
 def memory_report(samples: list[tuple[float, dict]], duration: float) -> dict:
-    """Per worker: median RSS over the first minute and over the last minute (MB)."""
+    """Per worker: median RSS over the first minute and over the last minute, and each
+    minute's median (MB)."""
     window = min(60.0, duration / 3)
     report = {}
     pids = {pid for _, sizes in samples for pid in sizes}
@@ -306,9 +328,15 @@ def memory_report(samples: list[tuple[float, dict]], duration: float) -> dict:
         early = [s[pid] for t, s in samples if pid in s and t <= window]
         late = [s[pid] for t, s in samples if pid in s and t >= duration - window]
         if early and late:
+            minutes = collections.defaultdict(list)
+            for t, sizes in samples:
+                if pid in sizes:
+                    minutes[int(t // 60)].append(sizes[pid])
             report[pid] = {"first_mb": round(statistics.median(early), 1),
                            "last_mb": round(statistics.median(late), 1),
-                           "peak_mb": round(max(s[pid] for _, s in samples if pid in s), 1)}
+                           "peak_mb": round(max(s[pid] for _, s in samples if pid in s), 1),
+                           "by_minute_mb": [round(statistics.median(minutes[m]))
+                                            for m in sorted(minutes)]}
     return report
 
 
@@ -323,6 +351,10 @@ async def load(args, port: int, server) -> dict:
     sustained = await run_phase("sustained", clients, args.rate, args.duration, first)
     stop_event.set()
     await sampler
+    await asyncio.sleep(2)
+    limit = await run_phase("at the limit", clients[:1], args.limit_rate, args.limit_seconds,
+                            first)
+    await asyncio.sleep(2)
     overload = await run_phase("overload", clients, args.overload_rate, args.overload_seconds,
                                first)
     await asyncio.sleep(2)  # let the backlog drain
@@ -330,7 +362,7 @@ async def load(args, port: int, server) -> dict:
                                first)
     for client in clients:
         client.close()
-    return {"phases": [sustained, overload, recovery],
+    return {"phases": [sustained, limit, overload, recovery],
             "memory": memory_report(samples, args.duration)}
 
 
@@ -355,6 +387,8 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=10)
     parser.add_argument("--rate", type=float, default=170)
     parser.add_argument("--duration", type=float, default=180)
+    parser.add_argument("--limit-rate", type=float, default=250)
+    parser.add_argument("--limit-seconds", type=float, default=20)
     parser.add_argument("--overload-rate", type=float, default=400)
     parser.add_argument("--overload-seconds", type=float, default=15)
     parser.add_argument("--recovery-rate", type=float, default=20)
@@ -367,7 +401,8 @@ def main() -> int:
     if why_not:
         print(f"error: {why_not}", file=sys.stderr)
         return 1
-    per_account = int(5 * 2 + args.rate * args.duration + args.overload_rate
+    per_account = int(5 * 2 + args.rate * args.duration + args.limit_rate * args.limit_seconds
+                      + args.overload_rate
                       * args.overload_seconds + args.recovery_rate * RECOVERY_SECONDS) + 10
     started = time.monotonic()
     prepare(args.accounts, per_account)
@@ -377,14 +412,14 @@ def main() -> int:
     log_path = pathlib.Path(tempfile.mkdtemp(prefix="redact-load-")) / "service.log"
     with service(log_path) as (server, port):
         result = asyncio.run(load(args, port, server))
-    sustained, overload, recovery = result["phases"]
+    sustained, limit, overload, recovery = result["phases"]
     capacity = overload.ok / overload.seconds
     for phase in result["phases"]:
         print_phase(phase, capacity)
     print("\nworker memory (RSS, MB), first minute -> last minute of the sustained phase:")
     for pid, sizes in result["memory"].items():
         print(f"  worker {pid}: {sizes['first_mb']} -> {sizes['last_mb']} "
-              f"(peak {sizes['peak_mb']})")
+              f"(peak {sizes['peak_mb']}; by minute {sizes['by_minute_mb']})")
     redacted = count_redacted(args.accounts)
     answered = sum(phase.ok for phase in result["phases"]) + 5 * 2 * args.accounts
     print(f"\nredacted rows {redacted}, 2xx answers {answered} (warm-up included): "
@@ -407,6 +442,8 @@ def main() -> int:
         failed.append("redacted rows do not match the 2xx answers")
     if set(recovery.outcomes) != {"204"}:
         failed.append(f"recovery answered {recovery.outcomes}")
+    if limit.most_second > LIMIT:
+        failed.append(f"one account was admitted {limit.most_second} in one second")
     for line in failed:
         print(f"FAILED: {line}")
     return 1 if failed else 0

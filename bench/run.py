@@ -228,7 +228,7 @@ def log_problems(log_path: pathlib.Path, most: int = 10) -> str:
         re.sub(r"\b[0-9a-f]{32}\b", "<trace>", line)
         for line in log_path.read_text(errors="replace").splitlines()
         if line and not line[0].isspace() and "] [INFO] " not in line
-        and line != "Traceback (most recent call last):"
+        and '"level": "info"' not in line and line != "Traceback (most recent call last):"
     )
     return "\n".join(f"{count:>7} x {line}" for line, count in lines.most_common(most))
 
