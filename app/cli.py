@@ -63,8 +63,9 @@ def serve(host: str, port: int, workers: int, demo: bool):
     import uvicorn
 
     from .demo import curl_line, seed_demo
-    from .server import PROTOCOL
+    from .server import PROTOCOL, limit_malloc_arenas
 
+    limit_malloc_arenas()
     logs.configure()
     settings = open_store()
     logs.event("config", settings=settings.report())

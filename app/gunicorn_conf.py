@@ -30,3 +30,9 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server, worker):
+    from app.server import limit_malloc_arenas  # in the worker: the directory is set
+
+    limit_malloc_arenas()

@@ -15,8 +15,10 @@ problem body too, instead of uvicorn's plain text.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import json
+import os
 import uuid
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -92,6 +94,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             f"HTTP/1.1 {status} {title}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
         self.transport.close()
+
+
+M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas for the threads created from now on, unless
+    MALLOC_ARENA_MAX says otherwise. With the default (8 per core), each of a worker's 32
+    request threads comes to allocate in an arena of its own, and the memory freed there
+    stays with it: under load a worker's resident size grew from ~135 to ~265 MB in three
+    minutes (bench/load.py) and stayed flat at ~136 MB with two arenas."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas)
+    except (AttributeError, OSError):  # not glibc: nothing to do
+        pass
 
 
 class Worker(UvicornWorker):

@@ -109,27 +109,34 @@ class PrivateRedis:
             self.process = None
 
 
+def run_cli(env: dict, *args: str, input: str | None = None) -> str:
+    """`redact ARGS` with `env` added to the environment; its output, or a failed test."""
+    done = subprocess.run([sys.executable, "-m", "app.cli", *args], env={**os.environ, **env},
+                          input=input, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 class Service:
     """The service as the Procfile runs it: the release step, then gunicorn."""
 
-    def __init__(self, env: dict, cwd, workers: int = 1, extra: tuple = ()):
+    def __init__(self, env: dict, cwd, workers: int = 1):
         self.env = {**os.environ, **env}
         self.cwd = cwd
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.workers = workers
-        self.extra = extra
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "Service":
         subprocess.run([sys.executable, "-m", "app.release"], env=self.env, check=True,
                        timeout=60, cwd=self.cwd)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "app.asgi:app", "-c",
-             GUNICORN_CONF, "--workers", str(self.workers),
-             "--bind", f"127.0.0.1:{self.port}", *self.extra],
-            env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.cwd, "gunicorn.log"), "wb"))
+        with open(os.path.join(self.cwd, "gunicorn.log"), "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "app.asgi:app", "-c",
+                 GUNICORN_CONF, "--workers", str(self.workers),
+                 "--bind", f"127.0.0.1:{self.port}"],
+                env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=log)
         wait_until_serving(self.process, self.base)
         return self
 

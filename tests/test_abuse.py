@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from .conftest import PASSWORD, SUBJECT_KEY, basic
-from .services import Service
-from .test_faults import run_cli
+from .services import Service, run_cli
 
 READ_TIMEOUT = 2
 MAX_IN_FLIGHT = 4

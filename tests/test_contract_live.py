@@ -18,8 +18,7 @@ from schemathesis import GenerationMode
 from app import SPEC_DIR
 
 from .conftest import PASSWORD, SUBJECT_KEY, basic, record
-from .services import Service
-from .test_faults import run_cli
+from .services import Service, run_cli
 
 EXAMPLES = int(os.environ.get("REDACT_FUZZ_EXAMPLES", "120"))
 CASES = collections.Counter()  # cases sent, by operation

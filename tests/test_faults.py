@@ -22,7 +22,7 @@ from models import Transaction, database
 from .conftest import (IN_CI, PASSWORD, START, SUBJECT_KEY, add_account, add_records, basic,
                        record, wait_until_serving)
 from .jobs_helpers import JobsClient
-from .services import PrivatePostgres, PrivateRedis, Service, free_port
+from .services import PrivatePostgres, PrivateRedis, Service, free_port, run_cli
 
 URL = "/v1/redact/transaction"
 
@@ -168,13 +168,6 @@ def _provision(env: dict, count: int) -> None:
     records = "".join(json.dumps(record(f"T{i:04d}")) + "\n" for i in range(count))
     run_cli(env, "accounts", "create", "--api-key", "acct0001", "--api-secret", PASSWORD)
     run_cli(env, "transactions", "load", "-", input=records)
-
-
-def run_cli(env: dict, *args: str, input: str | None = None) -> str:
-    done = subprocess.run([sys.executable, "-m", "app.cli", *args], env={**os.environ, **env},
-                          input=input, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def _assert_redacted(env: dict, transaction_ids: list[str]) -> None:
