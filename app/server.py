@@ -1,5 +1,5 @@
-"""The HTTP server's guard against slow clients, for uvicorn (`redact serve`) and gunicorn's
-uvicorn workers (the Procfile).
+"""The HTTP server's settings beyond uvicorn's, for `redact serve` and gunicorn's uvicorn
+workers (the Procfile): a guard against slow clients, and a cap on malloc arenas.
 
 uvicorn closes a keep-alive connection left idle, but sets no deadline for a request
 itself: a client that sends its headers or body a byte at a time (slowloris) holds its
