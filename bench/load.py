@@ -27,6 +27,10 @@ client on keep-alive connections (it shares the machine's 2 cores with the servi
    the other phases are read against.
 4. recovery: each account offers `--recovery-rate` (default 20) for 10 s: all 204 again.
 
+At the end the service's own latency histogram (/metrics) tells, per operation (`shed`
+for requests refused at capacity), the time spent inside the service, without the
+client's lag.
+
     python bench/load.py [--accounts 10] [--rate 170] [--duration 180] [--json PATH]
 """
 
@@ -50,9 +54,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import psycopg2
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -72,6 +78,7 @@ RECOVERY_SECONDS = 10
 MAX_CONNECTIONS_PER_ACCOUNT = 100
 MEMORY_SAMPLE_SECONDS = 5
 IDLE_SECONDS = 1.0
+METRICS_TOKEN = "load-metrics-token"
 LIMIT = 170  # the service's default per-account rate limit
 
 
@@ -129,7 +136,8 @@ def count_redacted(accounts: int) -> int:
 def service(log_path: pathlib.Path):
     port = free_port()
     env = {**os.environ, "DATABASE_URL": PG_URL, "REDACT_SUBJECT_KEY": SUBJECT_KEY,
-           "RATELIMIT_STORAGE_URI": REDIS_URL, "REDACT_QUEUE_URL": REDIS_URL}
+           "RATELIMIT_STORAGE_URI": REDIS_URL, "REDACT_QUEUE_URL": REDIS_URL,
+           "REDACT_METRICS_TOKEN": METRICS_TOKEN}
     subprocess.run([sys.executable, "-m", "app.release"], cwd=ROOT, env=env, check=True)
     with log_path.open("wb") as log:
         server = subprocess.Popen(
@@ -149,6 +157,37 @@ def service(log_path: pathlib.Path):
         yield server, port
     finally:
         stop(server)
+
+
+def server_latency(port: int) -> dict[str, dict[str, float]]:
+    """From the service's own latency histogram (all phases), by operation: how many
+    requests, and the upper bound of the bucket holding the 50th and 99th percentile
+    (ms): the time spent inside the service, without the client's lag."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read().decode()
+    buckets: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    for family in text_string_to_metric_families(text):
+        if family.name != "redact_http_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets[sample.labels["operation"]].append(
+                    (float(sample.labels["le"]), sample.value))
+    report = {}
+    for operation, counts in buckets.items():
+        counts.sort()
+        total = counts[-1][1]
+        if not total:
+            continue
+
+        def bound(share: float) -> float:
+            return next(le for le, count in counts if count >= share * total) * 1000
+
+        report[operation] = {"requests": total, "p50_ms_at_most": bound(0.5),
+                             "p99_ms_at_most": bound(0.99)}
+    return report
 
 
 def worker_rss(server: subprocess.Popen) -> dict[int, float]:
@@ -412,6 +451,7 @@ def main() -> int:
     log_path = pathlib.Path(tempfile.mkdtemp(prefix="redact-load-")) / "service.log"
     with service(log_path) as (server, port):
         result = asyncio.run(load(args, port, server))
+        result["inside"] = server_latency(port)
     sustained, limit, overload, recovery = result["phases"]
     # The most the service served in this run: the baseline the other figures are read
     # against (the overload's own rate is lower when the client, on the same cores, lags).
@@ -422,6 +462,10 @@ def main() -> int:
     for pid, sizes in result["memory"].items():
         print(f"  worker {pid}: {sizes['first_mb']} -> {sizes['last_mb']} "
               f"(peak {sizes['peak_mb']}; by minute {sizes['by_minute_mb']})")
+    print("\nin the service (its latency histogram, all phases; bucket bounds):")
+    for operation, figures in sorted(result["inside"].items()):
+        print(f"  {operation}: {figures['requests']:.0f} requests, p50 <= "
+              f"{figures['p50_ms_at_most']:g} ms, p99 <= {figures['p99_ms_at_most']:g} ms")
     redacted = count_redacted(args.accounts)
     answered = sum(phase.ok for phase in result["phases"]) + 5 * 2 * args.accounts
     print(f"\nredacted rows {redacted}, 2xx answers {answered} (warm-up included): "
@@ -435,7 +479,8 @@ def main() -> int:
         args.json.write_text(json.dumps({
             "args": vars(args) | {"json": str(args.json)}, "capacity_per_s": capacity,
             "phases": [dataclasses.asdict(p) for p in result["phases"]],
-            "memory": result["memory"], "redacted": redacted, "answered_2xx": answered,
+            "memory": result["memory"], "inside": result["inside"], "redacted": redacted,
+            "answered_2xx": answered,
         }, indent=2, default=str))
     failed = []
     if unexpected:
