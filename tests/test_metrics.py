@@ -113,3 +113,37 @@ def test_several_gunicorn_workers_report_one_sum(tmp_path):
     counts = {value(s, "redact_http_requests_total", operation="/healthz", status="200")
               for s in scrapes}
     assert counts == {200 + 1}  # and the readiness poll that saw the server up
+
+
+def test_the_procfile_web_command_sums_its_workers(tmp_path):
+    """The Procfile's `web:` line, run as written (2 workers, no metrics directory set):
+    every scrape, whichever worker answers it, counts every worker's requests."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    web = next(line.split(":", 1)[1].strip()
+               for line in (root / "Procfile").read_text().splitlines()
+               if line.startswith("web:"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}", "PORT": str(port),
+                "WEB_CONCURRENCY": "2", "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+                "REDACT_METRICS_TOKEN": TOKEN,
+                "PATH": f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}"})
+    subprocess.run([sys.executable, "-m", "app.release"], env=env, cwd=root, check=True,
+                   timeout=60)
+    server = subprocess.Popen(["bash", "-c", f"exec {web}"], env=env, cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(server, base)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: httpx.get(f"{base}/healthz").status_code,
+                                  range(200)))
+        assert codes.count(200) == 200
+        scrapes = [samples(httpx.get(f"{base}/metrics", headers=BEARER).text)
+                   for _ in range(8)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    counts = {value(s, "redact_http_requests_total", operation="/healthz", status="200")
+              for s in scrapes}
+    assert counts == {200 + 1}  # with per-process counts, each worker would show its own
