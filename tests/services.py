@@ -27,6 +27,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for(predicate, timeout: float = 60, interval: float = 0.05):
+    """Poll `predicate` until it returns something true, and return that; fail the test
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out")
+
+
 def _missing(what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is needed for this test in CI")

@@ -22,7 +22,8 @@ from models import Transaction, database
 from .conftest import (IN_CI, PASSWORD, START, SUBJECT_KEY, add_account, add_records, basic,
                        record, wait_until_serving)
 from .jobs_helpers import JobsClient
-from .services import PrivatePostgres, PrivateRedis, Service, free_port, run_cli
+from .services import PrivatePostgres, PrivateRedis, Service, free_port, run_cli, wait_for
+from .test_metrics import samples, value
 
 URL = "/v1/redact/transaction"
 
@@ -199,12 +200,9 @@ METRICS_TOKEN = "metrics-token-0123456789"
 
 
 def _limiter_failures(client, base) -> float:
-    text = client.get(f"{base}/metrics",
-                      headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
-    for line in text.splitlines():
-        if line.startswith("redact_limiter_storage_unavailable_total "):
-            return float(line.split()[1])
-    return 0.0
+    scrape = client.get(f"{base}/metrics",
+                        headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+    return value(samples(scrape), "redact_limiter_storage_unavailable_total")
 
 
 def test_limiter_redis_dies_then_returns(private_redis, tmp_path):
@@ -262,27 +260,17 @@ def test_queue_redis_dies_then_returns(private_redis, tmp_path):
                                   env={**os.environ, **env}, cwd=tmp_path,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            assert _wait_for_status(jobs, lost["id"], "ready")["status"] == "ready"
+            wait_for(lambda: jobs.get(lost["id"])["status"] == "ready", interval=0.2)
             private_redis.stop()  # the worker waits for its queue...
             time.sleep(2)
             assert worker.poll() is None
             private_redis.start()  # ...and goes on when it is back
             assert jobs.action(lost["id"], "run", expect=202)
-            done = _wait_for_status(jobs, lost["id"], "succeeded")
-            assert done["status"] == "succeeded"
+            wait_for(lambda: jobs.get(lost["id"])["status"] == "succeeded", interval=0.2)
         finally:
             worker.terminate()
             worker.wait(timeout=30)
     _assert_redacted(env, ["T0000", "T0001"])
-
-
-def _wait_for_status(jobs, job_id: str, status: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = jobs.get(job_id)
-        if job["status"] == status or time.monotonic() > deadline:
-            return job
-        time.sleep(0.2)
 
 
 # ------------------------------------------------------------------ processes killed
@@ -291,12 +279,8 @@ def _wait_for_status(jobs, job_id: str, status: str, timeout: float = 60) -> dic
 def store_url(request, tmp_path):
     """A fresh store: an SQLite file, or a private PostgreSQL server."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'redact.db'}"
-        return
-    server = PrivatePostgres()
-    server.start()
-    yield server.url
-    server.destroy()
+        return f"sqlite:///{tmp_path / 'redact.db'}"
+    return request.getfixturevalue("private_postgres").url
 
 
 def test_web_workers_killed_during_a_stream_of_redactions(store_url, tmp_path):
@@ -330,7 +314,7 @@ def test_web_workers_killed_during_a_stream_of_redactions(store_url, tmp_path):
             thread.start()
         killed = []
         for _ in range(2):
-            _wait_for(lambda: len(statuses) >= 300 * (len(killed) + 1))
+            wait_for(lambda: len(statuses) >= 300 * (len(killed) + 1), interval=0.01)
             victim = next(pid for pid in service.worker_pids() if pid not in killed)
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
@@ -343,13 +327,6 @@ def test_web_workers_killed_during_a_stream_of_redactions(store_url, tmp_path):
     assert codes[204] >= total - 64, codes
     assert len(replacements) == 2
     _assert_redacted(env, [t for t, status in statuses.items() if status == 204])
-
-
-def _wait_for(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_service_killed_during_start_up_starts_whole_next_time(tmp_path):

@@ -18,6 +18,7 @@ from models.job import RedactionJob
 from .conftest import (POSTGRES_URL, SUBJECT_KEY, add_account, add_records, record,
                        require_service)
 from .jobs_helpers import JobsClient
+from .services import wait_for
 from .test_residue import files_containing
 
 
@@ -58,16 +59,6 @@ def job_row(env, job_id: str) -> RedactionJob:
     open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     with database.connection_context():
         return RedactionJob.get(RedactionJob.id == job_id)
-
-
-def wait_for(predicate, timeout: float = 60, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out")
 
 
 def start_worker(env, tmp_path):

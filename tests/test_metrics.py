@@ -85,6 +85,24 @@ def test_the_figures_follow_what_the_service_does(make_app, sqlite_url, tmp_path
     assert value(after, "redact_job_records_redacted_total") == 0
 
 
+def healthz_counts(server: subprocess.Popen, base: str) -> set[float]:
+    """Once `server` answers: 200 health checks from 8 threads, then 8 scrapes; the
+    /healthz count each scrape reported. The server is stopped on leaving."""
+    try:
+        wait_until_serving(server, base)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: httpx.get(f"{base}/healthz").status_code,
+                                  range(200)))
+        assert codes.count(200) == 200
+        scrapes = [samples(httpx.get(f"{base}/metrics", headers=BEARER).text)
+                   for _ in range(8)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {value(s, "redact_http_requests_total", operation="/healthz", status="200")
+            for s in scrapes}
+
+
 def test_several_gunicorn_workers_report_one_sum(tmp_path):
     metrics_dir = tmp_path / "metrics"
     port = free_port()
@@ -96,22 +114,9 @@ def test_several_gunicorn_workers_report_one_sum(tmp_path):
         [sys.executable, "-m", "gunicorn", "app.asgi:app", "-c", GUNICORN_CONF,
          "--workers", "2", "--bind", f"127.0.0.1:{port}"],
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(server, base)
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            codes = list(pool.map(lambda _: httpx.get(f"{base}/healthz").status_code,
-                                  range(200)))
-        assert codes.count(200) == 200
-        workers = {path.name for path in pathlib.Path(metrics_dir).glob("counter_*.db")}
-        assert len(workers) >= 2, f"one worker served everything: {workers}"
-        scrapes = [samples(httpx.get(f"{base}/metrics", headers=BEARER).text)
-                   for _ in range(8)]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    counts = {value(s, "redact_http_requests_total", operation="/healthz", status="200")
-              for s in scrapes}
+    counts = healthz_counts(server, f"http://127.0.0.1:{port}")
+    workers = {path.name for path in pathlib.Path(metrics_dir).glob("counter_*.db")}
+    assert len(workers) >= 2, f"one worker served everything: {workers}"
     assert counts == {200 + 1}  # and the readiness poll that saw the server up
 
 
@@ -132,18 +137,5 @@ def test_the_procfile_web_command_sums_its_workers(tmp_path):
                    timeout=60)
     server = subprocess.Popen(["bash", "-c", f"exec {web}"], env=env, cwd=root,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(server, base)
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            codes = list(pool.map(lambda _: httpx.get(f"{base}/healthz").status_code,
-                                  range(200)))
-        assert codes.count(200) == 200
-        scrapes = [samples(httpx.get(f"{base}/metrics", headers=BEARER).text)
-                   for _ in range(8)]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    counts = {value(s, "redact_http_requests_total", operation="/healthz", status="200")
-              for s in scrapes}
+    counts = healthz_counts(server, f"http://127.0.0.1:{port}")
     assert counts == {200 + 1}  # with per-process counts, each worker would show its own
