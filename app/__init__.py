@@ -1,9 +1,10 @@
-"""The Redact service: a Connexion 3 app on Flask, built by `create_app`."""
+"""The Redact service: a Connexion 3 AsyncApp, built by `create_app`."""
 
 from __future__ import annotations
 
 import datetime
 import functools
+import re
 import warnings
 
 # Connexion imports Starlette's test client at import time, which warns about httpx on
@@ -13,11 +14,8 @@ import pathlib
 from typing import Callable
 
 import connexion
-import flask
 import yaml
 import starlette.exceptions
-import werkzeug.exceptions
-from a2wsgi import WSGIMiddleware
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException, ResolverError
 from connexion.lifecycle import ConnexionRequest
@@ -34,6 +32,7 @@ from connexion.resolver import Resolver
 from models import open_database
 
 from . import docs, health, metrics
+from .admission import Admission
 from .api import RedactApi
 from .auth import Authenticator, basic_security_handler
 from .context import RequestContextMiddleware
@@ -70,14 +69,20 @@ def create_app(
     settings: Settings | None = None,
     *,
     clock: Callable[[], datetime.datetime] = utcnow,
-) -> connexion.FlaskApp:
-    """Build the service: database, limiter, authentication, the API and its errors."""
+) -> connexion.AsyncApp:
+    """Build the service: database, limiter, authentication, the API and its errors.
+
+    Nothing here touches the database: a service whose database is not there yet starts,
+    says so on /readyz, and answers 503 problems until it is.
+    """
     settings = settings or Settings.from_env()
     open_database(settings.database_url, subject_key=settings.subject_key_bytes)
     rate_limits = RateLimits(
         settings.ratelimit_storage_uri, settings.rate_limit, settings.auth_failure_limit
     )
-    authenticator = Authenticator(rate_limits, settings.credential_cache_seconds, clock)
+    admission = Admission(settings.max_in_flight)
+    authenticator = Authenticator(rate_limits, admission, settings.credential_cache_seconds,
+                                  clock)
     api = RedactApi(settings, clock)
     queue = JobQueue(settings, clock)
     jobs_api = JobsApi(queue, clock)
@@ -89,8 +94,8 @@ def create_app(
         functools.partial(
             RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
             body_limits={JOBS_PATH: settings.max_job_body_bytes},
-            routes=_routes(("redact.yml", "jobs.yml")), fixed_paths=FIXED_PATHS,
-            observe=metrics.observe_request, max_in_flight=settings.max_in_flight,
+            routes=_routes(CONTRACTS), fixed_paths=FIXED_PATHS,
+            observe=metrics.observe_request, admission=admission,
             render_error=_send_problem,
         ),
         ServerErrorMiddleware,
@@ -101,12 +106,19 @@ def create_app(
         RequestValidationMiddleware,
         ContextMiddleware,
     ]
-    app = connexion.FlaskApp(
+    app = connexion.AsyncApp(
         __name__,
         middlewares=middlewares,
         security_map={"basic": basic_security_handler(authenticator)},
         validator_map={"body": MediaTypeDict({"*/*json": ContractBodyValidator})},
     )
+    # Routes outside the contracts, added before them: the contracts are mounted at
+    # /v1/redact, which would otherwise take the documents' paths too.
+    metrics.register(app, queue, settings.metrics_token)
+    docs.register(app)
+    health.register(app, {"database": health.store_takes_writes,
+                          "limiter": rate_limits.reachable,
+                          "queue": queue.reachable})
     # One Swagger UI for both contracts, at /v1/redact/ui/ with a contract picker. The
     # contracts share their base path, where Connexion would serve only one document (and
     # which one depends on its sorting), so both documents are served by docs.py and both
@@ -117,28 +129,16 @@ def create_app(
                 swagger_ui_options=ui)
     app.add_api(SPEC_DIR / "jobs.yml", name="jobs", strict_validation=True,
                 resolver=OperationResolver(jobs_api.operations()), swagger_ui_options=ui)
-    # Connexion registers its own handlers for these two; ours must replace them.
-    for error in (Exception, ProblemException, starlette.exceptions.HTTPException):
+    # Connexion registers its own handlers for these; ours replace them.
+    for error in (Exception, ProblemException):
         app.add_error_handler(error, render)
-
-    flask_app = app.app
-    # Connexion bridges to Flask through a2wsgi with a pool of 10 threads; a request holds
-    # its thread while it waits for the database, so more threads mean more concurrent
-    # redactions sharing each commit (GroupCommit).
-    app._middleware_app.asgi_app = WSGIMiddleware(flask_app.wsgi_app,
-                                                  workers=settings.threads)
-    flask_app.register_error_handler(werkzeug.exceptions.HTTPException, _http_exception)
-    metrics.register(flask_app, queue, settings.metrics_token)
-    docs.register(flask_app)
-    health.register(flask_app, {"database": health.database_reachable,
-                                "limiter": rate_limits.reachable,
-                                "queue": queue.reachable})
-
+    app.add_error_handler(starlette.exceptions.HTTPException, _http_exception)
     app.settings = settings
     app.queue = queue
     return app
 
 
+CONTRACTS = ("redact.yml", "jobs.yml")
 BASE_PATH = "/v1/redact"
 FIXED_PATHS = ("/healthz", "/readyz", "/metrics", *docs.DOCUMENTS, f"{docs.BASE_PATH}/ui/")
 
@@ -155,12 +155,31 @@ def _routes(spec_names) -> dict[str, str]:
     return routes
 
 
-def _http_exception(exc: werkzeug.exceptions.HTTPException):
-    """Flask's own HTTP errors (unknown path, wrong method) as problems, keeping headers
-    such as `Allow`."""
-    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-    detail = f"No such path: {flask.request.path}" if exc.code == 404 else exc.description
-    raise HTTPProblem(exc.code or 500, detail or "", headers)
+@functools.cache
+def _contract_paths() -> list[tuple[re.Pattern, str]]:
+    """Each path of the contracts as a pattern, with the methods it allows."""
+    methods: dict[str, list[str]] = {}
+    for route in _routes(CONTRACTS).values():
+        method, path = route.split(" ", 1)
+        methods.setdefault(path, []).append(method)
+    return [(re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
+             ", ".join(sorted(allowed))) for path, allowed in methods.items()]
+
+
+async def _http_exception(request: ConnexionRequest,
+                          exc: starlette.exceptions.HTTPException):
+    """The router's own errors (unknown path, wrong method) as problems. A wrong method's
+    `Allow` lists what the contract allows on the path: the router, which holds one route
+    per operation, names only the first operation's method."""
+    headers = dict(exc.headers or {})
+    path = request.scope["path"]
+    if exc.status_code == 405:
+        allowed = next((methods for pattern, methods in _contract_paths()
+                        if pattern.match(path)), None)
+        if allowed is not None:
+            headers["Allow"] = allowed
+    detail = f"No such path: {path}" if exc.status_code == 404 else str(exc.detail)
+    return await render(request, HTTPProblem(exc.status_code, detail, headers))
 
 
 async def _send_problem(scope, exc, send) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime
 from typing import Callable
 
-import flask
+from starlette.responses import Response
 
-from models import redact_transaction
+from models import redact_transaction_async
 
 from .metrics import REDACTIONS
 from .settings import Settings
@@ -23,9 +23,11 @@ class RedactApi:
         """Handlers by the spec's operationId."""
         return {"redact-message": self.redact_message}
 
-    def redact_message(self, body: dict, token_info: dict, trace_id: str):
-        """POST /transaction: 204 whether this call scrubbed the record or it already was."""
-        scrubbed = redact_transaction(
+    async def redact_message(self, body: dict, token_info: dict, trace_id: str):
+        """POST /transaction: 204 whether this call scrubbed the record or it already was;
+        answered only once the scrub has committed (the event loop serves other requests
+        while the batch holding it commits)."""
+        scrubbed = await redact_transaction_async(
             api_key=token_info["sub"],
             products=token_info["products"],
             transaction_id=body["id"],
@@ -37,11 +39,5 @@ class RedactApi:
         )
         if scrubbed:
             REDACTIONS.labels(body["product"]).inc()
-        return _no_content()
-
-
-def _no_content() -> flask.Response:
-    """A bare 204: Connexion would label it with the operation's JSON content type."""
-    response = flask.Response(status=204)
-    del response.headers["Content-Type"]
-    return response
+        # A bare 204: Connexion would label a tuple with the operation's JSON content type.
+        return Response(status_code=204)

@@ -6,35 +6,42 @@ REDACT_CREDENTIAL_CACHE_SECONDS; only a miss runs the slow hash check, in a thre
 A hash check costs ~30 ms of CPU and 16 MB of memory (scrypt), so concurrent misses for
 the same credentials share one check, and at most HASH_CHECKS_AT_ONCE run per process:
 a burst of new clients (or of guesses) cannot exhaust the worker's memory.
+
+An admitted request then takes its place in the process (app/admission.py): after the
+limiter, so that an account over its limit gets its 429 before anything is shed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
-import threading
 
 import cachetools
 from connexion.security import NO_VALUE, BasicSecurityHandler
-from starlette.concurrency import run_in_threadpool
 
 from models import Account, database
 
-from .context import request_state
+from .admission import Admission, Overloaded
+from .context import PLACE, SHED, request_state
 from .metrics import AUTH_FAILURES, RATE_LIMITED
 from .problems import RateLimitHit, Unauthorized
 from .ratelimit import RateLimits
 
 
 HASH_CHECKS_AT_ONCE = 2
-_hash_checks = threading.BoundedSemaphore(HASH_CHECKS_AT_ONCE)
 
 
 class Authenticator:
-    def __init__(self, rate_limits: RateLimits, cache_seconds: int, clock):
+    def __init__(self, rate_limits: RateLimits, admission: Admission, cache_seconds: int,
+                 clock):
         self.clock = clock
         self.rate_limits = rate_limits
+        self.admission = admission
+        # Created on first use, in the worker process (a pool's threads do not survive a
+        # fork).
+        self._hash_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.cache = cachetools.TTLCache(maxsize=10_000, ttl=cache_seconds or 1e-9)
         self._checking: dict[tuple, asyncio.Future] = {}
 
@@ -50,8 +57,11 @@ class Authenticator:
                 raise RateLimitHit(wait)
             check = self._checking.get(key)
             if check is None:
-                check = asyncio.ensure_future(run_in_threadpool(_authenticate, username,
-                                                                password, self.clock()))
+                if self._hash_pool is None:
+                    self._hash_pool = concurrent.futures.ThreadPoolExecutor(
+                        HASH_CHECKS_AT_ONCE, thread_name_prefix="hash-check")
+                check = asyncio.get_running_loop().run_in_executor(
+                    self._hash_pool, _authenticate, username, password, self.clock())
                 self._checking[key] = check
                 check.add_done_callback(lambda _: self._checking.pop(key, None))
             account = await asyncio.shield(check)
@@ -69,6 +79,12 @@ class Authenticator:
             RATE_LIMITED.labels(username).inc()
             raise RateLimitHit(max(1, decision.reset_seconds), headers)
         state["response_headers"] = headers
+        try:
+            self.admission.enter(username)
+        except Overloaded:
+            state[SHED] = True
+            raise
+        state[PLACE] = username  # given back by the context middleware when it ends
         return {"sub": username, "products": products}
 
 
@@ -100,5 +116,5 @@ def basic_security_handler(authenticator: Authenticator) -> type[BasicSecurityHa
 
 
 def _authenticate(api_key: str, api_secret: str, now) -> Account | None:
-    with _hash_checks, database.connection_context():
+    with database.connection_context():
         return Account.authenticate(api_key, api_secret, now)

@@ -8,9 +8,13 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import re
 import secrets
 import sys
+import tempfile
+import threading
+import time
 
 import click
 import peewee
@@ -23,6 +27,8 @@ from . import logs
 from .queue import QueueUnavailable
 from .settings import ConfigError, Settings
 
+log = logging.getLogger("redact.store")
+
 API_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -31,21 +37,37 @@ def fail(message: str, code: int = 1):
     sys.exit(code)
 
 
-def open_store() -> Settings:
-    """Settings from the environment and an open database with its tables."""
-    from models import open_database
-
+def load_settings() -> Settings:
+    """Settings from the environment, or one line and exit 2."""
     try:
-        settings = Settings.from_env()
+        return Settings.from_env()
     except ConfigError as exc:
         fail(str(exc), 2)
+
+
+def prepare_store(settings: Settings) -> None:
+    """Open the database and create or upgrade its tables; PeeweeException if it cannot."""
+    from models import open_database
+
+    open_database(settings.database_url, subject_key=settings.subject_key_bytes)
+    create_tables()
+
+
+def open_store() -> Settings:
+    """Settings from the environment and an open database with its tables."""
+    settings = load_settings()
     try:
-        open_database(settings.database_url, subject_key=settings.subject_key_bytes)
-        create_tables()
+        prepare_store(settings)
     except peewee.PeeweeException as exc:
-        fail(f"cannot open the database {settings.masked()['DATABASE_URL']}: "
-             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+        fail(f"cannot open the database {_database_error(settings, exc)}")
     return settings
+
+
+def _database_error(settings: Settings, exc: Exception) -> str:
+    """The database (password masked) and the first line of what went wrong."""
+    reason = str(exc).strip()
+    return (f"{settings.masked()['DATABASE_URL']}: "
+            f"{reason.splitlines()[0] if reason else type(exc).__name__}")
 
 
 @click.group()
@@ -62,21 +84,34 @@ def serve(host: str, port: int, workers: int, demo: bool):
     """Run the HTTP service (creating tables if missing)."""
     import uvicorn
 
-    from .demo import curl_line, seed_demo
+    from .demo import curl_line
     from .server import PROTOCOL, limit_malloc_arenas
 
     limit_malloc_arenas()
     logs.configure()
-    settings = open_store()
+    settings = load_settings()
     logs.event("config", settings=settings.report())
-    if workers > 1 and settings.ratelimit_storage_uri.startswith("memory"):
-        click.echo(f"warning: with memory:// each of the {workers} workers limits on its own; "
-                   "set RATELIMIT_STORAGE_URI=redis://... to share the limit", err=True)
+    if workers > 1:
+        # uvicorn's workers are new processes: they sum their metrics through files, as
+        # app/gunicorn_conf.py arranges for gunicorn's.
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
+                              tempfile.mkdtemp(prefix="redact-metrics-"))
+        if settings.ratelimit_storage_uri.startswith("memory"):
+            click.echo(f"warning: with memory:// each of the {workers} workers limits on its "
+                       "own; set RATELIMIT_STORAGE_URI=redis://... to share the limit",
+                       err=True)
+    try:
+        _prepare_served_store(settings, demo)
+    except peewee.PeeweeException as exc:
+        # Under an orchestrator, exiting here would be a crash loop: serve instead, say
+        # so on /readyz, answer 503 problems, and take the store up when it answers.
+        log.warning("the database is unreachable; serving 503 until it answers",
+                    extra={"fields": {"database": _database_error(settings, exc)}})
+        threading.Thread(target=_prepare_when_reachable, args=(settings, demo),
+                         name="store-setup", daemon=True).start()
     if demo:
-        seed_demo(datetime.datetime.now(datetime.UTC))
         click.echo(f"Demo account ready. Redact a record with:\n  "
                    f"{curl_line(f'http://{host}:{port}')}")
-    database.close()
     # One command runs everything: the job queue's consumer runs in this process too.
     consumer = _job_queue(settings).consumer(workers=1)
     consumer.start()
@@ -107,6 +142,32 @@ def worker(threads: int):
                  database_url=settings.database_url,
                  subject_key=settings.subject_key).masked()["REDACT_QUEUE_URL"])
     queue.consumer(workers=threads).run()
+
+
+STORE_RETRY_SECONDS = 2
+
+
+def _prepare_served_store(settings: Settings, demo: bool) -> None:
+    from .demo import seed_demo
+
+    try:
+        prepare_store(settings)
+        if demo:
+            seed_demo(datetime.datetime.now(datetime.UTC))
+    finally:
+        database.close()
+
+
+def _prepare_when_reachable(settings: Settings, demo: bool) -> None:
+    """Retry the store's set-up until the database answers."""
+    while True:
+        time.sleep(STORE_RETRY_SECONDS)
+        try:
+            _prepare_served_store(settings, demo)
+        except peewee.PeeweeException:
+            continue
+        log.info("the database answers: tables ready, serving")
+        return
 
 
 def _job_queue(settings: Settings):

@@ -2,7 +2,8 @@
 
 `RequestContextMiddleware` gives each request a fresh trace id (the `instance` of any
 problem body it gets), caps the body size, adds the rate-limit headers the auth layer
-computed, and writes one log line per request.
+computed, gives back the request's place in the process (app/admission.py) when it ends,
+and writes one log line per request.
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .admission import Admission
+
 access_log = logging.getLogger("redact.access")
 
 STATE_KEY = "redact"
+PLACE = "place"
+"""Request state: the account whose place in the process the request holds."""
+SHED = "shed"
+"""Request state: true if the request was shed."""
 
 
 def request_state(scope: Scope) -> dict:
@@ -34,14 +41,6 @@ class BodyTooLarge(Exception):
     def __init__(self, limit: int):
         super().__init__(f"The request body exceeds the limit of {limit} bytes")
         self.limit = limit
-
-
-class Overloaded(Exception):
-    """More requests are in flight in this process than it takes on (REDACT_MAX_IN_FLIGHT):
-    shed at once, rather than queued behind the others until the client gives up."""
-
-    def __init__(self):
-        super().__init__("The service is at capacity; retry later")
 
 
 class UnroutablePath(Exception):
@@ -64,13 +63,13 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, render_error,
                  body_limits: dict[str, int] | None = None,
                  routes: dict[str, str] | None = None, fixed_paths: tuple = (),
-                 observe=None, max_in_flight: int | None = None):
+                 observe=None, admission: Admission | None = None):
         """`body_limits` maps path prefixes to their own body limit; `routes` maps the
         contracts' operationIds to their route templates, for the log; `fixed_paths` are
-        the paths outside the contracts (health, metrics) logged as they are, and never
-        shed; `observe` is called with (operation, status, seconds) of each request
-        (metrics); beyond `max_in_flight` requests at once, the others are answered 503
-        (the operation is then `shed`)."""
+        the paths outside the contracts (health, metrics) logged as they are; `observe` is
+        called with (operation, status, seconds) of each request (metrics); a place the
+        request took in `admission` is given back when it ends (a shed request's operation
+        is `shed`)."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_limits = body_limits or {}
@@ -78,8 +77,7 @@ class RequestContextMiddleware:
         self.routes = routes or {}
         self.fixed_paths = frozenset(fixed_paths)
         self.observe = observe
-        self.max_in_flight = max_in_flight
-        self.in_flight = 0  # one event loop per process: no lock needed
+        self.admission = admission
 
     def operation_of(self, scope: Scope) -> str | None:
         """The operationId that served the request, the path if it is one of the fixed
@@ -130,24 +128,21 @@ class RequestContextMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
-        shed = (self.max_in_flight is not None and self.in_flight >= self.max_in_flight
-                and scope["path"] not in self.fixed_paths)
-        self.in_flight += 1
         try:
-            if shed:
-                raise Overloaded()
             if _CONTROL.search(scope["path"]):
                 raise UnroutablePath(scope["path"])
             declared = _content_length(scope)
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)
             await self.app(scope, capped_receive, send_with_headers)
-        except (BodyTooLarge, BadContentLength, UnroutablePath, Overloaded) as exc:
+        except (BodyTooLarge, BadContentLength, UnroutablePath) as exc:
             await self.render_error(scope, exc, send_with_headers)
         finally:
-            self.in_flight -= 1
+            place = state.pop(PLACE, None)
+            if place is not None:
+                self.admission.leave(place)
             elapsed = time.perf_counter() - started
-            operation = "shed" if shed else self.operation_of(scope)
+            operation = "shed" if state.get(SHED) else self.operation_of(scope)
             if self.observe is not None:
                 self.observe(operation, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import functools
 
-import flask
 import yaml
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 BASE_PATH = "/v1/redact"
 DOCUMENTS = {
@@ -25,7 +26,9 @@ def document(spec_name: str) -> dict:
     return {**spec, "servers": [{"url": BASE_PATH}]}
 
 
-def register(flask_app: flask.Flask) -> None:
+def register(app) -> None:
     for url, (spec_name, _) in DOCUMENTS.items():
-        flask_app.add_url_rule(url, endpoint=f"document:{spec_name}",
-                               view_func=functools.partial(document, spec_name))
+        async def serve(request: Request, spec_name: str = spec_name) -> JSONResponse:
+            return JSONResponse(document(spec_name))
+
+        app.add_url_rule(url, f"document:{spec_name}", serve, methods=["GET"])

@@ -1,42 +1,56 @@
 """Health endpoints, outside the contracts: no authentication, no rate limit.
 
-`GET /healthz`: the process answers. `GET /readyz`: the database, the limiter's storage
-and the job queue answer; if one does not, 503 with a problem body naming it, so that a
-load balancer stops sending requests this process cannot serve.
+`GET /healthz`: the process answers. `GET /readyz`: the store takes a write transaction,
+and the limiter's storage and the job queue answer; if one does not, 503 with a problem
+body naming it, so that a load balancer stops sending requests this process cannot
+serve.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from typing import Awaitable, Callable
 
-import flask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from models import database
+from models.schema import probe_write
 
 from .problems import HTTPProblem
 
 
-def database_reachable() -> bool:
+async def store_takes_writes() -> bool:
+    """Whether a write transaction commits, through the group commit as a redaction's does
+    (answering a read is not enough: a store whose files cannot be written answers reads),
+    and the tables are there."""
     try:
-        with database.connection_context():
-            database.execute_sql("SELECT 1")
-        return True
+        return await database.obj.group_commit.run_async(probe_write, None)
     except Exception:
         return False
 
 
-def register(flask_app: flask.Flask, checks: dict[str, Callable[[], bool]]) -> None:
-    """Add /healthz and /readyz; `checks` name what readiness needs."""
+def register(app, checks: dict[str, Callable[[], bool | Awaitable[bool]]]) -> None:
+    """Add /healthz and /readyz; `checks` name what readiness needs (a blocking check runs
+    in a thread)."""
 
-    @flask_app.get("/healthz")
-    def healthz():
-        return {"status": "ok"}
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
 
-    @flask_app.get("/readyz")
-    def readyz():
-        results = {name: ("ok" if check() else "down") for name, check in checks.items()}
+    async def readyz(request: Request) -> JSONResponse:
+        results = {}
+        for name, check in checks.items():
+            if inspect.iscoroutinefunction(check):
+                healthy = await check()
+            else:
+                healthy = await run_in_threadpool(check)
+            results[name] = "ok" if healthy else "down"
         down = [name for name, result in results.items() if result != "ok"]
         if down:
             raise HTTPProblem(503, f"Not ready: {', '.join(down)} unreachable",
                               {"Retry-After": "5"}, extensions={"checks": results})
-        return {"status": "ready", "checks": results}
+        return JSONResponse({"status": "ready", "checks": results})
+
+    app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
+    app.add_url_rule("/readyz", "readyz", readyz, methods=["GET"])

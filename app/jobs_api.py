@@ -7,7 +7,7 @@ import datetime
 import logging
 from typing import Callable
 
-import flask
+import connexion
 
 from models import database
 from models.job import (RedactionJob, TransactionRef, get_job, iter_objects, list_jobs,
@@ -77,7 +77,7 @@ class JobsApi:
         """POST /jobs: the job is stored, then queued for validation; if the queue cannot
         take it, the job is removed again and the answer is 503."""
         objects = body["objects"]
-        key = flask.request.headers.get("Idempotency-Key")
+        key = connexion.request.headers.get("Idempotency-Key")
         with database.connection_context():
             job, created = self.queue.create(
                 api_key=token_info["sub"],

@@ -21,11 +21,12 @@ import os
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
-import flask  # noqa: E402
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
                                Histogram, generate_latest, multiprocess)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from peewee import fn
+from starlette.requests import Request
+from starlette.responses import Response
 
 from models import database
 from models.job import STATUSES, RedactionJob
@@ -86,14 +87,14 @@ class StoreCollector:
             pass
 
 
-def register(flask_app: flask.Flask, queue, token: str) -> None:
+def register(app, queue, token: str) -> None:
     store = StoreCollector(queue)
 
-    @flask_app.get("/metrics")
-    def metrics():
+    def metrics(request: Request) -> Response:
+        # A plain function: Starlette runs it in a thread, as the scrape reads the database.
         if not token:
             raise HTTPProblem(404, "Metrics are off: set REDACT_METRICS_TOKEN to serve them")
-        offered = flask.request.headers.get("Authorization", "")
+        offered = request.headers.get("Authorization", "")
         if not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
             raise HTTPProblem(401, "Metrics need the bearer token REDACT_METRICS_TOKEN",
                               {"WWW-Authenticate": 'Bearer realm="metrics"'})
@@ -104,7 +105,9 @@ def register(flask_app: flask.Flask, queue, token: str) -> None:
             registry = CollectorRegistry()
             registry.register(_ProcessMetrics())
         registry.register(store)
-        return flask.Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
 
 
 class _ProcessMetrics:

@@ -19,7 +19,8 @@ from models import PrematureRedaction, RecordNotFound, Unprovisioned
 from models.job import (IdempotencyMismatch, InvalidCursor, InvalidJobRequest,
                         InvalidJobUpdate, InvalidMove, JobNotFound, TooManyJobs)
 
-from .context import BadContentLength, BodyTooLarge, Overloaded, UnroutablePath, trace_id_of
+from .admission import Overloaded
+from .context import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of
 from .queue import QueueUnavailable
 
 log = logging.getLogger("redact.errors")
@@ -183,12 +184,19 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
             # Connexion's media-type check: the contract says 422.
             return InvalidJson(str(exc.detail or exc.title))
         return HTTPProblem(exc.status, str(exc.detail or exc.title), dict(exc.headers or {}))
-    if isinstance(exc, (peewee.OperationalError, OSError)):
+    if isinstance(exc, (peewee.OperationalError, OSError)) or _missing_table(exc):
         return HTTPProblem(503, "The transaction store is unavailable; retry later",
                            {"Retry-After": "1"})
     if isinstance(exc, starlette.exceptions.HTTPException):
         return HTTPProblem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
     return HTTPProblem(500, "The server could not complete the request")
+
+
+def _missing_table(exc: Exception) -> bool:
+    """PostgreSQL's "undefined table": a store whose tables are not created yet (the
+    service started before its database, and sets it up when it answers)."""
+    return (isinstance(exc, peewee.ProgrammingError) and bool(exc.args)
+            and getattr(exc.args[0], "pgcode", None) == "42P01")
 
 
 UNAUTHORIZED_BODY = json.dumps({"type": "UNAUTHORIZED", "error_title": "Unauthorized"})

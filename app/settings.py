@@ -34,7 +34,6 @@ class Settings:
     auth_failure_limit: str = "20/minute"
     max_body_bytes: int = 65536
     credential_cache_seconds: int = 60
-    threads: int = 32
     subject_key: str = ""
     queue_url: str = ""
     max_active_jobs: int = 25
@@ -45,7 +44,7 @@ class Settings:
     max_job_body_bytes: int = 2 * 1024 * 1024
     metrics_token: str = ""
     read_timeout: int = 15
-    max_in_flight: int = 128
+    max_in_flight: int = 512
 
     ENVIRONMENT = {
         "database_url": "DATABASE_URL",
@@ -55,7 +54,6 @@ class Settings:
         "auth_failure_limit": "REDACT_AUTH_FAILURE_LIMIT",
         "max_body_bytes": "REDACT_MAX_BODY_BYTES",
         "credential_cache_seconds": "REDACT_CREDENTIAL_CACHE_SECONDS",
-        "threads": "REDACT_THREADS",
         "subject_key": "REDACT_SUBJECT_KEY",
         "queue_url": "REDACT_QUEUE_URL",
         "max_active_jobs": "REDACT_MAX_ACTIVE_JOBS",
@@ -91,7 +89,7 @@ class Settings:
                 " 16 characters, the same for every process)"
             )
         for field, least in (("min_age_seconds", 0), ("max_body_bytes", 0),
-                             ("credential_cache_seconds", 0), ("threads", 1),
+                             ("credential_cache_seconds", 0),
                              ("max_active_jobs", 1), ("max_queue_depth", 1),
                              ("sync_max_records", 0), ("job_batch_size", 1),
                              ("job_lease_seconds", 1), ("max_job_body_bytes", 0),

@@ -88,6 +88,8 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
             raise InvalidJson("The request body escapes an unpaired surrogate") from None
         except json.JSONDecodeError as exc:
             raise InvalidJson(f"The request body is not valid JSON: {exc}") from None
+        except ValueError:  # an integer beyond Python's limit on digits (4,300)
+            raise InvalidJson("The request body holds a number too long to read") from None
         except RecursionError:
             raise InvalidJson("The request body is nested too deeply") from None
 

@@ -5,7 +5,7 @@ from .db import BaseModel, database, open_database
 from .errors import InvalidRecord, PrematureRedaction, RecordNotFound, RedactionError, Unprovisioned
 from .loading import load_records
 from .policy import DIRECTIONS, POLICIES, PRODUCTS, REDACTED
-from .redaction import redact_transaction
+from .redaction import redact_transaction, redact_transaction_async
 from .job import JOB_MODELS
 from .transaction import RedactionAudit, Transaction
 
@@ -24,6 +24,7 @@ def create_tables() -> None:
 __all__ = [
     "Account", "BaseModel", "database", "open_database", "InvalidRecord",
     "PrematureRedaction", "RecordNotFound", "RedactionError", "Unprovisioned", "load_records",
-    "DIRECTIONS", "POLICIES", "PRODUCTS", "REDACTED", "redact_transaction", "MODELS",
+    "DIRECTIONS", "POLICIES", "PRODUCTS", "REDACTED", "redact_transaction",
+    "redact_transaction_async", "MODELS",
     "RedactionAudit", "Transaction", "create_tables",
 ]

@@ -15,11 +15,14 @@ frees. Committing costs fsyncs, so the writes of concurrent requests share a tra
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import fcntl
 import itertools
 import os
+import queue
 import threading
 from typing import Any, Callable
 
@@ -194,24 +197,16 @@ def _segments(slots: list[tuple]) -> list[tuple]:
     return segments
 
 
-class _Slot:
-    __slots__ = ("batch_fn", "item", "outcome", "done", "wake")
-
-    def __init__(self, batch_fn: Callable[[list], list], item: Any):
-        self.batch_fn, self.item = batch_fn, item
-        self.outcome: Any = None
-        self.done = False
-        self.wake = threading.Event()
-
-
 class GroupCommit:
-    """Runs the writes of concurrent threads in shared transactions.
+    """Runs the writes of every caller in the process in shared transactions, on one
+    writer thread.
 
-    `run(batch_fn, item)` returns `item`'s outcome once the transaction holding it has
-    committed. One waiting thread at a time leads: it takes the write lock, then every
-    queued item, calls each `batch_fn` once with its items inside one transaction,
-    commits, and wakes their threads; if more items were queued meanwhile it hands the
-    lead to the first of them. Each thread is woken once, either done or to lead.
+    Callers queue `(batch_fn, item)`: a coroutine awaits `run_async`, a thread calls `run`.
+    The writer takes everything queued, takes the write lock, calls each `batch_fn` once
+    with its items inside one transaction, commits, and only then completes the callers'
+    futures (an event loop's in one callback per batch). Whatever arrives while a batch
+    commits forms the next batch, so batches grow with the load and the event loop never
+    waits for the database.
 
     `batch_fn(items)` returns one outcome per item; an outcome that is an exception is
     raised to that item's caller (it must not have written anything for that item). An
@@ -221,69 +216,94 @@ class GroupCommit:
     def __init__(self, db: peewee.Database, process_lock: "ProcessWriteLock | None" = None):
         self._db = db
         self._process_lock = process_lock or contextlib.nullcontext()
-        self._mutex = threading.Lock()
-        self._queue: list[_Slot] = []
-        self._leading = False
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._start = threading.Lock()
+        self._writer_pid: int | None = None
 
     def run(self, batch_fn: Callable[[list], list], item: Any) -> Any:
-        slot = _Slot(batch_fn, item)
-        with self._mutex:
-            self._queue.append(slot)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            slot.wake.wait()
-        if not slot.done:  # woken to lead, or first in line
-            self._lead()
-        if isinstance(slot.outcome, BaseException):
-            raise slot.outcome
-        return slot.outcome
+        """`item`'s outcome, once the transaction holding it has committed (blocks)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._submit((batch_fn, item, future, None))
+        return future.result()
 
-    def _lead(self) -> None:
-        batch: list[_Slot] = []
+    async def run_async(self, batch_fn: Callable[[list], list], item: Any) -> Any:
+        """`item`'s outcome, once the transaction holding it has committed; the event loop
+        serves other requests meanwhile."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._submit((batch_fn, item, future, loop))
+        return await future
+
+    def _submit(self, unit: tuple) -> None:
+        if self._writer_pid != os.getpid():  # first use, or first use after a fork
+            with self._start:
+                if self._writer_pid != os.getpid():
+                    if self._writer_pid is not None:  # the parent's queue is not ours
+                        self._queue = queue.SimpleQueue()
+                    threading.Thread(target=self._write_forever, name="group-commit",
+                                     daemon=True).start()
+                    self._writer_pid = os.getpid()
+        self._queue.put(unit)
+
+    def _write_forever(self) -> None:
+        units = self._queue
+        while True:
+            batch = [units.get()]
+            while True:
+                try:
+                    batch.append(units.get_nowait())
+                except queue.Empty:
+                    break
+            outcomes = self._execute(batch)
+            _deliver(batch, outcomes)
+
+    def _execute(self, batch: list[tuple]) -> list:
+        outcomes: list = [None] * len(batch)
+        groups: dict[Callable, list[int]] = {}
+        for index, (batch_fn, *_) in enumerate(batch):
+            groups.setdefault(batch_fn, []).append(index)
         try:
             with self._process_lock:
-                with self._mutex:
-                    batch, self._queue = self._queue, []
-                self._execute(batch)
-        except BaseException as exc:  # the lock itself failed: fail the waiting units
-            with self._mutex:
-                if not batch:
-                    batch, self._queue = self._queue, []
-            for slot in batch:
-                slot.outcome = exc
-        finally:
-            with self._mutex:
-                if self._queue:
-                    self._queue[0].wake.set()
-                else:
-                    self._leading = False
-            for slot in batch:
-                slot.done = True
-                slot.wake.set()
+                # A connection from the pool per batch, given back after, so that a
+                # connection broken by a database restart is not kept.
+                with self._db.connection_context(), self._db.atomic():
+                    for batch_fn, indexes in groups.items():
+                        results = batch_fn([batch[i][1] for i in indexes])
+                        for index, outcome in zip(indexes, results, strict=True):
+                            outcomes[index] = outcome
+        except BaseException as exc:  # rolled back: nothing of the batch was written
+            outcomes = [exc] * len(batch)
+        return outcomes
 
-    def _execute(self, batch: list[_Slot]) -> None:
-        groups: dict[Callable, list[_Slot]] = {}
-        for slot in batch:
-            groups.setdefault(slot.batch_fn, []).append(slot)
-        # A connection from the pool per batch, given back after: whichever thread leads
-        # next takes it, so a process holds one or two connections, not one per thread
-        # (PostgreSQL's default limit is 100 for all workers together).
-        opened = self._db.is_closed()
-        if opened:
-            self._db.connect()
+
+def _deliver(batch: list[tuple], outcomes: list) -> None:
+    """Complete the callers' futures: a thread's at once, an event loop's in one call per
+    loop (each `call_soon_threadsafe` wakes the loop)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for (_, _, future, loop), outcome in zip(batch, outcomes):
+        if loop is None:
+            _settle(future, outcome)
+        else:
+            by_loop.setdefault(loop, []).append((future, outcome))
+    for loop, settled in by_loop.items():
         try:
-            with self._db.atomic():
-                for batch_fn, slots in groups.items():
-                    outcomes = batch_fn([slot.item for slot in slots])
-                    for slot, outcome in zip(slots, outcomes, strict=True):
-                        slot.outcome = outcome
-        except BaseException as exc:
-            for slot in batch:
-                slot.outcome = exc
-        finally:
-            if opened:
-                self._db.close()
+            loop.call_soon_threadsafe(_settle_all, settled)
+        except RuntimeError:  # the loop has closed: nobody waits for these
+            pass
+
+
+def _settle_all(settled: list) -> None:
+    for future, outcome in settled:
+        _settle(future, outcome)
+
+
+def _settle(future, outcome) -> None:
+    if future.done():  # an asyncio caller that went away (cancelled)
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 class ProcessWriteLock:

@@ -33,7 +33,7 @@ class RedactionRequest(typing.NamedTuple):
     source: str
 
 
-def redact_transaction(
+def redaction_request(
     *,
     api_key: str,
     products: Collection[str],
@@ -44,14 +44,11 @@ def redact_transaction(
     min_age_seconds: int,
     trace_id: str,
     source: str = "api",
-) -> bool:
-    """Scrub the personal fields of one record of account `api_key`.
+) -> RedactionRequest:
+    """The redaction of one record of account `api_key`, checked against the account's
+    products (Unprovisioned); `redact_transaction(_async)` carry it out.
 
     `direction` (outbound/inbound) selects the kind of SMS record; other products ignore it.
-    Returns True if this call scrubbed the record, False if it was already redacted.
-    Raises Unprovisioned, RecordNotFound (also for another account's record, so as not to
-    reveal it exists) or PrematureRedaction. The scrub and its audit entry commit
-    together, before this returns.
     """
     if product not in products:
         raise Unprovisioned(api_key, product)
@@ -59,9 +56,26 @@ def redact_transaction(
         direction = None
     elif direction is None:
         direction = "outbound"
-    request = RedactionRequest(api_key, transaction_id, product, direction, now,
-                               min_age_seconds, trace_id, source)
-    return database.obj.group_commit.run(redact_batch, request)
+    return RedactionRequest(api_key, transaction_id, product, direction, now,
+                            min_age_seconds, trace_id, source)
+
+
+def redact_transaction(**request) -> bool:
+    """Scrub the personal fields of one record (arguments as `redaction_request`).
+
+    Returns True if this call scrubbed the record, False if it was already redacted.
+    Raises Unprovisioned, RecordNotFound (also for another account's record, so as not to
+    reveal it exists) or PrematureRedaction. The scrub and its audit entry commit
+    together, before this returns.
+    """
+    return database.obj.group_commit.run(redact_batch, redaction_request(**request))
+
+
+async def redact_transaction_async(**request) -> bool:
+    """`redact_transaction` for a coroutine: it awaits the commit without holding a
+    thread."""
+    return await database.obj.group_commit.run_async(redact_batch,
+                                                     redaction_request(**request))
 
 
 def redact_batch(requests: list[RedactionRequest]) -> list:

@@ -13,6 +13,7 @@ import tempfile
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import IN_CI, wait_until_serving
 
@@ -160,3 +161,22 @@ class Service:
         children = subprocess.run(["pgrep", "-P", str(self.process.pid)],
                                   capture_output=True, text=True).stdout.split()
         return [int(pid) for pid in children]
+
+
+# Metrics, as a scrape of /metrics shows them.
+
+TOKEN = "scrape-token-0123"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def samples(text: str) -> dict:
+    """{(name, ((label, value), ...)): value} of a scrape."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(scrape: dict, name: str, **labels) -> float:
+    return scrape.get((name, tuple(sorted(labels.items()))), 0.0)

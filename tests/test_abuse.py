@@ -26,7 +26,8 @@ def service(tmp_path_factory):
            "REDACT_SUBJECT_KEY": SUBJECT_KEY, "REDACT_READ_TIMEOUT": str(READ_TIMEOUT),
            "REDACT_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT), "REDACT_RATE_LIMIT": "1000/second"}
     with Service(env, directory) as running:
-        run_cli(env, "accounts", "create", "--api-key", "acct0001", "--api-secret", PASSWORD)
+        for api_key in ("acct0001", "acct0002"):
+            run_cli(env, "accounts", "create", "--api-key", api_key, "--api-secret", PASSWORD)
         yield running
 
 
@@ -66,9 +67,9 @@ def assert_problem(headers: dict, body: bytes) -> dict:
     return problem
 
 
-def redact(service, transaction_id="NOSUCH") -> httpx.Response:
+def redact(service, transaction_id="NOSUCH", api_key="acct0001") -> httpx.Response:
     return httpx.post(f"{service.base}{REDACT}", json={"id": transaction_id, "product": "sms"},
-                      headers=basic("acct0001"), timeout=30)
+                      headers=basic(api_key), timeout=30)
 
 
 # ------------------------------------------------------------------------ slow clients
@@ -108,9 +109,9 @@ def test_a_body_sent_too_slowly_is_dropped_and_others_are_served(service):
 # ------------------------------------------------------------------------ overload
 
 def test_requests_beyond_the_in_flight_limit_are_shed_with_503(service):
-    """Requests in flight are held open by their unfinished bodies; the next one is
-    answered 503 at once, health still answers, and once they are gone the service serves
-    again."""
+    """Requests in flight are held open by their unfinished bodies; the next one of the
+    same account is answered 503 at once, another account's is served, health still
+    answers, and once they are gone the service serves again."""
     held = [slow_post(service, b"{") for _ in range(MAX_IN_FLIGHT)]
     time.sleep(0.2)
     started = time.monotonic()
@@ -120,6 +121,8 @@ def test_requests_beyond_the_in_flight_limit_are_shed_with_503(service):
     assert assert_problem(dict(shed.headers), shed.content)["detail"].startswith(
         "The service is at capacity")
     assert httpx.get(f"{service.base}/healthz").status_code == 200
+    # Another account holds none of the places: it keeps its share, and is served.
+    assert redact(service, api_key="acct0002").status_code == 404
     for sock in held:
         sock.close()
     deadline = time.monotonic() + 10

@@ -23,7 +23,7 @@ from .conftest import (IN_CI, PASSWORD, START, SUBJECT_KEY, add_account, add_rec
                        record, wait_until_serving)
 from .jobs_helpers import JobsClient
 from .services import PrivatePostgres, PrivateRedis, Service, free_port, run_cli, wait_for
-from .test_metrics import samples, value
+from .services import samples, value
 
 URL = "/v1/redact/transaction"
 

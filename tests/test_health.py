@@ -45,3 +45,41 @@ def test_readyz_is_a_503_problem_naming_what_is_down(make_app, tmp_path, down):
     assert down in body["detail"]
     assert body["checks"][down] == "down"
     assert [name for name, state in body["checks"].items() if state == "down"] == [down]
+
+
+def test_readyz_needs_a_store_that_takes_writes(make_app, tmp_path):
+    """SQLite files that can still be read but not written (made immutable): every
+    redaction would be a 503, so the store is not ready."""
+    import shutil
+    import subprocess
+
+    from .conftest import IN_CI, add_account, add_records, record
+
+    if shutil.which("chattr") is None or subprocess.run(
+            ["chattr", "+i", str(tmp_path)], capture_output=True).returncode != 0:
+        if IN_CI:
+            pytest.fail("chattr +i is needed for this test in CI (run as root)")
+        pytest.skip("cannot make files immutable here (needs root)")
+    subprocess.run(["chattr", "-i", str(tmp_path)], check=True)
+    app = make_app(f"sqlite:///{tmp_path / 'redact.db'}",
+                   queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+    headers = add_account("acct0001")
+    add_records(record("0A0000000123ABCD1"))
+    files = [str(path) for path in tmp_path.glob("redact.db*")]
+    with app.test_client() as client:
+        assert client.get("/readyz").status_code == 200
+        subprocess.run(["chattr", "+i", str(tmp_path), *files], check=True)
+        try:
+            redaction = client.post("/v1/redact/transaction", headers=headers,
+                                    json={"id": "0A0000000123ABCD1", "product": "sms"})
+            ready = client.get("/readyz")
+        finally:
+            subprocess.run(["chattr", "-i", str(tmp_path), *files], check=True)
+        assert redaction.status_code == 503
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == "down"
+        assert "database" in ready.json()["detail"]
+        # Writable again: ready, and the redaction goes through.
+        assert client.get("/readyz").status_code == 200
+        assert client.post("/v1/redact/transaction", headers=headers,
+                           json={"id": "0A0000000123ABCD1", "product": "sms"}).status_code == 204

@@ -138,3 +138,48 @@ def test_malformed_content_length_is_a_400(client, account):
                            headers={**account, "Content-Type": "application/json",
                                     "Content-Length": "abc"})
     assert_problem(response, 400)
+
+
+@pytest.mark.parametrize("path, allowed", [
+    ("/v1/redact/jobs", "GET, POST"),
+    ("/v1/redact/jobs/rj_x", "GET, POST"),
+    ("/v1/redact/jobs/rj_x/run", "POST"),
+    ("/v1/redact/jobs/rj_x/validation_errors", "GET"),
+])
+def test_wrong_method_on_a_jobs_path_allows_every_method_of_the_path(client, account, path,
+                                                                     allowed):
+    """The contract's methods of the path, not only those of its first operation."""
+    response = client.put(path, headers=account, json={})
+    assert_problem(response, 405)
+    assert response.headers["Allow"] == allowed
+
+
+def test_every_contract_path_allows_exactly_its_methods(client, account):
+    from app import CONTRACTS
+
+    for name in CONTRACTS:
+        spec = yaml.safe_load((SPEC_DIR / name).read_text())
+        for path, operations in spec["paths"].items():
+            methods = sorted(m.upper() for m in operations
+                             if m in ("get", "post", "put", "delete", "patch"))
+            url = "/v1/redact" + path.replace("{job}", "rj_x")
+            response = client.request("DELETE", url, headers=account)
+            assert_problem(response, 405)
+            assert response.headers["Allow"] == ", ".join(methods), url
+
+
+@pytest.mark.parametrize("body", [
+    b'{"id": "0A0000000123ABCD1", "product": "sms", "n": ' + b"9" * 5000 + b"}",
+    b'{"id": ' + b"1" * 5000 + b', "product": "sms"}',
+])
+def test_an_integer_beyond_pythons_digit_limit_is_invalid_json(client, account, body):
+    response = client.post(URL, content=body,
+                           headers={**account, "Content-Type": "application/json"})
+    assert "number too long" in assert_problem(response, 422)["detail"]
+
+
+def test_a_huge_integer_in_a_jobs_body_is_a_422(client, account):
+    response = client.post("/v1/redact/jobs", content=b'{"objects": {"subjects": [' +
+                           b"1" * 5000 + b"]}}",
+                           headers={**account, "Content-Type": "application/json"})
+    assert_problem(response, 422)

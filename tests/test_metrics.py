@@ -10,28 +10,10 @@ import subprocess
 import sys
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import SUBJECT_KEY, add_account, add_records, basic, record, wait_until_serving
 from .jobs_helpers import JOBS
-from .services import GUNICORN_CONF, free_port
-
-TOKEN = "scrape-token-0123"
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def samples(text: str) -> dict:
-    """{(name, ((label, value), ...)): value} of a scrape."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def value(scrape: dict, name: str, **labels) -> float:
-    return scrape.get((name, tuple(sorted(labels.items()))), 0.0)
-
+from .services import BEARER, GUNICORN_CONF, TOKEN, free_port, samples, value
 
 def test_metrics_are_off_without_a_token_and_need_it(make_app, sqlite_url):
     off = make_app(sqlite_url)
