@@ -36,6 +36,7 @@ from .admission import Admission
 from .api import RedactApi
 from .auth import Authenticator, basic_security_handler
 from .context import RequestContextMiddleware
+from .direct import DirectOperations
 from .jobs_api import JOBS_PATH, JobsApi
 from .problems import HTTPProblem, render
 from .queue import JobQueue
@@ -104,6 +105,9 @@ def create_app(
         RoutingMiddleware,
         SecurityMiddleware,
         RequestValidationMiddleware,
+        # The Redact API's operation is answered here, without Connexion's per-request
+        # handler decorators (app/direct.py says why); the jobs API goes on.
+        functools.partial(DirectOperations, handlers=api.operations()),
         ContextMiddleware,
     ]
     app = connexion.AsyncApp(

@@ -24,6 +24,8 @@ PLACE = "place"
 """Request state: the account whose place in the process the request holds."""
 SHED = "shed"
 """Request state: true if the request was shed."""
+BODY = "body"
+"""Request state: the JSON body as parsed and validated against the contract."""
 
 
 def request_state(scope: Scope) -> dict:

@@ -15,6 +15,7 @@ from connexion.exceptions import BadRequestProblem
 from connexion.validators import AbstractRequestBodyValidator
 from starlette.datastructures import Headers
 
+from .context import BODY, request_state
 from .problems import InvalidJson, InvalidProduct
 
 _COMPILED: dict[int, tuple[dict, t.Callable]] = {}
@@ -81,6 +82,9 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
             body = json.loads(raw.decode("utf-8"))
             if b"\\u" in raw:  # escapes may spell unpaired surrogates, which nothing can store
                 json.dumps(body, ensure_ascii=False).encode("utf-8")
+            # Kept for app/direct.py, which answers once the body is validated (the
+            # validation raises before the request goes on otherwise).
+            request_state(scope)[BODY] = body
             return body
         except UnicodeDecodeError:
             raise InvalidJson("The request body is not valid UTF-8") from None

@@ -202,11 +202,12 @@ class GroupCommit:
     writer thread.
 
     Callers queue `(batch_fn, item)`: a coroutine awaits `run_async`, a thread calls `run`.
-    The writer takes everything queued, takes the write lock, calls each `batch_fn` once
-    with its items inside one transaction, commits, and only then completes the callers'
-    futures (an event loop's in one callback per batch). Whatever arrives while a batch
-    commits forms the next batch, so batches grow with the load and the event loop never
-    waits for the database.
+    The writer waits for a first unit, takes the write lock (which another process may
+    hold), then takes everything queued by then, calls each `batch_fn` once with its items
+    inside one transaction, commits, and only then completes the callers' futures (an
+    event loop's in one callback per batch). Whatever arrives meanwhile forms the next
+    batch, so batches grow with the load, and the event loop never waits for the
+    database.
 
     `batch_fn(items)` returns one outcome per item; an outcome that is an exception is
     raised to that item's caller (it must not have written anything for that item). An
@@ -249,12 +250,14 @@ class GroupCommit:
         units = self._queue
         while True:
             batch = [units.get()]
-            while True:
-                try:
-                    batch.append(units.get_nowait())
-                except queue.Empty:
-                    break
-            outcomes = self._execute(batch)
+            try:
+                with self._process_lock:
+                    # What arrived while another process held the lock joins this batch.
+                    _take_waiting(units, batch)
+                    outcomes = self._execute(batch)
+            except BaseException as exc:  # the lock itself failed
+                _take_waiting(units, batch)
+                outcomes = [exc] * len(batch)
             _deliver(batch, outcomes)
 
     def _execute(self, batch: list[tuple]) -> list:
@@ -263,17 +266,25 @@ class GroupCommit:
         for index, (batch_fn, *_) in enumerate(batch):
             groups.setdefault(batch_fn, []).append(index)
         try:
-            with self._process_lock:
-                # A connection from the pool per batch, given back after, so that a
-                # connection broken by a database restart is not kept.
-                with self._db.connection_context(), self._db.atomic():
-                    for batch_fn, indexes in groups.items():
-                        results = batch_fn([batch[i][1] for i in indexes])
-                        for index, outcome in zip(indexes, results, strict=True):
-                            outcomes[index] = outcome
+            # A connection from the pool per batch, given back after, so that a connection
+            # broken by a database restart is not kept.
+            with self._db.connection_context(), self._db.atomic():
+                for batch_fn, indexes in groups.items():
+                    results = batch_fn([batch[i][1] for i in indexes])
+                    for index, outcome in zip(indexes, results, strict=True):
+                        outcomes[index] = outcome
         except BaseException as exc:  # rolled back: nothing of the batch was written
             outcomes = [exc] * len(batch)
         return outcomes
+
+
+def _take_waiting(units: queue.SimpleQueue, batch: list) -> None:
+    """Add every unit waiting in `units` to `batch`."""
+    while True:
+        try:
+            batch.append(units.get_nowait())
+        except queue.Empty:
+            return
 
 
 def _deliver(batch: list[tuple], outcomes: list) -> None:
