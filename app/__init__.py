@@ -116,8 +116,9 @@ def create_app(
         security_map={"basic": basic_security_handler(authenticator)},
         validator_map={"body": MediaTypeDict({"*/*json": ContractBodyValidator})},
     )
-    # Routes outside the contracts, added before them: the contracts are mounted at
-    # /v1/redact, which would otherwise take the documents' paths too.
+    # Routes outside the contracts. Connexion mounts the contracts at /v1/redact when the
+    # app is first called, after these routes, so a GET of a document's path finds its
+    # route first (another method on it meets the mount, and gets a 404 problem).
     metrics.register(app, queue, settings.metrics_token)
     docs.register(app)
     health.register(app, {"database": health.store_takes_writes,

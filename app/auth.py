@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import concurrent.futures
+import functools
 import hashlib
 
 import cachetools
@@ -31,6 +33,14 @@ from .ratelimit import RateLimits
 
 
 HASH_CHECKS_AT_ONCE = 2
+CHECKS_WAITING_PER_ADDRESS = 16
+"""Distinct credentials one client address may have waiting for a hash check; beyond,
+429 at once. Failures count only once checked, so without this one address could queue
+thousands of guesses ahead of everyone's new credentials; high enough that the clients of
+one proxy, meeting a freshly started worker, are checked and not refused."""
+CHECKS_WAITING = 256
+"""Distinct credentials waiting for a hash check in a process, from all addresses;
+beyond, the request is shed (503) rather than queued for seconds."""
 
 
 class Authenticator:
@@ -44,6 +54,7 @@ class Authenticator:
         self._hash_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.cache = cachetools.TTLCache(maxsize=10_000, ttl=cache_seconds or 1e-9)
         self._checking: dict[tuple, asyncio.Future] = {}
+        self._waiting_by_address: collections.Counter[str] = collections.Counter()
 
     async def __call__(self, username: str, password: str, request) -> dict:
         """Connexion basic-info function: the token info of a valid, admitted request."""
@@ -57,13 +68,20 @@ class Authenticator:
                 raise RateLimitHit(wait)
             check = self._checking.get(key)
             if check is None:
+                if self._waiting_by_address[address] >= CHECKS_WAITING_PER_ADDRESS:
+                    AUTH_FAILURES.labels("throttled").inc()
+                    raise RateLimitHit(1)
+                if len(self._checking) >= CHECKS_WAITING:
+                    request_state(request.scope)[SHED] = True
+                    raise Overloaded()
                 if self._hash_pool is None:
                     self._hash_pool = concurrent.futures.ThreadPoolExecutor(
                         HASH_CHECKS_AT_ONCE, thread_name_prefix="hash-check")
                 check = asyncio.get_running_loop().run_in_executor(
                     self._hash_pool, _authenticate, username, password, self.clock())
                 self._checking[key] = check
-                check.add_done_callback(lambda _: self._checking.pop(key, None))
+                self._waiting_by_address[address] += 1
+                check.add_done_callback(functools.partial(self._checked, key, address))
             account = await asyncio.shield(check)
             if account is None:
                 await self.rate_limits.record_auth_failure(address)
@@ -86,6 +104,13 @@ class Authenticator:
             raise
         state[PLACE] = username  # given back by the context middleware when it ends
         return {"sub": username, "products": products}
+
+
+    def _checked(self, key: tuple, address: str, _) -> None:
+        self._checking.pop(key, None)
+        self._waiting_by_address[address] -= 1
+        if self._waiting_by_address[address] <= 0:
+            del self._waiting_by_address[address]
 
 
 def basic_security_handler(authenticator: Authenticator) -> type[BasicSecurityHandler]:

@@ -9,6 +9,7 @@ import datetime
 import json
 import logging
 import os
+import pathlib
 import re
 import secrets
 import sys
@@ -19,7 +20,8 @@ import time
 import click
 import peewee
 
-from models import PRODUCTS, Account, InvalidRecord, create_tables, database, load_records
+from models import (PRODUCTS, Account, InvalidRecord, create_tables, database, load_records,
+                    open_database)
 
 from models.job import STATUSES
 
@@ -47,8 +49,6 @@ def load_settings() -> Settings:
 
 def prepare_store(settings: Settings) -> None:
     """Open the database and create or upgrade its tables; PeeweeException if it cannot."""
-    from models import open_database
-
     open_database(settings.database_url, subject_key=settings.subject_key_bytes)
     create_tables()
 
@@ -94,15 +94,23 @@ def serve(host: str, port: int, workers: int, demo: bool):
     if workers > 1:
         # uvicorn's workers are new processes: they sum their metrics through files, as
         # app/gunicorn_conf.py arranges for gunicorn's.
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
-                              tempfile.mkdtemp(prefix="redact-metrics-"))
+        directory = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
+                                          tempfile.mkdtemp(prefix="redact-metrics-"))
+        for stale in pathlib.Path(directory).glob("*.db"):  # counts of an earlier run
+            stale.unlink()
         if settings.ratelimit_storage_uri.startswith("memory"):
             click.echo(f"warning: with memory:// each of the {workers} workers limits on its "
                        "own; set RATELIMIT_STORAGE_URI=redis://... to share the limit",
                        err=True)
     try:
+        open_database(settings.database_url, subject_key=settings.subject_key_bytes)
+    except (OSError, ValueError) as exc:  # e.g. the SQLite key file cannot be written
+        fail(f"cannot open the database {_database_error(settings, exc)}")
+    try:
         _prepare_served_store(settings, demo)
+        ready = True
     except peewee.PeeweeException as exc:
+        ready = False
         # Under an orchestrator, exiting here would be a crash loop: serve instead, say
         # so on /readyz, answer 503 problems, and take the store up when it answers.
         log.warning("the database is unreachable; serving 503 until it answers",
@@ -110,8 +118,8 @@ def serve(host: str, port: int, workers: int, demo: bool):
         threading.Thread(target=_prepare_when_reachable, args=(settings, demo),
                          name="store-setup", daemon=True).start()
     if demo:
-        click.echo(f"Demo account ready. Redact a record with:\n  "
-                   f"{curl_line(f'http://{host}:{port}')}")
+        click.echo(f"Demo account {'ready' if ready else 'added once the database answers'}."
+                   f" Redact a record with:\n  {curl_line(f'http://{host}:{port}')}")
     # One command runs everything: the job queue's consumer runs in this process too.
     consumer = _job_queue(settings).consumer(workers=1)
     consumer.start()
@@ -148,10 +156,12 @@ STORE_RETRY_SECONDS = 2
 
 
 def _prepare_served_store(settings: Settings, demo: bool) -> None:
+    """Create or upgrade the tables (and seed the demo) in the database `serve` opened
+    (opening it again would replace the one the app serves from)."""
     from .demo import seed_demo
 
     try:
-        prepare_store(settings)
+        create_tables()
         if demo:
             seed_demo(datetime.datetime.now(datetime.UTC))
     finally:

@@ -46,8 +46,9 @@ class BodyTooLarge(Exception):
 
 
 class UnroutablePath(Exception):
-    """A path with control characters: no route has them, but the routers disagree on
-    whether they match (Starlette's mount does not, Werkzeug's rules do)."""
+    """A path no route has, answered before routing: one with control characters, or with
+    a trailing slash (Starlette's router would redirect it, to a URL built from the
+    client's Host header, and the contract has no 3xx)."""
 
     def __init__(self, path: str):
         super().__init__(f"No such path: {path!r}")
@@ -131,8 +132,10 @@ class RequestContextMiddleware:
             return message
 
         try:
-            if _CONTROL.search(scope["path"]):
-                raise UnroutablePath(scope["path"])
+            path = scope["path"]
+            if _CONTROL.search(path) or (path.endswith("/") and path != "/"
+                                         and path not in self.fixed_paths):
+                raise UnroutablePath(path)
             declared = _content_length(scope)
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)

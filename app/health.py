@@ -8,6 +8,7 @@ serve.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Awaitable, Callable
 
@@ -20,14 +21,17 @@ from models.schema import probe_write
 
 from .problems import HTTPProblem
 
+CHECK_TIMEOUT_SECONDS = 5
+
 
 async def store_takes_writes() -> bool:
     """Whether a write transaction commits, through the group commit as a redaction's does
     (answering a read is not enough: a store whose files cannot be written answers reads),
     and the tables are there."""
     try:
-        return await database.obj.group_commit.run_async(probe_write, None)
-    except Exception:
+        return await asyncio.wait_for(
+            database.obj.group_commit.run_async(probe_write, None), CHECK_TIMEOUT_SECONDS)
+    except Exception:  # a timeout included: a store that does not commit is not ready
         return False
 
 

@@ -101,10 +101,12 @@ M_ARENA_MAX = -8  # glibc's malloc.h
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
     """Cap glibc's malloc arenas for the threads created from now on, unless
-    MALLOC_ARENA_MAX says otherwise. With the default (8 per core), each of a worker's 32
-    request threads comes to allocate in an arena of its own, and the memory freed there
-    stays with it: under load a worker's resident size grew from ~135 to ~265 MB in three
-    minutes (bench/load.py) and stayed flat at ~136 MB with two arenas."""
+    MALLOC_ARENA_MAX says otherwise. With the default (8 per core), each thread comes to
+    allocate in an arena of its own, and the memory freed there stays with it: when the
+    service ran 32 request threads per worker, a worker's resident size grew from ~135 to
+    ~265 MB in three minutes under load (bench/load.py) and stayed flat at ~136 MB with
+    two arenas. A worker now runs a few threads (the group commit's writer, credential
+    checks, Starlette's pool for the jobs API); the cap keeps that bound."""
     if "MALLOC_ARENA_MAX" in os.environ:
         return
     try:

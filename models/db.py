@@ -21,6 +21,7 @@ import contextlib
 import datetime
 import fcntl
 import itertools
+import logging
 import os
 import queue
 import threading
@@ -32,6 +33,8 @@ from playhouse.db_url import connect
 from .subjects import SubjectKey, key_file
 
 database = peewee.DatabaseProxy()
+
+log = logging.getLogger("redact.store")
 
 SQLITE_PRAGMAS = {
     "journal_mode": "truncate",
@@ -70,7 +73,8 @@ def open_database(url: str, max_connections: int = 64,
                   subject_key: bytes | None = None) -> peewee.Database:
     """Open the database at `url` (sqlite:///path or postgresql://...) behind the proxy.
 
-    Connections are pooled; a thread takes one per request and gives it back.
+    Connections are pooled: the group commit's writer holds one while it is busy, and
+    other threads (reads, jobs, readiness) take one for a unit of work and give it back.
     `subject_key` keys the phone-number index (models/subjects.py); without one, an SQLite
     database keeps its key in `<file>.key` beside it, and PostgreSQL cannot be opened.
     """
@@ -197,6 +201,9 @@ def _segments(slots: list[tuple]) -> list[tuple]:
     return segments
 
 
+WRITER_IDLE_SECONDS = 1.0
+
+
 class GroupCommit:
     """Runs the writes of every caller in the process in shared transactions, on one
     writer thread.
@@ -222,7 +229,11 @@ class GroupCommit:
         self._writer_pid: int | None = None
 
     def run(self, batch_fn: Callable[[list], list], item: Any) -> Any:
-        """`item`'s outcome, once the transaction holding it has committed (blocks)."""
+        """`item`'s outcome, once the transaction holding it has committed (blocks).
+
+        The writer commits on a connection of its own: the calling thread must hold no
+        transaction and no unfinished read cursor (on SQLite either holds a lock the
+        commit waits for)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._submit((batch_fn, item, future, None))
         return future.result()
@@ -249,7 +260,14 @@ class GroupCommit:
     def _write_forever(self) -> None:
         units = self._queue
         while True:
-            batch = [units.get()]
+            try:
+                batch = [units.get(timeout=WRITER_IDLE_SECONDS)]
+            except queue.Empty:
+                # Idle: the connection goes back to the pool (the writer keeps it while
+                # busy: PostgreSQL's pool checks a connection with a round trip each time
+                # it lends it).
+                self._close_quietly()
+                continue
             try:
                 with self._process_lock:
                     # What arrived while another process held the lock joins this batch.
@@ -258,7 +276,17 @@ class GroupCommit:
             except BaseException as exc:  # the lock itself failed
                 _take_waiting(units, batch)
                 outcomes = [exc] * len(batch)
-            _deliver(batch, outcomes)
+            try:
+                _deliver(batch, outcomes)
+            except Exception:  # the writer must live on: every later caller waits on it
+                log.exception("group commit: delivering a batch's outcomes failed")
+
+    def _close_quietly(self) -> None:
+        try:
+            self._db.close()
+        except Exception:
+            log.warning("group commit: closing the writer's connection failed",
+                        exc_info=True)
 
     def _execute(self, batch: list[tuple]) -> list:
         outcomes: list = [None] * len(batch)
@@ -266,15 +294,18 @@ class GroupCommit:
         for index, (batch_fn, *_) in enumerate(batch):
             groups.setdefault(batch_fn, []).append(index)
         try:
-            # A connection from the pool per batch, given back after, so that a connection
-            # broken by a database restart is not kept.
-            with self._db.connection_context(), self._db.atomic():
+            if self._db.is_closed():
+                self._db.connect()
+            with self._db.atomic():
                 for batch_fn, indexes in groups.items():
                     results = batch_fn([batch[i][1] for i in indexes])
                     for index, outcome in zip(indexes, results, strict=True):
                         outcomes[index] = outcome
         except BaseException as exc:  # rolled back: nothing of the batch was written
             outcomes = [exc] * len(batch)
+            # Not kept: the failure may have broken it (a database restart); the pool
+            # checks it before lending it again.
+            self._close_quietly()
         return outcomes
 
 

@@ -363,9 +363,12 @@ def run(job: RedactionJob, *, owner: str, clock: Clock,
         _commit(_Batch(job, owner, now, config, requests, cursor=objects[-1][0]))
         job.cursor = objects[-1][0]
 
-    for subject in JobObject.select().where((JobObject.job == job.seq)
-                                            & JobObject.subject_key.is_null(False)
-                                            & (JobObject.done == False)):  # noqa: E712
+    # Read whole before the first commit: on SQLite an open read cursor would hold the
+    # lock the writer's commit needs (see GroupCommit.run).
+    subjects = list(JobObject.select().where((JobObject.job == job.seq)
+                                             & JobObject.subject_key.is_null(False)
+                                             & (JobObject.done == False)))  # noqa: E712
+    for subject in subjects:
         _erase_subject(job, subject, products, owner, clock, config)
 
     finish_run(job)

@@ -183,3 +183,49 @@ def test_a_huge_integer_in_a_jobs_body_is_a_422(client, account):
                            b"1" * 5000 + b"]}}",
                            headers={**account, "Content-Type": "application/json"})
     assert_problem(response, 422)
+
+
+def test_a_trailing_slash_is_a_404_problem_not_a_redirect(client, account):
+    response = client.post(URL + "/", json={"id": "0A0000000123ABCD1", "product": "sms"},
+                           headers={**account, "Host": "elsewhere.example"},
+                           follow_redirects=False)
+    assert_problem(response, 404)
+    assert "location" not in response.headers
+
+
+def test_one_address_cannot_queue_more_than_its_share_of_credential_checks(make_app,
+                                                                           tmp_path):
+    """Guesses are counted as failures only once checked: while the checks wait (here the
+    store is locked), one address gets at most CHECKS_WAITING_PER_ADDRESS of them queued,
+    and its further guesses a 429 at once; the queued ones are answered when the store
+    frees."""
+    import concurrent.futures
+    import sqlite3
+    import time
+
+    from app.auth import CHECKS_WAITING_PER_ADDRESS
+
+    from .conftest import add_account, basic
+
+    path = tmp_path / "redact.db"
+    app = make_app(f"sqlite:///{path}")
+    add_account("acct0001")
+    guesses = CHECKS_WAITING_PER_ADDRESS + 4
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    with app.test_client() as client, concurrent.futures.ThreadPoolExecutor(guesses) as pool:
+        answers = [pool.submit(client.post, URL, headers=basic("acct0001", f"guess-{n:04d}"),
+                               json={"id": "0A0000000123ABCD1", "product": "sms"})
+                   for n in range(guesses)]
+        deadline = time.monotonic() + 30
+        while sum(answer.done() for answer in answers) < guesses - CHECKS_WAITING_PER_ADDRESS:
+            assert time.monotonic() < deadline, "the extra guesses were not refused at once"
+            time.sleep(0.01)
+        refused = [answer.result() for answer in answers if answer.done()]
+        blocker.execute("ROLLBACK")
+        statuses = sorted(answer.result().status_code for answer in answers)
+    blocker.close()
+    assert [r.status_code for r in refused] == [429] * (guesses - CHECKS_WAITING_PER_ADDRESS)
+    assert all(r.headers["Retry-After"] == "1" for r in refused)
+    assert statuses == [401] * CHECKS_WAITING_PER_ADDRESS + [429] * (
+        guesses - CHECKS_WAITING_PER_ADDRESS)

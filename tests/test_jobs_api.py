@@ -568,6 +568,20 @@ def test_a_subject_job_erases_the_number_across_products_and_only_it(jobs):
         assert RedactionJob.get(RedactionJob.id == job["id"]).request_digest is None
 
 
+def test_a_job_erases_several_subjects(jobs):
+    """Each subject is erased in its own batches while the job reads the next ones (on
+    SQLite the job must not hold a read cursor open while its writes commit)."""
+    numbers = ["447700900123", "447700900124", "447700900125"]
+    add_records(*(record(f"S-{n}-{i}", **{"to": n}) for n in numbers for i in range(2)))
+    job = jobs.ready(subjects=numbers)
+    jobs.action(job["id"], "run", expect=202)
+    jobs.drain()
+    done = jobs.get(job["id"])
+    assert done["status"] == "succeeded"
+    assert done["counts"]["redacted"] == 6
+    assert audit_for(job["id"]) == sorted(f"S-{n}-{i}" for n in numbers for i in range(2))
+
+
 def test_records_about_the_subject_that_arrive_before_the_run_are_erased_too(jobs, clock):
     add_records(record("S1", **{"to": SUBJECT}))
     job = jobs.ready(subjects=[SUBJECT])
