@@ -9,12 +9,20 @@ places: an account bursting, within its limit or beyond it, sheds its own reques
 never another account's. Under a real overload of many accounts each keeps its share and
 the process sheds the rest at once, instead of queueing work it cannot finish in time.
 
+Before any of that, a last guard against a flood of connections: beyond `FLOOD_FACTOR`
+times the capacity of requests in the process, authenticated or not, a request is shed
+before its credentials are read (no account can be told apart yet, and reading them is
+the cost a flood imposes). A burst of one account within the numbers of the contract
+(its 170 a second) stays far below it.
+
 One event loop per process owns the counts: no lock is needed.
 """
 
 from __future__ import annotations
 
 import collections
+
+FLOOD_FACTOR = 4
 
 
 class Overloaded(Exception):
@@ -28,6 +36,7 @@ class Overloaded(Exception):
 class Admission:
     def __init__(self, capacity: int):
         self.capacity = capacity
+        self.flood_limit = FLOOD_FACTOR * capacity
         self.in_flight = 0
         self.held: collections.Counter[str] = collections.Counter()
 

@@ -15,7 +15,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .admission import Admission
+from .admission import Admission, Overloaded
 
 access_log = logging.getLogger("redact.access")
 
@@ -81,6 +81,7 @@ class RequestContextMiddleware:
         self.fixed_paths = frozenset(fixed_paths)
         self.observe = observe
         self.admission = admission
+        self.requests = 0  # in this process, not yet answered (one event loop: no lock)
 
     def operation_of(self, scope: Scope) -> str | None:
         """The operationId that served the request, the path if it is one of the fixed
@@ -131,7 +132,12 @@ class RequestContextMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
+        self.requests += 1
         try:
+            if (self.admission is not None and self.requests > self.admission.flood_limit
+                    and scope["path"] not in self.fixed_paths):
+                state[SHED] = True
+                raise Overloaded()
             path = scope["path"]
             if _CONTROL.search(path) or (path.endswith("/") and path != "/"
                                          and path not in self.fixed_paths):
@@ -140,9 +146,10 @@ class RequestContextMiddleware:
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)
             await self.app(scope, capped_receive, send_with_headers)
-        except (BodyTooLarge, BadContentLength, UnroutablePath) as exc:
+        except (BodyTooLarge, BadContentLength, UnroutablePath, Overloaded) as exc:
             await self.render_error(scope, exc, send_with_headers)
         finally:
+            self.requests -= 1
             place = state.pop(PLACE, None)
             if place is not None:
                 self.admission.leave(place)

@@ -44,7 +44,7 @@ class Settings:
     max_job_body_bytes: int = 2 * 1024 * 1024
     metrics_token: str = ""
     read_timeout: int = 15
-    max_in_flight: int = 512
+    max_in_flight: int = 128
 
     ENVIRONMENT = {
         "database_url": "DATABASE_URL",

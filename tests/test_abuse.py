@@ -162,3 +162,38 @@ def test_a_crlf_in_the_path_reaches_no_header(service):
                        headers=basic("acct0001"))
     assert answer.status_code == 404 and "injected" not in answer.headers
     assert_problem(dict(answer.headers), answer.content)
+
+
+def test_a_flood_beyond_four_times_the_capacity_is_shed_before_authentication(service):
+    """Requests of many accounts, each within its share, held open by unfinished bodies:
+    beyond 4 x REDACT_MAX_IN_FLIGHT requests in the worker, the next one is shed before
+    its credentials are read (it names no account yet); health still answers."""
+    from models import Account, database, open_database
+
+    flood = 4 * MAX_IN_FLIGHT
+    open_database(service.env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    with database.connection_context():
+        for n in range(flood):
+            Account.register(f"flood{n:03d}", PASSWORD)
+    database.obj.close_all()
+    held = []
+    for n in range(flood):
+        sock = connect(service)
+        auth = basic(f"flood{n:03d}")["Authorization"].encode()
+        sock.sendall(b"POST /v1/redact/transaction HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                     + auth + b"\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{")
+        held.append(sock)
+    time.sleep(0.5)  # every held request has been authenticated and admitted
+    shed = httpx.post(f"{service.base}{REDACT}", json={"id": "NOSUCH", "product": "sms"},
+                      headers={"Authorization": "Basic bm90OmNoZWNrZWQ="}, timeout=30)
+    assert shed.status_code == 503  # not 401: its credentials were never read
+    assert shed.headers["Retry-After"] == "1"
+    assert httpx.get(f"{service.base}/healthz").status_code == 200
+    for sock in held:
+        sock.close()
+    deadline = time.monotonic() + 10
+    while (answer := redact(service, api_key="acct0002")).status_code == 503:
+        assert time.monotonic() < deadline, "the service did not recover"
+        time.sleep(0.05)
+    assert answer.status_code == 404
