@@ -120,6 +120,10 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
+    def __repr__(self) -> str:
+        """Masked as `masked()` says: a repr lands in tracebacks and debug logs."""
+        return f"Settings({self.masked()!r})"
+
     def masked(self) -> dict:
         """The settings by environment variable, passwords in URLs masked."""
         return {

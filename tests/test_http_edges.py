@@ -229,3 +229,16 @@ def test_one_address_cannot_queue_more_than_its_share_of_credential_checks(make_
     assert all(r.headers["Retry-After"] == "1" for r in refused)
     assert statuses == [401] * CHECKS_WAITING_PER_ADDRESS + [429] * (
         guesses - CHECKS_WAITING_PER_ADDRESS)
+
+
+def test_settings_never_show_their_secrets_in_a_repr():
+    from app.settings import Settings
+
+    settings = Settings.from_env({}, subject_key="subject-key-0123456789",
+                                 metrics_token="scrape-secret-42",
+                                 database_url="postgresql://u:db-pass-7@127.0.0.1/x",
+                                 ratelimit_storage_uri="redis://:redis-pass-9@127.0.0.1/0")
+    shown = repr(settings)
+    for secret in ("subject-key-0123456789", "scrape-secret-42", "db-pass-7", "redis-pass-9"):
+        assert secret not in shown and secret not in str(settings)
+    assert "postgresql://u:***@127.0.0.1/x" in shown
