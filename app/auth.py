@@ -105,7 +105,6 @@ class Authenticator:
         state[PLACE] = username  # given back by the context middleware when it ends
         return {"sub": username, "products": products}
 
-
     def _checked(self, key: tuple, address: str, _) -> None:
         self._checking.pop(key, None)
         self._waiting_by_address[address] -= 1

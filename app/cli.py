@@ -47,17 +47,12 @@ def load_settings() -> Settings:
         fail(str(exc), 2)
 
 
-def prepare_store(settings: Settings) -> None:
-    """Open the database and create or upgrade its tables; PeeweeException if it cannot."""
-    open_database(settings.database_url, subject_key=settings.subject_key_bytes)
-    create_tables()
-
-
 def open_store() -> Settings:
     """Settings from the environment and an open database with its tables."""
     settings = load_settings()
     try:
-        prepare_store(settings)
+        open_database(settings.database_url, subject_key=settings.subject_key_bytes)
+        create_tables()
     except peewee.PeeweeException as exc:
         fail(f"cannot open the database {_database_error(settings, exc)}")
     return settings
@@ -107,7 +102,7 @@ def serve(host: str, port: int, workers: int, demo: bool):
     except (OSError, ValueError) as exc:  # e.g. the SQLite key file cannot be written
         fail(f"cannot open the database {_database_error(settings, exc)}")
     try:
-        _prepare_served_store(settings, demo)
+        _prepare_served_store(demo)
         ready = True
     except peewee.PeeweeException as exc:
         ready = False
@@ -115,7 +110,7 @@ def serve(host: str, port: int, workers: int, demo: bool):
         # so on /readyz, answer 503 problems, and take the store up when it answers.
         log.warning("the database is unreachable; serving 503 until it answers",
                     extra={"fields": {"database": _database_error(settings, exc)}})
-        threading.Thread(target=_prepare_when_reachable, args=(settings, demo),
+        threading.Thread(target=_prepare_when_reachable, args=(demo,),
                          name="store-setup", daemon=True).start()
     if demo:
         click.echo(f"Demo account {'ready' if ready else 'added once the database answers'}."
@@ -155,7 +150,7 @@ def worker(threads: int):
 STORE_RETRY_SECONDS = 2
 
 
-def _prepare_served_store(settings: Settings, demo: bool) -> None:
+def _prepare_served_store(demo: bool) -> None:
     """Create or upgrade the tables (and seed the demo) in the database `serve` opened
     (opening it again would replace the one the app serves from)."""
     from .demo import seed_demo
@@ -168,12 +163,12 @@ def _prepare_served_store(settings: Settings, demo: bool) -> None:
         database.close()
 
 
-def _prepare_when_reachable(settings: Settings, demo: bool) -> None:
+def _prepare_when_reachable(demo: bool) -> None:
     """Retry the store's set-up until the database answers."""
     while True:
         time.sleep(STORE_RETRY_SECONDS)
         try:
-            _prepare_served_store(settings, demo)
+            _prepare_served_store(demo)
         except peewee.PeeweeException:
             continue
         log.info("the database answers: tables ready, serving")
