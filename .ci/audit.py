@@ -35,14 +35,18 @@ OWN = {"redact"}  # this project: not on PyPI
 
 
 def installed() -> dict[str, str]:
-    return {canonicalize_name(d.metadata["Name"]): d.version
-            for d in importlib.metadata.distributions()
-            if canonicalize_name(d.metadata["Name"]) not in OWN}
+    return {
+        canonicalize_name(d.metadata["Name"]): d.version
+        for d in importlib.metadata.distributions()
+        if canonicalize_name(d.metadata["Name"]) not in OWN
+    }
 
 
 def pinned(path: str) -> dict[str, str]:
     pins = {}
-    for line in open(path, encoding="utf-8"):
+    with open(path, encoding="utf-8") as file:
+        lines = list(file)
+    for line in lines:
         line = line.split("#")[0].strip()
         if line:
             requirement = Requirement(line)
@@ -82,8 +86,10 @@ def main() -> int:
             vulnerable += 1
         else:
             print(f"ok          {name}=={version}")
-    print(f"{len(packages)} packages: {vulnerable} vulnerable, {unchecked} older than their "
-          f"latest release (unchecked), {failed} unreadable")
+    print(
+        f"{len(packages)} packages: {vulnerable} vulnerable, {unchecked} older than their "
+        f"latest release (unchecked), {failed} unreadable"
+    )
     return 1 if vulnerable or failed else 0
 
 

@@ -11,11 +11,11 @@ import warnings
 # every command-line run; the service does not use it.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 import pathlib
-from typing import Callable
+from collections.abc import Callable
 
 import connexion
-import yaml
 import starlette.exceptions
+import yaml
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException, ResolverError
 from connexion.lifecycle import ConnexionRequest
@@ -82,8 +82,7 @@ def create_app(
         settings.ratelimit_storage_uri, settings.rate_limit, settings.auth_failure_limit
     )
     admission = Admission(settings.max_in_flight)
-    authenticator = Authenticator(rate_limits, admission, settings.credential_cache_seconds,
-                                  clock)
+    authenticator = Authenticator(rate_limits, admission, settings.credential_cache_seconds, clock)
     api = RedactApi(settings, clock)
     queue = JobQueue(settings, clock)
     jobs_api = JobsApi(queue, clock)
@@ -93,10 +92,13 @@ def create_app(
     # included, carries the trace id and is logged.
     middlewares = [
         functools.partial(
-            RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
+            RequestContextMiddleware,
+            max_body_bytes=settings.max_body_bytes,
             body_limits={JOBS_PATH: settings.max_job_body_bytes},
-            routes=_routes(CONTRACTS), fixed_paths=FIXED_PATHS,
-            observe=metrics.observe_request, admission=admission,
+            routes=_routes(CONTRACTS),
+            fixed_paths=FIXED_PATHS,
+            observe=metrics.observe_request,
+            admission=admission,
             render_error=_send_problem,
         ),
         ServerErrorMiddleware,
@@ -121,19 +123,29 @@ def create_app(
     # route first (another method on it meets the mount, and gets a 404 problem).
     metrics.register(app, queue, settings.metrics_token)
     docs.register(app)
-    health.register(app, {"database": health.store_takes_writes,
-                          "limiter": rate_limits.reachable,
-                          "queue": queue.reachable})
+    health.register(
+        app,
+        {
+            "database": health.store_takes_writes,
+            "limiter": rate_limits.reachable,
+            "queue": queue.reachable,
+        },
+    )
     # One Swagger UI for both contracts, at /v1/redact/ui/ with a contract picker. The
     # contracts share their base path, where Connexion would serve only one document (and
     # which one depends on its sorting), so both documents are served by docs.py and both
     # contracts carry the same UI.
-    ui = SwaggerUIOptions(serve_spec=False,
-                          swagger_ui_template_arguments={"urls": docs.CONTRACTS})
-    app.add_api(SPEC_DIR / "redact.yml", resolver=OperationResolver(api.operations()),
-                swagger_ui_options=ui)
-    app.add_api(SPEC_DIR / "jobs.yml", name="jobs", strict_validation=True,
-                resolver=OperationResolver(jobs_api.operations()), swagger_ui_options=ui)
+    ui = SwaggerUIOptions(serve_spec=False, swagger_ui_template_arguments={"urls": docs.CONTRACTS})
+    app.add_api(
+        SPEC_DIR / "redact.yml", resolver=OperationResolver(api.operations()), swagger_ui_options=ui
+    )
+    app.add_api(
+        SPEC_DIR / "jobs.yml",
+        name="jobs",
+        strict_validation=True,
+        resolver=OperationResolver(jobs_api.operations()),
+        swagger_ui_options=ui,
+    )
     # Connexion registers its own handlers for these; ours replace them.
     for error in (Exception, ProblemException):
         app.add_error_handler(error, render)
@@ -167,20 +179,25 @@ def _contract_paths() -> list[tuple[re.Pattern, str]]:
     for route in _routes(CONTRACTS).values():
         method, path = route.split(" ", 1)
         methods.setdefault(path, []).append(method)
-    return [(re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
-             ", ".join(sorted(allowed))) for path, allowed in methods.items()]
+    return [
+        (
+            re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
+            ", ".join(sorted(allowed)),
+        )
+        for path, allowed in methods.items()
+    ]
 
 
-async def _http_exception(request: ConnexionRequest,
-                          exc: starlette.exceptions.HTTPException):
+async def _http_exception(request: ConnexionRequest, exc: starlette.exceptions.HTTPException):
     """The router's own errors (unknown path, wrong method) as problems. A wrong method's
     `Allow` lists what the contract allows on the path: the router, which holds one route
     per operation, names only the first operation's method."""
     headers = dict(exc.headers or {})
     path = request.scope["path"]
     if exc.status_code == 405:
-        allowed = next((methods for pattern, methods in _contract_paths()
-                        if pattern.match(path)), None)
+        allowed = next(
+            (methods for pattern, methods in _contract_paths() if pattern.match(path)), None
+        )
         if allowed is not None:
             headers["Allow"] = allowed
     detail = f"No such path: {path}" if exc.status_code == 404 else str(exc.detail)
@@ -194,6 +211,5 @@ async def _send_problem(scope, exc, send) -> None:
     headers = [(b"content-type", response.mimetype.encode())] + [
         (k.lower().encode(), str(v).encode()) for k, v in (response.headers or {}).items()
     ]
-    await send({"type": "http.response.start", "status": response.status_code,
-                "headers": headers})
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": response.body.encode()})

@@ -4,7 +4,7 @@ domain function and maps the outcome to a response."""
 from __future__ import annotations
 
 import datetime
-from typing import Callable
+from collections.abc import Callable
 
 from starlette.responses import Response
 

@@ -31,7 +31,6 @@ from .metrics import AUTH_FAILURES, RATE_LIMITED
 from .problems import RateLimitHit, Unauthorized
 from .ratelimit import RateLimits
 
-
 HASH_CHECKS_AT_ONCE = 2
 CHECKS_WAITING_PER_ADDRESS = 16
 """Distinct credentials one client address may have waiting for a hash check; beyond,
@@ -44,8 +43,7 @@ beyond, the request is shed (503) rather than queued for seconds."""
 
 
 class Authenticator:
-    def __init__(self, rate_limits: RateLimits, admission: Admission, cache_seconds: int,
-                 clock):
+    def __init__(self, rate_limits: RateLimits, admission: Admission, cache_seconds: int, clock):
         self.clock = clock
         self.rate_limits = rate_limits
         self.admission = admission
@@ -76,9 +74,11 @@ class Authenticator:
                     raise Overloaded()
                 if self._hash_pool is None:
                     self._hash_pool = concurrent.futures.ThreadPoolExecutor(
-                        HASH_CHECKS_AT_ONCE, thread_name_prefix="hash-check")
+                        HASH_CHECKS_AT_ONCE, thread_name_prefix="hash-check"
+                    )
                 check = asyncio.get_running_loop().run_in_executor(
-                    self._hash_pool, _authenticate, username, password, self.clock())
+                    self._hash_pool, _authenticate, username, password, self.clock()
+                )
                 self._checking[key] = check
                 self._waiting_by_address[address] += 1
                 check.add_done_callback(functools.partial(self._checked, key, address))

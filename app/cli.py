@@ -20,9 +20,15 @@ import time
 import click
 import peewee
 
-from models import (PRODUCTS, Account, InvalidRecord, create_tables, database, load_records,
-                    open_database)
-
+from models import (
+    PRODUCTS,
+    Account,
+    InvalidRecord,
+    create_tables,
+    database,
+    load_records,
+    open_database,
+)
 from models.job import STATUSES
 
 from . import logs
@@ -61,8 +67,10 @@ def open_store() -> Settings:
 def _database_error(settings: Settings, exc: Exception) -> str:
     """The database (password masked) and the first line of what went wrong."""
     reason = str(exc).strip()
-    return (f"{settings.masked()['DATABASE_URL']}: "
-            f"{reason.splitlines()[0] if reason else type(exc).__name__}")
+    return (
+        f"{settings.masked()['DATABASE_URL']}: "
+        f"{reason.splitlines()[0] if reason else type(exc).__name__}"
+    )
 
 
 @click.group()
@@ -89,14 +97,17 @@ def serve(host: str, port: int, workers: int, demo: bool):
     if workers > 1:
         # uvicorn's workers are new processes: they sum their metrics through files, as
         # app/gunicorn_conf.py arranges for gunicorn's.
-        directory = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
-                                          tempfile.mkdtemp(prefix="redact-metrics-"))
+        directory = os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="redact-metrics-")
+        )
         for stale in pathlib.Path(directory).glob("*.db"):  # counts of an earlier run
             stale.unlink()
         if settings.ratelimit_storage_uri.startswith("memory"):
-            click.echo(f"warning: with memory:// each of the {workers} workers limits on its "
-                       "own; set RATELIMIT_STORAGE_URI=redis://... to share the limit",
-                       err=True)
+            click.echo(
+                f"warning: with memory:// each of the {workers} workers limits on its "
+                "own; set RATELIMIT_STORAGE_URI=redis://... to share the limit",
+                err=True,
+            )
     try:
         open_database(settings.database_url, subject_key=settings.subject_key_bytes)
     except (OSError, ValueError) as exc:  # e.g. the SQLite key file cannot be written
@@ -108,27 +119,43 @@ def serve(host: str, port: int, workers: int, demo: bool):
         ready = False
         # Under an orchestrator, exiting here would be a crash loop: serve instead, say
         # so on /readyz, answer 503 problems, and take the store up when it answers.
-        log.warning("the database is unreachable; serving 503 until it answers",
-                    extra={"fields": {"database": _database_error(settings, exc)}})
-        threading.Thread(target=_prepare_when_reachable, args=(demo,),
-                         name="store-setup", daemon=True).start()
+        log.warning(
+            "the database is unreachable; serving 503 until it answers",
+            extra={"fields": {"database": _database_error(settings, exc)}},
+        )
+        threading.Thread(
+            target=_prepare_when_reachable, args=(demo,), name="store-setup", daemon=True
+        ).start()
     if demo:
-        click.echo(f"Demo account {'ready' if ready else 'added once the database answers'}."
-                   f" Redact a record with:\n  {curl_line(f'http://{host}:{port}')}")
+        click.echo(
+            f"Demo account {'ready' if ready else 'added once the database answers'}."
+            f" Redact a record with:\n  {curl_line(f'http://{host}:{port}')}"
+        )
     # One command runs everything: the job queue's consumer runs in this process too.
     consumer = _job_queue(settings).consumer(workers=1)
     consumer.start()
     try:
-        uvicorn.run("app.asgi:app", host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False,
-                    http=PROTOCOL)
+        uvicorn.run(
+            "app.asgi:app",
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+            http=PROTOCOL,
+        )
     finally:
         consumer.stop()
 
 
 @main.command()
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Jobs worked on at once.")
+@click.option(
+    "--threads",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Jobs worked on at once.",
+)
 def worker(threads: int):
     """Run redaction jobs from the queue (scale-out: run one or more beside the web)."""
     logs.configure()
@@ -140,10 +167,14 @@ def worker(threads: int):
         fail(str(exc))
     database.close()
     logging.getLogger("redact.jobs").info(
-        "worker: %d thread(s) on the queue %s", threads,
-        Settings(queue_url=settings.effective_queue_url,
-                 database_url=settings.database_url,
-                 subject_key=settings.subject_key).masked()["REDACT_QUEUE_URL"])
+        "worker: %d thread(s) on the queue %s",
+        threads,
+        Settings(
+            queue_url=settings.effective_queue_url,
+            database_url=settings.database_url,
+            subject_key=settings.subject_key,
+        ).masked()["REDACT_QUEUE_URL"],
+    )
     queue.consumer(workers=threads).run()
 
 
@@ -225,19 +256,32 @@ def _transaction_refs(file):
             yield TransactionRef(str(item["id"]), item["product"], item.get("type"))
         except (ValueError, KeyError, TypeError):
             raise InvalidJobRequest(
-                f"{file.name} line {number}: not a JSON object with id and product") from None
+                f"{file.name} line {number}: not a JSON object with id and product"
+            ) from None
 
 
 @jobs.command("create")
 @click.option("--account", "api_key", required=True, help="The account the job acts for.")
-@click.option("--transactions", "file", type=click.File("r", encoding="utf-8"),
-              help="JSON Lines of {\"id\", \"product\", \"type\"} ('-' for stdin).")
+@click.option(
+    "--transactions",
+    "file",
+    type=click.File("r", encoding="utf-8"),
+    help='JSON Lines of {"id", "product", "type"} (\'-\' for stdin).',
+)
 @click.option("--subject", "subjects", multiple=True, help="A phone number (repeatable).")
-@click.option("--behavior", type=click.Choice(["error", "fix"]), default="error",
-              show_default=True, help="validation_behavior")
+@click.option(
+    "--behavior",
+    type=click.Choice(["error", "fix"]),
+    default="error",
+    show_default=True,
+    help="validation_behavior",
+)
 @click.option("--description")
-@click.option("--run-at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
-              help="When the job runs by itself once ready (UTC if no offset).")
+@click.option(
+    "--run-at",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+    help="When the job runs by itself once ready (UTC if no offset).",
+)
 def jobs_create(api_key, file, subjects, behavior, description, run_at):
     """Create a job and queue its validation; prints the job."""
     from models.job import JobError
@@ -251,11 +295,16 @@ def jobs_create(api_key, file, subjects, behavior, description, run_at):
     if Account.get_or_none(Account.api_key == api_key) is None:
         fail(f"no account {api_key!r}")
     try:
-        job, _ = queue.create(api_key=api_key, transactions=_transaction_refs(file or ()),
-                              subjects=subjects, validation_behavior=behavior,
-                              description=description, run_at=run_at,
-                              now=datetime.datetime.now(datetime.UTC),
-                              max_unfinished=settings.max_active_jobs)
+        job, _ = queue.create(
+            api_key=api_key,
+            transactions=_transaction_refs(file or ()),
+            subjects=subjects,
+            validation_behavior=behavior,
+            description=description,
+            run_at=run_at,
+            now=datetime.datetime.now(datetime.UTC),
+            max_unfinished=settings.max_active_jobs,
+        )
     except (JobError, QueueUnavailable) as exc:
         fail(f"{exc}; no job was created")
     except UnicodeDecodeError:
@@ -269,13 +318,17 @@ def jobs_create(api_key, file, subjects, behavior, description, run_at):
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
 def jobs_list(api_key, status, limit):
     """The account's jobs, newest first."""
-    from .jobs_api import job_resource
     from models.job import list_jobs
+
+    from .jobs_api import job_resource
 
     open_store()
     page = list_jobs(api_key, limit=limit, status=status)
-    click.echo(json.dumps({"has_more": page.has_more,
-                           "data": [job_resource(j) for j in page.items]}, indent=2))
+    click.echo(
+        json.dumps(
+            {"has_more": page.has_more, "data": [job_resource(j) for j in page.items]}, indent=2
+        )
+    )
 
 
 @jobs.command("show")
@@ -289,8 +342,12 @@ def jobs_show(job_id, objects):
 
 @jobs.command("run")
 @click.argument("job_id")
-@click.option("--wait", is_flag=True, help="Do the work in this process and print the "
-              "finished job, instead of leaving it to the workers.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Do the work in this process and print the "
+    "finished job, instead of leaving it to the workers.",
+)
 def jobs_run(job_id, wait):
     """Run a ready job (irreversible)."""
     _move_job(job_id, "run", wait)
@@ -322,8 +379,14 @@ def _move_job(job_id: str, action: str, wait: bool) -> None:
     except InvalidMove as exc:
         fail(str(exc))
     except QueueUnavailable as exc:
-        fail(f"{exc}; " + ("the job waits: a worker's sweep takes it up" if wait
-                           else "the job is left as it was"))
+        fail(
+            f"{exc}; "
+            + (
+                "the job waits: a worker's sweep takes it up"
+                if wait
+                else "the job is left as it was"
+            )
+        )
     _print_job(moved)
 
 
@@ -362,8 +425,12 @@ def accounts():
 @accounts.command("create")
 @click.option("--api-key", help="Default: generated.")
 @click.option("--api-secret", help="Default: generated.")
-@click.option("--products", default=",".join(PRODUCTS), show_default=True,
-              help="Comma-separated products the account may redact.")
+@click.option(
+    "--products",
+    default=",".join(PRODUCTS),
+    show_default=True,
+    help="Comma-separated products the account may redact.",
+)
 def accounts_create(api_key: str | None, api_secret: str | None, products: str):
     """Create an account and print it as JSON (the only time the secret is shown)."""
     api_key = api_key if api_key is not None else secrets.token_hex(4)
@@ -375,8 +442,10 @@ def accounts_create(api_key: str | None, api_secret: str | None, products: str):
         fail("--api-secret must be at least 8 characters on one line")
     unknown = [p for p in wanted if p not in PRODUCTS]
     if unknown or not wanted:
-        fail(f"--products: unknown product {', '.join(unknown) or '(none given)'}; "
-             f"choose from {','.join(PRODUCTS)}")
+        fail(
+            f"--products: unknown product {', '.join(unknown) or '(none given)'}; "
+            f"choose from {','.join(PRODUCTS)}"
+        )
     open_store()
     try:
         with database.atomic():
@@ -385,15 +454,23 @@ def accounts_create(api_key: str | None, api_secret: str | None, products: str):
             account = Account.register(api_key, api_secret, wanted)
     except peewee.IntegrityError:
         fail(f"account {api_key!r} already exists")
-    click.echo(json.dumps({"api_key": api_key, "api_secret": api_secret,
-                           "products": account.products.split(",")}))
+    click.echo(
+        json.dumps(
+            {"api_key": api_key, "api_secret": api_secret, "products": account.products.split(",")}
+        )
+    )
 
 
 @accounts.command("rotate-secret")
 @click.option("--api-key", required=True)
 @click.option("--api-secret", help="The new secret. Default: generated.")
-@click.option("--grace-seconds", default=86400, show_default=True, type=click.IntRange(0),
-              help="How long the current secret stays valid beside the new one.")
+@click.option(
+    "--grace-seconds",
+    default=86400,
+    show_default=True,
+    type=click.IntRange(0),
+    help="How long the current secret stays valid beside the new one.",
+)
 def accounts_rotate_secret(api_key: str, api_secret: str | None, grace_seconds: int):
     """Give an account a new secret without downtime; prints it (the only time it is
     shown) and until when the former one is still accepted."""
@@ -403,13 +480,21 @@ def accounts_rotate_secret(api_key: str, api_secret: str | None, grace_seconds: 
     open_store()
     now = datetime.datetime.now(datetime.UTC)
     with database.atomic():
-        account = Account.rotate_secret(api_key, api_secret,
-                                        datetime.timedelta(seconds=grace_seconds), now)
+        account = Account.rotate_secret(
+            api_key, api_secret, datetime.timedelta(seconds=grace_seconds), now
+        )
     if account is None:
         fail(f"no account {api_key!r}")
     until = account.previous_secret_until
-    click.echo(json.dumps({"api_key": api_key, "api_secret": api_secret,
-                           "previous_secret_valid_until": until.isoformat() if until else None}))
+    click.echo(
+        json.dumps(
+            {
+                "api_key": api_key,
+                "api_secret": api_secret,
+                "previous_secret_valid_until": until.isoformat() if until else None,
+            }
+        )
+    )
 
 
 @main.group()

@@ -63,10 +63,18 @@ class BadContentLength(Exception):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, render_error,
-                 body_limits: dict[str, int] | None = None,
-                 routes: dict[str, str] | None = None, fixed_paths: tuple = (),
-                 observe=None, admission: Admission | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        render_error,
+        body_limits: dict[str, int] | None = None,
+        routes: dict[str, str] | None = None,
+        fixed_paths: tuple = (),
+        observe=None,
+        admission: Admission | None = None,
+    ):
         """`body_limits` maps path prefixes to their own body limit; `routes` maps the
         contracts' operationIds to their route templates, for the log; `fixed_paths` are
         the paths outside the contracts (health, metrics) logged as they are; `observe` is
@@ -101,12 +109,14 @@ class RequestContextMiddleware:
         state = request_state(scope)
         trace_id = trace_id_of(scope)
         # Handlers receive the trace id through Connexion's context (for the audit row).
-        scope.setdefault("extensions", {}).setdefault("connexion_context", {})[
-            "trace_id"
-        ] = trace_id
+        scope.setdefault("extensions", {}).setdefault("connexion_context", {})["trace_id"] = (
+            trace_id
+        )
         status = 500
-        limit = next((size for prefix, size in self.body_limits.items()
-                      if scope["path"].startswith(prefix)), self.max_body_bytes)
+        limit = next(
+            (size for prefix, size in self.body_limits.items() if scope["path"].startswith(prefix)),
+            self.max_body_bytes,
+        )
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -134,13 +144,17 @@ class RequestContextMiddleware:
 
         self.requests += 1
         try:
-            if (self.admission is not None and self.requests > self.admission.flood_limit
-                    and scope["path"] not in self.fixed_paths):
+            if (
+                self.admission is not None
+                and self.requests > self.admission.flood_limit
+                and scope["path"] not in self.fixed_paths
+            ):
                 state[SHED] = True
                 raise Overloaded()
             path = scope["path"]
-            if _CONTROL.search(path) or (path.endswith("/") and path != "/"
-                                         and path not in self.fixed_paths):
+            if _CONTROL.search(path) or (
+                path.endswith("/") and path != "/" and path not in self.fixed_paths
+            ):
                 raise UnroutablePath(path)
             declared = _content_length(scope)
             if declared is not None and declared > limit:
@@ -160,14 +174,19 @@ class RequestContextMiddleware:
             if access_log.isEnabledFor(logging.INFO):
                 # The route, not the path: a path is the client's text and may hold
                 # anything, a phone number included.
-                access_log.info("request", extra={"fields": {
-                    "method": scope["method"],
-                    "route": self.routes.get(operation, operation),
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "api_key": state.get("api_key"),
-                    "trace_id": trace_id,
-                }})
+                access_log.info(
+                    "request",
+                    extra={
+                        "fields": {
+                            "method": scope["method"],
+                            "route": self.routes.get(operation, operation),
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 2),
+                            "api_key": state.get("api_key"),
+                            "trace_id": trace_id,
+                        }
+                    },
+                )
 
 
 def _normalise_content_type(scope: Scope) -> None:

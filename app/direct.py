@@ -16,7 +16,7 @@ resolver binds the same handlers.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -39,8 +39,9 @@ class DirectOperations:
             body = request_state(scope).get(BODY) if handler is not None else None
             if body is not None:
                 context = extensions["connexion_context"]
-                response = await handler(body=body, token_info=context["token_info"],
-                                         trace_id=context["trace_id"])
+                response = await handler(
+                    body=body, token_info=context["token_info"], trace_id=context["trace_id"]
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -28,6 +28,7 @@ def document(spec_name: str) -> dict:
 
 def register(app) -> None:
     for url, (spec_name, _) in DOCUMENTS.items():
+
         async def serve(request: Request, spec_name: str = spec_name) -> JSONResponse:
             return JSONResponse(document(spec_name))
 

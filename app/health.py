@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,7 +30,8 @@ async def store_takes_writes() -> bool:
     and the tables are there."""
     try:
         return await asyncio.wait_for(
-            database.obj.group_commit.run_async(probe_write, None), CHECK_TIMEOUT_SECONDS)
+            database.obj.group_commit.run_async(probe_write, None), CHECK_TIMEOUT_SECONDS
+        )
     except Exception:  # a timeout included: a store that does not commit is not ready
         return False
 
@@ -52,8 +53,12 @@ def register(app, checks: dict[str, Callable[[], bool | Awaitable[bool]]]) -> No
             results[name] = "ok" if healthy else "down"
         down = [name for name, result in results.items() if result != "ok"]
         if down:
-            raise HTTPProblem(503, f"Not ready: {', '.join(down)} unreachable",
-                              {"Retry-After": "5"}, extensions={"checks": results})
+            raise HTTPProblem(
+                503,
+                f"Not ready: {', '.join(down)} unreachable",
+                {"Retry-After": "5"},
+                extensions={"checks": results},
+            )
         return JSONResponse({"status": "ready", "checks": results})
 
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])

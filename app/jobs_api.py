@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import connexion
 
 from models import database
-from models.job import (RedactionJob, TransactionRef, get_job, iter_objects, list_jobs,
-                        list_validation_errors, update_job, validation_error_id)
+from models.job import (
+    RedactionJob,
+    TransactionRef,
+    get_job,
+    iter_objects,
+    list_jobs,
+    list_validation_errors,
+    update_job,
+    validation_error_id,
+)
 
 from .problems import InvalidJob, TooLargeForSync
 from .queue import JobQueue, QueueUnavailable
@@ -40,9 +48,11 @@ def job_resource(job: RedactionJob, *, expand_objects: bool = False) -> dict:
     """A job as the API shows it; `objects` only when asked for (they can be many)."""
     objects = None
     if expand_objects and job.transactions + job.subjects > EXPAND_LIMIT:
-        raise InvalidJob(f"Redaction job {job.id} names {job.transactions + job.subjects} "
-                         f"objects, more than an answer expands ({EXPAND_LIMIT}); use "
-                         "`redact jobs show --objects`")
+        raise InvalidJob(
+            f"Redaction job {job.id} names {job.transactions + job.subjects} "
+            f"objects, more than an answer expands ({EXPAND_LIMIT}); use "
+            "`redact jobs show --objects`"
+        )
     if expand_objects:
         objects = {"transactions": [], "subjects": []}
         for item in iter_objects(job):
@@ -52,10 +62,16 @@ def job_resource(job: RedactionJob, *, expand_objects: bool = False) -> dict:
             else:
                 objects["subjects"].append(shown["subject"])
     return {
-        "id": job.id, "object": "redaction_job", "created": _epoch(job.created),
-        "livemode": True, "status": job.status,
-        "validation_behavior": job.validation_behavior, "description": job.description,
-        "objects": objects, "run_at": _epoch(job.run_at), "counts": job.counts,
+        "id": job.id,
+        "object": "redaction_job",
+        "created": _epoch(job.created),
+        "livemode": True,
+        "status": job.status,
+        "validation_behavior": job.validation_behavior,
+        "description": job.description,
+        "objects": objects,
+        "run_at": _epoch(job.run_at),
+        "counts": job.counts,
     }
 
 
@@ -67,9 +83,13 @@ class JobsApi:
 
     def operations(self) -> dict[str, Callable]:
         return {
-            "create-job": self.create, "list-jobs": self.list,
-            "retrieve-job": self.retrieve, "update-job": self.update,
-            "validate-job": self.validate, "run-job": self.run, "cancel-job": self.cancel,
+            "create-job": self.create,
+            "list-jobs": self.list,
+            "retrieve-job": self.retrieve,
+            "update-job": self.update,
+            "validate-job": self.validate,
+            "run-job": self.run,
+            "cancel-job": self.cancel,
             "list-validation-errors": self.validation_errors,
         }
 
@@ -81,8 +101,10 @@ class JobsApi:
         with database.connection_context():
             job, created = self.queue.create(
                 api_key=token_info["sub"],
-                transactions=(TransactionRef(t["id"], t["product"], t.get("type"))
-                              for t in objects.get("transactions", ())),
+                transactions=(
+                    TransactionRef(t["id"], t["product"], t.get("type"))
+                    for t in objects.get("transactions", ())
+                ),
                 subjects=objects.get("subjects", ()),
                 validation_behavior=body.get("validation_behavior", "error"),
                 description=body.get("description"),
@@ -96,16 +118,27 @@ class JobsApi:
                 return job_resource(job), 200, {"Idempotent-Replayed": "true"}
             return job_resource(job), 200
 
-    def list(self, token_info: dict, limit: int = 10, starting_after: str | None = None,
-             ending_before: str | None = None, status: str | None = None,
-             expand: list | None = None):
+    def list(
+        self,
+        token_info: dict,
+        limit: int = 10,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        status: str | None = None,
+        expand: list | None = None,
+    ):
         with database.connection_context():
-            page = list_jobs(token_info["sub"], limit=limit, starting_after=starting_after,
-                             ending_before=ending_before, status=status)
-            data = [job_resource(job, expand_objects="objects" in (expand or ()))
-                    for job in page.items]
-        return {"object": "list", "url": JOBS_PATH, "has_more": page.has_more,
-                "data": data}
+            page = list_jobs(
+                token_info["sub"],
+                limit=limit,
+                starting_after=starting_after,
+                ending_before=ending_before,
+                status=status,
+            )
+            data = [
+                job_resource(job, expand_objects="objects" in (expand or ())) for job in page.items
+            ]
+        return {"object": "list", "url": JOBS_PATH, "has_more": page.has_more, "data": data}
 
     def retrieve(self, job: str, token_info: dict, expand: list | None = None):
         with database.connection_context():
@@ -113,8 +146,9 @@ class JobsApi:
             return job_resource(found, expand_objects="objects" in (expand or ()))
 
     def update(self, job: str, body: dict, token_info: dict):
-        changes = {name: body[name] for name in ("validation_behavior", "description")
-                   if name in body}
+        changes = {
+            name: body[name] for name in ("validation_behavior", "description") if name in body
+        }
         if "run_at" in body:
             changes["run_at"] = _moment(body["run_at"])
         with database.connection_context():
@@ -145,12 +179,14 @@ class JobsApi:
                 if found.records > limit:
                     raise TooLargeForSync(
                         f"Redaction job {found.id} names {found.records} records; a sync run "
-                        f"takes at most {limit}. Run it without processing_mode=sync")
+                        f"takes at most {limit}. Run it without processing_mode=sync"
+                    )
                 if found.eligible_at is not None and found.eligible_at > self.clock():
                     raise TooLargeForSync(
                         f"Redaction job {found.id} must wait until "
                         f"{found.eligible_at.isoformat()} for premature records; run it "
-                        "without processing_mode=sync")
+                        "without processing_mode=sync"
+                    )
             return job_resource(self.queue.apply(found, "run", here=True)), 200
 
     def _move_and_queue(self, job: str, token_info: dict, action: str) -> dict:
@@ -160,16 +196,31 @@ class JobsApi:
         with database.connection_context():
             return job_resource(self.queue.apply(get_job(token_info["sub"], job), action))
 
-    def validation_errors(self, job: str, token_info: dict, limit: int = 10,
-                          starting_after: str | None = None,
-                          ending_before: str | None = None):
+    def validation_errors(
+        self,
+        job: str,
+        token_info: dict,
+        limit: int = 10,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+    ):
         with database.connection_context():
             found = get_job(token_info["sub"], job)
-            page = list_validation_errors(found, limit=limit, starting_after=starting_after,
-                                          ending_before=ending_before)
-            data = [{"id": validation_error_id(found, error), "code": error.code,
-                     "object": error.target.as_object(), "message": error.message}
-                    for error in page.items]
-        return {"object": "list", "url": f"{JOBS_PATH}/{found.id}/validation_errors",
-                "has_more": page.has_more, "data": data}
-
+            page = list_validation_errors(
+                found, limit=limit, starting_after=starting_after, ending_before=ending_before
+            )
+            data = [
+                {
+                    "id": validation_error_id(found, error),
+                    "code": error.code,
+                    "object": error.target.as_object(),
+                    "message": error.message,
+                }
+                for error in page.items
+            ]
+        return {
+            "object": "list",
+            "url": f"{JOBS_PATH}/{found.id}/validation_errors",
+            "has_more": page.has_more,
+            "data": data,
+        }

@@ -42,9 +42,13 @@ class JsonFormatter(logging.Formatter):
 def exception_summary(exc: BaseException) -> dict:
     """An exception without its message: its type and where it passed."""
     frames = traceback.extract_tb(exc.__traceback__)
-    return {"type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "stack": [f"{frame.filename.rsplit('/site-packages/', 1)[-1]}:{frame.lineno} "
-                      f"{frame.name}" for frame in frames[-8:]]}
+    return {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "stack": [
+            f"{frame.filename.rsplit('/site-packages/', 1)[-1]}:{frame.lineno} {frame.name}"
+            for frame in frames[-8:]
+        ],
+    }
 
 
 def event(name: str, level: int = logging.INFO, **fields) -> None:
@@ -75,4 +79,3 @@ def configure(level: int = logging.INFO) -> None:
         logger.addHandler(handler)
         logger.setLevel(name_level)
         logger.propagate = False
-

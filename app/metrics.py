@@ -21,10 +21,17 @@ import os
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
-                               Histogram, generate_latest, multiprocess)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from peewee import fn
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -33,22 +40,29 @@ from models.job import STATUSES, RedactionJob
 
 from .problems import HTTPProblem
 
-REQUESTS = Counter("redact_http_requests", "HTTP requests by operation and status",
-                   ["operation", "status"])
-LATENCY = Histogram("redact_http_request_duration_seconds", "HTTP request latency",
-                    ["operation"],
-                    buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
-REDACTIONS = Counter("redact_redactions", "Records redacted through the Redact API",
-                     ["product"])
-RATE_LIMITED = Counter("redact_rate_limited_requests",
-                       "Requests refused by an account's rate limit", ["api_key"])
-LIMITER_UNAVAILABLE = Counter("redact_limiter_storage_unavailable",
-                              "Requests admitted without a limit because the limiter's "
-                              "storage did not answer (fail-open)")
-AUTH_FAILURES = Counter("redact_authentication_failures",
-                        "Requests refused for their credentials: unauthorized (401), or "
-                        "throttled after repeated failures from their address (429)",
-                        ["reason"])
+REQUESTS = Counter(
+    "redact_http_requests", "HTTP requests by operation and status", ["operation", "status"]
+)
+LATENCY = Histogram(
+    "redact_http_request_duration_seconds",
+    "HTTP request latency",
+    ["operation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+REDACTIONS = Counter("redact_redactions", "Records redacted through the Redact API", ["product"])
+RATE_LIMITED = Counter(
+    "redact_rate_limited_requests", "Requests refused by an account's rate limit", ["api_key"]
+)
+LIMITER_UNAVAILABLE = Counter(
+    "redact_limiter_storage_unavailable",
+    "Requests admitted without a limit because the limiter's storage did not answer (fail-open)",
+)
+AUTH_FAILURES = Counter(
+    "redact_authentication_failures",
+    "Requests refused for their credentials: unauthorized (401), or "
+    "throttled after repeated failures from their address (429)",
+    ["reason"],
+)
 
 
 def observe_request(operation: str | None, status: int, seconds: float) -> None:
@@ -67,13 +81,14 @@ class StoreCollector:
 
     def collect(self):
         jobs = GaugeMetricFamily("redact_jobs", "Redaction jobs by status", labels=["status"])
-        records = CounterMetricFamily("redact_job_records_redacted",
-                                      "Records redacted by jobs")
+        records = CounterMetricFamily("redact_job_records_redacted", "Records redacted by jobs")
         depth = GaugeMetricFamily("redact_job_queue_depth", "Tasks waiting in the job queue")
         with database.connection_context():
-            counts = dict(RedactionJob
-                          .select(RedactionJob.status, fn.COUNT(RedactionJob.seq))
-                          .group_by(RedactionJob.status).tuples())
+            counts = dict(
+                RedactionJob.select(RedactionJob.status, fn.COUNT(RedactionJob.seq))
+                .group_by(RedactionJob.status)
+                .tuples()
+            )
             redacted = RedactionJob.select(fn.SUM(RedactionJob.redacted)).scalar() or 0
         for status in STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
@@ -96,8 +111,11 @@ def register(app, queue, token: str) -> None:
             raise HTTPProblem(404, "Metrics are off: set REDACT_METRICS_TOKEN to serve them")
         offered = request.headers.get("Authorization", "")
         if not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
-            raise HTTPProblem(401, "Metrics need the bearer token REDACT_METRICS_TOKEN",
-                              {"WWW-Authenticate": 'Bearer realm="metrics"'})
+            raise HTTPProblem(
+                401,
+                "Metrics need the bearer token REDACT_METRICS_TOKEN",
+                {"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

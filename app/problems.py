@@ -16,8 +16,15 @@ import starlette.exceptions
 from connexion.lifecycle import ConnexionResponse
 
 from models import PrematureRedaction, RecordNotFound, Unprovisioned
-from models.job import (IdempotencyMismatch, InvalidCursor, InvalidJobRequest,
-                        InvalidJobUpdate, InvalidMove, JobNotFound, TooManyJobs)
+from models.job import (
+    IdempotencyMismatch,
+    InvalidCursor,
+    InvalidJobRequest,
+    InvalidJobUpdate,
+    InvalidMove,
+    JobNotFound,
+    TooManyJobs,
+)
 
 from .admission import Overloaded
 from .context import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of
@@ -35,8 +42,7 @@ class Problem(Exception):
     type = "about:blank"
     title = "Bad Request"
 
-    def __init__(self, detail: str, headers: dict | None = None,
-                 extensions: dict | None = None):
+    def __init__(self, detail: str, headers: dict | None = None, extensions: dict | None = None):
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
@@ -134,16 +140,22 @@ class HTTPProblem(Problem):
     """A plain HTTP error outside the contract's catalogue (unknown path, wrong method,
     oversized body): RFC 7807 `about:blank` with the status phrase as title."""
 
-    def __init__(self, status: int, detail: str, headers: dict | None = None,
-                 extensions: dict | None = None):
+    def __init__(
+        self, status: int, detail: str, headers: dict | None = None, extensions: dict | None = None
+    ):
         super().__init__(detail, headers, extensions)
         self.status = status
         self.title = _PHRASES.get(status, "Error")
 
 
 _PHRASES = {
-    400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-    413: "Content Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 _DOMAIN = {
@@ -185,8 +197,9 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
             return InvalidJson(str(exc.detail or exc.title))
         return HTTPProblem(exc.status, str(exc.detail or exc.title), dict(exc.headers or {}))
     if isinstance(exc, (peewee.OperationalError, OSError)) or _missing_table(exc):
-        return HTTPProblem(503, "The transaction store is unavailable; retry later",
-                           {"Retry-After": "1"})
+        return HTTPProblem(
+            503, "The transaction store is unavailable; retry later", {"Retry-After": "1"}
+        )
     if isinstance(exc, starlette.exceptions.HTTPException):
         return HTTPProblem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
     return HTTPProblem(500, "The server could not complete the request")
@@ -195,8 +208,11 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
 def _missing_table(exc: Exception) -> bool:
     """PostgreSQL's "undefined table": a store whose tables are not created yet (the
     service started before its database, and sets it up when it answers)."""
-    return (isinstance(exc, peewee.ProgrammingError) and bool(exc.args)
-            and getattr(exc.args[0], "pgcode", None) == "42P01")
+    return (
+        isinstance(exc, peewee.ProgrammingError)
+        and bool(exc.args)
+        and getattr(exc.args[0], "pgcode", None) == "42P01"
+    )
 
 
 UNAUTHORIZED_BODY = json.dumps({"type": "UNAUTHORIZED", "error_title": "Unauthorized"})
@@ -209,15 +225,23 @@ async def render(request, exc: Exception) -> ConnexionResponse:
     trace_id = trace_id_of(request.scope)
     if isinstance(problem, Unauthorized):
         return ConnexionResponse(
-            status_code=401, mimetype="application/json", body=UNAUTHORIZED_BODY,
+            status_code=401,
+            mimetype="application/json",
+            body=UNAUTHORIZED_BODY,
             headers=dict(WWW_AUTHENTICATE),
         )
     if problem.status >= 500 and not isinstance(exc, Overloaded):  # shed: counted, not logged
-        log.error("unhandled error trace_id=%s: %s", trace_id, type(exc).__name__,
-                  exc_info=exc)
-    body = {"type": problem.type, "title": problem.title, "detail": problem.detail,
-            "instance": trace_id, **problem.extensions}
+        log.error("unhandled error trace_id=%s: %s", trace_id, type(exc).__name__, exc_info=exc)
+    body = {
+        "type": problem.type,
+        "title": problem.title,
+        "detail": problem.detail,
+        "instance": trace_id,
+        **problem.extensions,
+    }
     return ConnexionResponse(
-        status_code=problem.status, mimetype="application/json",
-        body=json.dumps(body), headers=problem.headers,
+        status_code=problem.status,
+        mimetype="application/json",
+        body=json.dumps(body),
+        headers=problem.headers,
     )

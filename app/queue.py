@@ -17,15 +17,14 @@ import logging
 import os
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import huey
 import redis
 from huey import crontab
 
 from models import database
-from models.job import (RedactionJob, create_job, delete_job, move, start_validation,
-                        undo_move)
+from models.job import RedactionJob, create_job, delete_job, move, start_validation, undo_move
 from models.job_work import WorkConfig, advance, mark_queued, sweep
 from models.maintenance import vacuum_erased
 
@@ -45,8 +44,7 @@ def utcnow() -> datetime.datetime:
 def make_huey(url: str) -> huey.Huey:
     """A Huey instance on `url`: sqlite:///path or redis://..."""
     if url.startswith("sqlite:///"):
-        return huey.SqliteHuey("redact-jobs", filename=url[len("sqlite:///"):],
-                               results=False)
+        return huey.SqliteHuey("redact-jobs", filename=url[len("sqlite:///") :], results=False)
     # Timeouts so that a hung Redis is reported, not waited on (above the consumer's
     # one-second blocking read).
     pool = redis.ConnectionPool.from_url(url, socket_timeout=5, socket_connect_timeout=2)
@@ -57,17 +55,17 @@ class JobQueue:
     def __init__(self, settings: Settings, clock: Callable[[], datetime.datetime] = utcnow):
         self.settings = settings
         self.clock = clock
-        self.config = WorkConfig(min_age_seconds=settings.min_age_seconds,
-                                 batch_size=settings.job_batch_size,
-                                 lease_seconds=settings.job_lease_seconds)
+        self.config = WorkConfig(
+            min_age_seconds=settings.min_age_seconds,
+            batch_size=settings.job_batch_size,
+            lease_seconds=settings.job_lease_seconds,
+        )
         self.huey = make_huey(settings.effective_queue_url)
-        self._advance = self.huey.task(name="advance", retries=3, retry_delay=5)(
-            self._advance_job)
+        self._advance = self.huey.task(name="advance", retries=3, retry_delay=5)(self._advance_job)
         self.huey.periodic_task(crontab(minute="*"), name="sweep")(self.sweep)
         if not settings.database_url.startswith("sqlite"):
             # Daily, so that dead row versions holding scrubbed values do not linger.
-            self.huey.periodic_task(crontab(minute="15", hour="3"), name="vacuum")(
-                self.vacuum)
+            self.huey.periodic_task(crontab(minute="15", hour="3"), name="vacuum")(self.vacuum)
 
     @property
     def owner(self) -> str:
@@ -82,8 +80,7 @@ class JobQueue:
         try:
             return self.huey.pending_count()
         except Exception as exc:
-            raise QueueUnavailable(f"the job queue is unreachable: {type(exc).__name__}") \
-                from exc
+            raise QueueUnavailable(f"the job queue is unreachable: {type(exc).__name__}") from exc
 
     def reachable(self) -> bool:
         try:
@@ -109,8 +106,7 @@ class JobQueue:
         except QueueUnavailable:
             raise
         except Exception as exc:
-            raise QueueUnavailable(f"the job queue is unreachable: {type(exc).__name__}") \
-                from exc
+            raise QueueUnavailable(f"the job queue is unreachable: {type(exc).__name__}") from exc
 
     def create(self, **fields) -> tuple[RedactionJob, bool]:
         """Store a job (models.job.create_job: `fields`, admitted only if the queue has
@@ -170,9 +166,14 @@ class JobQueue:
 
     def consumer(self, workers: int) -> huey.consumer.Consumer:
         """Huey's consumer with `workers` threads (and the periodic sweep)."""
-        return self.huey.create_consumer(workers=workers, worker_type="thread",
-                                         periodic=True, initial_delay=0.05, max_delay=1.0,
-                                         check_worker_health=True)
+        return self.huey.create_consumer(
+            workers=workers,
+            worker_type="thread",
+            periodic=True,
+            initial_delay=0.05,
+            max_delay=1.0,
+            check_worker_health=True,
+        )
 
     def drain(self) -> int:
         """Run every task that is queued or due by the queue's clock, in this thread,

@@ -53,8 +53,11 @@ class RateLimits:
         self.storage_uri = storage_uri
         self.account_limit = limits.parse(account_limit)
         self.failure_limit = limits.parse(auth_failure_limit)
-        self._memory = (MovingWindowRateLimiter(storage_from_string(storage_uri))
-                        if storage_uri.startswith("memory") else None)
+        self._memory = (
+            MovingWindowRateLimiter(storage_from_string(storage_uri))
+            if storage_uri.startswith("memory")
+            else None
+        )
         self._by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._probe = None
 
@@ -66,10 +69,8 @@ class RateLimits:
         loop = asyncio.get_running_loop()
         limiter = self._by_loop.get(loop)
         if limiter is None:
-            storage = storage_from_string(f"async+{self.storage_uri}",
-                                          implementation="redispy")
-            limiter = self._by_loop[loop] = limits.aio.strategies.MovingWindowRateLimiter(
-                storage)
+            storage = storage_from_string(f"async+{self.storage_uri}", implementation="redispy")
+            limiter = self._by_loop[loop] = limits.aio.strategies.MovingWindowRateLimiter(storage)
         return limiter
 
     def reachable(self) -> bool:
@@ -77,8 +78,9 @@ class RateLimits:
         if self._memory is not None:
             return True
         if self._probe is None:
-            self._probe = storage_from_string(self.storage_uri, socket_timeout=2,
-                                              socket_connect_timeout=2)
+            self._probe = storage_from_string(
+                self.storage_uri, socket_timeout=2, socket_connect_timeout=2
+            )
         try:
             return bool(self._probe.check())
         except Exception:
@@ -105,11 +107,17 @@ class RateLimits:
         async def check() -> Decision:
             allowed = await self._call("hit", item, "account", api_key)
             reset, remaining = await self._call("get_window_stats", item, "account", api_key)
-            return Decision(allowed, item.amount, remaining,
-                            max(0, math.ceil(reset - time.time())), item.get_expiry())
+            return Decision(
+                allowed,
+                item.amount,
+                remaining,
+                max(0, math.ceil(reset - time.time())),
+                item.get_expiry(),
+            )
 
         return await self._admitting_if_down(
-            check, Decision(True, item.amount, item.amount, 0, item.get_expiry()))
+            check, Decision(True, item.amount, item.amount, 0, item.get_expiry())
+        )
 
     async def address_blocked(self, address: str) -> int:
         """Seconds until `address` may try credentials again; 0 if it may now."""
@@ -125,4 +133,5 @@ class RateLimits:
 
     async def record_auth_failure(self, address: str) -> None:
         await self._admitting_if_down(
-            lambda: self._call("hit", self.failure_limit, "auth-failure", address), None)
+            lambda: self._call("hit", self.failure_limit, "auth-failure", address), None
+        )

@@ -15,11 +15,13 @@ problem body too, instead of uvicorn's plain text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import functools
 import json
 import os
 import uuid
+from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
@@ -77,8 +79,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
-            self._send_problem(408, "Request Timeout",
-                               f"The request did not arrive within {self.read_timeout:g} seconds")
+            self._send_problem(
+                408,
+                "Request Timeout",
+                f"The request did not arrive within {self.read_timeout:g} seconds",
+            )
         elif cycle.more_body:
             self.transport.close()
 
@@ -88,11 +93,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._send_problem(400, "Bad Request", msg)
 
     def _send_problem(self, status: int, title: str, detail: str) -> None:
-        body = json.dumps({"type": "about:blank", "title": title, "detail": detail,
-                           "instance": uuid.uuid4().hex}).encode()
+        body = json.dumps(
+            {"type": "about:blank", "title": title, "detail": detail, "instance": uuid.uuid4().hex}
+        ).encode()
         self.transport.write(
             f"HTTP/1.1 {status} {title}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
         self.transport.close()
 
 
@@ -109,13 +117,11 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     checks, Starlette's pool for the jobs API); the cap keeps that bound."""
     if "MALLOC_ARENA_MAX" in os.environ:
         return
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # not glibc: nothing to do
         ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas)
-    except (AttributeError, OSError):  # not glibc: nothing to do
-        pass
 
 
 class Worker(UvicornWorker):
     """gunicorn's uvicorn worker with the guarded protocol (the Procfile's worker class)."""
 
-    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "http": PROTOCOL}
+    CONFIG_KWARGS: ClassVar[dict] = {**UvicornWorker.CONFIG_KWARGS, "http": PROTOCOL}

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import urllib.parse
-from typing import Mapping
+from collections.abc import Mapping
+from typing import ClassVar
 
 import limits
 
@@ -46,7 +47,7 @@ class Settings:
     read_timeout: int = 15
     max_in_flight: int = 128
 
-    ENVIRONMENT = {
+    ENVIRONMENT: ClassVar[dict[str, str]] = {
         "database_url": "DATABASE_URL",
         "ratelimit_storage_uri": "RATELIMIT_STORAGE_URI",
         "rate_limit": "REDACT_RATE_LIMIT",
@@ -88,12 +89,19 @@ class Settings:
                 "REDACT_SUBJECT_KEY must be set with PostgreSQL (a random secret of at least"
                 " 16 characters, the same for every process)"
             )
-        for field, least in (("min_age_seconds", 0), ("max_body_bytes", 0),
-                             ("credential_cache_seconds", 0),
-                             ("max_active_jobs", 1), ("max_queue_depth", 1),
-                             ("sync_max_records", 0), ("job_batch_size", 1),
-                             ("job_lease_seconds", 1), ("max_job_body_bytes", 0),
-                             ("read_timeout", 1), ("max_in_flight", 1)):
+        for field, least in (
+            ("min_age_seconds", 0),
+            ("max_body_bytes", 0),
+            ("credential_cache_seconds", 0),
+            ("max_active_jobs", 1),
+            ("max_queue_depth", 1),
+            ("sync_max_records", 0),
+            ("job_batch_size", 1),
+            ("job_lease_seconds", 1),
+            ("max_job_body_bytes", 0),
+            ("read_timeout", 1),
+            ("max_in_flight", 1),
+        ):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(
@@ -101,7 +109,7 @@ class Settings:
                 )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
         """Build settings from `environ` (default: os.environ); `overrides` win over both."""
         environ = os.environ if environ is None else environ
         values: dict = {}
@@ -128,7 +136,8 @@ class Settings:
         """The settings by environment variable, passwords in URLs masked."""
         return {
             self.ENVIRONMENT[field.name]: (
-                ("***" if getattr(self, field.name) else "") if field.name in self.SECRETS
+                ("***" if getattr(self, field.name) else "")
+                if field.name in self.SECRETS
                 else _mask(getattr(self, field.name))
             )
             for field in dataclasses.fields(self)

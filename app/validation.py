@@ -27,8 +27,9 @@ def _validator_for(schema: dict) -> t.Callable:
     cached = _COMPILED.get(id(schema))
     if cached is None or cached[0] is not schema:
         # Draft 4, as OpenAPI 3.0 means it: 1.0 is not an integer.
-        compiled = fastjsonschema.compile({**openapi_to_json_schema(schema),
-                                           "$schema": "http://json-schema.org/draft-04/schema#"})
+        compiled = fastjsonschema.compile(
+            {**openapi_to_json_schema(schema), "$schema": "http://json-schema.org/draft-04/schema#"}
+        )
         cached = _COMPILED[id(schema)] = (schema, compiled)
     return cached[1]
 
@@ -54,18 +55,24 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
         """Connexion takes a body without Content-Length for no body at all; a chunked body
         is read here first (the outer middleware caps its size) and given a length."""
         headers = Headers(scope=scope)
-        if "content-length" not in headers and "chunked" in headers.get(
-            "transfer-encoding", ""
-        ).lower():
+        if (
+            "content-length" not in headers
+            and "chunked" in headers.get("transfer-encoding", "").lower()
+        ):
             body, more = b"", True
             while more:
                 message = await receive()
                 body += message.get("body", b"")
                 more = message.get("more_body", False)
-            scope = {**scope, "headers": [
-                (name, value) for name, value in scope["headers"]
-                if name != b"transfer-encoding"
-            ] + [(b"content-length", str(len(body)).encode())]}
+            scope = {
+                **scope,
+                "headers": [
+                    (name, value)
+                    for name, value in scope["headers"]
+                    if name != b"transfer-encoding"
+                ]
+                + [(b"content-length", str(len(body)).encode())],
+            }
             receive = self._insert_messages(
                 receive, messages=[{"type": "http.request", "body": body, "more_body": False}]
             )

@@ -63,14 +63,22 @@ def build_database(path: pathlib.Path, count: int) -> None:
                 'INSERT INTO "transaction" (id, api_key, product, direction, created_at, '
                 "sender, recipient, body, details, redacted_at, sender_key, recipient_key) "
                 "VALUES (?, ?, 'sms', 'outbound', ?, ?, ?, ?, ?, NULL, ?, ?)",
-                ((record_id(n), API_KEY, created, "447700900001", f"4477{n:08d}",
-                  f"Your code is {n % 10000:04d}. Do not share it.",
-                  '{"status":"delivered","price":"0.0333"}', key.hash("447700900001"),
-                  key.hash(f"4477{n:08d}"))
-                 for n in range(start, min(start + 50_000, count))))
+                (
+                    (
+                        record_id(n),
+                        API_KEY,
+                        created,
+                        "447700900001",
+                        f"4477{n:08d}",
+                        f"Your code is {n % 10000:04d}. Do not share it.",
+                        '{"status":"delivered","price":"0.0333"}',
+                        key.hash("447700900001"),
+                        key.hash(f"4477{n:08d}"),
+                    )
+                    for n in range(start, min(start + 50_000, count))
+                ),
+            )
     connection.close()
-
-
 
 
 def plain_update(path: pathlib.Path) -> float:
@@ -87,8 +95,8 @@ def plain_update(path: pathlib.Path) -> float:
         "body='REDACTED', details=json_object('status', json_extract(details, '$.status'), "
         "'price', json_extract(details, '$.price')), sender_key=NULL, recipient_key=NULL, "
         "redacted_at=? WHERE api_key=? AND redacted_at IS NULL",
-        (datetime.datetime.now(datetime.UTC).replace(tzinfo=None).isoformat(sep=" "),
-         API_KEY))
+        (datetime.datetime.now(datetime.UTC).replace(tzinfo=None).isoformat(sep=" "), API_KEY),
+    )
     connection.execute("COMMIT")
     elapsed = time.perf_counter() - started
     connection.close()
@@ -116,8 +124,9 @@ def child(path: str, ids_path: str, batch: int) -> None:
     timings = {}
     with database.connection_context():
         started = time.perf_counter()
-        job, _ = create_job(api_key=API_KEY, transactions=refs(), subjects=(), now=clock(),
-                            max_unfinished=10)
+        job, _ = create_job(
+            api_key=API_KEY, transactions=refs(), subjects=(), now=clock(), max_unfinished=10
+        )
         timings["create"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -127,13 +136,22 @@ def child(path: str, ids_path: str, batch: int) -> None:
         assert job.status == "ready", (job.status, job.validation_errors)
 
         from models.job import move
+
         job = move(job, "run")
         started = time.perf_counter()
         advance(job.id, owner="bench", clock=clock, config=config)  # runs
         timings["run"] = time.perf_counter() - started
         job = type(job).get_by_id(job.seq)
-    print(json.dumps({**timings, "status": job.status, "redacted": job.redacted,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                **timings,
+                "status": job.status,
+                "redacted": job.redacted,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def main() -> int:
@@ -160,8 +178,19 @@ def main() -> int:
         update_seconds = plain_update(work / "update.db")
         print(f"plain UPDATE: {update_seconds:.1f} s", flush=True)
         result = subprocess.run(
-            [sys.executable, __file__, "--child", str(work / "job.db"), str(ids),
-             "--batch", str(args.batch)], capture_output=True, text=True, check=False)
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(work / "job.db"),
+                str(ids),
+                "--batch",
+                str(args.batch),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr)
             return 1
@@ -170,8 +199,9 @@ def main() -> int:
             print(f"the job did not redact every record: {job}", file=sys.stderr)
             return 1
         check = sqlite3.connect(work / "job.db")
-        left = check.execute('SELECT count(*) FROM "transaction" WHERE body != ?',
-                             ("REDACTED",)).fetchone()[0]
+        left = check.execute(
+            'SELECT count(*) FROM "transaction" WHERE body != ?', ("REDACTED",)
+        ).fetchone()[0]
         audited = check.execute("SELECT count(*) FROM redaction_audit").fetchone()[0]
         check.close()
         if left or audited != args.records:
@@ -181,10 +211,12 @@ def main() -> int:
     n = args.records
     total = job["create"] + job["validate"] + job["run"]
     report = {
-        "records": n, "batch": args.batch,
+        "records": n,
+        "batch": args.batch,
         "plain_update_seconds": update_seconds,
         "plain_update_records_per_second": n / update_seconds,
-        "job_create_seconds": job["create"], "job_validate_seconds": job["validate"],
+        "job_create_seconds": job["create"],
+        "job_validate_seconds": job["validate"],
         "job_run_seconds": job["run"],
         "job_run_records_per_second": n / job["run"],
         "job_total_records_per_second": n / total,
@@ -194,11 +226,13 @@ def main() -> int:
     }
     print(f"""
 records                     {n:>12,}
-plain UPDATE                {report['plain_update_records_per_second']:>12,.0f} records/s
-job run                     {report['job_run_records_per_second']:>12,.0f} records/s   ratio {report['ratio_run']:.2f} (target >= 0.25)
-job create+validate+run     {report['job_total_records_per_second']:>12,.0f} records/s   ratio {report['ratio_total']:.2f}
-  create {job['create']:.1f} s, validate {job['validate']:.1f} s, run {job['run']:.1f} s
-job peak memory             {job['peak_rss_mb']:>12.0f} MB (target < 200)
+plain UPDATE                {report["plain_update_records_per_second"]:>12,.0f} records/s
+job run                     {report["job_run_records_per_second"]:>12,.0f} records/s   \
+ratio {report["ratio_run"]:.2f} (target >= 0.25)
+job create+validate+run     {report["job_total_records_per_second"]:>12,.0f} records/s   \
+ratio {report["ratio_total"]:.2f}
+  create {job["create"]:.1f} s, validate {job["validate"]:.1f} s, run {job["run"]:.1f} s
+job peak memory             {job["peak_rss_mb"]:>12.0f} MB (target < 200)
 every record redacted once and audited; the UPDATE's copy redacted the same rows""")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -63,10 +63,19 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from run import (PG_ADMIN_DSN, PG_URL, REDIS_URL, SUBJECT_KEY, BenchError,  # noqa: E402
-                 free_port, log_problems, prepare_postgres_and_redis, stop)
+from run import (
+    PG_ADMIN_DSN,
+    PG_URL,
+    REDIS_URL,
+    SUBJECT_KEY,
+    BenchError,
+    free_port,
+    log_problems,
+    prepare_postgres_and_redis,
+    stop,
+)
 
-from models import MODELS, Account, open_database  # noqa: E402
+from models import MODELS, Account, open_database
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "app" / "gunicorn_conf.py"
@@ -92,6 +101,7 @@ def record_id(account: int, number: int) -> str:
 
 # ------------------------------------------------------------------------------ database
 
+
 def prepare(accounts: int, per_account: int) -> None:
     """Fresh tables, the accounts, and `per_account` old-enough SMS records each (COPY)."""
     db = open_database(PG_URL, subject_key=SUBJECT_KEY.encode())
@@ -108,13 +118,17 @@ def prepare(accounts: int, per_account: int) -> None:
             for account in range(accounts):
                 rows = io.StringIO()
                 for number in range(per_account):
-                    rows.write(f"{record_id(account, number)}\t{api_key(account)}\tsms\t"
-                               f"outbound\t{created}\t447700900001\t447700900002\t"
-                               f"load message text\n")
+                    rows.write(
+                        f"{record_id(account, number)}\t{api_key(account)}\tsms\t"
+                        f"outbound\t{created}\t447700900001\t447700900002\t"
+                        f"load message text\n"
+                    )
                 rows.seek(0)
                 cursor.copy_expert(
                     'COPY "transaction" (id, api_key, product, direction, created_at, sender,'
-                    " recipient, body) FROM STDIN", rows)
+                    " recipient, body) FROM STDIN",
+                    rows,
+                )
     finally:
         connection.close()
 
@@ -123,8 +137,10 @@ def count_redacted(accounts: int) -> int:
     connection = psycopg2.connect(PG_ADMIN_DSN.replace("dbname=test", "dbname=redact_bench"))
     try:
         with connection.cursor() as cursor:
-            cursor.execute('SELECT count(*) FROM "transaction" WHERE redacted_at IS NOT NULL'
-                           " AND body = 'REDACTED'")
+            cursor.execute(
+                'SELECT count(*) FROM "transaction" WHERE redacted_at IS NOT NULL'
+                " AND body = 'REDACTED'"
+            )
             return cursor.fetchone()[0]
     finally:
         connection.close()
@@ -132,18 +148,39 @@ def count_redacted(accounts: int) -> int:
 
 # ------------------------------------------------------------------------------- service
 
+
 @contextlib.contextmanager
 def service(log_path: pathlib.Path):
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": PG_URL, "REDACT_SUBJECT_KEY": SUBJECT_KEY,
-           "RATELIMIT_STORAGE_URI": REDIS_URL, "REDACT_QUEUE_URL": REDIS_URL,
-           "REDACT_METRICS_TOKEN": METRICS_TOKEN}
+    env = {
+        **os.environ,
+        "DATABASE_URL": PG_URL,
+        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+        "RATELIMIT_STORAGE_URI": REDIS_URL,
+        "REDACT_QUEUE_URL": REDIS_URL,
+        "REDACT_METRICS_TOKEN": METRICS_TOKEN,
+    }
     subprocess.run([sys.executable, "-m", "app.release"], cwd=ROOT, env=env, check=True)
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "app.asgi:app", "-c", str(GUNICORN_CONF),
-             "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "app.asgi:app",
+                "-c",
+                str(GUNICORN_CONF),
+                "--workers",
+                str(WORKERS),
+                "--bind",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -152,7 +189,9 @@ def service(log_path: pathlib.Path):
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise BenchError("the service did not start:\n" + log_problems(log_path))
+                    raise BenchError(
+                        "the service did not start:\n" + log_problems(log_path)
+                    ) from None
                 time.sleep(0.2)
         yield server, port
     finally:
@@ -163,8 +202,9 @@ def server_latency(port: int) -> dict[str, dict[str, float]]:
     """From the service's own latency histogram (all phases), by operation: how many
     requests, and the upper bound of the bucket holding the 50th and 99th percentile
     (ms): the time spent inside the service, without the client's lag."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
-                                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         text = response.read().decode()
     buckets: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
@@ -174,7 +214,8 @@ def server_latency(port: int) -> dict[str, dict[str, float]]:
         for sample in family.samples:
             if sample.name.endswith("_bucket"):
                 buckets[sample.labels["operation"]].append(
-                    (float(sample.labels["le"]), sample.value))
+                    (float(sample.labels["le"]), sample.value)
+                )
     report = {}
     for operation, counts in buckets.items():
         counts.sort()
@@ -182,18 +223,22 @@ def server_latency(port: int) -> dict[str, dict[str, float]]:
         if not total:
             continue
 
-        def bound(share: float) -> float:
+        def bound(share: float, counts=counts, total=total) -> float:
             return next(le for le, count in counts if count >= share * total) * 1000
 
-        report[operation] = {"requests": total, "p50_ms_at_most": bound(0.5),
-                             "p99_ms_at_most": bound(0.99)}
+        report[operation] = {
+            "requests": total,
+            "p50_ms_at_most": bound(0.5),
+            "p99_ms_at_most": bound(0.99),
+        }
     return report
 
 
 def worker_rss(server: subprocess.Popen) -> dict[int, float]:
     """MB resident of each worker process of the gunicorn master."""
-    children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
-                              text=True).stdout.split()
+    children = subprocess.run(
+        ["pgrep", "-P", str(server.pid)], capture_output=True, text=True
+    ).stdout.split()
     sizes = {}
     for pid in children:
         with contextlib.suppress(OSError):
@@ -205,6 +250,7 @@ def worker_rss(server: subprocess.Popen) -> dict[int, float]:
 
 # -------------------------------------------------------------------------------- client
 
+
 class AccountClient:
     """One account's keep-alive connections to the service."""
 
@@ -212,8 +258,10 @@ class AccountClient:
         self.port = port
         self.number = number
         token = base64.b64encode(f"{api_key(number)}:{SECRET}".encode()).decode()
-        self.head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {token}"
-                     "\r\nContent-Type: application/json\r\nContent-Length: ").encode()
+        self.head = (
+            f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {token}"
+            "\r\nContent-Type: application/json\r\nContent-Length: "
+        ).encode()
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.open = 0
         self.free = asyncio.Condition()
@@ -251,8 +299,7 @@ class AccountClient:
         try:
             writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
             status, close = await asyncio.wait_for(self._response(reader), TIMEOUT)
-        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError,
-                asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
             writer.close()
             await self._lost()
             return type(exc).__name__
@@ -310,8 +357,9 @@ class Phase:
         return sum(n for outcome, n in self.outcomes.items() if outcome.startswith("2"))
 
 
-async def run_phase(name: str, clients: list[AccountClient], rate: float, seconds: float,
-                    first: list[int]) -> Phase:
+async def run_phase(
+    name: str, clients: list[AccountClient], rate: float, seconds: float, first: list[int]
+) -> Phase:
     """Each client offers `rate`/s for `seconds`, redacting its records from first[a] on
     (advanced); open loop, latency from the scheduled time."""
     loop = asyncio.get_running_loop()
@@ -325,8 +373,9 @@ async def run_phase(name: str, clients: list[AccountClient], rate: float, second
 
     t0 = loop.time() + 0.1
     tasks = []
-    schedule = sorted((t0 + (i + a / accounts) / rate, a, i)
-                      for a in range(accounts) for i in range(count))
+    schedule = sorted(
+        (t0 + (i + a / accounts) / rate, a, i) for a in range(accounts) for i in range(count)
+    )
     for scheduled, a, i in schedule:
         delay = scheduled - loop.time()
         if delay > 0:
@@ -337,16 +386,27 @@ async def run_phase(name: str, clients: list[AccountClient], rate: float, second
         first[a] += count
     latencies = sorted(latency * 1000 for _, _, latency, _ in results)
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    per_second = collections.Counter((a, s) for a, s, _, outcome in results
-                                     if outcome.startswith("2"))
+    per_second = collections.Counter(
+        (a, s) for a, s, _, outcome in results if outcome.startswith("2")
+    )
     whole = [per_second[(a, s)] for a in range(accounts) for s in range(1, int(seconds))]
-    admitted = [sum(per_second[(a, s)] for s in range(int(seconds) + 1)) / seconds
-                for a in range(accounts)]
-    return Phase(name=name, accounts=accounts, rate=rate, seconds=seconds,
-                 outcomes=dict(collections.Counter(o for *_, o in results)),
-                 p50_ms=cuts[49], p99_ms=cuts[98], max_ms=latencies[-1],
-                 admitted=admitted, least_second=min(whole, default=0),
-                 most_second=max(whole, default=0), sent=len(results))
+    admitted = [
+        sum(per_second[(a, s)] for s in range(int(seconds) + 1)) / seconds for a in range(accounts)
+    ]
+    return Phase(
+        name=name,
+        accounts=accounts,
+        rate=rate,
+        seconds=seconds,
+        outcomes=dict(collections.Counter(o for *_, o in results)),
+        p50_ms=cuts[49],
+        p99_ms=cuts[98],
+        max_ms=latencies[-1],
+        admitted=admitted,
+        least_second=min(whole, default=0),
+        most_second=max(whole, default=0),
+        sent=len(results),
+    )
 
 
 async def sample_memory(server, samples: list[tuple[float, dict]], stop_event):
@@ -371,11 +431,12 @@ def memory_report(samples: list[tuple[float, dict]], duration: float) -> dict:
             for t, sizes in samples:
                 if pid in sizes:
                     minutes[int(t // 60)].append(sizes[pid])
-            report[pid] = {"first_mb": round(statistics.median(early), 1),
-                           "last_mb": round(statistics.median(late), 1),
-                           "peak_mb": round(max(s[pid] for _, s in samples if pid in s), 1),
-                           "by_minute_mb": [round(statistics.median(minutes[m]))
-                                            for m in sorted(minutes)]}
+            report[pid] = {
+                "first_mb": round(statistics.median(early), 1),
+                "last_mb": round(statistics.median(late), 1),
+                "peak_mb": round(max(s[pid] for _, s in samples if pid in s), 1),
+                "by_minute_mb": [round(statistics.median(minutes[m])) for m in sorted(minutes)],
+            }
     return report
 
 
@@ -391,34 +452,44 @@ async def load(args, port: int, server) -> dict:
     stop_event.set()
     await sampler
     await asyncio.sleep(2)
-    limit = await run_phase("at the limit", clients[:1], args.limit_rate, args.limit_seconds,
-                            first)
+    limit = await run_phase("at the limit", clients[:1], args.limit_rate, args.limit_seconds, first)
     await asyncio.sleep(2)
-    overload = await run_phase("overload", clients, args.overload_rate, args.overload_seconds,
-                               first)
+    overload = await run_phase(
+        "overload", clients, args.overload_rate, args.overload_seconds, first
+    )
     await asyncio.sleep(2)  # let the backlog drain
-    recovery = await run_phase("recovery", clients, args.recovery_rate, RECOVERY_SECONDS,
-                               first)
+    recovery = await run_phase("recovery", clients, args.recovery_rate, RECOVERY_SECONDS, first)
     for client in clients:
         client.close()
-    return {"phases": [sustained, limit, overload, recovery],
-            "memory": memory_report(samples, args.duration)}
+    return {
+        "phases": [sustained, limit, overload, recovery],
+        "memory": memory_report(samples, args.duration),
+    }
 
 
 # -------------------------------------------------------------------------------- report
 
+
 def print_phase(phase: Phase, capacity: float | None) -> None:
     offered = phase.accounts * phase.rate
-    print(f"\n{phase.name}: {phase.accounts} accounts x {phase.rate:g}/s = {offered:g}/s "
-          f"offered for {phase.seconds:g} s ({phase.sent} requests)")
+    print(
+        f"\n{phase.name}: {phase.accounts} accounts x {phase.rate:g}/s = {offered:g}/s "
+        f"offered for {phase.seconds:g} s ({phase.sent} requests)"
+    )
     print(f"  answers: {dict(sorted(phase.outcomes.items()))}")
-    print(f"  served (2xx): {phase.ok / phase.seconds:.0f}/s"
-          + (f" = {phase.ok / phase.seconds / capacity:.2f} of capacity" if capacity else ""))
-    print(f"  latency from the scheduled time: p50 {phase.p50_ms:.1f} ms, "
-          f"p99 {phase.p99_ms:.1f} ms, max {phase.max_ms:.0f} ms")
-    print(f"  per account admitted: {min(phase.admitted):.1f}-{max(phase.admitted):.1f}/s "
-          f"(offered {phase.rate:g}); in any whole second {phase.least_second}-"
-          f"{phase.most_second}")
+    print(
+        f"  served (2xx): {phase.ok / phase.seconds:.0f}/s"
+        + (f" = {phase.ok / phase.seconds / capacity:.2f} of capacity" if capacity else "")
+    )
+    print(
+        f"  latency from the scheduled time: p50 {phase.p50_ms:.1f} ms, "
+        f"p99 {phase.p99_ms:.1f} ms, max {phase.max_ms:.0f} ms"
+    )
+    print(
+        f"  per account admitted: {min(phase.admitted):.1f}-{max(phase.admitted):.1f}/s "
+        f"(offered {phase.rate:g}); in any whole second {phase.least_second}-"
+        f"{phase.most_second}"
+    )
 
 
 def main() -> int:
@@ -433,26 +504,32 @@ def main() -> int:
     parser.add_argument("--recovery-rate", type=float, default=20)
     parser.add_argument("--json", type=pathlib.Path)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
     why_not = prepare_postgres_and_redis()
     if why_not:
         print(f"error: {why_not}", file=sys.stderr)
         return 1
-    per_account = int(5 * 2 + args.rate * args.duration + args.limit_rate * args.limit_seconds
-                      + args.overload_rate
-                      * args.overload_seconds + args.recovery_rate * RECOVERY_SECONDS) + 10
+    per_account = (
+        int(
+            5 * 2
+            + args.rate * args.duration
+            + args.limit_rate * args.limit_seconds
+            + args.overload_rate * args.overload_seconds
+            + args.recovery_rate * RECOVERY_SECONDS
+        )
+        + 10
+    )
     started = time.monotonic()
     prepare(args.accounts, per_account)
-    print(f"prepared {args.accounts} x {per_account} records in "
-          f"{time.monotonic() - started:.0f} s")
+    print(f"prepared {args.accounts} x {per_account} records in {time.monotonic() - started:.0f} s")
     redis.Redis.from_url(REDIS_URL).flushdb()
     log_path = pathlib.Path(tempfile.mkdtemp(prefix="redact-load-")) / "service.log"
     with service(log_path) as (server, port):
         result = asyncio.run(load(args, port, server))
         result["inside"] = server_latency(port)
-    sustained, limit, overload, recovery = result["phases"]
+    _sustained, limit, _overload, recovery = result["phases"]
     # The most the service served in this run: the baseline the other figures are read
     # against (the overload's own rate is lower when the client, on the same cores, lags).
     capacity = max(phase.ok / phase.seconds for phase in result["phases"])
@@ -460,28 +537,47 @@ def main() -> int:
         print_phase(phase, capacity)
     print("\nworker memory (RSS, MB), first minute -> last minute of the sustained phase:")
     for pid, sizes in result["memory"].items():
-        print(f"  worker {pid}: {sizes['first_mb']} -> {sizes['last_mb']} "
-              f"(peak {sizes['peak_mb']}; by minute {sizes['by_minute_mb']})")
+        print(
+            f"  worker {pid}: {sizes['first_mb']} -> {sizes['last_mb']} "
+            f"(peak {sizes['peak_mb']}; by minute {sizes['by_minute_mb']})"
+        )
     print("\nin the service (its latency histogram, all phases; bucket bounds):")
     for operation, figures in sorted(result["inside"].items()):
-        print(f"  {operation}: {figures['requests']:.0f} requests, p50 <= "
-              f"{figures['p50_ms_at_most']:g} ms, p99 <= {figures['p99_ms_at_most']:g} ms")
+        print(
+            f"  {operation}: {figures['requests']:.0f} requests, p50 <= "
+            f"{figures['p50_ms_at_most']:g} ms, p99 <= {figures['p99_ms_at_most']:g} ms"
+        )
     redacted = count_redacted(args.accounts)
     answered = sum(phase.ok for phase in result["phases"]) + 5 * 2 * args.accounts
-    print(f"\nredacted rows {redacted}, 2xx answers {answered} (warm-up included): "
-          f"{'match' if redacted == answered else 'MISMATCH'}")
-    unexpected = {o: n for phase in result["phases"] for o, n in phase.outcomes.items()
-                  if o not in ("204", "429", "503")}
+    print(
+        f"\nredacted rows {redacted}, 2xx answers {answered} (warm-up included): "
+        f"{'match' if redacted == answered else 'MISMATCH'}"
+    )
+    unexpected = {
+        o: n
+        for phase in result["phases"]
+        for o, n in phase.outcomes.items()
+        if o not in ("204", "429", "503")
+    }
     problems = log_problems(log_path)
     if problems:
         print(f"\nservice log, besides INFO:\n{problems}")
     if args.json:
-        args.json.write_text(json.dumps({
-            "args": vars(args) | {"json": str(args.json)}, "capacity_per_s": capacity,
-            "phases": [dataclasses.asdict(p) for p in result["phases"]],
-            "memory": result["memory"], "inside": result["inside"], "redacted": redacted,
-            "answered_2xx": answered,
-        }, indent=2, default=str))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": vars(args) | {"json": str(args.json)},
+                    "capacity_per_s": capacity,
+                    "phases": [dataclasses.asdict(p) for p in result["phases"]],
+                    "memory": result["memory"],
+                    "inside": result["inside"],
+                    "redacted": redacted,
+                    "answered_2xx": answered,
+                },
+                indent=2,
+                default=str,
+            )
+        )
     failed = []
     if unexpected:
         failed.append(f"answers other than 204/429/503: {unexpected}")

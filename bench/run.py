@@ -144,43 +144,63 @@ class Row:
 
     key: str
     label: str
-    short: str                      # in the ratios and targets
-    modules: tuple[str, ...] = ()   # Python modules, in this interpreter
+    short: str  # in the ratios and targets
+    modules: tuple[str, ...] = ()  # Python modules, in this interpreter
     programs: tuple[str, ...] = ()  # executables on PATH
 
 
 SERVER_MODULES = ("gunicorn", "uvicorn_worker")
 SERVICE_MODULES = (*SERVER_MODULES, "models")
-ROWS = {row.key: row for row in (
-    Row("bare", "bare ASGI", "bare ASGI", SERVER_MODULES),
-    Row("flask-untuned", "untuned Connexion FlaskApp", "untuned FlaskApp",
-        (*SERVER_MODULES, "connexion", "flask", "a2wsgi")),
-    Row("async-untuned", "untuned Connexion AsyncApp", "untuned AsyncApp",
-        (*SERVER_MODULES, "connexion")),
-    Row("prism", "Prism mock (1 Node process)", "Prism", (), ("node", "npm")),
-    Row("sqlite", "redact (SQLite)", "SQLite", SERVICE_MODULES),
-    Row("postgres", "redact (PostgreSQL+Redis)", "PostgreSQL+Redis",
-        (*SERVICE_MODULES, "psycopg2", "redis")),
-)}
+ROWS = {
+    row.key: row
+    for row in (
+        Row("bare", "bare ASGI", "bare ASGI", SERVER_MODULES),
+        Row(
+            "flask-untuned",
+            "untuned Connexion FlaskApp",
+            "untuned FlaskApp",
+            (*SERVER_MODULES, "connexion", "flask", "a2wsgi"),
+        ),
+        Row(
+            "async-untuned",
+            "untuned Connexion AsyncApp",
+            "untuned AsyncApp",
+            (*SERVER_MODULES, "connexion"),
+        ),
+        Row("prism", "Prism mock (1 Node process)", "Prism", (), ("node", "npm")),
+        Row("sqlite", "redact (SQLite)", "SQLite", SERVICE_MODULES),
+        Row(
+            "postgres",
+            "redact (PostgreSQL+Redis)",
+            "PostgreSQL+Redis",
+            (*SERVICE_MODULES, "psycopg2", "redis"),
+        ),
+    )
+}
 SERVICE_ROWS = ("sqlite", "postgres")
 
 # What to install for a missing module or program: the line the run stops with.
 INSTALL_HINTS = {
-    "gunicorn": "pip install gunicorn", "uvicorn_worker": "pip install uvicorn-worker",
-    "connexion": "pip install connexion", "flask": "pip install 'connexion[flask]'",
-    "a2wsgi": "pip install 'connexion[flask]'", "models": "pip install -e . (the service)",
-    "psycopg2": "pip install psycopg2-binary", "redis": "pip install redis",
-    "wrk": "apt-get install wrk", "node": "apt-get install nodejs (>= 18.20.1)",
+    "gunicorn": "pip install gunicorn",
+    "uvicorn_worker": "pip install uvicorn-worker",
+    "connexion": "pip install connexion",
+    "flask": "pip install 'connexion[flask]'",
+    "a2wsgi": "pip install 'connexion[flask]'",
+    "models": "pip install -e . (the service)",
+    "psycopg2": "pip install psycopg2-binary",
+    "redis": "pip install redis",
+    "wrk": "apt-get install wrk",
+    "node": "apt-get install nodejs (>= 18.20.1)",
     "npm": "apt-get install npm",
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class RatioTarget:
-    service: str   # row key
+    service: str  # row key
     baseline: str  # row key
     least: float
-    kind: str      # "target" or "stretch"
+    kind: str  # "target" or "stretch"
 
 
 # Columns of the ratio table, each a baseline row, and the targets among those ratios.
@@ -197,6 +217,7 @@ class BenchError(Exception):
 
 
 # ---------------------------------------------------------------------------- record ids
+
 
 def record_id(number: int) -> str:
     return f"0A{number:015d}"
@@ -238,7 +259,7 @@ class RedactPlan:
     paced: IdRange
 
     @classmethod
-    def reserve(cls, allocator: IdAllocator, duration: float) -> "RedactPlan":
+    def reserve(cls, allocator: IdAllocator, duration: float) -> RedactPlan:
         return cls(
             warmup=wrk_range(allocator, WARMUP_SECONDS),
             throughput=wrk_range(allocator, duration),
@@ -248,6 +269,7 @@ class RedactPlan:
 
 
 # ------------------------------------------------------------------------------ database
+
 
 def prepare_database(url: str, record_count: int) -> None:
     """Fresh tables, the bench account and `record_count` unredacted, old-enough SMS."""
@@ -262,17 +284,22 @@ def prepare_database(url: str, record_count: int) -> None:
         for start in range(0, record_count, INSERT_CHUNK):
             numbers = range(start, min(start + INSERT_CHUNK, record_count))
             with db.atomic():
-                Transaction.insert_many(
-                    [_record(n, created_at) for n in numbers]
-                ).execute()
+                Transaction.insert_many([_record(n, created_at) for n in numbers]).execute()
     db.close_all()
 
 
 def _record(number: int, created_at: datetime.datetime) -> dict:
     return {
-        "id": record_id(number), "account": API_KEY, "product": "sms",
-        "direction": "outbound", "created_at": created_at, "sender": "447700900001",
-        "recipient": "447700900002", "body": BODY, "details": None, "redacted_at": None,
+        "id": record_id(number),
+        "account": API_KEY,
+        "product": "sms",
+        "direction": "outbound",
+        "created_at": created_at,
+        "sender": "447700900001",
+        "recipient": "447700900002",
+        "body": BODY,
+        "details": None,
+        "redacted_at": None,
     }
 
 
@@ -285,8 +312,7 @@ def count_redacted(url: str, ids: IdRange) -> int:
         count = (
             Transaction.select()
             .where(
-                Transaction.id.between(record_id(ids.first),
-                                       record_id(ids.first + ids.count - 1))
+                Transaction.id.between(record_id(ids.first), record_id(ids.first + ids.count - 1))
                 & Transaction.redacted_at.is_null(False)
                 & (Transaction.body == REDACTED)
             )
@@ -323,6 +349,7 @@ def prepare_postgres_and_redis() -> str | None:
 
 # ------------------------------------------------------------------------------- servers
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -339,12 +366,16 @@ def log_problems(log_path: pathlib.Path, most: int = 10) -> str:
     traceback bodies, identical lines (timestamps and trace ids aside) counted: what went
     wrong, in a few lines."""
     lines = collections.Counter(
-        re.sub(r"\b[0-9a-f]{32}\b", "<trace>",
-               re.sub(r"^\[[^]]*\d:\d\d:\d\d[^]]*\] ", "", line))
+        re.sub(r"\b[0-9a-f]{32}\b", "<trace>", re.sub(r"^\[[^]]*\d:\d\d:\d\d[^]]*\] ", "", line))
         for line in log_path.read_text(errors="replace").splitlines()
-        if line and not line[0].isspace() and "] [INFO] " not in line
-        and '"level": "info"' not in line and line != "Traceback (most recent call last):"
-        and not re.search(r" (\u2139  info|\u2714  success) ", line)  # Prism's ℹ and ✔
+        if line
+        and not line[0].isspace()
+        and "] [INFO] " not in line
+        and '"level": "info"' not in line
+        and line != "Traceback (most recent call last):"
+        and not re.search(
+            r" (\u2139  info|\u2714  success) ", line
+        )  # Prism's info and success marks
     )
     return "\n".join(f"{count:>7} x {line}" for line, count in lines.most_common(most))
 
@@ -352,8 +383,16 @@ def log_problems(log_path: pathlib.Path, most: int = 10) -> str:
 def gunicorn_command(app: str, port: int) -> list[str]:
     """`app` served by gunicorn with plain uvicorn workers (the baselines)."""
     return [
-        sys.executable, "-m", "gunicorn", app, "--workers", str(WORKERS),
-        "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", f"127.0.0.1:{port}",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        app,
+        "--workers",
+        str(WORKERS),
+        "--worker-class",
+        "uvicorn_worker.UvicornWorker",
+        "--bind",
+        f"127.0.0.1:{port}",
     ]
 
 
@@ -361,9 +400,16 @@ def service_command(port: int) -> list[str]:
     """The service exactly as the Procfile's web line serves it: its gunicorn settings
     (app/gunicorn_conf.py: the worker class with the slow-client guard, shared metrics)."""
     return [
-        sys.executable, "-m", "gunicorn", "app.asgi:app", "-c", str(ROOT / "app" /
-                                                                  "gunicorn_conf.py"),
-        "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "app.asgi:app",
+        "-c",
+        str(ROOT / "app" / "gunicorn_conf.py"),
+        "--workers",
+        str(WORKERS),
+        "--bind",
+        f"127.0.0.1:{port}",
     ]
 
 
@@ -375,20 +421,27 @@ def prism_command(port: int) -> list[str]:
 def install_prism(log_path: pathlib.Path) -> str:
     """Install Prism into bench/.prism unless it is there; return its version."""
     if not PRISM_BIN.exists():
-        print(f"installing {PRISM_PACKAGE} with npm into {PRISM_DIR.relative_to(ROOT)} ...",
-              flush=True)
-        command = ["npm", "install", "--prefix", str(PRISM_DIR), "--no-audit", "--no-fund",
-                   PRISM_PACKAGE]
+        print(
+            f"installing {PRISM_PACKAGE} with npm into {PRISM_DIR.relative_to(ROOT)} ...",
+            flush=True,
+        )
+        command = [
+            "npm",
+            "install",
+            "--prefix",
+            str(PRISM_DIR),
+            "--no-audit",
+            "--no-fund",
+            PRISM_PACKAGE,
+        ]
         try:
-            done = subprocess.run(command, capture_output=True, text=True,
-                                  timeout=NPM_TIMEOUT)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=NPM_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise BenchError(f"npm install did not finish within {NPM_TIMEOUT} s") from None
         with log_path.open("a") as log:
             log.write(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}\n")
         if done.returncode != 0 or not PRISM_BIN.exists():
-            raise BenchError(f"npm install failed (exit {done.returncode}):\n"
-                             + log_tail(log_path))
+            raise BenchError(f"npm install failed (exit {done.returncode}):\n" + log_tail(log_path))
     done = subprocess.run([str(PRISM_BIN), "--version"], capture_output=True, text=True)
     return done.stdout.strip() or "unknown"
 
@@ -406,8 +459,12 @@ def serve(command: list[str], port: int, env: dict[str, str], log_path: pathlib.
     with log_path.open("ab") as log:
         launched = time.monotonic()
         server = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env}, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            command,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         base_url = f"http://127.0.0.1:{port}"
@@ -421,15 +478,15 @@ def wait_until_ready(server: subprocess.Popen, base_url: str, log_path: pathlib.
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise BenchError(f"the server exited with code {server.returncode}:\n"
-                             + log_tail(log_path))
+            raise BenchError(
+                f"the server exited with code {server.returncode}:\n" + log_tail(log_path)
+            )
         try:
             httpx.get(base_url + "/", timeout=1)  # any response means a worker is up
             return
         except httpx.TransportError:
             time.sleep(0.1)
-    raise BenchError(f"the server did not answer within {START_TIMEOUT} s:\n"
-                     + log_tail(log_path))
+    raise BenchError(f"the server did not answer within {START_TIMEOUT} s:\n" + log_tail(log_path))
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -444,11 +501,16 @@ def stop(server: subprocess.Popen) -> None:
 
 def probe(url: str, record: str) -> httpx.Response:
     """One request as wrk sends them (wrk's own count of errors misses 1xx and 3xx)."""
-    return httpx.post(url, auth=(API_KEY, API_SECRET), timeout=10,
-                      json={"id": record, "product": "sms", "type": "outbound"})
+    return httpx.post(
+        url,
+        auth=(API_KEY, API_SECRET),
+        timeout=10,
+        json={"id": record, "product": "sms", "type": "outbound"},
+    )
 
 
 # ----------------------------------------------------------------------------------- wrk
+
 
 @dataclasses.dataclass
 class WrkResult:
@@ -473,14 +535,27 @@ class WrkResult:
         return self.requests - self.non_2xx
 
 
-def run_wrk(url: str, ids: IdRange, seconds: float, connections: int,
-            log_path: pathlib.Path) -> WrkResult:
+def run_wrk(
+    url: str, ids: IdRange, seconds: float, connections: int, log_path: pathlib.Path
+) -> WrkResult:
     """One wrk run on `url` whose threads share out `ids`, one fresh id per request."""
     per_thread = ids.count // WRK_THREADS
-    env = {**os.environ, "BENCH_AUTH": AUTH_HEADER, "BENCH_FIRST": str(ids.first),
-           "BENCH_PER_THREAD": str(per_thread)}
-    command = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--latency",
-               "-s", str(WRK_SCRIPT), url]
+    env = {
+        **os.environ,
+        "BENCH_AUTH": AUTH_HEADER,
+        "BENCH_FIRST": str(ids.first),
+        "BENCH_PER_THREAD": str(per_thread),
+    }
+    command = [
+        "wrk",
+        f"-t{WRK_THREADS}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     with log_path.open("a") as log:
         log.write(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}\n")
@@ -489,20 +564,25 @@ def run_wrk(url: str, ids: IdRange, seconds: float, connections: int,
         raise BenchError(f"wrk failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
     raw = json.loads(lines[0].removeprefix("BENCH_RESULT "))
     return WrkResult(
-        requests=raw["requests"], seconds=raw["duration_us"] / 1e6, non_2xx=raw["non_2xx"],
-        socket_errors=raw["socket_errors"], p50_ms=raw["p50_us"] / 1000,
+        requests=raw["requests"],
+        seconds=raw["duration_us"] / 1e6,
+        non_2xx=raw["non_2xx"],
+        socket_errors=raw["socket_errors"],
+        p50_ms=raw["p50_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
         ids_exhausted=raw["most_ids_per_thread"] > per_thread,
     )
 
 
-def measure_throughput(url: str, warmup: IdRange, measured: IdRange,
-                       args: argparse.Namespace, log_path: pathlib.Path) -> WrkResult:
+def measure_throughput(
+    url: str, warmup: IdRange, measured: IdRange, args: argparse.Namespace, log_path: pathlib.Path
+) -> WrkResult:
     run_wrk(url, warmup, WARMUP_SECONDS, args.connections, log_path)
     return run_wrk(url, measured, args.duration, args.connections, log_path)
 
 
 # ---------------------------------------------------------------------------- paced load
+
 
 @dataclasses.dataclass
 class PacedResult:
@@ -526,8 +606,9 @@ class PacedResult:
         return self.sent - self.errors
 
 
-async def send_paced(client: httpx.AsyncClient, url: str, ids: list[str],
-                     rate: float) -> PacedResult:
+async def send_paced(
+    client: httpx.AsyncClient, url: str, ids: list[str], rate: float
+) -> PacedResult:
     """Open loop: request i starts at t0 + i/rate whatever the earlier ones are doing;
     its latency runs from that scheduled time to its response."""
     loop = asyncio.get_running_loop()
@@ -535,7 +616,8 @@ async def send_paced(client: httpx.AsyncClient, url: str, ids: list[str],
     async def one(record: str, scheduled: float) -> tuple[float, str]:
         try:
             response = await client.post(
-                url, json={"id": record, "product": "sms", "type": "outbound"})
+                url, json={"id": record, "product": "sms", "type": "outbound"}
+            )
             outcome = str(response.status_code)
         except httpx.HTTPError as exc:
             outcome = type(exc).__name__
@@ -552,21 +634,24 @@ async def send_paced(client: httpx.AsyncClient, url: str, ids: list[str],
     latencies = sorted(latency * 1000 for latency, _ in outcomes)
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return PacedResult(
-        sent=len(outcomes), seconds=elapsed,
+        sent=len(outcomes),
+        seconds=elapsed,
         outcomes=dict(collections.Counter(outcome for _, outcome in outcomes)),
-        p50_ms=cuts[49], p99_ms=cuts[98], max_ms=latencies[-1],
+        p50_ms=cuts[49],
+        p99_ms=cuts[98],
+        max_ms=latencies[-1],
     )
 
 
 async def measure_paced(base_url: str, warmup: IdRange, measured: IdRange) -> PacedResult:
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(auth=(API_KEY, API_SECRET), limits=limits,
-                                 timeout=10) as client:
+    async with httpx.AsyncClient(auth=(API_KEY, API_SECRET), limits=limits, timeout=10) as client:
         await send_paced(client, base_url + PATH, warmup.ids(), PACED_RATE)
         return await send_paced(client, base_url + PATH, measured.ids(), PACED_RATE)
 
 
 # ---------------------------------------------------------------------------- the phases
+
 
 @dataclasses.dataclass
 class Measurement:
@@ -576,15 +661,21 @@ class Measurement:
     startup_s: float
     throughput: WrkResult
     probe_status: int | None = None  # stub rows only: a probe would spend a real record
-    detail: str = ""                 # e.g. the Prism version
+    detail: str = ""  # e.g. the Prism version
     paced: PacedResult | None = None
     redacted_throughput: int | None = None
     redacted_paced: int | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
 
 
-def measure_stub(row: Row, command: Callable[[int], list[str]], path: str, args,
-                 log_path: pathlib.Path, detail: str = "") -> Measurement:
+def measure_stub(
+    row: Row,
+    command: Callable[[int], list[str]],
+    path: str,
+    args,
+    log_path: pathlib.Path,
+    detail: str = "",
+) -> Measurement:
     """Throughput of an app that redacts nothing (the ids need not exist)."""
     print(f"measuring {row.label}{f' ({detail})' if detail else ''} ...", flush=True)
     allocator = IdAllocator()
@@ -596,14 +687,24 @@ def measure_stub(row: Row, command: Callable[[int], list[str]], path: str, args,
         url = served.base_url + path
         answer = probe(url, probe_id)
         if not answer.is_success:  # every request of the run would fail the same way
-            raise BenchError(f"answered {answer.status_code} to the bench request, not "
-                             f"the contract's 204:\n{answer.text[:500]}")
+            raise BenchError(
+                f"answered {answer.status_code} to the bench request, not "
+                f"the contract's 204:\n{answer.text[:500]}"
+            )
         result = measure_throughput(url, warmup, measured, args, log_path)
-    measurement = Measurement(row.key, row.label, path, served.startup_s, result,
-                              probe_status=answer.status_code, detail=detail)
+    measurement = Measurement(
+        row.key,
+        row.label,
+        path,
+        served.startup_s,
+        result,
+        probe_status=answer.status_code,
+        detail=detail,
+    )
     if answer.status_code != 204:
-        measurement.warnings.append(f"{row.label}: answered the probe request "
-                                    f"{answer.status_code}, not the contract's 204")
+        measurement.warnings.append(
+            f"{row.label}: answered the probe request {answer.status_code}, not the contract's 204"
+        )
     check_throughput(measurement)
     note_log_problems(measurement, log_path)
     return measurement
@@ -611,12 +712,12 @@ def measure_stub(row: Row, command: Callable[[int], list[str]], path: str, args,
 
 def measure_prism(row: Row, args, log_path: pathlib.Path) -> Measurement:
     version = install_prism(log_path)
-    return measure_stub(row, prism_command, PRISM_PATH, args, log_path,
-                        detail=f"Prism {version}")
+    return measure_stub(row, prism_command, PRISM_PATH, args, log_path, detail=f"Prism {version}")
 
 
-def measure_service(row: Row, database_url: str, storage_uri: str, args,
-                    log_path: pathlib.Path) -> Measurement:
+def measure_service(
+    row: Row, database_url: str, storage_uri: str, args, log_path: pathlib.Path
+) -> Measurement:
     """Throughput and paced latency of the real service, each request a real redaction."""
     print(f"measuring {row.label} ...", flush=True)
     allocator = IdAllocator()
@@ -629,7 +730,12 @@ def measure_service(row: Row, database_url: str, storage_uri: str, args,
         result = measure_throughput(url, plan.warmup, plan.throughput, args, log_path)
         paced = asyncio.run(measure_paced(served.base_url, plan.paced_warmup, plan.paced))
     measurement = Measurement(
-        row.key, row.label, PATH, served.startup_s, result, paced=paced,
+        row.key,
+        row.label,
+        PATH,
+        served.startup_s,
+        result,
+        paced=paced,
         redacted_throughput=count_redacted(database_url, plan.throughput),
         redacted_paced=count_redacted(database_url, plan.paced),
     )
@@ -645,34 +751,42 @@ def check_throughput(measurement: Measurement) -> None:
         socket_errors = ", ".join(f"{n} {kind}" for kind, n in result.socket_errors.items())
         measurement.warnings.append(
             f"{measurement.label}: {result.non_2xx} non-2xx responses, socket errors: "
-            f"{socket_errors}: the throughput run is NOT valid")
+            f"{socket_errors}: the throughput run is NOT valid"
+        )
 
 
 def check_service(measurement: Measurement) -> None:
     if measurement.throughput.ids_exhausted:
         measurement.warnings.append(
             f"{measurement.label}: a wrk thread sent more than its {MAX_RATE} req/s share "
-            "of fresh ids, so some requests hit redacted or missing records; raise MAX_RATE")
-    checks = (("throughput", measurement.redacted_throughput, measurement.throughput),
-              ("paced", measurement.redacted_paced, measurement.paced))
+            "of fresh ids, so some requests hit redacted or missing records; raise MAX_RATE"
+        )
+    checks = (
+        ("throughput", measurement.redacted_throughput, measurement.throughput),
+        ("paced", measurement.redacted_paced, measurement.paced),
+    )
     for phase, redacted, result in checks:
         if redacted < result.successes:
             measurement.warnings.append(
                 f"{measurement.label}: only {redacted} records redacted for "
-                f"{result.successes} 2xx responses of the {phase} run")
+                f"{result.successes} 2xx responses of the {phase} run"
+            )
     if measurement.paced.errors:
         measurement.warnings.append(
-            f"{measurement.label}: paced run outcomes {measurement.paced.outcomes}")
+            f"{measurement.label}: paced run outcomes {measurement.paced.outcomes}"
+        )
 
 
 def note_log_problems(measurement: Measurement, log_path: pathlib.Path) -> None:
     if measurement.warnings:
         measurement.warnings.append(
             f"{measurement.label}: server log, apart from info lines and traceback "
-            f"bodies:\n{log_problems(log_path)}")
+            f"bodies:\n{log_problems(log_path)}"
+        )
 
 
 # -------------------------------------------------------------------------------- report
+
 
 def ratio(by_key: dict[str, Measurement], service: str, baseline: str) -> float | None:
     """req/s of `service` over `baseline`, or None when either row was not measured."""
@@ -685,17 +799,22 @@ def on_invalid_row(by_key: dict[str, Measurement], *keys: str) -> bool:
     return any(by_key[key].warnings for key in keys if key in by_key)
 
 
-def print_report(selected: list[str], measurements: list[Measurement],
-                 unmeasured: dict[str, str], args) -> None:
+def print_report(
+    selected: list[str], measurements: list[Measurement], unmeasured: dict[str, str], args
+) -> None:
     by_key = {m.key: m for m in measurements}
     warnings = [w for m in measurements for w in m.warnings]
     for warning in warnings:
         print(f"\nWARNING: {warning}")
-    print(f"\nwrk -t{WRK_THREADS} -c{args.connections} -d{args.duration}s --latency, "
-          f"loopback; Python apps: gunicorn, {WORKERS} uvicorn workers; Prism: 1 Node "
-          "process\n")
-    print(f"{'app':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
-          f"{'sock err':>10}{'redacted':>10}{'start s':>9}")
+    print(
+        f"\nwrk -t{WRK_THREADS} -c{args.connections} -d{args.duration}s --latency, "
+        f"loopback; Python apps: gunicorn, {WORKERS} uvicorn workers; Prism: 1 Node "
+        "process\n"
+    )
+    print(
+        f"{'app':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+        f"{'sock err':>10}{'redacted':>10}{'start s':>9}"
+    )
     for key in selected:
         if key in unmeasured:
             print(f"{ROWS[key].label:<30} {unmeasured[key]}")
@@ -703,8 +822,10 @@ def print_report(selected: list[str], measurements: list[Measurement],
         m = by_key[key]
         t = m.throughput
         redacted = "" if m.redacted_throughput is None else m.redacted_throughput
-        print(f"{m.label:<30}{t.rate:>9.0f}{t.p50_ms:>9.2f}{t.p99_ms:>9.2f}{t.non_2xx:>9}"
-              f"{sum(t.socket_errors.values()):>10}{redacted:>10}{m.startup_s:>9.1f}")
+        print(
+            f"{m.label:<30}{t.rate:>9.0f}{t.p50_ms:>9.2f}{t.p99_ms:>9.2f}{t.non_2xx:>9}"
+            f"{sum(t.socket_errors.values()):>10}{redacted:>10}{m.startup_s:>9.1f}"
+        )
     print_ratios(by_key)
     for key in SERVICE_ROWS:
         p = by_key[key].paced if key in by_key else None
@@ -713,14 +834,15 @@ def print_report(selected: list[str], measurements: list[Measurement],
         if p is None:
             print(f"{name}: target p99 < {target} ms: not measured")
             continue
-        print(f"{name}: achieved {p.rate:.1f} req/s, p50 {p.p50_ms:.2f} p99 {p.p99_ms:.2f} "
-              f"max {p.max_ms:.2f} ms, errors {p.errors}, redacted "
-              f"{by_key[key].redacted_paced}/{p.sent} (target p99 < {target} ms: "
-              f"{'MET' if p.p99_ms < target else 'MISSED'})")
+        print(
+            f"{name}: achieved {p.rate:.1f} req/s, p50 {p.p50_ms:.2f} p99 {p.p99_ms:.2f} "
+            f"max {p.max_ms:.2f} ms, errors {p.errors}, redacted "
+            f"{by_key[key].redacted_paced}/{p.sent} (target p99 < {target} ms: "
+            f"{'MET' if p.p99_ms < target else 'MISSED'})"
+        )
     failed = [key for key, why in unmeasured.items() if why.startswith("FAILED")]
     if warnings or failed:
-        print(f"\nNOT a valid run: {len(warnings)} warning(s) above, "
-              f"{len(failed)} row(s) failed")
+        print(f"\nNOT a valid run: {len(warnings)} warning(s) above, {len(failed)} row(s) failed")
     elif any(key in by_key for key in SERVICE_ROWS):
         print("\nvalid run: no errors, every 2xx response matched by a redacted record")
     else:
@@ -732,8 +854,10 @@ def print_ratios(by_key: dict[str, Measurement]) -> None:
     services = [key for key in SERVICE_ROWS if key in by_key]
     print()
     if services:
-        print(f"{'req/s, full/baseline':<22}"
-              + "".join(f"{ROWS[b].short:>18}" for b in RATIO_BASELINES))
+        print(
+            f"{'req/s, full/baseline':<22}"
+            + "".join(f"{ROWS[b].short:>18}" for b in RATIO_BASELINES)
+        )
         for service in services:
             cells = []
             for baseline in RATIO_BASELINES:
@@ -745,50 +869,79 @@ def print_ratios(by_key: dict[str, Measurement]) -> None:
         print("no ratios: neither service row (sqlite, postgres) was measured")
     for target in RATIO_TARGETS:
         value = ratio(by_key, target.service, target.baseline)
-        name = (f"{target.kind}: {ROWS[target.service].short} >= {target.least}x "
-                f"{ROWS[target.baseline].short}")
+        name = (
+            f"{target.kind}: {ROWS[target.service].short} >= {target.least}x "
+            f"{ROWS[target.baseline].short}"
+        )
         if value is None:
             missing = [k for k in (target.service, target.baseline) if k not in by_key]
             print(f"{name}: not measured (no {' or '.join(missing)} row)")
             continue
-        invalid = (" (on an invalid row)"
-                   if on_invalid_row(by_key, target.service, target.baseline) else "")
-        print(f"{name}: {value:.2f}x {'MET' if value >= target.least else 'MISSED'}"
-              f"{invalid}")
+        invalid = (
+            " (on an invalid row)"
+            if on_invalid_row(by_key, target.service, target.baseline)
+            else ""
+        )
+        print(f"{name}: {value:.2f}x {'MET' if value >= target.least else 'MISSED'}{invalid}")
 
 
-def write_json(path: pathlib.Path, selected: list[str], measurements: list[Measurement],
-               unmeasured: dict[str, str], args) -> None:
+def write_json(
+    path: pathlib.Path,
+    selected: list[str],
+    measurements: list[Measurement],
+    unmeasured: dict[str, str],
+    args,
+) -> None:
     by_key = {m.key: m for m in measurements}
     figures = {
-        "settings": {"duration": args.duration, "connections": args.connections,
-                     "wrk_threads": WRK_THREADS, "workers": WORKERS,
-                     "paced_rate": PACED_RATE, "paced_seconds": PACED_SECONDS,
-                     "rows": selected, "prism_package": PRISM_PACKAGE},
+        "settings": {
+            "duration": args.duration,
+            "connections": args.connections,
+            "wrk_threads": WRK_THREADS,
+            "workers": WORKERS,
+            "paced_rate": PACED_RATE,
+            "paced_seconds": PACED_SECONDS,
+            "rows": selected,
+            "prism_package": PRISM_PACKAGE,
+        },
         "postgres_skipped": args.skipped,
         "unmeasured": unmeasured,
         "apps": [
-            {"key": m.key, "label": m.label, "detail": m.detail, "path": m.path,
-             "startup_s": m.startup_s, "probe_status": m.probe_status,
-             "throughput": {**dataclasses.asdict(m.throughput), "rate": m.throughput.rate},
-             "paced": m.paced and {**dataclasses.asdict(m.paced), "rate": m.paced.rate,
-                                   "errors": m.paced.errors,
-                                   "p99_target_ms": PACED_P99_TARGET_MS[m.key],
-                                   "met": m.paced.p99_ms < PACED_P99_TARGET_MS[m.key]},
-             "redacted_throughput": m.redacted_throughput,
-             "redacted_paced": m.redacted_paced,
-             "warnings": m.warnings}
+            {
+                "key": m.key,
+                "label": m.label,
+                "detail": m.detail,
+                "path": m.path,
+                "startup_s": m.startup_s,
+                "probe_status": m.probe_status,
+                "throughput": {**dataclasses.asdict(m.throughput), "rate": m.throughput.rate},
+                "paced": m.paced
+                and {
+                    **dataclasses.asdict(m.paced),
+                    "rate": m.paced.rate,
+                    "errors": m.paced.errors,
+                    "p99_target_ms": PACED_P99_TARGET_MS[m.key],
+                    "met": m.paced.p99_ms < PACED_P99_TARGET_MS[m.key],
+                },
+                "redacted_throughput": m.redacted_throughput,
+                "redacted_paced": m.redacted_paced,
+                "warnings": m.warnings,
+            }
             for m in measurements
         ],
         "ratios": [
-            {"service": service, "baseline": baseline,
-             "ratio": ratio(by_key, service, baseline)}
-            for service in SERVICE_ROWS if service in by_key
-            for baseline in RATIO_BASELINES if baseline in by_key
+            {"service": service, "baseline": baseline, "ratio": ratio(by_key, service, baseline)}
+            for service in SERVICE_ROWS
+            if service in by_key
+            for baseline in RATIO_BASELINES
+            if baseline in by_key
         ],
         "targets": [
-            {**dataclasses.asdict(target), "ratio": value,
-             "met": None if value is None else value >= target.least}
+            {
+                **dataclasses.asdict(target),
+                "ratio": value,
+                "met": None if value is None else value >= target.least,
+            }
             for target in RATIO_TARGETS
             for value in [ratio(by_key, target.service, target.baseline)]
         ],
@@ -798,16 +951,20 @@ def write_json(path: pathlib.Path, selected: list[str], measurements: list[Measu
 
 # ---------------------------------------------------------------------------------- main
 
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
-    parser.add_argument("--skip-postgres", action="store_true",
-                        help="skip the PostgreSQL + Redis run")
-    parser.add_argument("--only", metavar="ROWS",
-                        help="comma-separated rows to run, of: " + ",".join(ROWS))
-    parser.add_argument("--json", type=pathlib.Path, metavar="PATH",
-                        help="also write the figures to PATH")
+    parser.add_argument(
+        "--skip-postgres", action="store_true", help="skip the PostgreSQL + Redis run"
+    )
+    parser.add_argument(
+        "--only", metavar="ROWS", help="comma-separated rows to run, of: " + ",".join(ROWS)
+    )
+    parser.add_argument(
+        "--json", type=pathlib.Path, metavar="PATH", help="also write the figures to PATH"
+    )
     args = parser.parse_args()
     if args.only is None:
         wanted = set(ROWS)
@@ -815,8 +972,10 @@ def parse_args() -> argparse.Namespace:
         wanted = {name.strip() for name in args.only.split(",") if name.strip()}
         unknown = sorted(wanted - set(ROWS))
         if unknown or not wanted:
-            parser.error(f"--only: unknown row(s) {', '.join(unknown) or '(none given)'}; "
-                         f"rows are {','.join(ROWS)}")
+            parser.error(
+                f"--only: unknown row(s) {', '.join(unknown) or '(none given)'}; "
+                f"rows are {','.join(ROWS)}"
+            )
     args.rows = [key for key in ROWS if key in wanted]  # always in the table's order
     args.skipped = None
     return args
@@ -835,10 +994,14 @@ def missing_requirements(rows: list[str]) -> str | None:
                 lacking.setdefault(f"program {program}", []).append(key)
     if not lacking:
         return None
-    return "missing " + "; ".join(
-        f"{what} ({INSTALL_HINTS[what.split()[-1]]}; for {','.join(needed_by)})"
-        for what, needed_by in lacking.items()
-    ) + "; or leave those rows out with --only"
+    return (
+        "missing "
+        + "; ".join(
+            f"{what} ({INSTALL_HINTS[what.split()[-1]]}; for {','.join(needed_by)})"
+            for what, needed_by in lacking.items()
+        )
+        + "; or leave those rows out with --only"
+    )
 
 
 def main() -> int:
@@ -850,26 +1013,36 @@ def main() -> int:
     # Terminated: unwind as on Ctrl-C, so that every `finally` stops its server.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if "postgres" in args.rows:
-        args.skipped = ("--skip-postgres" if args.skip_postgres
-                        else prepare_postgres_and_redis())
+        args.skipped = "--skip-postgres" if args.skip_postgres else prepare_postgres_and_redis()
     measurements: list[Measurement] = []
     unmeasured: dict[str, str] = {}  # row key -> why: skipped or failed
     with tempfile.TemporaryDirectory(prefix="redact-bench-") as tmp:
         workdir = pathlib.Path(tmp)
 
         def stub(key: str, app: str) -> Callable[[], Measurement]:
-            return lambda: measure_stub(ROWS[key], functools.partial(gunicorn_command, app),
-                                        PATH, args, workdir / f"{key}.log")
+            return lambda: measure_stub(
+                ROWS[key],
+                functools.partial(gunicorn_command, app),
+                PATH,
+                args,
+                workdir / f"{key}.log",
+            )
 
         runners = {
             "bare": stub("bare", "bench.bare_asgi:app"),
             "flask-untuned": stub("flask-untuned", "bench.untuned:app"),
             "async-untuned": stub("async-untuned", "bench.untuned_async:app"),
             "prism": lambda: measure_prism(ROWS["prism"], args, workdir / "prism.log"),
-            "sqlite": lambda: measure_service(ROWS["sqlite"], f"sqlite:///{workdir}/bench.db",
-                                              "memory://", args, workdir / "sqlite.log"),
-            "postgres": lambda: measure_service(ROWS["postgres"], PG_URL, REDIS_URL, args,
-                                                workdir / "postgres.log"),
+            "sqlite": lambda: measure_service(
+                ROWS["sqlite"],
+                f"sqlite:///{workdir}/bench.db",
+                "memory://",
+                args,
+                workdir / "sqlite.log",
+            ),
+            "postgres": lambda: measure_service(
+                ROWS["postgres"], PG_URL, REDIS_URL, args, workdir / "postgres.log"
+            ),
         }
         try:
             for key in args.rows:

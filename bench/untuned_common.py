@@ -9,7 +9,7 @@ environment variable, names the check instead.
 
 import os
 import pathlib
-from typing import Callable
+from collections.abc import Callable
 
 from connexion.resolver import Resolver
 

@@ -3,10 +3,10 @@
 from .account import Account
 from .db import BaseModel, database, open_database
 from .errors import InvalidRecord, PrematureRedaction, RecordNotFound, RedactionError, Unprovisioned
+from .job import JOB_MODELS
 from .loading import load_records
 from .policy import DIRECTIONS, POLICIES, PRODUCTS, REDACTED
 from .redaction import redact_transaction, redact_transaction_async
-from .job import JOB_MODELS
 from .transaction import RedactionAudit, Transaction
 
 MODELS = (Account, Transaction, RedactionAudit, *JOB_MODELS)
@@ -22,9 +22,24 @@ def create_tables() -> None:
 
 
 __all__ = [
-    "Account", "BaseModel", "database", "open_database", "InvalidRecord",
-    "PrematureRedaction", "RecordNotFound", "RedactionError", "Unprovisioned", "load_records",
-    "DIRECTIONS", "POLICIES", "PRODUCTS", "REDACTED", "redact_transaction",
-    "redact_transaction_async", "MODELS",
-    "RedactionAudit", "Transaction", "create_tables",
+    "DIRECTIONS",
+    "MODELS",
+    "POLICIES",
+    "PRODUCTS",
+    "REDACTED",
+    "Account",
+    "BaseModel",
+    "InvalidRecord",
+    "PrematureRedaction",
+    "RecordNotFound",
+    "RedactionAudit",
+    "RedactionError",
+    "Transaction",
+    "Unprovisioned",
+    "create_tables",
+    "database",
+    "load_records",
+    "open_database",
+    "redact_transaction",
+    "redact_transaction_async",
 ]

@@ -46,7 +46,7 @@ class Account(BaseModel):
     previous_secret_until = UTCDateTimeField(null=True)
 
     @classmethod
-    def register(cls, api_key: str, api_secret: str, products=PRODUCTS) -> "Account":
+    def register(cls, api_key: str, api_secret: str, products=PRODUCTS) -> Account:
         """Create an account; the secret is stored only as a salted hash."""
         unknown = sorted(set(products) - set(PRODUCTS))
         if unknown:
@@ -60,8 +60,9 @@ class Account(BaseModel):
         )
 
     @classmethod
-    def authenticate(cls, api_key: str, api_secret: str,
-                     now: datetime.datetime | None = None) -> "Account | None":
+    def authenticate(
+        cls, api_key: str, api_secret: str, now: datetime.datetime | None = None
+    ) -> Account | None:
         """The account whose key and secret (or former secret, within its grace period)
         these are, or None. Every refusal costs two hash checks, whether the key exists,
         has a former secret or not, so timing reveals neither."""
@@ -73,15 +74,18 @@ class Account(BaseModel):
             return None
         if check_secret(api_secret, account.secret_hash):
             return account
-        in_grace = (account.previous_secret_hash is not None
-                    and account.previous_secret_until is not None
-                    and now < account.previous_secret_until)
+        in_grace = (
+            account.previous_secret_hash is not None
+            and account.previous_secret_until is not None
+            and now < account.previous_secret_until
+        )
         previous = account.previous_secret_hash if in_grace else _DUMMY_HASH
         return account if check_secret(api_secret, previous) and in_grace else None
 
     @classmethod
-    def rotate_secret(cls, api_key: str, new_secret: str, grace: datetime.timedelta,
-                      now: datetime.datetime) -> "Account | None":
+    def rotate_secret(
+        cls, api_key: str, new_secret: str, grace: datetime.timedelta, now: datetime.datetime
+    ) -> Account | None:
         """Make `new_secret` the account's secret; the current one stays valid for
         `grace`. Returns the account, or None if there is no such key."""
         account = cls.get_or_none(cls.api_key == api_key)

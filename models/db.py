@@ -25,7 +25,8 @@ import logging
 import os
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import peewee
 from playhouse.db_url import connect
@@ -69,8 +70,9 @@ class BaseModel(peewee.Model):
 CONNECT_TIMEOUT_SECONDS = 5
 
 
-def open_database(url: str, max_connections: int = 64,
-                  subject_key: bytes | None = None) -> peewee.Database:
+def open_database(
+    url: str, max_connections: int = 64, subject_key: bytes | None = None
+) -> peewee.Database:
     """Open the database at `url` (sqlite:///path or postgresql://...) behind the proxy.
 
     Connections are pooled: the group commit's writer holds one while it is busy, and
@@ -84,8 +86,9 @@ def open_database(url: str, max_connections: int = 64,
     if scheme == "sqlite":
         # BEGIN IMMEDIATE: a read-then-write transaction must not fail when another
         # process commits between its read and its write.
-        options.update(pragmas=SQLITE_PRAGMAS, timeout=10, check_same_thread=False,
-                       lock_type="IMMEDIATE")
+        options.update(
+            pragmas=SQLITE_PRAGMAS, timeout=10, check_same_thread=False, lock_type="IMMEDIATE"
+        )
     elif "connect_timeout=" not in rest:
         # A server that is down answers at once; an unreachable host must not hold a
         # request past this (the request then gets its 503).
@@ -189,9 +192,11 @@ def _segments(slots: list[tuple]) -> list[tuple]:
             while index + width < len(slots) and slots[index + width][0] == (name[0], 0, width):
                 width += 1
             rows = 0
-            while all(index + rows * width + c < len(slots)
-                      and slots[index + rows * width + c][0] == (name[0], rows, c)
-                      for c in range(width)):
+            while all(
+                index + rows * width + c < len(slots)
+                and slots[index + rows * width + c][0] == (name[0], rows, c)
+                for c in range(width)
+            ):
                 rows += 1
             segments.append(("rows", name[0], rows * width))
             index += rows * width
@@ -221,7 +226,7 @@ class GroupCommit:
     exception raised by `batch_fn` rolls the whole batch back and reaches every caller.
     """
 
-    def __init__(self, db: peewee.Database, process_lock: "ProcessWriteLock | None" = None):
+    def __init__(self, db: peewee.Database, process_lock: ProcessWriteLock | None = None):
         self._db = db
         self._process_lock = process_lock or contextlib.nullcontext()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -252,8 +257,9 @@ class GroupCommit:
                 if self._writer_pid != os.getpid():
                     if self._writer_pid is not None:  # the parent's queue is not ours
                         self._queue = queue.SimpleQueue()
-                    threading.Thread(target=self._write_forever, name="group-commit",
-                                     daemon=True).start()
+                    threading.Thread(
+                        target=self._write_forever, name="group-commit", daemon=True
+                    ).start()
                     self._writer_pid = os.getpid()
         self._queue.put(unit)
 
@@ -285,8 +291,7 @@ class GroupCommit:
         try:
             self._db.close()
         except Exception:
-            log.warning("group commit: closing the writer's connection failed",
-                        exc_info=True)
+            log.warning("group commit: closing the writer's connection failed", exc_info=True)
 
     def _execute(self, batch: list[tuple]) -> list:
         outcomes: list = [None] * len(batch)
@@ -322,16 +327,14 @@ def _deliver(batch: list[tuple], outcomes: list) -> None:
     """Complete the callers' futures: a thread's at once, an event loop's in one call per
     loop (each `call_soon_threadsafe` wakes the loop)."""
     by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-    for (_, _, future, loop), outcome in zip(batch, outcomes):
+    for (_, _, future, loop), outcome in zip(batch, outcomes, strict=True):
         if loop is None:
             _settle(future, outcome)
         else:
             by_loop.setdefault(loop, []).append((future, outcome))
     for loop, settled in by_loop.items():
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these
             loop.call_soon_threadsafe(_settle_all, settled)
-        except RuntimeError:  # the loop has closed: nobody waits for these
-            pass
 
 
 def _settle_all(settled: list) -> None:

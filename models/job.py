@@ -13,7 +13,7 @@ import datetime
 import json
 import logging
 import secrets
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import peewee
 
@@ -22,8 +22,16 @@ from .db import BaseModel, PreparedQuery, UTCDateTimeField, database
 from .errors import RedactionError
 from .policy import DIRECTIONS, PRODUCTS
 
-STATUSES = ("created", "validating", "ready", "failed", "redacting", "succeeded",
-            "canceling", "canceled")
+STATUSES = (
+    "created",
+    "validating",
+    "ready",
+    "failed",
+    "redacting",
+    "succeeded",
+    "canceling",
+    "canceled",
+)
 BEHAVIORS = ("error", "fix")
 FINISHED = ("succeeded", "canceled")
 UNFINISHED = tuple(s for s in STATUSES if s not in FINISHED)
@@ -46,21 +54,25 @@ CLEARED_SUBJECT = "REDACTED"
 _log = logging.getLogger("redact.jobs")
 
 
-def log_transition(job: "RedactionJob", old: str | None, new: str, moved: int = 1) -> None:
+def log_transition(job: RedactionJob, old: str | None, new: str, moved: int = 1) -> None:
     """One structured log line per status change that took place (`moved` rows): ids and
     statuses only."""
     if moved:
-        _log.info("job_transition", extra={"fields": {
-            "job": job.id, "api_key": job.account_id, "from": old, "to": new}})
+        _log.info(
+            "job_transition",
+            extra={"fields": {"job": job.id, "api_key": job.account_id, "from": old, "to": new}},
+        )
 
 
-def transition(job: "RedactionJob", source: str, target: str, **changes) -> bool:
+def transition(job: RedactionJob, source: str, target: str, **changes) -> bool:
     """Move the job from `source` to `target` (with `changes` to other columns) if its
     status is still `source`, and log it; whether it moved. Concurrent movers cannot
     both win."""
-    moved = (RedactionJob.update(status=target, **changes)
-             .where((RedactionJob.seq == job.seq) & (RedactionJob.status == source))
-             .execute())
+    moved = (
+        RedactionJob.update(status=target, **changes)
+        .where((RedactionJob.seq == job.seq) & (RedactionJob.status == source))
+        .execute()
+    )
     log_transition(job, source, target, moved)
     return bool(moved)
 
@@ -78,8 +90,10 @@ class JobNotFound(JobError):
 class InvalidMove(JobError):
     def __init__(self, job_id: str, action: str, status: str):
         allowed = " or ".join(MOVES[action]) if action in MOVES else "no status"
-        super().__init__(f"Cannot {action} redaction job {job_id} in status '{status}'; "
-                         f"{action} needs status {allowed}")
+        super().__init__(
+            f"Cannot {action} redaction job {job_id} in status '{status}'; "
+            f"{action} needs status {allowed}"
+        )
         self.job_id, self.action, self.status = job_id, action, status
 
 
@@ -94,8 +108,10 @@ class InvalidJobRequest(JobError):
 
 class TooManyJobs(JobError):
     def __init__(self, api_key: str, limit: int):
-        super().__init__(f"Account {api_key} has {limit} unfinished redaction jobs, the "
-                         "most allowed; wait for one to finish or cancel one")
+        super().__init__(
+            f"Account {api_key} has {limit} unfinished redaction jobs, the "
+            "most allowed; wait for one to finish or cancel one"
+        )
         self.limit = limit
 
 
@@ -114,8 +130,9 @@ class RedactionJob(BaseModel):
 
     seq = peewee.AutoField()
     id = peewee.CharField(max_length=40, unique=True)
-    account = peewee.ForeignKeyField(Account, column_name="api_key", on_delete="CASCADE",
-                                     object_id_name="account_id")
+    account = peewee.ForeignKeyField(
+        Account, column_name="api_key", on_delete="CASCADE", object_id_name="account_id"
+    )
     status = peewee.CharField(max_length=12)
     validation_behavior = peewee.CharField(max_length=8, default="error")
     description = peewee.TextField(null=True)
@@ -149,9 +166,12 @@ class RedactionJob(BaseModel):
     @property
     def counts(self) -> dict:
         return {
-            "transactions": self.transactions, "subjects": self.subjects,
-            "records": self.records, "redacted": self.redacted,
-            "already_redacted": self.already_redacted, "skipped": self.skipped,
+            "transactions": self.transactions,
+            "subjects": self.subjects,
+            "records": self.records,
+            "redacted": self.redacted,
+            "already_redacted": self.already_redacted,
+            "skipped": self.skipped,
             "validation_errors": self.validation_errors,
         }
 
@@ -195,8 +215,13 @@ class JobObject(BaseModel):
     def as_object(self) -> dict:
         if self.transaction_id is None:
             return {"subject": self.subject or CLEARED_SUBJECT}
-        return {"transaction": {"id": self.transaction_id, "product": self.product,
-                                "type": self.direction}}
+        return {
+            "transaction": {
+                "id": self.transaction_id,
+                "product": self.product,
+                "type": self.direction,
+            }
+        }
 
 
 class JobValidationError(BaseModel):
@@ -261,7 +286,8 @@ def create_job(
         if idempotency_key is not None:
             existing = RedactionJob.get_or_none(
                 (RedactionJob.account == api_key)
-                & (RedactionJob.idempotency_key == idempotency_key))
+                & (RedactionJob.idempotency_key == idempotency_key)
+            )
             if existing is not None:
                 # A finished job forgets its request (it may name numbers): same key,
                 # same job.
@@ -270,16 +296,22 @@ def create_job(
                 return existing, False
         if admit is not None:
             admit()
-        unfinished = (RedactionJob.select()
-                      .where((RedactionJob.account == api_key)
-                             & RedactionJob.status.in_(UNFINISHED))
-                      .count())
+        unfinished = (
+            RedactionJob.select()
+            .where((RedactionJob.account == api_key) & RedactionJob.status.in_(UNFINISHED))
+            .count()
+        )
         if unfinished >= max_unfinished:
             raise TooManyJobs(api_key, max_unfinished)
         job = RedactionJob.create(
-            id=new_job_id(), account=api_key, status="created",
-            validation_behavior=validation_behavior, description=description,
-            created=now, run_at=run_at, idempotency_key=idempotency_key,
+            id=new_job_id(),
+            account=api_key,
+            status="created",
+            validation_behavior=validation_behavior,
+            description=description,
+            created=now,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
             request_digest=digest,
         )
         counts = _store_objects(job, transactions, subjects)
@@ -289,8 +321,12 @@ def create_job(
     return job, True
 
 
-def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
-                   subjects: Iterable[str], batch_size: int = 1000) -> tuple[int, int]:
+def _store_objects(
+    job: RedactionJob,
+    transactions: Iterable[TransactionRef],
+    subjects: Iterable[str],
+    batch_size: int = 1000,
+) -> tuple[int, int]:
     """Insert the objects in batches; returns how many transactions and subjects the job
     names. An object named again as before (the same number in another format, too) is
     stored once; a transaction id named with another product or type is a second object
@@ -312,8 +348,18 @@ def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
             raise InvalidJobRequest(f"transaction {ref.id}: no product {ref.product!r}")
         if ref.type is not None and ref.type not in DIRECTIONS:
             raise InvalidJobRequest(f"transaction {ref.id}: no type {ref.type!r}")
-        batch.append((job.seq, position, ref.id, ref.product,
-                      _direction(ref.product, ref.type) or "", None, None, False))
+        batch.append(
+            (
+                job.seq,
+                position,
+                ref.id,
+                ref.product,
+                _direction(ref.product, ref.type) or "",
+                None,
+                None,
+                False,
+            )
+        )
         position += 1
         if len(batch) >= batch_size:
             transactions_stored += flush()
@@ -322,8 +368,10 @@ def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
     for index, number in enumerate(subjects):
         key = subject_key.hash(number)
         if key is None:
-            raise InvalidJobRequest(f"subjects[{index}] is not a phone number (7 to 15 "
-                                    "digits, optionally with '+' and separators)")
+            raise InvalidJobRequest(
+                f"subjects[{index}] is not a phone number (7 to 15 "
+                "digits, optionally with '+' and separators)"
+            )
         batch.append((job.seq, position, None, None, "", number, key, False))
         position += 1
         if len(batch) >= batch_size:
@@ -334,13 +382,23 @@ def _store_objects(job: RedactionJob, transactions: Iterable[TransactionRef],
     return transactions_stored, subjects_stored
 
 
-_OBJECT_FIELDS = (JobObject.job, JobObject.position, JobObject.transaction_id,
-                  JobObject.product, JobObject.direction, JobObject.subject,
-                  JobObject.subject_key, JobObject.done)
+_OBJECT_FIELDS = (
+    JobObject.job,
+    JobObject.position,
+    JobObject.transaction_id,
+    JobObject.product,
+    JobObject.direction,
+    JobObject.subject,
+    JobObject.subject_key,
+    JobObject.done,
+)
 # Built once per batch size (see PreparedQuery); values go in as the database stores them.
-_INSERT_OBJECTS = PreparedQuery(lambda mark, n: JobObject.insert_many(
-    [[mark("o", i, j) for j in range(len(_OBJECT_FIELDS))] for i in range(n)],
-    fields=_OBJECT_FIELDS).on_conflict_ignore())
+_INSERT_OBJECTS = PreparedQuery(
+    lambda mark, n: JobObject.insert_many(
+        [[mark("o", i, j) for j in range(len(_OBJECT_FIELDS))] for i in range(n)],
+        fields=_OBJECT_FIELDS,
+    ).on_conflict_ignore()
+)
 
 
 def _request_digest(body: dict | None) -> str:
@@ -352,8 +410,7 @@ def _request_digest(body: dict | None) -> str:
 
 def get_job(api_key: str, job_id: str) -> RedactionJob:
     """The account's job `job_id`; JobNotFound for an unknown id or another account's."""
-    job = RedactionJob.get_or_none((RedactionJob.id == job_id)
-                                   & (RedactionJob.account == api_key))
+    job = RedactionJob.get_or_none((RedactionJob.id == job_id) & (RedactionJob.account == api_key))
     if job is None:
         raise JobNotFound(job_id)
     return job
@@ -363,9 +420,12 @@ def iter_objects(job: RedactionJob) -> Iterator[JobObject]:
     """The job's objects in the order given, read in pages."""
     position = -1
     while True:
-        page = list(JobObject.select().where((JobObject.job == job.seq)
-                                             & (JobObject.position > position))
-                    .order_by(JobObject.position).limit(1000))
+        page = list(
+            JobObject.select()
+            .where((JobObject.job == job.seq) & (JobObject.position > position))
+            .order_by(JobObject.position)
+            .limit(1000)
+        )
         yield from page
         if len(page) < 1000:
             return
@@ -391,12 +451,22 @@ def move(job: RedactionJob, action: str) -> RedactionJob:
 def undo_move(job: RedactionJob, moved: RedactionJob) -> None:
     """Put a job back where it was before `move` (the work the move starts could not be
     queued), unless a worker has taken it up meanwhile."""
-    undone = (RedactionJob.update(status=job.status, validation_errors=job.validation_errors,
-                                  records=job.records, already_redacted=job.already_redacted,
-                                  eligible_at=job.eligible_at, lease_until=job.lease_until)
-              .where((RedactionJob.seq == job.seq) & (RedactionJob.status == moved.status)
-                     & RedactionJob.lease_owner.is_null())
-              .execute())
+    undone = (
+        RedactionJob.update(
+            status=job.status,
+            validation_errors=job.validation_errors,
+            records=job.records,
+            already_redacted=job.already_redacted,
+            eligible_at=job.eligible_at,
+            lease_until=job.lease_until,
+        )
+        .where(
+            (RedactionJob.seq == job.seq)
+            & (RedactionJob.status == moved.status)
+            & RedactionJob.lease_owner.is_null()
+        )
+        .execute()
+    )
     log_transition(job, moved.status, job.status, undone)
 
 
@@ -425,13 +495,16 @@ def update_job(job: RedactionJob, changes: dict) -> RedactionJob:
         if job.status not in UPDATABLE[name]:
             raise InvalidJobUpdate(
                 f"Cannot change {name} of redaction job {job.id} in status '{job.status}'; "
-                f"{name} can change in status {' or '.join(UPDATABLE[name])}")
+                f"{name} can change in status {' or '.join(UPDATABLE[name])}"
+            )
         values[getattr(RedactionJob, name)] = value
     if not values:
         return job
-    updated = (RedactionJob.update(values)
-               .where((RedactionJob.seq == job.seq) & (RedactionJob.status == job.status))
-               .execute())
+    updated = (
+        RedactionJob.update(values)
+        .where((RedactionJob.seq == job.seq) & (RedactionJob.status == job.status))
+        .execute()
+    )
     if not updated:  # its status moved meanwhile: judge again against the new one
         return update_job(RedactionJob.get_by_id(job.seq), changes)
     return RedactionJob.get_by_id(job.seq)
@@ -467,8 +540,14 @@ def _page(query, key, descending: bool, limit: int, after, before) -> Page:
     return Page(items[:limit], len(items) > limit)
 
 
-def list_jobs(api_key: str, *, limit: int, starting_after: str | None = None,
-              ending_before: str | None = None, status: str | None = None) -> Page:
+def list_jobs(
+    api_key: str,
+    *,
+    limit: int,
+    starting_after: str | None = None,
+    ending_before: str | None = None,
+    status: str | None = None,
+) -> Page:
     """The account's jobs, newest first."""
     query = RedactionJob.select().where(RedactionJob.account == api_key)
     if status is not None:
@@ -477,20 +556,30 @@ def list_jobs(api_key: str, *, limit: int, starting_after: str | None = None,
     def cursor(parameter: str, job_id: str | None):
         if job_id is None:
             return None
-        job = RedactionJob.get_or_none((RedactionJob.id == job_id)
-                                       & (RedactionJob.account == api_key))
+        job = RedactionJob.get_or_none(
+            (RedactionJob.id == job_id) & (RedactionJob.account == api_key)
+        )
         if job is None:
             raise InvalidCursor(parameter, job_id)
         return job.seq
 
-    return _page(query, RedactionJob.seq, True, limit,
-                 cursor("starting_after", starting_after),
-                 cursor("ending_before", ending_before))
+    return _page(
+        query,
+        RedactionJob.seq,
+        True,
+        limit,
+        cursor("starting_after", starting_after),
+        cursor("ending_before", ending_before),
+    )
 
 
-def list_validation_errors(job: RedactionJob, *, limit: int,
-                           starting_after: str | None = None,
-                           ending_before: str | None = None) -> Page:
+def list_validation_errors(
+    job: RedactionJob,
+    *,
+    limit: int,
+    starting_after: str | None = None,
+    ending_before: str | None = None,
+) -> Page:
     """The errors of the job's last validation, in the order of the objects they concern,
     each with its object (`error.target`)."""
     prefix = f"{job.id}_e"
@@ -498,21 +587,38 @@ def list_validation_errors(job: RedactionJob, *, limit: int,
     def cursor(parameter: str, error_id: str | None):
         if error_id is None:
             return None
-        position = error_id[len(prefix):] if error_id.startswith(prefix) else ""
-        if not position.isdigit() or not JobValidationError.select().where(
-                (JobValidationError.job == job.seq)
-                & (JobValidationError.position == int(position))).exists():
+        position = error_id[len(prefix) :] if error_id.startswith(prefix) else ""
+        if (
+            not position.isdigit()
+            or not JobValidationError.select()
+            .where(
+                (JobValidationError.job == job.seq) & (JobValidationError.position == int(position))
+            )
+            .exists()
+        ):
             raise InvalidCursor(parameter, error_id)
         return int(position)
 
-    query = (JobValidationError.select(JobValidationError, JobObject)
-             .join(JobObject, on=((JobObject.job == JobValidationError.job)
-                                  & (JobObject.position == JobValidationError.position)),
-                   attr="target")
-             .where(JobValidationError.job == job.seq))
-    return _page(query, JobValidationError.position, False, limit,
-                 cursor("starting_after", starting_after),
-                 cursor("ending_before", ending_before))
+    query = (
+        JobValidationError.select(JobValidationError, JobObject)
+        .join(
+            JobObject,
+            on=(
+                (JobObject.job == JobValidationError.job)
+                & (JobObject.position == JobValidationError.position)
+            ),
+            attr="target",
+        )
+        .where(JobValidationError.job == job.seq)
+    )
+    return _page(
+        query,
+        JobValidationError.position,
+        False,
+        limit,
+        cursor("starting_after", starting_after),
+        cursor("ending_before", ending_before),
+    )
 
 
 def validation_error_id(job: RedactionJob, error: JobValidationError) -> str:

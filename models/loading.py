@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 import marshmallow
 from marshmallow import fields, validate

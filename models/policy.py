@@ -27,9 +27,25 @@ class ScrubPolicy:
 
 
 _COMMON_KEPT = frozenset(
-    {"status", "price", "currency", "network", "network_name", "country",
-     "country_code", "error_code", "client_ref", "account_ref", "message_type",
-     "channel", "duration", "rate", "start_time", "end_time", "finalized"}
+    {
+        "status",
+        "price",
+        "currency",
+        "network",
+        "network_name",
+        "country",
+        "country_code",
+        "error_code",
+        "client_ref",
+        "account_ref",
+        "message_type",
+        "channel",
+        "duration",
+        "rate",
+        "start_time",
+        "end_time",
+        "finalized",
+    }
 )
 
 POLICIES = {
@@ -37,8 +53,9 @@ POLICIES = {
     for p in (
         ScrubPolicy("sms", "message text and both numbers", "MT", _COMMON_KEPT),
         ScrubPolicy("voice", "both numbers", "voice", _COMMON_KEPT),
-        ScrubPolicy("number-insight", "the number and owner details", "number-insight",
-                    _COMMON_KEPT),
+        ScrubPolicy(
+            "number-insight", "the number and owner details", "number-insight", _COMMON_KEPT
+        ),
         ScrubPolicy("verify", "the number", "verify", _COMMON_KEPT),
         ScrubPolicy("verify-sdk", "the number", "verify-sdk", _COMMON_KEPT),
         ScrubPolicy("messages", "both numbers and content", "messages", _COMMON_KEPT),

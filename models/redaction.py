@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import typing
-from typing import Collection
+from collections.abc import Collection
 
 import peewee
 
@@ -56,8 +56,9 @@ def redaction_request(
         direction = None
     elif direction is None:
         direction = "outbound"
-    return RedactionRequest(api_key, transaction_id, product, direction, now,
-                            min_age_seconds, trace_id, source)
+    return RedactionRequest(
+        api_key, transaction_id, product, direction, now, min_age_seconds, trace_id, source
+    )
 
 
 def redact_transaction(**request) -> bool:
@@ -74,8 +75,7 @@ def redact_transaction(**request) -> bool:
 async def redact_transaction_async(**request) -> bool:
     """`redact_transaction` for a coroutine: it awaits the commit without holding a
     thread."""
-    return await database.obj.group_commit.run_async(redact_batch,
-                                                     redaction_request(**request))
+    return await database.obj.group_commit.run_async(redact_batch, redaction_request(**request))
 
 
 def redact_batch(requests: list[RedactionRequest]) -> list:
@@ -90,15 +90,21 @@ def redact_batch(requests: list[RedactionRequest]) -> list:
     for request in requests:
         row = rows.get(request.transaction_id)
         if row is None or row[1:4] != (request.api_key, request.product, request.direction):
-            outcomes.append(RecordNotFound(request.transaction_id,
-                                           record_kind(request.product, request.direction)))
+            outcomes.append(
+                RecordNotFound(
+                    request.transaction_id, record_kind(request.product, request.direction)
+                )
+            )
             continue
         if row[5] is not None or row[0] in to_scrub:  # redacted_at
             outcomes.append(False)
         elif _is_newer(row[4], _cutoff(cutoffs, request.now, request.min_age_seconds)):
             age = (request.now - Transaction.created_at.python_value(row[4])).total_seconds()
-            outcomes.append(PrematureRedaction(request.transaction_id, request.min_age_seconds,
-                                               request.min_age_seconds - age))
+            outcomes.append(
+                PrematureRedaction(
+                    request.transaction_id, request.min_age_seconds, request.min_age_seconds - age
+                )
+            )
         else:
             to_scrub[row[0]] = _scrubbed_values(request.product, row)
             outcomes.append(True)
@@ -120,9 +126,16 @@ def redact_batch(requests: list[RedactionRequest]) -> list:
         stamp = stamps.get(request.now)
         if stamp is None:
             stamp = stamps[request.now] = RedactionAudit.at.db_value(request.now)
-        audit.append((stamp, request.api_key,
-                      request.transaction_id, request.product, request.trace_id,
-                      request.source))
+        audit.append(
+            (
+                stamp,
+                request.api_key,
+                request.transaction_id,
+                request.product,
+                request.trace_id,
+                request.source,
+            )
+        )
     if audit:
         _AUDIT.execute(len(audit), {"audit": audit})
     return outcomes
@@ -134,7 +147,8 @@ def _cutoff(cache: dict, now: datetime.datetime, min_age_seconds: int):
     cutoff = cache.get(key)
     if cutoff is None:
         cutoff = cache[key] = Transaction.created_at.db_value(
-            now - datetime.timedelta(seconds=min_age_seconds))
+            now - datetime.timedelta(seconds=min_age_seconds)
+        )
     return cutoff
 
 
@@ -144,17 +158,28 @@ def _is_newer(stored, moment) -> bool:
     UTC compares as text."""
     if isinstance(stored, str) and stored[10:11] == " ":
         return stored > str(moment)
-    return Transaction.created_at.python_value(stored) > Transaction.created_at.python_value(
-        moment)
+    return Transaction.created_at.python_value(stored) > Transaction.created_at.python_value(moment)
 
 
-_SELECTED = (Transaction.id, Transaction.account, Transaction.product, Transaction.direction,
-             Transaction.created_at, Transaction.redacted_at, Transaction.sender,
-             Transaction.recipient, Transaction.body, Transaction.details)
+_SELECTED = (
+    Transaction.id,
+    Transaction.account,
+    Transaction.product,
+    Transaction.direction,
+    Transaction.created_at,
+    Transaction.redacted_at,
+    Transaction.sender,
+    Transaction.recipient,
+    Transaction.body,
+    Transaction.details,
+)
 
 # The three statements of a batch, built once per batch size (see PreparedQuery).
-_FIND = PreparedQuery(lambda mark, n: Transaction.select(*_SELECTED).where(
-    Transaction.id.in_([mark("id", i) for i in range(n)])))
+_FIND = PreparedQuery(
+    lambda mark, n: Transaction.select(*_SELECTED).where(
+        Transaction.id.in_([mark("id", i) for i in range(n)])
+    )
+)
 
 
 def _build_scrub(mark, n):
@@ -164,11 +189,13 @@ def _build_scrub(mark, n):
         [[mark("scrub", i, j) for j in range(len(columns))] for i in range(n)]
     ).cte("scrub", columns=columns)
     return (
-        Transaction.update({
-            **{getattr(Transaction, c): getattr(values.c, c) for c in columns[1:]},
-            Transaction.redacted_at: mark("now"),
-            **{getattr(Transaction, c): None for c in Transaction.SUBJECT_COLUMNS},
-        })
+        Transaction.update(
+            {
+                **{getattr(Transaction, c): getattr(values.c, c) for c in columns[1:]},
+                Transaction.redacted_at: mark("now"),
+                **{getattr(Transaction, c): None for c in Transaction.SUBJECT_COLUMNS},
+            }
+        )
         .from_(values)
         .where((Transaction.id == values.c.id) & Transaction.redacted_at.is_null())
         .returning(Transaction.id)
@@ -177,11 +204,20 @@ def _build_scrub(mark, n):
 
 
 _SCRUB = PreparedQuery(_build_scrub)
-_AUDIT_FIELDS = (RedactionAudit.at, RedactionAudit.api_key, RedactionAudit.transaction_id,
-                 RedactionAudit.product, RedactionAudit.trace_id, RedactionAudit.source)
-_AUDIT = PreparedQuery(lambda mark, n: RedactionAudit.insert_many(
-    [[mark("audit", i, j) for j in range(len(_AUDIT_FIELDS))] for i in range(n)],
-    fields=_AUDIT_FIELDS))
+_AUDIT_FIELDS = (
+    RedactionAudit.at,
+    RedactionAudit.api_key,
+    RedactionAudit.transaction_id,
+    RedactionAudit.product,
+    RedactionAudit.trace_id,
+    RedactionAudit.source,
+)
+_AUDIT = PreparedQuery(
+    lambda mark, n: RedactionAudit.insert_many(
+        [[mark("audit", i, j) for j in range(len(_AUDIT_FIELDS))] for i in range(n)],
+        fields=_AUDIT_FIELDS,
+    )
+)
 
 
 def _scrubbed_values(product: str, row: tuple) -> tuple:
@@ -190,5 +226,8 @@ def _scrubbed_values(product: str, row: tuple) -> tuple:
     details = Transaction.details.python_value(details)
     if details:
         details = scrub_details(product, details)
-    return (row[0], *(None if v is None else REDACTED for v in (sender, recipient, body)),
-            Transaction.details.db_value(details))
+    return (
+        row[0],
+        *(None if v is None else REDACTED for v in (sender, recipient, body)),
+        Transaction.details.db_value(details),
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 import peewee
-from playhouse.migrate import migrate, PostgresqlMigrator, SqliteMigrator
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
 from .db import database
 from .transaction import Transaction
@@ -31,22 +31,28 @@ def create_or_upgrade(models) -> None:
         if added:
             log.info("upgrading the store", extra={"fields": {"columns_added": added}})
         database.create_tables(models, safe=True)  # new tables, and indexes not yet there
-        indexed = (_index_numbers()
-                   if "sender_key" in added.get(Transaction._meta.table_name, ()) else 0)
+        indexed = (
+            _index_numbers() if "sender_key" in added.get(Transaction._meta.table_name, ()) else 0
+        )
         if added:
             log.info("store upgraded", extra={"fields": {"records_indexed": indexed}})
 
 
 def _add_missing_columns(model) -> set:
     present = {column.name for column in database.get_columns(model._meta.table_name)}
-    missing = [field for field in model._meta.sorted_fields
-               if field.column_name not in present]
+    missing = [field for field in model._meta.sorted_fields if field.column_name not in present]
     if missing:
-        migrator = (PostgresqlMigrator(database.obj)
-                    if isinstance(database.obj, peewee.PostgresqlDatabase)
-                    else SqliteMigrator(database.obj))
-        migrate(*(migrator.add_column(model._meta.table_name, field.column_name, field)
-                  for field in missing))
+        migrator = (
+            PostgresqlMigrator(database.obj)
+            if isinstance(database.obj, peewee.PostgresqlDatabase)
+            else SqliteMigrator(database.obj)
+        )
+        migrate(
+            *(
+                migrator.add_column(model._meta.table_name, field.column_name, field)
+                for field in missing
+            )
+        )
     return {field.column_name for field in missing}
 
 
@@ -54,22 +60,32 @@ def _index_numbers(batch: int = 1000) -> int:
     """Hash the numbers of unredacted records that have none (stored before the index
     existed); returns how many records were updated."""
     key = database.obj.subject_key
-    needs = (Transaction.redacted_at.is_null()
-             & Transaction.sender_key.is_null() & Transaction.recipient_key.is_null()
-             & (Transaction.sender.is_null(False) | Transaction.recipient.is_null(False)))
+    needs = (
+        Transaction.redacted_at.is_null()
+        & Transaction.sender_key.is_null()
+        & Transaction.recipient_key.is_null()
+        & (Transaction.sender.is_null(False) | Transaction.recipient.is_null(False))
+    )
     done, after = 0, ""
     while True:
-        rows = list(Transaction.select(Transaction.id, Transaction.sender, Transaction.recipient)
-                    .where(needs & (Transaction.id > after))
-                    .order_by(Transaction.id).limit(batch).tuples())
+        rows = list(
+            Transaction.select(Transaction.id, Transaction.sender, Transaction.recipient)
+            .where(needs & (Transaction.id > after))
+            .order_by(Transaction.id)
+            .limit(batch)
+            .tuples()
+        )
         if not rows:
             return done
         with database.atomic():
             for transaction_id, sender, recipient in rows:
                 sender_key, recipient_key = key.hash(sender), key.hash(recipient)
                 if sender_key or recipient_key:
-                    (Transaction.update(sender_key=sender_key, recipient_key=recipient_key)
-                     .where(Transaction.id == transaction_id).execute())
+                    (
+                        Transaction.update(sender_key=sender_key, recipient_key=recipient_key)
+                        .where(Transaction.id == transaction_id)
+                        .execute()
+                    )
                     done += 1
         after = rows[-1][0]
 

@@ -58,7 +58,7 @@ class SubjectKey:
         return hmac.new(self._secret, data, hashlib.sha256).hexdigest()
 
     @classmethod
-    def from_file(cls, path: str) -> "SubjectKey":
+    def from_file(cls, path: str) -> SubjectKey:
         """The key kept in `path`, created (readable by the owner only) if missing."""
         if not os.path.exists(path):
             # Written whole under a temporary name, then linked: a concurrent reader sees

@@ -9,7 +9,6 @@ import peewee
 from .account import Account
 from .db import BaseModel, UTCDateTimeField
 
-
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options builds one per call
 
 
@@ -26,8 +25,9 @@ class Transaction(BaseModel):
     product-specific detail the product's scrub policy does not declare kept."""
 
     id = peewee.CharField(primary_key=True, max_length=64)
-    account = peewee.ForeignKeyField(Account, backref="transactions", column_name="api_key",
-                                     on_delete="CASCADE")
+    account = peewee.ForeignKeyField(
+        Account, backref="transactions", column_name="api_key", on_delete="CASCADE"
+    )
     product = peewee.CharField(max_length=20)
     direction = peewee.CharField(max_length=10, null=True)
     created_at = UTCDateTimeField()

@@ -159,11 +159,17 @@ def add_records(*records: dict) -> int:
         return load_records(json.dumps(r) for r in records)
 
 
-def record(id: str, *, api_key="acct0001", product="sms", age=datetime.timedelta(hours=2),
-           now=START, **fields) -> dict:
+def record(
+    id: str,
+    *,
+    api_key="acct0001",
+    product="sms",
+    age=datetime.timedelta(hours=2),
+    now=START,
+    **fields,
+) -> dict:
     """A load-file record `age` older than `now`."""
-    data = {"id": id, "api_key": api_key, "product": product,
-            "created_at": (now - age).isoformat()}
+    data = {"id": id, "api_key": api_key, "product": product, "created_at": (now - age).isoformat()}
     data.update({"from": "447700900001", "to": "447700900002"})
     if product in ("sms", "messages"):
         data["text"] = "hello there"

@@ -24,8 +24,9 @@ def _resolve(document: dict, node: dict) -> dict:
     return node
 
 
-def assert_matches_contract(response, path: str = "/transaction", method: str = "post",
-                            spec_name: str = "redact.yml"):
+def assert_matches_contract(
+    response, path: str = "/transaction", method: str = "post", spec_name: str = "redact.yml"
+):
     """The response's status is one the operation documents and its body matches that
     status's schema; returns the parsed body (None if the contract says no content)."""
     document = spec(spec_name)
@@ -37,8 +38,9 @@ def assert_matches_contract(response, path: str = "/transaction", method: str = 
         assert response.content == b"", "a response without content in the contract has a body"
         return None
     assert response.headers["content-type"].startswith("application/json")
-    schema = openapi_to_json_schema({**content["application/json"]["schema"],
-                                     "components": document["components"]})
+    schema = openapi_to_json_schema(
+        {**content["application/json"]["schema"], "components": document["components"]}
+    )
     body = response.json()
     jsonschema.Draft4Validator(schema).validate(body)
     return body

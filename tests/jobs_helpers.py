@@ -24,8 +24,9 @@ class JobsClient:
             ]
         if subjects:
             objects["subjects"] = list(subjects)
-        response = self.client.post(JOBS, json={"objects": objects, **fields},
-                                    headers={**self.headers, **(headers or {})})
+        response = self.client.post(
+            JOBS, json={"objects": objects, **fields}, headers={**self.headers, **(headers or {})}
+        )
         assert response.status_code == expect, response.text
         return response.json()
 
@@ -35,8 +36,9 @@ class JobsClient:
         return response.json()
 
     def action(self, job_id: str, action: str, expect: int | None = None, **body):
-        response = self.client.post(f"{JOBS}/{job_id}/{action}", json=body or None,
-                                    headers=self.headers)
+        response = self.client.post(
+            f"{JOBS}/{job_id}/{action}", json=body or None, headers=self.headers
+        )
         if expect is not None:
             assert response.status_code == expect, response.text
         return response
@@ -47,8 +49,9 @@ class JobsClient:
         return response.json()
 
     def errors(self, job_id: str, **params):
-        response = self.client.get(f"{JOBS}/{job_id}/validation_errors", params=params,
-                                   headers=self.headers)
+        response = self.client.get(
+            f"{JOBS}/{job_id}/validation_errors", params=params, headers=self.headers
+        )
         assert response.status_code == 200, response.text
         return response.json()
 

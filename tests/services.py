@@ -18,8 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from .conftest import IN_CI, wait_until_serving
 
 # by its path, as the Procfile gives it (the file says why)
-GUNICORN_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "app", "gunicorn_conf.py")
+GUNICORN_CONF = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "gunicorn_conf.py"
+)
 
 
 def free_port() -> int:
@@ -77,9 +78,17 @@ class PrivatePostgres:
         subprocess.run(command, check=check, capture_output=True, timeout=60)
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.directory, "log"),
-                  "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
-                        " -c fsync=off", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            self.data,
+            "-w",
+            "-l",
+            os.path.join(self.directory, "log"),
+            "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
 
     def stop(self, mode: str = "immediate") -> None:
         """Stop the server; `immediate` is a crash: no shutdown checkpoint."""
@@ -103,8 +112,20 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.program,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -124,8 +145,14 @@ class PrivateRedis:
 
 def run_cli(env: dict, *args: str, input: str | None = None) -> str:
     """`redact ARGS` with `env` added to the environment; its output, or a failed test."""
-    done = subprocess.run([sys.executable, "-m", "app.cli", *args], env={**os.environ, **env},
-                          input=input, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env={**os.environ, **env},
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -141,15 +168,33 @@ class Service:
         self.workers = workers
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Service":
-        subprocess.run([sys.executable, "-m", "app.release"], env=self.env, check=True,
-                       timeout=60, cwd=self.cwd)
+    def __enter__(self) -> Service:
+        subprocess.run(
+            [sys.executable, "-m", "app.release"],
+            env=self.env,
+            check=True,
+            timeout=60,
+            cwd=self.cwd,
+        )
         with open(os.path.join(self.cwd, "gunicorn.log"), "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "app.asgi:app", "-c",
-                 GUNICORN_CONF, "--workers", str(self.workers),
-                 "--bind", f"127.0.0.1:{self.port}"],
-                env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=log)
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "app.asgi:app",
+                    "-c",
+                    GUNICORN_CONF,
+                    "--workers",
+                    str(self.workers),
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                ],
+                env=self.env,
+                cwd=self.cwd,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         wait_until_serving(self.process, self.base)
         return self
 
@@ -158,8 +203,9 @@ class Service:
         self.process.wait(timeout=30)
 
     def worker_pids(self) -> list[int]:
-        children = subprocess.run(["pgrep", "-P", str(self.process.pid)],
-                                  capture_output=True, text=True).stdout.split()
+        children = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
+        ).stdout.split()
         return [int(pid) for pid in children]
 
 

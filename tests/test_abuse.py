@@ -22,9 +22,13 @@ REDACT = "/v1/redact/transaction"
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     directory = tmp_path_factory.mktemp("abuse")
-    env = {"DATABASE_URL": f"sqlite:///{directory / 'redact.db'}",
-           "REDACT_SUBJECT_KEY": SUBJECT_KEY, "REDACT_READ_TIMEOUT": str(READ_TIMEOUT),
-           "REDACT_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT), "REDACT_RATE_LIMIT": "1000/second"}
+    env = {
+        "DATABASE_URL": f"sqlite:///{directory / 'redact.db'}",
+        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+        "REDACT_READ_TIMEOUT": str(READ_TIMEOUT),
+        "REDACT_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
+        "REDACT_RATE_LIMIT": "1000/second",
+    }
     with Service(env, directory) as running:
         for api_key in ("acct0001", "acct0002"):
             run_cli(env, "accounts", "create", "--api-key", api_key, "--api-secret", PASSWORD)
@@ -40,9 +44,12 @@ def slow_post(service, body_start: bytes) -> socket.socket:
     """An authenticated redaction whose body stops after `body_start` of 100 bytes."""
     sock = connect(service)
     auth = basic("acct0001")["Authorization"].encode()
-    sock.sendall(b"POST /v1/redact/transaction HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth
-                 + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-                 + body_start)
+    sock.sendall(
+        b"POST /v1/redact/transaction HTTP/1.1\r\nHost: x\r\nAuthorization: "
+        + auth
+        + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        + body_start
+    )
     return sock
 
 
@@ -68,11 +75,16 @@ def assert_problem(headers: dict, body: bytes) -> dict:
 
 
 def redact(service, transaction_id="NOSUCH", api_key="acct0001") -> httpx.Response:
-    return httpx.post(f"{service.base}{REDACT}", json={"id": transaction_id, "product": "sms"},
-                      headers=basic(api_key), timeout=30)
+    return httpx.post(
+        f"{service.base}{REDACT}",
+        json={"id": transaction_id, "product": "sms"},
+        headers=basic(api_key),
+        timeout=30,
+    )
 
 
 # ------------------------------------------------------------------------ slow clients
+
 
 def test_headers_sent_a_byte_at_a_time_get_a_408_at_the_deadline(service):
     sock = connect(service)
@@ -94,7 +106,7 @@ def test_headers_sent_a_byte_at_a_time_get_a_408_at_the_deadline(service):
 def test_a_connection_that_sends_nothing_is_closed_at_the_deadline(service):
     sock = connect(service)
     started = time.monotonic()
-    status, headers, body = read_response(sock)
+    status, _headers, _body = read_response(sock)
     assert status == 408 and READ_TIMEOUT <= time.monotonic() - started < READ_TIMEOUT + 2
 
 
@@ -108,6 +120,7 @@ def test_a_body_sent_too_slowly_is_dropped_and_others_are_served(service):
 
 # ------------------------------------------------------------------------ overload
 
+
 def test_requests_beyond_the_in_flight_limit_are_shed_with_503(service):
     """Requests in flight are held open by their unfinished bodies; the next one of the
     same account is answered 503 at once, another account's is served, health still
@@ -119,7 +132,8 @@ def test_requests_beyond_the_in_flight_limit_are_shed_with_503(service):
     assert shed.status_code == 503 and time.monotonic() - started < 1
     assert shed.headers["Retry-After"] == "1"
     assert assert_problem(dict(shed.headers), shed.content)["detail"].startswith(
-        "The service is at capacity")
+        "The service is at capacity"
+    )
     assert httpx.get(f"{service.base}/healthz").status_code == 200
     # Another account holds none of the places: it keeps its share, and is served.
     assert redact(service, api_key="acct0002").status_code == 404
@@ -148,8 +162,11 @@ MALFORMED = {
 @pytest.mark.parametrize("header", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_or_injected_headers_get_a_400_problem(service, header):
     sock = connect(service)
-    sock.sendall(b"POST /v1/redact/transaction HTTP/1.1\r\nHost: x\r\n" + header
-                 + b"Content-Type: application/json\r\n\r\n{}")
+    sock.sendall(
+        b"POST /v1/redact/transaction HTTP/1.1\r\nHost: x\r\n"
+        + header
+        + b"Content-Type: application/json\r\n\r\n{}"
+    )
     status, headers, body = read_response(sock)
     assert status == 400
     assert_problem(headers, body)
@@ -158,8 +175,9 @@ def test_malformed_or_injected_headers_get_a_400_problem(service, header):
 
 def test_a_crlf_in_the_path_reaches_no_header(service):
     """An encoded CR LF in the path stays in the path: a 404 problem, no header set."""
-    answer = httpx.get(f"{service.base}/v1/redact/jobs%0d%0aInjected:%201",
-                       headers=basic("acct0001"))
+    answer = httpx.get(
+        f"{service.base}/v1/redact/jobs%0d%0aInjected:%201", headers=basic("acct0001")
+    )
     assert answer.status_code == 404 and "injected" not in answer.headers
     assert_problem(dict(answer.headers), answer.content)
 
@@ -180,13 +198,20 @@ def test_a_flood_beyond_four_times_the_capacity_is_shed_before_authentication(se
     for n in range(flood):
         sock = connect(service)
         auth = basic(f"flood{n:03d}")["Authorization"].encode()
-        sock.sendall(b"POST /v1/redact/transaction HTTP/1.1\r\nHost: x\r\nAuthorization: "
-                     + auth + b"\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100\r\n\r\n{")
+        sock.sendall(
+            b"POST /v1/redact/transaction HTTP/1.1\r\nHost: x\r\nAuthorization: "
+            + auth
+            + b"\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
         held.append(sock)
     time.sleep(0.5)  # every held request has been authenticated and admitted
-    shed = httpx.post(f"{service.base}{REDACT}", json={"id": "NOSUCH", "product": "sms"},
-                      headers={"Authorization": "Basic bm90OmNoZWNrZWQ="}, timeout=30)
+    shed = httpx.post(
+        f"{service.base}{REDACT}",
+        json={"id": "NOSUCH", "product": "sms"},
+        headers={"Authorization": "Basic bm90OmNoZWNrZWQ="},
+        timeout=30,
+    )
     assert shed.status_code == 503  # not 401: its credentials were never read
     assert shed.headers["Retry-After"] == "1"
     assert httpx.get(f"{service.base}/healthz").status_code == 200

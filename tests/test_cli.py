@@ -17,13 +17,22 @@ from .services import free_port
 
 @pytest.fixture
 def env(tmp_path):
-    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-            "REDACT_SUBJECT_KEY": SUBJECT_KEY}
+    return {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+    }
 
 
 def redact(env, *args, stdin: str | None = None):
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, input=stdin,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def one_line_error(result, fragment: str):
@@ -38,16 +47,30 @@ def stored(env) -> tuple[list[str], list[str]]:
     open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     create_tables()
     with database.connection_context():
-        return ([a.api_key for a in Account.select()],
-                [t.id for t in Transaction.select().order_by(Transaction.id)])
+        return (
+            [a.api_key for a in Account.select()],
+            [t.id for t in Transaction.select().order_by(Transaction.id)],
+        )
 
 
 def test_accounts_create_with_given_key_secret_and_products(env):
-    result = redact(env, "accounts", "create", "--api-key", "abc123", "--api-secret",
-                    "secret-123", "--products", "sms,voice")
+    result = redact(
+        env,
+        "accounts",
+        "create",
+        "--api-key",
+        "abc123",
+        "--api-secret",
+        "secret-123",
+        "--products",
+        "sms,voice",
+    )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"api_key": "abc123", "api_secret": "secret-123",
-                                         "products": ["sms", "voice"]}
+    assert json.loads(result.stdout) == {
+        "api_key": "abc123",
+        "api_secret": "secret-123",
+        "products": ["sms", "voice"],
+    }
     open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     with database.connection_context():
         account = Account.get_by_id("abc123")
@@ -65,14 +88,17 @@ def test_accounts_create_generates_key_and_secret_with_all_products(env):
     assert again["api_key"] != created["api_key"]
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--products", "sms,fax"], "unknown product fax"),
-    (["--products", ","], "unknown product"),
-    (["--api-key", "has:colon"], "--api-key"),
-    (["--api-key", ""], "--api-key"),
-    (["--api-secret", "short"], "--api-secret"),
-    (["--bogus"], "--bogus"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--products", "sms,fax"], "unknown product fax"),
+        (["--products", ","], "unknown product"),
+        (["--api-key", "has:colon"], "--api-key"),
+        (["--api-key", ""], "--api-key"),
+        (["--api-secret", "short"], "--api-secret"),
+        (["--bogus"], "--bogus"),
+    ],
+)
 def test_accounts_create_rejects_bad_input(env, args, fragment):
     one_line_error(redact(env, "accounts", "create", *args), fragment)
     assert stored(env) == ([], [])
@@ -84,9 +110,19 @@ def test_accounts_create_refuses_an_existing_key(env):
 
 
 def good_line(id_, **extra):
-    return json.dumps({"id": id_, "api_key": "abc123", "product": "sms", "type": "inbound",
-                       "created_at": "2026-01-01T00:00:00Z", "from": "447700900001",
-                       "to": "447700900002", "text": "hi", **extra})
+    return json.dumps(
+        {
+            "id": id_,
+            "api_key": "abc123",
+            "product": "sms",
+            "type": "inbound",
+            "created_at": "2026-01-01T00:00:00Z",
+            "from": "447700900001",
+            "to": "447700900002",
+            "text": "hi",
+            **extra,
+        }
+    )
 
 
 def test_transactions_load_from_file_and_stdin(env, tmp_path):
@@ -103,18 +139,35 @@ def test_transactions_load_from_file_and_stdin(env, tmp_path):
         assert (first.direction, first.details) == ("inbound", {"status": "delivered"})
 
 
-@pytest.mark.parametrize("bad,fragment", [
-    ("{not json", "line 2: not JSON"),
-    ("[1, 2]", "line 2: a record must be a JSON object"),
-    (good_line("b2", product="fax"), "line 2: product"),
-    (good_line("b2", created_at="yesterday"), "line 2: created_at"),
-    (good_line("b2", api_key="nobody"), "line 2: api_key: no account 'nobody'"),
-    (good_line("b1"), "line 2: id 'b1' is already stored"),
-    (json.dumps({"id": "b2", "api_key": "abc123", "product": "voice", "type": "inbound",
-                 "created_at": "2026-01-01T00:00:00Z"}), "line 2: type"),
-    (json.dumps({"api_key": "abc123", "product": "sms",
-                 "created_at": "2026-01-01T00:00:00Z"}), "line 2: id"),
-])
+@pytest.mark.parametrize(
+    "bad,fragment",
+    [
+        ("{not json", "line 2: not JSON"),
+        ("[1, 2]", "line 2: a record must be a JSON object"),
+        (good_line("b2", product="fax"), "line 2: product"),
+        (good_line("b2", created_at="yesterday"), "line 2: created_at"),
+        (good_line("b2", api_key="nobody"), "line 2: api_key: no account 'nobody'"),
+        (good_line("b1"), "line 2: id 'b1' is already stored"),
+        (
+            json.dumps(
+                {
+                    "id": "b2",
+                    "api_key": "abc123",
+                    "product": "voice",
+                    "type": "inbound",
+                    "created_at": "2026-01-01T00:00:00Z",
+                }
+            ),
+            "line 2: type",
+        ),
+        (
+            json.dumps(
+                {"api_key": "abc123", "product": "sms", "created_at": "2026-01-01T00:00:00Z"}
+            ),
+            "line 2: id",
+        ),
+    ],
+)
 def test_transactions_load_reports_the_bad_line_and_stores_nothing(env, bad, fragment):
     redact(env, "accounts", "create", "--api-key", "abc123")
     result = redact(env, "transactions", "load", "-", stdin=good_line("b1") + "\n" + bad)
@@ -124,8 +177,9 @@ def test_transactions_load_reports_the_bad_line_and_stores_nothing(env, bad, fra
 
 
 def test_transactions_load_missing_file(env):
-    one_line_error(redact(env, "transactions", "load", "/nonexistent/records.jsonl"),
-                   "No such file")
+    one_line_error(
+        redact(env, "transactions", "load", "/nonexistent/records.jsonl"), "No such file"
+    )
 
 
 def test_bad_configuration_stops_with_one_line(env):
@@ -136,11 +190,11 @@ def test_bad_configuration_stops_with_one_line(env):
 
 
 def test_unreachable_database_is_one_line(env):
-    result = redact({**env, "DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x"},
-                    "accounts", "create")
+    result = redact(
+        {**env, "DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x"}, "accounts", "create"
+    )
     one_line_error(result, "cannot open the database postgresql://u:***@127.0.0.1:1/x")
     assert "pw" not in result.stderr
-
 
 
 def test_serve_demo_runs_the_quickstart(env, tmp_path):
@@ -153,15 +207,23 @@ def test_serve_demo_runs_the_quickstart(env, tmp_path):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}/v1/redact/transaction"
         auth = ("demo0001", "demo-secret-0001")
         deadline = time.monotonic() + 30
         while True:
             try:
-                first = httpx.post(url, auth=auth, json={"id": "0A0000000DEMO0001",
-                                                         "product": "sms", "type": "outbound"})
+                first = httpx.post(
+                    url,
+                    auth=auth,
+                    json={"id": "0A0000000DEMO0001", "product": "sms", "type": "outbound"},
+                )
                 break
             except httpx.TransportError:
                 assert process.poll() is None and time.monotonic() < deadline, "no server"
@@ -199,8 +261,9 @@ def test_config_prints_the_effective_settings_with_secrets_masked(env):
 
 
 def test_release_phase_creates_the_tables(env):
-    result = subprocess.run([sys.executable, "-m", "app.release"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "app.release"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     with database.connection_context():

@@ -7,8 +7,14 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 
-from models import (PrematureRedaction, RecordNotFound, RedactionAudit, Transaction,
-                    database, redact_transaction)
+from models import (
+    PrematureRedaction,
+    RecordNotFound,
+    RedactionAudit,
+    Transaction,
+    database,
+    redact_transaction,
+)
 
 from .conftest import START, add_account, add_records, record
 
@@ -16,9 +22,15 @@ from .conftest import START, add_account, add_records, record
 def redact(transaction_id: str, api_key: str = "acct0001"):
     try:
         return redact_transaction(
-            api_key=api_key, products={"sms"}, transaction_id=transaction_id,
-            product="sms", direction=None, now=START, min_age_seconds=3600,
-            trace_id="t" * 32)
+            api_key=api_key,
+            products={"sms"},
+            transaction_id=transaction_id,
+            product="sms",
+            direction=None,
+            now=START,
+            min_age_seconds=3600,
+            trace_id="t" * 32,
+        )
     except (RecordNotFound, PrematureRedaction) as exc:
         return type(exc).__name__
 
@@ -27,17 +39,22 @@ def test_concurrent_requests_each_get_their_outcome(app):
     add_account("acct0001")
     add_account("acct0002")
     ids = [f"0A00000000CONC{n:03d}" for n in range(60)]
-    add_records(*(record(i) for i in ids),
-                record("0A00000000YOUNG01", age=datetime.timedelta(minutes=1)),
-                record("0A00000000OTHER01", api_key="acct0002"))
-    calls = ([(i,) for i in ids] * 2 + [("0A00000000YOUNG01",), ("0A00000000OTHER01",),
-                                        ("0A00000000MISSING",)])
+    add_records(
+        *(record(i) for i in ids),
+        record("0A00000000YOUNG01", age=datetime.timedelta(minutes=1)),
+        record("0A00000000OTHER01", api_key="acct0002"),
+    )
+    calls = [(i,) for i in ids] * 2 + [
+        ("0A00000000YOUNG01",),
+        ("0A00000000OTHER01",),
+        ("0A00000000MISSING",),
+    ]
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(lambda args: redact(*args), calls))
 
     first, second = results[:60], results[60:120]
     # each id was redacted twice concurrently: exactly one call scrubbed it
-    assert all(a is not b and {a, b} == {True, False} for a, b in zip(first, second))
+    assert all(a is not b and {a, b} == {True, False} for a, b in zip(first, second, strict=True))
     assert results[120:] == ["PrematureRedaction", "RecordNotFound", "RecordNotFound"]
     with database.connection_context():
         assert Transaction.select().where(Transaction.redacted_at.is_null(False)).count() == 60
@@ -48,6 +65,7 @@ def test_concurrent_requests_each_get_their_outcome(app):
 
 def run_concurrently(batch_fn, items, expected: type[Exception]) -> list:
     """Each item through GroupCommit from 8 threads; an `expected` error as its message."""
+
     def call(item):
         try:
             return database.obj.group_commit.run(batch_fn, item)
@@ -61,10 +79,12 @@ def run_concurrently(batch_fn, items, expected: type[Exception]) -> list:
 def test_a_failing_batch_is_rolled_back_for_every_caller(app):
     """GroupCommit's promise: outcomes only from a committed transaction. A batch whose
     function fails leaves nothing behind and raises to each of its callers."""
+
     def write_then_fail(items):
         for item in items:
-            RedactionAudit.create(at=START, api_key="acct0001", transaction_id=item,
-                                  product="sms", trace_id="t" * 32)
+            RedactionAudit.create(
+                at=START, api_key="acct0001", transaction_id=item, product="sms", trace_id="t" * 32
+            )
         raise RuntimeError("disk full")
 
     results = run_concurrently(write_then_fail, [f"id{n}" for n in range(40)], RuntimeError)
@@ -77,8 +97,9 @@ def test_outcome_exceptions_reach_only_their_caller(app):
     def half_refused(items):
         for i in items:
             if i % 2 == 0:
-                RedactionAudit.create(at=START, api_key="a", transaction_id=i,
-                                      product="sms", trace_id="t")
+                RedactionAudit.create(
+                    at=START, api_key="a", transaction_id=i, product="sms", trace_id="t"
+                )
         return [i if i % 2 == 0 else ValueError(f"odd {i}") for i in items]
 
     results = run_concurrently(half_refused, range(40), ValueError)
@@ -104,7 +125,9 @@ def test_concurrent_redactions_need_few_connections(make_app, clock):
     database.close()
     watcher = psycopg2.connect(POSTGRES_URL)
     with watcher, watcher.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                       " AND pid <> pg_backend_pid()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
         assert cursor.fetchone()[0] <= 3
     watcher.close()

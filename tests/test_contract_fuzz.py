@@ -16,8 +16,12 @@ from .conftest import add_account, add_records, record
 
 @pytest.fixture
 def fuzz_app(make_app, sqlite_url):
-    return make_app(sqlite_url, rate_limit="1000000/second", auth_failure_limit="1000000/second",
-                    max_active_jobs=1000000)
+    return make_app(
+        sqlite_url,
+        rate_limit="1000000/second",
+        auth_failure_limit="1000000/second",
+        max_active_jobs=1000000,
+    )
 
 
 @pytest.fixture(params=["redact.yml", "jobs.yml"])
@@ -41,8 +45,12 @@ def test_contract(api_schema, credentials, mode):
     for operation in operations:
 
         @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
-        @hypothesis.settings(max_examples=150, deadline=None, database=None,
-                             suppress_health_check=list(hypothesis.HealthCheck))
+        @hypothesis.settings(
+            max_examples=150,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
         def check(case):
             case.call_and_validate(headers=credentials)
 

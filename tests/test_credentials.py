@@ -19,14 +19,14 @@ NEW = "n3w-s3cret-0002"
 
 
 def authenticated(client, secret: str) -> bool:
-    response = client.post(URL, json={"id": "0A00000000NOTHERE", "product": "sms"},
-                           headers=basic("acct0001", secret))
+    response = client.post(
+        URL, json={"id": "0A00000000NOTHERE", "product": "sms"}, headers=basic("acct0001", secret)
+    )
     assert response.status_code in (401, 404)
     return response.status_code == 404  # past authentication: the record is unknown
 
 
-def test_both_secrets_work_during_the_grace_period_then_only_the_new(make_app, database_url,
-                                                                     clock):
+def test_both_secrets_work_during_the_grace_period_then_only_the_new(make_app, database_url, clock):
     app = make_app(database_url, credential_cache_seconds=0)
     add_account("acct0001")
     with database.connection_context():
@@ -43,15 +43,23 @@ def test_both_secrets_work_during_the_grace_period_then_only_the_new(make_app, d
 
 @pytest.fixture
 def env(tmp_path):
-    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-            "REDACT_SUBJECT_KEY": SUBJECT_KEY}
+    return {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+    }
 
 
 def test_rotate_secret_command(env):
-    assert redact(env, "accounts", "create", "--api-key", "acct0001", "--api-secret",
-                  PASSWORD).returncode == 0
-    result = redact(env, "accounts", "rotate-secret", "--api-key", "acct0001",
-                    "--grace-seconds", "600")
+    assert (
+        redact(
+            env, "accounts", "create", "--api-key", "acct0001", "--api-secret", PASSWORD
+        ).returncode
+        == 0
+    )
+    result = redact(
+        env, "accounts", "rotate-secret", "--api-key", "acct0001", "--grace-seconds", "600"
+    )
     assert result.returncode == 0, result.stderr
     rotated = json.loads(result.stdout)
     assert rotated["api_key"] == "acct0001" and len(rotated["api_secret"]) >= 16
@@ -63,5 +71,6 @@ def test_rotate_secret_command(env):
         assert not Account.authenticate("acct0001", PASSWORD, until)
         stored = Account.get_by_id("acct0001")
         assert rotated["api_secret"] not in stored.secret_hash + stored.previous_secret_hash
-    one_line_error(redact(env, "accounts", "rotate-secret", "--api-key", "nobody"),
-                   "no account 'nobody'")
+    one_line_error(
+        redact(env, "accounts", "rotate-secret", "--api-key", "nobody"), "no account 'nobody'"
+    )

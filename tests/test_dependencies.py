@@ -20,8 +20,9 @@ def pypi():
 
 
 def audit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(AUDIT), *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(AUDIT), *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_no_installed_release_has_a_known_vulnerability():

@@ -18,16 +18,26 @@ from .conftest import IN_CI, SUBJECT_KEY, wait_until_serving
 from .services import free_port
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
 def chromium():
     if not pathlib.Path(CHROMIUM).exists():
         if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing, and CI must test the docs page in it "
-                        "(.ci/run installs Debian's chromium)")
+            pytest.fail(
+                f"{CHROMIUM} is missing, and CI must test the docs page in it "
+                "(.ci/run installs Debian's chromium)"
+            )
         pytest.skip(f"{CHROMIUM} is not installed (apt install chromium)")
     from playwright.sync_api import sync_playwright
 
@@ -40,11 +50,18 @@ def chromium():
 @pytest.fixture
 def demo_server(tmp_path):
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
-           "REDACT_SUBJECT_KEY": SUBJECT_KEY}
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
+        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+    }
     server = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     wait_until_serving(server, base, timeout=30)
     yield base, env["DATABASE_URL"]
@@ -67,8 +84,9 @@ def test_try_it_out_redacts_a_demo_record(chromium, demo_server):
     operation = page.locator("#operations-default-redact-message")
     operation.locator(".opblock-summary").click()
     operation.locator("button.try-out__btn").click()
-    operation.locator("textarea.body-param__text").fill(json.dumps(
-        {"id": "0A0000000DEMO0001", "product": "sms", "type": "outbound"}))
+    operation.locator("textarea.body-param__text").fill(
+        json.dumps({"id": "0A0000000DEMO0001", "product": "sms", "type": "outbound"})
+    )
     operation.locator("button.execute").click()
     status = operation.locator(".live-responses-table .response .response-col_status")
     status.first.wait_for(timeout=30000)

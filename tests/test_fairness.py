@@ -27,10 +27,15 @@ CONNECTIONS = {"accta000": 128, "acctb000": 10}
 
 def request_bytes(api_key: str, number: int) -> bytes:
     body = json.dumps({"id": f"0A{number:015d}", "product": "sms"}).encode()
-    return (b"POST /v1/redact/transaction HTTP/1.1\r\nHost: test\r\n"
-            b"Authorization: " + basic(api_key)["Authorization"].encode() +
-            b"\r\nContent-Type: application/json\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return (
+        b"POST /v1/redact/transaction HTTP/1.1\r\nHost: test\r\n"
+        b"Authorization: "
+        + basic(api_key)["Authorization"].encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
 
 
 async def exchange(reader, writer, request: bytes) -> int:
@@ -54,11 +59,12 @@ async def offer(base: str, schedule: list[tuple[float, str, int]]) -> tuple[dict
     """Send each (offset, api_key, number) at its offset (seconds) from the start, on the
     account's own connections; the statuses by account, and the span the sending took."""
     url = urllib.parse.urlsplit(base)
-    connections = {key: [await asyncio.open_connection(url.hostname, url.port)
-                         for _ in range(count)] for key, count in CONNECTIONS.items()}
+    connections = {
+        key: [await asyncio.open_connection(url.hostname, url.port) for _ in range(count)]
+        for key, count in CONNECTIONS.items()
+    }
     queues: dict = collections.defaultdict(list)
-    for index, (offset, api_key, number) in enumerate(
-            item for item in schedule):
+    for index, (offset, api_key, number) in enumerate(item for item in schedule):
         queues[(api_key, index % CONNECTIONS[api_key])].append((offset, api_key, number))
     statuses: dict = collections.defaultdict(list)
     sent: list[float] = []
@@ -69,20 +75,22 @@ async def offer(base: str, schedule: list[tuple[float, str, int]]) -> tuple[dict
         for offset, _, number in queues[(api_key, slot)]:
             await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
             sent.append(time.monotonic())
-            statuses[api_key].append(await exchange(reader, writer,
-                                                    request_bytes(api_key, number)))
+            statuses[api_key].append(await exchange(reader, writer, request_bytes(api_key, number)))
         writer.close()
 
-    await asyncio.gather(*(run(key, slot) for key, count in CONNECTIONS.items()
-                           for slot in range(count)))
+    await asyncio.gather(
+        *(run(key, slot) for key, count in CONNECTIONS.items() for slot in range(count))
+    )
     return statuses, max(sent) - min(sent)
 
 
 @pytest.fixture(params=["one worker, memory limiter", "two workers, Redis limiter"])
 def service(request, tmp_path, redis_url):
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
-           "REDACT_SUBJECT_KEY": SUBJECT_KEY,
-           "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}"}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
+        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+        "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+    }
     workers = 1
     if "Redis" in request.param:
         env["RATELIMIT_STORAGE_URI"] = redis_url

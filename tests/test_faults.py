@@ -19,11 +19,28 @@ import pytest
 from app import demo
 from models import Transaction, database
 
-from .conftest import (IN_CI, PASSWORD, START, SUBJECT_KEY, add_account, add_records, basic,
-                       record, wait_until_serving)
+from .conftest import (
+    IN_CI,
+    PASSWORD,
+    START,
+    SUBJECT_KEY,
+    add_account,
+    add_records,
+    basic,
+    record,
+    wait_until_serving,
+)
 from .jobs_helpers import JobsClient
-from .services import PrivatePostgres, PrivateRedis, Service, free_port, run_cli, wait_for
-from .services import samples, value
+from .services import (
+    PrivatePostgres,
+    PrivateRedis,
+    Service,
+    free_port,
+    run_cli,
+    samples,
+    value,
+    wait_for,
+)
 
 URL = "/v1/redact/transaction"
 
@@ -33,8 +50,11 @@ def small_disk(tmp_path):
     """A 2 MB tmpfs, mounted for the test (needs root, as CI has)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
-                              str(mount_point)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         if IN_CI:
             pytest.fail(f"cannot mount a small disk: {mounted.stderr.strip()}")
@@ -59,10 +79,12 @@ def fill(directory) -> str:
     return path
 
 
-def test_a_full_disk_fails_the_redaction_cleanly_and_service_recovers(make_app, small_disk,
-                                                                      tmp_path):
-    app = make_app(f"sqlite:///{small_disk / 'redact.db'}",
-                   queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+def test_a_full_disk_fails_the_redaction_cleanly_and_service_recovers(
+    make_app, small_disk, tmp_path
+):
+    app = make_app(
+        f"sqlite:///{small_disk / 'redact.db'}", queue_url=f"sqlite:///{tmp_path / 'q.db'}"
+    )
     headers = add_account("acct0001")
     body = "personal text " * 20000  # ~280 KB: its pages must go to the journal first
     add_records(record("FULL1", text=body))
@@ -88,6 +110,7 @@ def test_a_full_disk_fails_the_redaction_cleanly_and_service_recovers(make_app, 
 
 # ------------------------------------------------------------------ database down
 
+
 @pytest.fixture
 def private_postgres():
     server = PrivatePostgres()
@@ -108,37 +131,45 @@ def _redact(client, base, headers, transaction_id) -> tuple[int, float, dict | N
     """POST a redaction; returns (status, seconds, problem body or None)."""
     started = time.monotonic()
     try:
-        answer = client.post(f"{base}{URL}", json={"id": transaction_id, "product": "sms"},
-                             headers=headers, timeout=30)
+        answer = client.post(
+            f"{base}{URL}",
+            json={"id": transaction_id, "product": "sms"},
+            headers=headers,
+            timeout=30,
+        )
     except httpx.TransportError:
         return 0, time.monotonic() - started, None
     problem = answer.json() if answer.content else None
     return answer.status_code, time.monotonic() - started, problem
 
 
-def test_postgresql_stopped_mid_traffic_gives_fast_503s_then_recovers(private_postgres,
-                                                                      tmp_path):
+def test_postgresql_stopped_mid_traffic_gives_fast_503s_then_recovers(private_postgres, tmp_path):
     """PostgreSQL crashes (immediate stop) while redactions stream in: each request is
     answered within a bounded time by a 503 problem (never a 500, never a hang); when it
     is back, the same service answers 204 again, and every redaction answered 204, before
     or after, is in the store."""
-    env = {"DATABASE_URL": private_postgres.url, "REDACT_SUBJECT_KEY": SUBJECT_KEY,
-           "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
-           "REDACT_RATE_LIMIT": "10000/second"}
+    env = {
+        "DATABASE_URL": private_postgres.url,
+        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+        "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+        "REDACT_RATE_LIMIT": "10000/second",
+    }
     with Service(env, tmp_path, workers=1) as service:
         _provision(env, 300)
         headers = basic("acct0001")
         acknowledged, outcomes = [], []
         with httpx.Client() as client:
+
             def burst(ids):
                 for transaction_id in ids:
-                    status, seconds, problem = _redact(client, service.base, headers,
-                                                       transaction_id)
+                    status, seconds, problem = _redact(
+                        client, service.base, headers, transaction_id
+                    )
                     outcomes.append((status, seconds, problem))
                     if status == 204:
                         acknowledged.append(transaction_id)
 
-            burst([f"T{i:04d}" for i in range(0, 50)])
+            burst([f"T{i:04d}" for i in range(50)])
             private_postgres.stop("immediate")
             down = len(outcomes)
             burst([f"T{i:04d}" for i in range(50, 100)])
@@ -149,7 +180,7 @@ def test_postgresql_stopped_mid_traffic_gives_fast_503s_then_recovers(private_po
                 burst([f"T{i:04d}"])
                 if outcomes[-1][0] == 204 and recovered_at is None:
                     recovered_at = i
-            after = outcomes[down + 50:]
+            after = outcomes[down + 50 :]
 
     assert [o[0] for o in outcomes[:down]] == [204] * 50
     assert {status for status, _, _ in during} == {503}, during
@@ -159,7 +190,7 @@ def test_postgresql_stopped_mid_traffic_gives_fast_503s_then_recovers(private_po
         assert "Traceback" not in str(problem)
     # back without a restart: at most one failure per pooled connection that died
     assert recovered_at is not None and recovered_at < 110, recovered_at
-    assert [o[0] for o in after[recovered_at - 100:]] == [204] * (300 - recovered_at)
+    assert [o[0] for o in after[recovered_at - 100 :]] == [204] * (300 - recovered_at)
     assert 500 not in {status for status, _, _ in outcomes}
     _assert_redacted(env, acknowledged)
 
@@ -187,7 +218,9 @@ def _assert_redacted(env: dict, transaction_ids: list[str]) -> None:
         if row.redacted_at is not None or transaction_id in transaction_ids:
             assert (row.body, row.sender, row.recipient) == ("REDACTED",) * 3, transaction_id
             assert row.redacted_at is not None and (row.sender_key, row.recipient_key) == (
-                None, None), transaction_id
+                None,
+                None,
+            ), transaction_id
             assert audits.count(transaction_id) == 1, transaction_id
         else:
             assert (row.body, row.sender) == ("hello there", "447700900001"), transaction_id
@@ -200,18 +233,22 @@ METRICS_TOKEN = "metrics-token-0123456789"
 
 
 def _limiter_failures(client, base) -> float:
-    scrape = client.get(f"{base}/metrics",
-                        headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+    scrape = client.get(
+        f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    ).text
     return value(samples(scrape), "redact_limiter_storage_unavailable_total")
 
 
 def test_limiter_redis_dies_then_returns(private_redis, tmp_path):
     """Stated policy: with its Redis gone the limiter fails open (requests admitted, each
     counted in a metric and logged); when Redis is back, limiting resumes by itself."""
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
-           "RATELIMIT_STORAGE_URI": private_redis.url, "REDACT_RATE_LIMIT": "5/minute",
-           "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
-           "REDACT_METRICS_TOKEN": METRICS_TOKEN}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
+        "RATELIMIT_STORAGE_URI": private_redis.url,
+        "REDACT_RATE_LIMIT": "5/minute",
+        "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+        "REDACT_METRICS_TOKEN": METRICS_TOKEN,
+    }
     with Service(env, tmp_path) as service, httpx.Client() as client:
         _provision(env, 0)
         headers = basic("acct0001")
@@ -236,17 +273,22 @@ def test_queue_redis_dies_then_returns(private_redis, tmp_path):
     refused with a 503 problem and change nothing, readiness names the queue, and the
     worker waits; a task lost with Redis's memory is queued again by the sweep, and jobs
     resume when Redis is back."""
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
-           "REDACT_QUEUE_URL": private_redis.url, "REDACT_JOB_LEASE_SECONDS": "1"}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
+        "REDACT_QUEUE_URL": private_redis.url,
+        "REDACT_JOB_LEASE_SECONDS": "1",
+    }
     with Service(env, tmp_path) as service, httpx.Client(base_url=service.base) as client:
         _provision(env, 10)
         jobs = JobsClient(client, basic("acct0001"), queue=None)
         lost = jobs.create(transactions=["T0000", "T0001"])
         private_redis.stop()  # the task validating `lost` goes with Redis's memory
 
-        refused = client.post("/v1/redact/jobs", headers=jobs.headers,
-                              json={"objects": {"transactions": [{"id": "T0002",
-                                                                   "product": "sms"}]}})
+        refused = client.post(
+            "/v1/redact/jobs",
+            headers=jobs.headers,
+            json={"objects": {"transactions": [{"id": "T0002", "product": "sms"}]}},
+        )
         assert refused.status_code == 503, refused.text
         assert refused.json()["title"] == "Queue Unavailable" and refused.headers["Retry-After"]
         listed = client.get("/v1/redact/jobs", headers=jobs.headers).json()
@@ -256,9 +298,13 @@ def test_queue_redis_dies_then_returns(private_redis, tmp_path):
 
         private_redis.start()
         time.sleep(11)  # the queued job's grace (10 leases) passes: the sweep may take it
-        worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--threads", "1"],
-                                  env={**os.environ, **env}, cwd=tmp_path,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--threads", "1"],
+            env={**os.environ, **env},
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_for(lambda: jobs.get(lost["id"])["status"] == "ready", interval=0.2)
             private_redis.stop()  # the worker waits for its queue...
@@ -275,6 +321,7 @@ def test_queue_redis_dies_then_returns(private_redis, tmp_path):
 
 # ------------------------------------------------------------------ processes killed
 
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path):
     """A fresh store: an SQLite file, or a private PostgreSQL server."""
@@ -288,9 +335,12 @@ def test_web_workers_killed_during_a_stream_of_redactions(store_url, tmp_path):
     killed with SIGKILL in turn. Every redaction answered 204 is in the store with its audit
     row, every record is whole (scrubbed with its audit, or untouched), and the stream goes
     on through the replacement workers."""
-    env = {"DATABASE_URL": store_url, "REDACT_SUBJECT_KEY": SUBJECT_KEY,
-           "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
-           "REDACT_RATE_LIMIT": "100000/second"}
+    env = {
+        "DATABASE_URL": store_url,
+        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+        "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+        "REDACT_RATE_LIMIT": "100000/second",
+    }
     total = 1200
     statuses: dict[str, int] = {}
     with Service(env, tmp_path, workers=2) as service:
@@ -306,8 +356,9 @@ def test_web_workers_killed_during_a_stream_of_redactions(store_url, tmp_path):
                         transaction_id = next(ids, None)
                     if transaction_id is None:
                         return
-                    statuses[transaction_id] = _redact(client, service.base, headers,
-                                                       transaction_id)[0]
+                    statuses[transaction_id] = _redact(
+                        client, service.base, headers, transaction_id
+                    )[0]
 
         clients = [threading.Thread(target=client_loop) for _ in range(8)]
         for thread in clients:
@@ -346,18 +397,22 @@ def test_service_killed_during_start_up_starts_whole_next_time(tmp_path):
     connection.executemany(
         "INSERT INTO \"transaction\" VALUES (?, 'acct0001', 'sms', 'outbound', "
         "'2026-01-01 00:00:00', '447700900001', ?, 'hello there', NULL, NULL)",
-        [(f"T{i:05d}", f"4477009{i:05d}") for i in range(50000)])
+        [(f"T{i:05d}", f"4477009{i:05d}") for i in range(50000)],
+    )
     connection.commit()
     connection.close()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{path}",
-           "REDACT_SUBJECT_KEY": SUBJECT_KEY}
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{path}", "REDACT_SUBJECT_KEY": SUBJECT_KEY}
 
     def start(log_path):
         port = free_port()
         with open(log_path, "wb") as log:
             return port, subprocess.Popen(
                 [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
-                env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log)
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     def upgraded() -> bool:
         """False for the store as it was, True for a whole upgrade; fails on anything
@@ -366,9 +421,10 @@ def test_service_killed_during_start_up_starts_whole_next_time(tmp_path):
             columns = {row[1] for row in check.execute('PRAGMA table_info("transaction")')}
             if "sender_key" not in columns:
                 return False
-            assert check.execute('SELECT count(*) FROM "transaction" WHERE'
-                                 ' recipient_key IS NULL AND redacted_at IS NULL'
-                                 ).fetchone() == (0,)
+            assert check.execute(
+                'SELECT count(*) FROM "transaction" WHERE'
+                " recipient_key IS NULL AND redacted_at IS NULL"
+            ).fetchone() == (0,)
             return True
 
     def started_upgrading(server, log_path) -> bool:
@@ -402,9 +458,11 @@ def test_service_killed_during_start_up_starts_whole_next_time(tmp_path):
     try:
         wait_until_serving(server, f"http://127.0.0.1:{port}")
         first = demo.demo_records(START)[0]
-        done = httpx.post(f"http://127.0.0.1:{port}{URL}",
-                          json={"id": first["id"], "product": first["product"]},
-                          headers=basic(demo.API_KEY, demo.API_SECRET))
+        done = httpx.post(
+            f"http://127.0.0.1:{port}{URL}",
+            json={"id": first["id"], "product": first["product"]},
+            headers=basic(demo.API_KEY, demo.API_SECRET),
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -413,8 +471,10 @@ def test_service_killed_during_start_up_starts_whole_next_time(tmp_path):
     assert upgraded()
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        demo_rows = connection.execute('SELECT count(*) FROM "transaction" WHERE api_key = ?',
-                                       (demo.API_KEY,)).fetchone()
+        demo_rows = connection.execute(
+            'SELECT count(*) FROM "transaction" WHERE api_key = ?', (demo.API_KEY,)
+        ).fetchone()
         assert demo_rows == (len(demo.demo_records(START)),)
-        assert connection.execute("SELECT count(*) FROM account WHERE api_key = ?",
-                                  (demo.API_KEY,)).fetchone() == (1,)
+        assert connection.execute(
+            "SELECT count(*) FROM account WHERE api_key = ?", (demo.API_KEY,)
+        ).fetchone() == (1,)

@@ -17,21 +17,26 @@ def test_healthz_answers_without_credentials_or_limit(make_app, sqlite_url):
 
 
 def test_readyz_reports_each_dependency(make_app, database_url, redis_url, tmp_path):
-    app = make_app(database_url, ratelimit_storage_uri=redis_url,
-                   queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+    app = make_app(
+        database_url, ratelimit_storage_uri=redis_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}"
+    )
     with app.test_client() as client:
         response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {
-        "database": "ok", "limiter": "ok", "queue": "ok"}}
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "limiter": "ok", "queue": "ok"},
+    }
 
 
 @pytest.mark.parametrize("down", ["limiter", "queue", "database"])
 def test_readyz_is_a_503_problem_naming_what_is_down(make_app, tmp_path, down):
     dead_redis = "redis://127.0.0.1:1/0"
-    app = make_app(f"sqlite:///{tmp_path / 'redact.db'}",
-                   ratelimit_storage_uri=dead_redis if down == "limiter" else "memory://",
-                   queue_url=dead_redis if down == "queue" else f"sqlite:///{tmp_path / 'q.db'}")
+    app = make_app(
+        f"sqlite:///{tmp_path / 'redact.db'}",
+        ratelimit_storage_uri=dead_redis if down == "limiter" else "memory://",
+        queue_url=dead_redis if down == "queue" else f"sqlite:///{tmp_path / 'q.db'}",
+    )
     if down == "database":  # the file becomes unreadable
         database.close()
         database.obj.close_all()
@@ -55,14 +60,17 @@ def test_readyz_needs_a_store_that_takes_writes(make_app, tmp_path):
 
     from .conftest import IN_CI, add_account, add_records, record
 
-    if shutil.which("chattr") is None or subprocess.run(
-            ["chattr", "+i", str(tmp_path)], capture_output=True).returncode != 0:
+    if (
+        shutil.which("chattr") is None
+        or subprocess.run(["chattr", "+i", str(tmp_path)], capture_output=True).returncode != 0
+    ):
         if IN_CI:
             pytest.fail("chattr +i is needed for this test in CI (run as root)")
         pytest.skip("cannot make files immutable here (needs root)")
     subprocess.run(["chattr", "-i", str(tmp_path)], check=True)
-    app = make_app(f"sqlite:///{tmp_path / 'redact.db'}",
-                   queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+    app = make_app(
+        f"sqlite:///{tmp_path / 'redact.db'}", queue_url=f"sqlite:///{tmp_path / 'q.db'}"
+    )
     headers = add_account("acct0001")
     add_records(record("0A0000000123ABCD1"))
     files = [str(path) for path in tmp_path.glob("redact.db*")]
@@ -70,8 +78,11 @@ def test_readyz_needs_a_store_that_takes_writes(make_app, tmp_path):
         assert client.get("/readyz").status_code == 200
         subprocess.run(["chattr", "+i", str(tmp_path), *files], check=True)
         try:
-            redaction = client.post("/v1/redact/transaction", headers=headers,
-                                    json={"id": "0A0000000123ABCD1", "product": "sms"})
+            redaction = client.post(
+                "/v1/redact/transaction",
+                headers=headers,
+                json={"id": "0A0000000123ABCD1", "product": "sms"},
+            )
             ready = client.get("/readyz")
         finally:
             subprocess.run(["chattr", "-i", str(tmp_path), *files], check=True)
@@ -81,5 +92,11 @@ def test_readyz_needs_a_store_that_takes_writes(make_app, tmp_path):
         assert "database" in ready.json()["detail"]
         # Writable again: ready, and the redaction goes through.
         assert client.get("/readyz").status_code == 200
-        assert client.post("/v1/redact/transaction", headers=headers,
-                           json={"id": "0A0000000123ABCD1", "product": "sms"}).status_code == 204
+        assert (
+            client.post(
+                "/v1/redact/transaction",
+                headers=headers,
+                json={"id": "0A0000000123ABCD1", "product": "sms"},
+            ).status_code
+            == 204
+        )

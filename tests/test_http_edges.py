@@ -25,8 +25,7 @@ def test_every_operation_id_resolves_to_a_handler(app):
     resolver = OperationResolver(handlers)
     for path in spec["paths"].values():
         for operation in path.values():
-            assert callable(resolver.resolve_function_from_operation_id(
-                operation["operationId"]))
+            assert callable(resolver.resolve_function_from_operation_id(operation["operationId"]))
 
 
 @pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
@@ -45,8 +44,9 @@ def test_unknown_path_is_a_404_problem(client):
 
 def test_declared_oversized_body_is_413_without_reading_it(client, account):
     huge = b'{"id": "' + b"x" * 70_000 + b'", "product": "sms"}'
-    response = client.post(URL, content=huge,
-                           headers={**account, "Content-Type": "application/json"})
+    response = client.post(
+        URL, content=huge, headers={**account, "Content-Type": "application/json"}
+    )
     body = assert_problem(response, 413)
     assert "65536" in body["detail"]
 
@@ -58,23 +58,26 @@ def test_streamed_oversized_body_is_413(client, account):
             yield b"x" * 1000
         yield b'"}'
 
-    response = client.post(URL, content=chunks(),
-                           headers={**account, "Content-Type": "application/json"})
+    response = client.post(
+        URL, content=chunks(), headers={**account, "Content-Type": "application/json"}
+    )
     assert_problem(response, 413)
 
 
 def test_deeply_nested_json_is_a_clear_422(client, account):
     nested = b"[" * 5000 + b"]" * 5000
-    response = client.post(URL, content=nested,
-                           headers={**account, "Content-Type": "application/json"})
+    response = client.post(
+        URL, content=nested, headers={**account, "Content-Type": "application/json"}
+    )
     assert_problem(response, 422)
 
 
 def test_problem_bodies_never_carry_a_stack_trace(client, account):
-    response = client.post(URL, content=b"\x00\x01\x02",
-                           headers={**account, "Content-Type": "application/json"})
+    response = client.post(
+        URL, content=b"\x00\x01\x02", headers={**account, "Content-Type": "application/json"}
+    )
     body = assert_problem(response, 422)
-    assert "Traceback" not in response.text and "File \"" not in body["detail"]
+    assert "Traceback" not in response.text and 'File "' not in body["detail"]
 
 
 def test_bad_settings_stop_the_factory():
@@ -89,8 +92,9 @@ def test_chunked_body_within_the_limit_is_read(client, account):
         yield b'{"id": "0A0000000NOTHERE", '
         yield b'"product": "sms"}'
 
-    response = client.post(URL, content=chunks(),
-                           headers={**account, "Content-Type": "application/json"})
+    response = client.post(
+        URL, content=chunks(), headers={**account, "Content-Type": "application/json"}
+    )
     assert_problem(response, 404)
 
 
@@ -106,48 +110,64 @@ def test_an_unusable_store_is_a_503_and_nothing_hangs(make_app, tmp_path):
     (tmp_path / "redact.db.lock").mkdir()
     with app.test_client() as client:
         for _ in range(3):
-            response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"},
-                                   headers=headers)
+            response = client.post(
+                URL, json={"id": "0A0000000123ABCD1", "product": "sms"}, headers=headers
+            )
             body = assert_problem(response, 503)
             assert response.headers["Retry-After"] == "1"
             assert "unavailable" in body["detail"]
 
 
-@pytest.mark.parametrize("content_type", ["APPLICATION/JSON", "Application/Json; charset=UTF-8",
-                                          "application/json;charset=utf-8"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["APPLICATION/JSON", "Application/Json; charset=UTF-8", "application/json;charset=utf-8"],
+)
 def test_media_type_is_case_insensitive(client, account, content_type):
-    response = client.post(URL, content=b'{"id": "0A0000000NOTHERE", "product": "sms"}',
-                           headers={**account, "Content-Type": content_type})
+    response = client.post(
+        URL,
+        content=b'{"id": "0A0000000NOTHERE", "product": "sms"}',
+        headers={**account, "Content-Type": content_type},
+    )
     assert_problem(response, 404)
 
 
 def test_unpaired_surrogate_is_a_422(client, account):
-    response = client.post(URL, content=b'{"id": "\\ud800", "product": "sms"}',
-                           headers={**account, "Content-Type": "application/json"})
+    response = client.post(
+        URL,
+        content=b'{"id": "\\ud800", "product": "sms"}',
+        headers={**account, "Content-Type": "application/json"},
+    )
     assert "surrogate" in assert_problem(response, 422)["detail"]
 
 
 def test_missing_content_type_is_taken_for_json(client, account):
-    response = client.post(URL, content=b'{"id": "0A0000000NOTHERE", "product": "sms"}',
-                           headers=account)
+    response = client.post(
+        URL, content=b'{"id": "0A0000000NOTHERE", "product": "sms"}', headers=account
+    )
     assert_problem(response, 404)
 
 
 def test_malformed_content_length_is_a_400(client, account):
-    response = client.post(URL, content=b'{"id": "x", "product": "sms"}',
-                           headers={**account, "Content-Type": "application/json",
-                                    "Content-Length": "abc"})
+    response = client.post(
+        URL,
+        content=b'{"id": "x", "product": "sms"}',
+        headers={**account, "Content-Type": "application/json", "Content-Length": "abc"},
+    )
     assert_problem(response, 400)
 
 
-@pytest.mark.parametrize("path, allowed", [
-    ("/v1/redact/jobs", "GET, POST"),
-    ("/v1/redact/jobs/rj_x", "GET, POST"),
-    ("/v1/redact/jobs/rj_x/run", "POST"),
-    ("/v1/redact/jobs/rj_x/validation_errors", "GET"),
-])
-def test_wrong_method_on_a_jobs_path_allows_every_method_of_the_path(client, account, path,
-                                                                     allowed):
+@pytest.mark.parametrize(
+    "path, allowed",
+    [
+        ("/v1/redact/jobs", "GET, POST"),
+        ("/v1/redact/jobs/rj_x", "GET, POST"),
+        ("/v1/redact/jobs/rj_x/run", "POST"),
+        ("/v1/redact/jobs/rj_x/validation_errors", "GET"),
+    ],
+)
+def test_wrong_method_on_a_jobs_path_allows_every_method_of_the_path(
+    client, account, path, allowed
+):
     """The contract's methods of the path, not only those of its first operation."""
     response = client.put(path, headers=account, json={})
     assert_problem(response, 405)
@@ -160,41 +180,50 @@ def test_every_contract_path_allows_exactly_its_methods(client, account):
     for name in CONTRACTS:
         spec = yaml.safe_load((SPEC_DIR / name).read_text())
         for path, operations in spec["paths"].items():
-            methods = sorted(m.upper() for m in operations
-                             if m in ("get", "post", "put", "delete", "patch"))
+            methods = sorted(
+                m.upper() for m in operations if m in ("get", "post", "put", "delete", "patch")
+            )
             url = "/v1/redact" + path.replace("{job}", "rj_x")
             response = client.request("DELETE", url, headers=account)
             assert_problem(response, 405)
             assert response.headers["Allow"] == ", ".join(methods), url
 
 
-@pytest.mark.parametrize("body", [
-    b'{"id": "0A0000000123ABCD1", "product": "sms", "n": ' + b"9" * 5000 + b"}",
-    b'{"id": ' + b"1" * 5000 + b', "product": "sms"}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "0A0000000123ABCD1", "product": "sms", "n": ' + b"9" * 5000 + b"}",
+        b'{"id": ' + b"1" * 5000 + b', "product": "sms"}',
+    ],
+)
 def test_an_integer_beyond_pythons_digit_limit_is_invalid_json(client, account, body):
-    response = client.post(URL, content=body,
-                           headers={**account, "Content-Type": "application/json"})
+    response = client.post(
+        URL, content=body, headers={**account, "Content-Type": "application/json"}
+    )
     assert "number too long" in assert_problem(response, 422)["detail"]
 
 
 def test_a_huge_integer_in_a_jobs_body_is_a_422(client, account):
-    response = client.post("/v1/redact/jobs", content=b'{"objects": {"subjects": [' +
-                           b"1" * 5000 + b"]}}",
-                           headers={**account, "Content-Type": "application/json"})
+    response = client.post(
+        "/v1/redact/jobs",
+        content=b'{"objects": {"subjects": [' + b"1" * 5000 + b"]}}",
+        headers={**account, "Content-Type": "application/json"},
+    )
     assert_problem(response, 422)
 
 
 def test_a_trailing_slash_is_a_404_problem_not_a_redirect(client, account):
-    response = client.post(URL + "/", json={"id": "0A0000000123ABCD1", "product": "sms"},
-                           headers={**account, "Host": "elsewhere.example"},
-                           follow_redirects=False)
+    response = client.post(
+        URL + "/",
+        json={"id": "0A0000000123ABCD1", "product": "sms"},
+        headers={**account, "Host": "elsewhere.example"},
+        follow_redirects=False,
+    )
     assert_problem(response, 404)
     assert "location" not in response.headers
 
 
-def test_one_address_cannot_queue_more_than_its_share_of_credential_checks(make_app,
-                                                                           tmp_path):
+def test_one_address_cannot_queue_more_than_its_share_of_credential_checks(make_app, tmp_path):
     """Guesses are counted as failures only once checked: while the checks wait (here the
     store is locked), one address gets at most CHECKS_WAITING_PER_ADDRESS of them queued,
     and its further guesses a 429 at once; the queued ones are answered when the store
@@ -214,9 +243,15 @@ def test_one_address_cannot_queue_more_than_its_share_of_credential_checks(make_
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     with app.test_client() as client, concurrent.futures.ThreadPoolExecutor(guesses) as pool:
-        answers = [pool.submit(client.post, URL, headers=basic("acct0001", f"guess-{n:04d}"),
-                               json={"id": "0A0000000123ABCD1", "product": "sms"})
-                   for n in range(guesses)]
+        answers = [
+            pool.submit(
+                client.post,
+                URL,
+                headers=basic("acct0001", f"guess-{n:04d}"),
+                json={"id": "0A0000000123ABCD1", "product": "sms"},
+            )
+            for n in range(guesses)
+        ]
         deadline = time.monotonic() + 30
         while sum(answer.done() for answer in answers) < guesses - CHECKS_WAITING_PER_ADDRESS:
             assert time.monotonic() < deadline, "the extra guesses were not refused at once"
@@ -228,16 +263,20 @@ def test_one_address_cannot_queue_more_than_its_share_of_credential_checks(make_
     assert [r.status_code for r in refused] == [429] * (guesses - CHECKS_WAITING_PER_ADDRESS)
     assert all(r.headers["Retry-After"] == "1" for r in refused)
     assert statuses == [401] * CHECKS_WAITING_PER_ADDRESS + [429] * (
-        guesses - CHECKS_WAITING_PER_ADDRESS)
+        guesses - CHECKS_WAITING_PER_ADDRESS
+    )
 
 
 def test_settings_never_show_their_secrets_in_a_repr():
     from app.settings import Settings
 
-    settings = Settings.from_env({}, subject_key="subject-key-0123456789",
-                                 metrics_token="scrape-secret-42",
-                                 database_url="postgresql://u:db-pass-7@127.0.0.1/x",
-                                 ratelimit_storage_uri="redis://:redis-pass-9@127.0.0.1/0")
+    settings = Settings.from_env(
+        {},
+        subject_key="subject-key-0123456789",
+        metrics_token="scrape-secret-42",
+        database_url="postgresql://u:db-pass-7@127.0.0.1/x",
+        ratelimit_storage_uri="redis://:redis-pass-9@127.0.0.1/0",
+    )
     shown = repr(settings)
     for secret in ("subject-key-0123456789", "scrape-secret-42", "db-pass-7", "redis-pass-9"):
         assert secret not in shown and secret not in str(settings)

@@ -31,42 +31,59 @@ def jobs(jobs_app):
 
 def audit_for(job_id: str) -> list[str]:
     with database.connection_context():
-        return sorted(a.transaction_id for a in
-                      RedactionAudit.select().where(RedactionAudit.trace_id == job_id))
+        return sorted(
+            a.transaction_id
+            for a in RedactionAudit.select().where(RedactionAudit.trace_id == job_id)
+        )
 
 
 # ------------------------------------------------------------------------ the resource
 
+
 def test_create_answers_the_job_validating_and_validation_makes_it_ready(jobs):
     add_records(record("T1"), record("T2", product="voice"))
-    response = jobs.client.post(JOBS, json={
-        "objects": {"transactions": [{"id": "T1", "product": "sms"},
-                                     {"id": "T2", "product": "voice"}]},
-        "description": "retention clean-up"}, headers=jobs.headers)
+    response = jobs.client.post(
+        JOBS,
+        json={
+            "objects": {
+                "transactions": [{"id": "T1", "product": "sms"}, {"id": "T2", "product": "voice"}]
+            },
+            "description": "retention clean-up",
+        },
+        headers=jobs.headers,
+    )
     job = assert_job_contract(response, "/jobs", "post")
     assert response.status_code == 200
     assert job["id"].startswith("rj_") and job["object"] == "redaction_job"
     assert (job["status"], job["validation_behavior"], job["livemode"]) == (
-        "validating", "error", True)
+        "validating",
+        "error",
+        True,
+    )
     assert job["created"] == int(START.timestamp())
     assert job["objects"] is None  # omitted unless expanded
     assert job["counts"]["transactions"] == 2
     jobs.drain()
-    ready = assert_job_contract(jobs.client.get(f"{JOBS}/{job['id']}", headers=jobs.headers),
-                                "/jobs/{job}", "get")
+    ready = assert_job_contract(
+        jobs.client.get(f"{JOBS}/{job['id']}", headers=jobs.headers), "/jobs/{job}", "get"
+    )
     assert ready["status"] == "ready"
     assert ready["counts"]["records"] == 2
 
 
 def test_expand_objects_shows_them_in_the_order_given(jobs):
     add_records(record("T1"), record("T2", type="inbound"))
-    job = jobs.create([{"id": "T2", "product": "sms", "type": "inbound"}, "T1"],
-                      ["+44 7700 900123"])
+    job = jobs.create(
+        [{"id": "T2", "product": "sms", "type": "inbound"}, "T1"], ["+44 7700 900123"]
+    )
     expanded = jobs.get(job["id"], **{"expand[]": "objects"})
     assert expanded["objects"] == {
-        "transactions": [{"id": "T2", "product": "sms", "type": "inbound"},
-                         {"id": "T1", "product": "sms", "type": "outbound"}],
-        "subjects": ["+44 7700 900123"]}
+        "transactions": [
+            {"id": "T2", "product": "sms", "type": "inbound"},
+            {"id": "T1", "product": "sms", "type": "outbound"},
+        ],
+        "subjects": ["+44 7700 900123"],
+    }
     listed = jobs.client.get(JOBS, params={"expand[]": "objects"}, headers=jobs.headers)
     assert listed.json()["data"][0]["objects"] == expanded["objects"]
 
@@ -79,9 +96,15 @@ def test_run_redacts_every_record_once_with_exact_counts_and_audit(jobs):
     jobs.drain()
     done = jobs.get(job["id"])
     assert done["status"] == "succeeded"
-    assert done["counts"] | {} == {"transactions": 5, "subjects": 0, "records": 5,
-                                   "redacted": 5, "already_redacted": 0, "skipped": 0,
-                                   "validation_errors": 0}
+    assert done["counts"] | {} == {
+        "transactions": 5,
+        "subjects": 0,
+        "records": 5,
+        "redacted": 5,
+        "already_redacted": 0,
+        "skipped": 0,
+        "validation_errors": 0,
+    }
     assert all(row(f"T{n}").body == "REDACTED" for n in range(5))
     assert audit_for(job["id"]) == [f"T{n}" for n in range(5)]
 
@@ -90,9 +113,12 @@ def test_another_accounts_job_does_not_exist_for_you(jobs):
     add_records(record("T1"))
     job = jobs.create(["T1"])
     stranger = basic(add_account("acct0002") and "acct0002")
-    for method, path in [("get", f"{JOBS}/{job['id']}"), ("post", f"{JOBS}/{job['id']}/run"),
-                         ("post", f"{JOBS}/{job['id']}/cancel"),
-                         ("get", f"{JOBS}/{job['id']}/validation_errors")]:
+    for method, path in [
+        ("get", f"{JOBS}/{job['id']}"),
+        ("post", f"{JOBS}/{job['id']}/run"),
+        ("post", f"{JOBS}/{job['id']}/cancel"),
+        ("get", f"{JOBS}/{job['id']}/validation_errors"),
+    ]:
         response = getattr(jobs.client, method)(path, headers=stranger)
         assert response.status_code == 404
         assert response.json()["type"] == "urn:redact:problem:job-not-found"
@@ -111,13 +137,19 @@ def test_a_job_of_another_accounts_records_fails_validation(jobs):
 
 # ------------------------------------------------------------------- the state machine
 
+
 def _job_in(jobs: JobsClient, status: str) -> str:
     """A job of the account in `status`, reached through the API where it can be."""
     add_records(record("R1"), record("R2", age=datetime.timedelta(minutes=5)))
     if status == "created":
         with database.connection_context():
-            job, _ = create_job(api_key="acct0001", transactions=[TransactionRef("R1", "sms")],
-                                subjects=[], now=START, max_unfinished=10)
+            job, _ = create_job(
+                api_key="acct0001",
+                transactions=[TransactionRef("R1", "sms")],
+                subjects=[],
+                now=START,
+                max_unfinished=10,
+            )
         return job.id
     if status == "validating":
         return jobs.create(["R1"])["id"]
@@ -137,10 +169,22 @@ def _job_in(jobs: JobsClient, status: str) -> str:
     return job
 
 
-ALLOWED = {("validate", "failed"): "validating", ("run", "ready"): "redacting",
-           ("cancel", "ready"): "canceling", ("cancel", "failed"): "canceling"}
-STATUSES = ("created", "validating", "ready", "failed", "redacting", "succeeded", "canceling",
-            "canceled")
+ALLOWED = {
+    ("validate", "failed"): "validating",
+    ("run", "ready"): "redacting",
+    ("cancel", "ready"): "canceling",
+    ("cancel", "failed"): "canceling",
+}
+STATUSES = (
+    "created",
+    "validating",
+    "ready",
+    "failed",
+    "redacting",
+    "succeeded",
+    "canceling",
+    "canceled",
+)
 
 
 @pytest.mark.parametrize("status", STATUSES)
@@ -188,6 +232,7 @@ def test_validate_again_after_fixing_a_failed_job(jobs):
 
 # ---------------------------------------------------------------------- validation codes
 
+
 def _premature():
     add_records(record("P1", age=datetime.timedelta(minutes=10)))
     return {"transactions": ["P1"]}
@@ -195,8 +240,12 @@ def _premature():
 
 def _redacted(jobs):
     add_records(record("A1"))
-    assert jobs.client.post("/v1/redact/transaction", json={"id": "A1", "product": "sms"},
-                            headers=jobs.headers).status_code == 204
+    assert (
+        jobs.client.post(
+            "/v1/redact/transaction", json={"id": "A1", "product": "sms"}, headers=jobs.headers
+        ).status_code
+        == 204
+    )
     return {"transactions": ["A1"]}
 
 
@@ -210,6 +259,7 @@ def _unprovisioned(jobs):
     add_records(record("V1", product="voice"))
     with database.connection_context():
         from models import Account
+
         Account.update(products="sms").where(Account.api_key == "acct0001").execute()
     return {"transactions": [{"id": "V1", "product": "voice"}]}
 
@@ -229,8 +279,9 @@ FIXED = {"premature", "already_redacted"}
 @pytest.mark.parametrize("code", list(CASES))
 def test_each_validation_code_under_each_behavior(jobs, code, behavior):
     objects = CASES[code](jobs)
-    job = jobs.create(objects.get("transactions", ()), objects.get("subjects", ()),
-                      validation_behavior=behavior)
+    job = jobs.create(
+        objects.get("transactions", ()), objects.get("subjects", ()), validation_behavior=behavior
+    )
     jobs.drain()
     validated = jobs.get(job["id"])
     errors = jobs.errors(job["id"])
@@ -243,11 +294,19 @@ def test_each_validation_code_under_each_behavior(jobs, code, behavior):
     [error] = errors["data"]
     assert error["code"] == code
     assert error["message"]
-    expected = ({"subject": objects["subjects"][0]} if "subjects" in objects else
-                {"transaction": {"id": objects["transactions"][0]["id"] if isinstance(
-                    objects["transactions"][0], dict) else objects["transactions"][0],
-                    "product": "voice" if code == "unprovisioned" else "sms",
-                    "type": None if code == "unprovisioned" else "outbound"}})
+    expected = (
+        {"subject": objects["subjects"][0]}
+        if "subjects" in objects
+        else {
+            "transaction": {
+                "id": objects["transactions"][0]["id"]
+                if isinstance(objects["transactions"][0], dict)
+                else objects["transactions"][0],
+                "product": "voice" if code == "unprovisioned" else "sms",
+                "type": None if code == "unprovisioned" else "outbound",
+            }
+        }
+    )
     assert error["object"] == expected
 
 
@@ -281,10 +340,11 @@ def test_fix_makes_the_run_wait_for_premature_records(jobs, clock):
 
 
 def test_an_object_named_twice_counts_once(jobs):
-    add_records(record("T1"), record("S1", **{"to": "447700900321"}))
-    job = jobs.create([{"id": "T1", "product": "sms"}, {"id": "T1", "product": "sms",
-                                                        "type": "outbound"}],
-                      ["447700900321", "+44 7700 900321"])
+    add_records(record("T1"), record("S1", to="447700900321"))
+    job = jobs.create(
+        [{"id": "T1", "product": "sms"}, {"id": "T1", "product": "sms", "type": "outbound"}],
+        ["447700900321", "+44 7700 900321"],
+    )
     assert (job["counts"]["transactions"], job["counts"]["subjects"]) == (1, 1)
     jobs.drain()
     assert jobs.get(job["id"])["counts"]["records"] == 2
@@ -292,17 +352,28 @@ def test_an_object_named_twice_counts_once(jobs):
 
 def test_one_id_named_as_two_products_fails_as_an_unknown_transaction(jobs):
     add_records(record("T1"))
-    job = jobs.create([{"id": "T1", "product": "sms"}, {"id": "T1", "product": "voice"}],
-                      validation_behavior="fix")
+    job = jobs.create(
+        [{"id": "T1", "product": "sms"}, {"id": "T1", "product": "voice"}],
+        validation_behavior="fix",
+    )
     jobs.drain()
     assert jobs.get(job["id"])["status"] == "failed"
     [error] = jobs.errors(job["id"])["data"]
     assert (error["code"], error["object"]["transaction"]["product"]) == (
-        "unknown_transaction", "voice")
+        "unknown_transaction",
+        "voice",
+    )
 
 
-@pytest.mark.parametrize("objects", [{}, {"transactions": []}, {"subjects": ["not a number"]},
-                                     {"transactions": [{"id": "T1", "product": "fax"}]}])
+@pytest.mark.parametrize(
+    "objects",
+    [
+        {},
+        {"transactions": []},
+        {"subjects": ["not a number"]},
+        {"transactions": [{"id": "T1", "product": "fax"}]},
+    ],
+)
 def test_malformed_objects_are_422_and_create_nothing(jobs, objects):
     response = jobs.client.post(JOBS, json={"objects": objects}, headers=jobs.headers)
     assert_job_contract(response, "/jobs", "post")
@@ -313,13 +384,17 @@ def test_malformed_objects_are_422_and_create_nothing(jobs, objects):
 
 # ------------------------------------------------------------------------------ update
 
+
 def test_update_description_and_run_at(jobs):
     add_records(record("T1"))
     job = jobs.ready(["T1"])
     later = int(START.timestamp()) + 3600
     updated = jobs.update(job["id"], description="DSAR 42", run_at=later)
     assert (updated["description"], updated["run_at"], updated["status"]) == (
-        "DSAR 42", later, "ready")
+        "DSAR 42",
+        later,
+        "ready",
+    )
 
 
 def test_behavior_changes_only_while_failed_and_a_failed_job_stays_failed(jobs):
@@ -334,8 +409,9 @@ def test_behavior_changes_only_while_failed_and_a_failed_job_stays_failed(jobs):
     jobs.drain()
     ready = jobs.get(failed["id"])
     assert ready["status"] == "ready"
-    response = jobs.client.post(f"{JOBS}/{failed['id']}", json={"validation_behavior": "error"},
-                                headers=jobs.headers)
+    response = jobs.client.post(
+        f"{JOBS}/{failed['id']}", json={"validation_behavior": "error"}, headers=jobs.headers
+    )
     body = assert_job_contract(response, "/jobs/{job}", "post")
     assert response.status_code == 409 and "status 'ready'" in body["detail"]
 
@@ -344,13 +420,15 @@ def test_run_at_cannot_change_once_the_job_runs(jobs):
     add_records(record("T1"))
     job = jobs.ready(["T1"])
     jobs.action(job["id"], "run", expect=202)
-    response = jobs.client.post(f"{JOBS}/{job['id']}", json={"run_at": 2000000000},
-                                headers=jobs.headers)
+    response = jobs.client.post(
+        f"{JOBS}/{job['id']}", json={"run_at": 2000000000}, headers=jobs.headers
+    )
     assert response.status_code == 409
     assert jobs.update(job["id"], description="still fine")["description"] == "still fine"
 
 
 # -------------------------------------------------------------------------- scheduling
+
 
 def test_a_ready_job_with_run_at_runs_by_itself_then(jobs, clock):
     add_records(record("T1"))
@@ -373,9 +451,13 @@ def test_the_sweep_runs_due_jobs_and_takes_over_from_a_dead_worker(jobs, clock):
     jobs.action(orphan["id"], "run", expect=202)
     jobs.queue.huey.flush()  # the queued task is lost, as if its worker had died
     with database.connection_context():  # ... holding the job
-        (RedactionJob.update(lease_owner="dead-host:1:1",
-                             lease_until=START + datetime.timedelta(seconds=60))
-         .where(RedactionJob.id == orphan["id"]).execute())
+        (
+            RedactionJob.update(
+                lease_owner="dead-host:1:1", lease_until=START + datetime.timedelta(seconds=60)
+            )
+            .where(RedactionJob.id == orphan["id"])
+            .execute()
+        )
     clock.advance(minutes=5)
     assert sorted(jobs.queue.sweep()) == sorted([scheduled["id"], orphan["id"]])
     jobs.drain()
@@ -384,6 +466,7 @@ def test_the_sweep_runs_due_jobs_and_takes_over_from_a_dead_worker(jobs, clock):
 
 
 # ---------------------------------------------------------------------- sync and async
+
 
 def test_sync_run_answers_200_with_the_finished_job(jobs):
     add_records(record("T1"), record("T2"))
@@ -395,10 +478,8 @@ def test_sync_run_answers_200_with_the_finished_job(jobs):
     assert jobs.queue.huey.pending_count() == 0
 
 
-def test_sync_run_of_a_job_too_large_is_422_and_leaves_it_ready(make_app, database_url,
-                                                               tmp_path):
-    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}",
-                   sync_max_records=1)
+def test_sync_run_of_a_job_too_large_is_422_and_leaves_it_ready(make_app, database_url, tmp_path):
+    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}", sync_max_records=1)
     with app.test_client() as client:
         jobs = JobsClient(client, add_account("acct0001"), app.queue)
         add_records(record("T1"), record("T2"))
@@ -412,16 +493,19 @@ def test_sync_run_of_a_job_too_large_is_422_and_leaves_it_ready(make_app, databa
 
 # ------------------------------------------------------------------- admission control
 
+
 def test_too_many_unfinished_jobs_is_429_and_creates_nothing(make_app, database_url, tmp_path):
-    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}",
-                   max_active_jobs=2)
+    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}", max_active_jobs=2)
     with app.test_client() as client:
         jobs = JobsClient(client, add_account("acct0001"), app.queue)
         add_records(record("T1"), record("T2"), record("T3"))
         jobs.create(["T1"])
         jobs.create(["T2"])
-        response = client.post(JOBS, json={"objects": {"transactions": [
-            {"id": "T3", "product": "sms"}]}}, headers=jobs.headers)
+        response = client.post(
+            JOBS,
+            json={"objects": {"transactions": [{"id": "T3", "product": "sms"}]}},
+            headers=jobs.headers,
+        )
         body = assert_job_contract(response, "/jobs", "post")
         assert response.status_code == 429 and response.headers["Retry-After"]
         assert body["type"] == "urn:redact:problem:too-many-jobs"
@@ -429,14 +513,16 @@ def test_too_many_unfinished_jobs_is_429_and_creates_nothing(make_app, database_
 
 
 def test_a_full_queue_is_503_and_creates_nothing(make_app, database_url, tmp_path):
-    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}",
-                   max_queue_depth=1)
+    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}", max_queue_depth=1)
     with app.test_client() as client:
         jobs = JobsClient(client, add_account("acct0001"), app.queue)
         add_records(record("T1"), record("T2"))
         first = jobs.create(["T1"], headers={"Idempotency-Key": "k1"})
-        response = client.post(JOBS, json={"objects": {"transactions": [
-            {"id": "T2", "product": "sms"}]}}, headers=jobs.headers)
+        response = client.post(
+            JOBS,
+            json={"objects": {"transactions": [{"id": "T2", "product": "sms"}]}},
+            headers=jobs.headers,
+        )
         assert_job_contract(response, "/jobs", "post")
         assert response.status_code == 503 and response.headers["Retry-After"]
         assert len(client.get(JOBS, headers=jobs.headers).json()["data"]) == 1
@@ -449,8 +535,11 @@ def test_an_unreachable_queue_is_503_and_creates_or_moves_nothing(make_app, data
     with app.test_client() as client:
         headers = add_account("acct0001")
         add_records(record("T1"))
-        response = client.post(JOBS, json={"objects": {"transactions": [
-            {"id": "T1", "product": "sms"}]}}, headers=headers)
+        response = client.post(
+            JOBS,
+            json={"objects": {"transactions": [{"id": "T1", "product": "sms"}]}},
+            headers=headers,
+        )
         body = assert_job_contract(response, "/jobs", "post")
         assert response.status_code == 503
         assert body["type"] == "urn:redact:problem:queue-unavailable"
@@ -461,16 +550,23 @@ def test_an_unreachable_queue_is_503_and_creates_or_moves_nothing(make_app, data
 
 # ------------------------------------------------------------------------- idempotency
 
+
 def test_idempotency_key_returns_the_same_job_for_the_same_request(jobs):
     add_records(record("T1"), record("T2"))
     key = {"Idempotency-Key": "req-0001"}
     first = jobs.create(["T1"], headers=key)
-    again = jobs.client.post(JOBS, json={"objects": {"transactions": [
-        {"id": "T1", "product": "sms"}]}}, headers={**jobs.headers, **key})
+    again = jobs.client.post(
+        JOBS,
+        json={"objects": {"transactions": [{"id": "T1", "product": "sms"}]}},
+        headers={**jobs.headers, **key},
+    )
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json()["id"] == first["id"]
-    other = jobs.client.post(JOBS, json={"objects": {"transactions": [
-        {"id": "T2", "product": "sms"}]}}, headers={**jobs.headers, **key})
+    other = jobs.client.post(
+        JOBS,
+        json={"objects": {"transactions": [{"id": "T2", "product": "sms"}]}},
+        headers={**jobs.headers, **key},
+    )
     body = assert_job_contract(other, "/jobs", "post")
     assert other.status_code == 409
     assert body["type"] == "urn:redact:problem:idempotency-key-reused"
@@ -479,6 +575,7 @@ def test_idempotency_key_returns_the_same_job_for_the_same_request(jobs):
 
 
 # -------------------------------------------------------------------------- pagination
+
 
 def test_pagination_newest_first_with_both_cursors(jobs):
     add_records(*(record(f"T{n}") for n in range(5)))
@@ -500,11 +597,16 @@ def test_pagination_newest_first_with_both_cursors(jobs):
     assert page(status="ready") == ([], False)
 
 
-@pytest.mark.parametrize("params,status", [
-    ({"limit": 0}, 400), ({"limit": 101}, 400), ({"starting_after": "job-1"}, 400),
-    ({"starting_after": "rj_000000000000000000000000"}, 404),
-    ({"ending_before": "rj_000000000000000000000000"}, 404),
-])
+@pytest.mark.parametrize(
+    "params,status",
+    [
+        ({"limit": 0}, 400),
+        ({"limit": 101}, 400),
+        ({"starting_after": "job-1"}, 400),
+        ({"starting_after": "rj_000000000000000000000000"}, 404),
+        ({"ending_before": "rj_000000000000000000000000"}, 404),
+    ],
+)
 def test_bad_paging_parameters(jobs, params, status):
     response = jobs.client.get(JOBS, params=params, headers=jobs.headers)
     assert_job_contract(response, "/jobs", "get")
@@ -532,15 +634,15 @@ SUBJECT = "447700900123"
 def test_a_subject_job_erases_the_number_across_products_and_only_it(jobs):
     other_account = add_account("acct0002")
     records = [
-        record("S-SMS-OUT", **{"to": SUBJECT}),
+        record("S-SMS-OUT", to=SUBJECT),
         record("S-SMS-IN", type="inbound", **{"from": "+44 7700 900123"}),
-        record("S-VOICE", product="voice", **{"to": "0044-7700-900123"}),
-        record("S-NI", product="number-insight", **{"to": SUBJECT}),
-        record("S-VERIFY", product="verify", **{"to": SUBJECT}),
-        record("S-VSDK", product="verify-sdk", **{"to": SUBJECT}),
+        record("S-VOICE", product="voice", to="0044-7700-900123"),
+        record("S-NI", product="number-insight", to=SUBJECT),
+        record("S-VERIFY", product="verify", to=SUBJECT),
+        record("S-VSDK", product="verify-sdk", to=SUBJECT),
         record("S-MSG", product="messages", **{"from": SUBJECT}),
-        record("OTHER-NUMBER", **{"to": "447700900999"}),
-        record("OTHER-ACCOUNT", api_key="acct0002", **{"to": SUBJECT}),
+        record("OTHER-NUMBER", to="447700900999"),
+        record("OTHER-ACCOUNT", api_key="acct0002", to=SUBJECT),
     ]
     add_records(*records)
     job = jobs.ready(subjects=["+44 (7700) 900123"])
@@ -562,8 +664,9 @@ def test_a_subject_job_erases_the_number_across_products_and_only_it(jobs):
     assert row("OTHER-ACCOUNT").redacted_at is None
     assert other_account  # its record stays, under its own account
     with database.connection_context():
-        leftovers = JobObject.select().where(JobObject.subject.is_null(False)
-                                             | JobObject.subject_key.is_null(False))
+        leftovers = JobObject.select().where(
+            JobObject.subject.is_null(False) | JobObject.subject_key.is_null(False)
+        )
         assert leftovers.count() == 0
         assert RedactionJob.get(RedactionJob.id == job["id"]).request_digest is None
 
@@ -572,7 +675,7 @@ def test_a_job_erases_several_subjects(jobs):
     """Each subject is erased in its own batches while the job reads the next ones (on
     SQLite the job must not hold a read cursor open while its writes commit)."""
     numbers = ["447700900123", "447700900124", "447700900125"]
-    add_records(*(record(f"S-{n}-{i}", **{"to": n}) for n in numbers for i in range(2)))
+    add_records(*(record(f"S-{n}-{i}", to=n) for n in numbers for i in range(2)))
     job = jobs.ready(subjects=numbers)
     jobs.action(job["id"], "run", expect=202)
     jobs.drain()
@@ -583,11 +686,10 @@ def test_a_job_erases_several_subjects(jobs):
 
 
 def test_records_about_the_subject_that_arrive_before_the_run_are_erased_too(jobs, clock):
-    add_records(record("S1", **{"to": SUBJECT}))
+    add_records(record("S1", to=SUBJECT))
     job = jobs.ready(subjects=[SUBJECT])
     clock.advance(hours=1)
-    add_records(record("S2", now=clock.now, age=datetime.timedelta(minutes=1),
-                       **{"from": SUBJECT}))
+    add_records(record("S2", now=clock.now, age=datetime.timedelta(minutes=1), **{"from": SUBJECT}))
     jobs.action(job["id"], "run", expect=202)
     jobs.drain()
     assert jobs.get(job["id"])["status"] == "redacting"  # S2 is premature: the run waits
@@ -598,7 +700,7 @@ def test_records_about_the_subject_that_arrive_before_the_run_are_erased_too(job
 
 
 def test_a_number_in_a_transaction_is_indexed_only_as_a_keyed_hash(jobs):
-    add_records(record("K1", **{"to": SUBJECT}))
+    add_records(record("K1", to=SUBJECT))
     with database.connection_context():
         stored = Transaction.get_by_id("K1")
         key = database.obj.subject_key
@@ -610,11 +712,16 @@ def test_expanding_a_job_larger_than_the_api_allows_is_422(jobs):
     from app.jobs_api import EXPAND_LIMIT
 
     with database.connection_context():  # as `redact jobs create --transactions FILE` may
-        job, _ = create_job(api_key="acct0001", subjects=[], now=START, max_unfinished=10,
-                            transactions=(TransactionRef(f"T{n}", "sms")
-                                          for n in range(EXPAND_LIMIT + 1)))
+        job, _ = create_job(
+            api_key="acct0001",
+            subjects=[],
+            now=START,
+            max_unfinished=10,
+            transactions=(TransactionRef(f"T{n}", "sms") for n in range(EXPAND_LIMIT + 1)),
+        )
     assert jobs.get(job.id)["counts"]["transactions"] == EXPAND_LIMIT + 1
-    response = jobs.client.get(f"{JOBS}/{job.id}", params={"expand[]": "objects"},
-                               headers=jobs.headers)
+    response = jobs.client.get(
+        f"{JOBS}/{job.id}", params={"expand[]": "objects"}, headers=jobs.headers
+    )
     body = assert_job_contract(response, "/jobs/{job}", "get")
     assert response.status_code == 422 and "redact jobs show --objects" in body["detail"]

@@ -15,22 +15,31 @@ import pytest
 from models import MODELS, RedactionAudit, Transaction, database, open_database
 from models.job import RedactionJob
 
-from .conftest import (POSTGRES_URL, SUBJECT_KEY, add_account, add_records, record,
-                       require_service)
+from .conftest import POSTGRES_URL, SUBJECT_KEY, add_account, add_records, record, require_service
 from .jobs_helpers import JobsClient
 from .services import wait_for
 from .test_residue import files_containing
 
 
 def redact(env, *args, stdin: str | None = None, timeout: int = 120):
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
 def env(tmp_path):
-    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
-            "REDACT_SUBJECT_KEY": SUBJECT_KEY, "REDACT_JOB_LEASE_SECONDS": "2"}
+    return {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+        "REDACT_JOB_LEASE_SECONDS": "2",
+    }
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -43,15 +52,23 @@ def store_env(request, env, tmp_path):
     with db.connection_context():
         db.drop_tables(MODELS, safe=True)
     db.close_all()
-    return {**env, "DATABASE_URL": POSTGRES_URL,
-            "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}"}
+    return {
+        **env,
+        "DATABASE_URL": POSTGRES_URL,
+        "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+    }
 
 
 def seed(env, records: list[dict]) -> None:
-    assert redact(env, "accounts", "create", "--api-key", "acct0001", "--api-secret",
-                  "s3cret-Pa55").returncode == 0
-    result = redact(env, "transactions", "load", "-",
-                    stdin="\n".join(json.dumps(r) for r in records))
+    assert (
+        redact(
+            env, "accounts", "create", "--api-key", "acct0001", "--api-secret", "s3cret-Pa55"
+        ).returncode
+        == 0
+    )
+    result = redact(
+        env, "transactions", "load", "-", stdin="\n".join(json.dumps(r) for r in records)
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -62,20 +79,36 @@ def job_row(env, job_id: str) -> RedactionJob:
 
 
 def start_worker(env, tmp_path):
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--threads", "2"],
-                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--threads", "2"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
-def test_a_worker_killed_mid_job_is_resumed_and_every_record_redacted_once(store_env,
-                                                                           tmp_path):
+def test_a_worker_killed_mid_job_is_resumed_and_every_record_redacted_once(store_env, tmp_path):
     env = store_env
     named, about = 2000, 500
-    seed(env, [record(f"N{n:05d}") for n in range(named)]
-         + [record(f"S{n:05d}", **{"to": "447700900555"}) for n in range(about)])
+    seed(
+        env,
+        [record(f"N{n:05d}") for n in range(named)]
+        + [record(f"S{n:05d}", to="447700900555") for n in range(about)],
+    )
     objects = "\n".join(json.dumps({"id": f"N{n:05d}", "product": "sms"}) for n in range(named))
-    created = redact(env, "jobs", "create", "--account", "acct0001", "--transactions", "-",
-                     "--subject", "447700900555", stdin=objects)
+    created = redact(
+        env,
+        "jobs",
+        "create",
+        "--account",
+        "acct0001",
+        "--transactions",
+        "-",
+        "--subject",
+        "447700900555",
+        stdin=objects,
+    )
     assert created.returncode == 0, created.stderr
     job_id = json.loads(created.stdout)["id"]
     env = {**env, "REDACT_JOB_BATCH_SIZE": "10"}
@@ -103,8 +136,10 @@ def test_a_worker_killed_mid_job_is_resumed_and_every_record_redacted_once(store
     done = job_row(env, job_id)
     assert (done.redacted, done.already_redacted, done.skipped) == (named + about, 0, 0)
     with database.connection_context():
-        audited = [a.transaction_id for a in
-                   RedactionAudit.select().where(RedactionAudit.trace_id == job_id)]
+        audited = [
+            a.transaction_id
+            for a in RedactionAudit.select().where(RedactionAudit.trace_id == job_id)
+        ]
         assert len(audited) == len(set(audited)) == named + about
         assert Transaction.select().where(Transaction.redacted_at.is_null()).count() == 0
         if env["DATABASE_URL"].startswith("sqlite"):
@@ -113,9 +148,18 @@ def test_a_worker_killed_mid_job_is_resumed_and_every_record_redacted_once(store
 
 def test_jobs_commands_print_json_and_fail_in_one_line(env):
     seed(env, [record("T1"), record("T2")])
-    created = redact(env, "jobs", "create", "--account", "acct0001", "--transactions", "-",
-                     "--description", "by the operator",
-                     stdin='{"id": "T1", "product": "sms"}\n')
+    created = redact(
+        env,
+        "jobs",
+        "create",
+        "--account",
+        "acct0001",
+        "--transactions",
+        "-",
+        "--description",
+        "by the operator",
+        stdin='{"id": "T1", "product": "sms"}\n',
+    )
     job = json.loads(created.stdout)
     assert (job["status"], job["description"]) == ("validating", "by the operator")
 
@@ -123,13 +167,16 @@ def test_jobs_commands_print_json_and_fail_in_one_line(env):
     assert [j["id"] for j in listed["data"]] == [job["id"]]
     early = redact(env, "jobs", "run", job["id"])  # still validating: no worker has run
     assert early.returncode == 1
-    assert early.stderr.strip() == (f"error: Cannot run redaction job {job['id']} in status "
-                                    "'validating'; run needs status ready")
+    assert early.stderr.strip() == (
+        f"error: Cannot run redaction job {job['id']} in status "
+        "'validating'; run needs status ready"
+    )
 
     # a worker validates it; `run --wait` then does the work in the command itself
     worker_env = {**env}
     from app.queue import JobQueue
     from app.settings import Settings
+
     queue = JobQueue(Settings.from_env(worker_env))
     open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     assert queue.drain() >= 1
@@ -137,29 +184,31 @@ def test_jobs_commands_print_json_and_fail_in_one_line(env):
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["status"] == "succeeded"
     shown = json.loads(redact(env, "jobs", "show", job["id"], "--objects").stdout)
-    assert shown["objects"]["transactions"] == [{"id": "T1", "product": "sms",
-                                                 "type": "outbound"}]
+    assert shown["objects"]["transactions"] == [{"id": "T1", "product": "sms", "type": "outbound"}]
     assert shown["counts"]["redacted"] == 1
 
-    second = json.loads(redact(env, "jobs", "create", "--account", "acct0001",
-                               "--subject", "447700900002").stdout)
+    second = json.loads(
+        redact(env, "jobs", "create", "--account", "acct0001", "--subject", "447700900002").stdout
+    )
     queue.drain()
     canceled = redact(env, "jobs", "cancel", second["id"])
     assert json.loads(canceled.stdout)["status"] == "canceling"
 
     for args, fragment in [
         (("jobs", "show", "rj_nope"), "no redaction job 'rj_nope'"),
-        (("jobs", "create", "--account", "nobody", "--subject", "447700900002"),
-         "no account 'nobody'"),
+        (
+            ("jobs", "create", "--account", "nobody", "--subject", "447700900002"),
+            "no account 'nobody'",
+        ),
         (("jobs", "create", "--account", "acct0001"), "give --transactions"),
-        (("jobs", "create", "--account", "acct0001", "--subject", "call me"),
-         "not a phone number"),
+        (("jobs", "create", "--account", "acct0001", "--subject", "call me"), "not a phone number"),
     ]:
         result = redact(env, *args)
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], \
+        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], (
             result.stderr
+        )
 
 
 def test_jobs_run_through_a_redis_queue(make_app, database_url, redis_url):
@@ -182,15 +231,15 @@ def test_nothing_in_the_database_files_leads_back_to_an_erased_subject(make_app,
     with app.test_client() as client:
         jobs = JobsClient(client, add_account("acct0001"), app.queue)
         add_records(
-            record("S1", **{"to": number}, text="MARKER-51 " * 40),
+            record("S1", to=number, text="MARKER-51 " * 40),
             record("S2", product="voice", **{"from": "+44 7700 911235"}),
-            record("S3", product="messages", **{"to": number}, text="MARKER-51 long " * 900),
-            record("KEEP", **{"to": "447700900999"}, text="KEEP-ME-77"),
+            record("S3", product="messages", to=number, text="MARKER-51 long " * 900),
+            record("KEEP", to="447700900999", text="KEEP-ME-77"),
         )
         with database.connection_context():
             key_hash = database.obj.subject_key.hash(number).encode()
         markers = [number.encode(), b"7700 911235", b"MARKER-51", key_hash]
-        assert all(files_containing(db_path, m) for m in markers[:3] + [key_hash])
+        assert all(files_containing(db_path, m) for m in [*markers[:3], key_hash])
 
         job = jobs.ready(subjects=[number], description="erasure request")
         jobs.action(job["id"], "run", expect=202)
@@ -210,15 +259,29 @@ def test_serve_alone_runs_jobs(env, tmp_path):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     jobs_url = f"http://127.0.0.1:{port}/v1/redact/jobs"
     auth = ("demo0001", "demo-secret-0001")
     try:
+
         def created():
             try:
-                return httpx.post(jobs_url, auth=auth, json={"objects": {"transactions": [
-                    {"id": "0A0000000DEMO0001", "product": "sms"},
-                    {"id": "63f61863-4a51-4f6b-86e1-46edebcf9356", "product": "voice"}]}})
+                return httpx.post(
+                    jobs_url,
+                    auth=auth,
+                    json={
+                        "objects": {
+                            "transactions": [
+                                {"id": "0A0000000DEMO0001", "product": "sms"},
+                                {"id": "63f61863-4a51-4f6b-86e1-46edebcf9356", "product": "voice"},
+                            ]
+                        }
+                    },
+                )
             except httpx.TransportError:
                 assert server.poll() is None, "the server stopped"
                 return None

@@ -15,6 +15,7 @@ from .conftest import SUBJECT_KEY, add_account, add_records, basic, record, wait
 from .jobs_helpers import JOBS
 from .services import BEARER, GUNICORN_CONF, TOKEN, free_port, samples, value
 
+
 def test_metrics_are_off_without_a_token_and_need_it(make_app, sqlite_url):
     off = make_app(sqlite_url)
     with off.test_client() as client:
@@ -32,21 +33,40 @@ def test_metrics_are_off_without_a_token_and_need_it(make_app, sqlite_url):
 
 
 def test_the_figures_follow_what_the_service_does(make_app, sqlite_url, tmp_path):
-    app = make_app(sqlite_url, metrics_token=TOKEN, rate_limit="2/minute",
-                   queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+    app = make_app(
+        sqlite_url,
+        metrics_token=TOKEN,
+        rate_limit="2/minute",
+        queue_url=f"sqlite:///{tmp_path / 'q.db'}",
+    )
     with app.test_client() as client:
+
         def scrape():
             return samples(client.get("/metrics", headers=BEARER).text)
 
         headers = add_account("acct0001")
         add_records(record("M1", product="voice"))
         before = scrape()
-        assert client.post("/v1/redact/transaction", json={"id": "M1", "product": "voice"},
-                           headers=headers).status_code == 204
-        assert client.post("/v1/redact/transaction", json={"id": "M1", "product": "voice"},
-                           headers=basic("acct0001", "wrong")).status_code == 401
-        assert client.post(JOBS, json={"objects": {"subjects": ["447700900001"]}},
-                           headers=headers).status_code == 200
+        assert (
+            client.post(
+                "/v1/redact/transaction", json={"id": "M1", "product": "voice"}, headers=headers
+            ).status_code
+            == 204
+        )
+        assert (
+            client.post(
+                "/v1/redact/transaction",
+                json={"id": "M1", "product": "voice"},
+                headers=basic("acct0001", "wrong"),
+            ).status_code
+            == 401
+        )
+        assert (
+            client.post(
+                JOBS, json={"objects": {"subjects": ["447700900001"]}}, headers=headers
+            ).status_code
+            == 200
+        )
         assert client.get(JOBS, headers=headers).status_code == 429  # the 3rd in a minute
         after = scrape()
 
@@ -73,29 +93,46 @@ def healthz_counts(server: subprocess.Popen, base: str) -> set[float]:
     try:
         wait_until_serving(server, base)
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            codes = list(pool.map(lambda _: httpx.get(f"{base}/healthz").status_code,
-                                  range(200)))
+            codes = list(pool.map(lambda _: httpx.get(f"{base}/healthz").status_code, range(200)))
         assert codes.count(200) == 200
-        scrapes = [samples(httpx.get(f"{base}/metrics", headers=BEARER).text)
-                   for _ in range(8)]
+        scrapes = [samples(httpx.get(f"{base}/metrics", headers=BEARER).text) for _ in range(8)]
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {value(s, "redact_http_requests_total", operation="/healthz", status="200")
-            for s in scrapes}
+    return {
+        value(s, "redact_http_requests_total", operation="/healthz", status="200") for s in scrapes
+    }
 
 
 def test_several_gunicorn_workers_report_one_sum(tmp_path):
     metrics_dir = tmp_path / "metrics"
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
-           "REDACT_SUBJECT_KEY": SUBJECT_KEY, "REDACT_METRICS_TOKEN": TOKEN,
-           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
+        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+        "REDACT_METRICS_TOKEN": TOKEN,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
     subprocess.run([sys.executable, "-m", "app.release"], env=env, check=True, timeout=60)
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "app.asgi:app", "-c", GUNICORN_CONF,
-         "--workers", "2", "--bind", f"127.0.0.1:{port}"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "app.asgi:app",
+            "-c",
+            GUNICORN_CONF,
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     counts = healthz_counts(server, f"http://127.0.0.1:{port}")
     workers = {path.name for path in pathlib.Path(metrics_dir).glob("counter_*.db")}
     assert len(workers) >= 2, f"one worker served everything: {workers}"
@@ -106,18 +143,30 @@ def test_the_procfile_web_command_sums_its_workers(tmp_path):
     """The Procfile's `web:` line, run as written (2 workers, no metrics directory set):
     every scrape, whichever worker answers it, counts every worker's requests."""
     root = pathlib.Path(__file__).resolve().parent.parent
-    web = next(line.split(":", 1)[1].strip()
-               for line in (root / "Procfile").read_text().splitlines()
-               if line.startswith("web:"))
+    web = next(
+        line.split(":", 1)[1].strip()
+        for line in (root / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    )
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}", "PORT": str(port),
-                "WEB_CONCURRENCY": "2", "REDACT_SUBJECT_KEY": SUBJECT_KEY,
-                "REDACT_METRICS_TOKEN": TOKEN,
-                "PATH": f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}"})
-    subprocess.run([sys.executable, "-m", "app.release"], env=env, cwd=root, check=True,
-                   timeout=60)
-    server = subprocess.Popen(["bash", "-c", f"exec {web}"], env=env, cwd=root,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
+            "PORT": str(port),
+            "WEB_CONCURRENCY": "2",
+            "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+            "REDACT_METRICS_TOKEN": TOKEN,
+            "PATH": f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}",
+        }
+    )
+    subprocess.run([sys.executable, "-m", "app.release"], env=env, cwd=root, check=True, timeout=60)
+    server = subprocess.Popen(
+        ["bash", "-c", f"exec {web}"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     counts = healthz_counts(server, f"http://127.0.0.1:{port}")
     assert counts == {200 + 1}  # with per-process counts, each worker would show its own

@@ -26,12 +26,10 @@ def post(client, headers):
     return client.post(URL, json=BODY, headers=headers).status_code
 
 
-def test_no_more_than_the_limit_in_any_second_across_a_boundary(make_app, sqlite_url,
-                                                                  storage_uri):
+def test_no_more_than_the_limit_in_any_second_across_a_boundary(make_app, sqlite_url, storage_uri):
     app = make_app(sqlite_url, ratelimit_storage_uri=storage_uri)
     headers = add_account("acct0001")
-    with app.test_client() as client, \
-            time_machine.travel(BEFORE_BOUNDARY, tick=False) as traveller:
+    with app.test_client() as client, time_machine.travel(BEFORE_BOUNDARY, tick=False) as traveller:
         first = [post(client, headers) for _ in range(170)]
         assert 429 not in first
         assert post(client, headers) == 429
@@ -51,20 +49,27 @@ def test_limit_is_per_account(make_app, sqlite_url, storage_uri):
         assert [post(client, second) for _ in range(3)] == [404, 404, 429]
 
 
-@pytest.mark.parametrize("storage,statuses", [
-    # one Redis: two workers admit the limit once between them
-    ("redis", [404, 404, 404, 429, 429, 429]),
-    # the stated policy of memory://: per process, so N workers admit N x the limit
-    ("memory", [404, 404, 404, 404, 404, 404]),
-])
-def test_workers_share_the_limit_only_through_redis(request, make_app, sqlite_url, storage,
-                                                     statuses):
+@pytest.mark.parametrize(
+    "storage,statuses",
+    [
+        # one Redis: two workers admit the limit once between them
+        ("redis", [404, 404, 404, 429, 429, 429]),
+        # the stated policy of memory://: per process, so N workers admit N x the limit
+        ("memory", [404, 404, 404, 404, 404, 404]),
+    ],
+)
+def test_workers_share_the_limit_only_through_redis(
+    request, make_app, sqlite_url, storage, statuses
+):
     uri = request.getfixturevalue("redis_url") if storage == "redis" else "memory://"
     one = make_app(sqlite_url, ratelimit_storage_uri=uri, rate_limit="3/second")
     two = make_app(sqlite_url, ratelimit_storage_uri=uri, rate_limit="3/second")
     headers = add_account("acct0001")
-    with one.test_client() as a, two.test_client() as b, \
-            time_machine.travel(BEFORE_BOUNDARY, tick=False):
+    with (
+        one.test_client() as a,
+        two.test_client() as b,
+        time_machine.travel(BEFORE_BOUNDARY, tick=False),
+    ):
         assert [post(client, headers) for client in (a, b, a, b, a, b)] == statuses
 
 
@@ -92,8 +97,7 @@ def test_limiter_storage_down_fails_open(make_app, sqlite_url):
     def admitted_unlimited():
         return REGISTRY.get_sample_value("redact_limiter_storage_unavailable_total") or 0
 
-    app = make_app(sqlite_url, ratelimit_storage_uri="redis://127.0.0.1:1/0",
-                   rate_limit="1/second")
+    app = make_app(sqlite_url, ratelimit_storage_uri="redis://127.0.0.1:1/0", rate_limit="1/second")
     headers = add_account("acct0001")
     before = admitted_unlimited()
     with app.test_client() as client:

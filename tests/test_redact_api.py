@@ -26,10 +26,14 @@ def audit_rows() -> list[RedactionAudit]:
 
 
 def test_204_scrubs_personal_fields_and_keeps_the_rest(client, account):
-    add_records(record("0A0000000123ABCD1", status="delivered", price="0.0333",
-                       carrier_note="personal remark"))
-    response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms",
-                                      "type": "outbound"}, headers=account)
+    add_records(
+        record(
+            "0A0000000123ABCD1", status="delivered", price="0.0333", carrier_note="personal remark"
+        )
+    )
+    response = client.post(
+        URL, json={"id": "0A0000000123ABCD1", "product": "sms", "type": "outbound"}, headers=account
+    )
     assert response.status_code == 204
     assert_matches_contract(response)
     row = stored("0A0000000123ABCD1")
@@ -39,8 +43,11 @@ def test_204_scrubs_personal_fields_and_keeps_the_rest(client, account):
     assert row.redacted_at == START
     assert (row.product, row.direction, row.api_key) == ("sms", "outbound", "acct0001")
     [entry] = audit_rows()
-    assert (entry.api_key, entry.transaction_id, entry.product) == ("acct0001",
-                                                                    "0A0000000123ABCD1", "sms")
+    assert (entry.api_key, entry.transaction_id, entry.product) == (
+        "acct0001",
+        "0A0000000123ABCD1",
+        "sms",
+    )
     assert len(entry.trace_id) == 32
 
 
@@ -57,34 +64,40 @@ def test_204_again_when_already_redacted_without_a_second_audit_entry(client, ac
 def test_type_is_optional_and_defaults_to_outbound(client, account):
     """The upstream `required: [type]` is a conversion slip; SDKs omit it."""
     add_records(record("0A00000000000OUT1", type="outbound"))
-    response = client.post(URL, json={"id": "0A00000000000OUT1", "product": "sms"},
-                           headers=account)
+    response = client.post(URL, json={"id": "0A00000000000OUT1", "product": "sms"}, headers=account)
     assert response.status_code == 204
 
 
 def test_inbound_sms_needs_type_inbound(client, account):
     add_records(record("0A000000000000MO1", type="inbound"))
-    wrong = client.post(URL, json={"id": "0A000000000000MO1", "product": "sms"},
-                        headers=account)
+    wrong = client.post(URL, json={"id": "0A000000000000MO1", "product": "sms"}, headers=account)
     assert wrong.status_code == 404
     assert assert_matches_contract(wrong)["detail"] == (
-        "ID '0A000000000000MO1' could not be found (type=MT)")
-    right = client.post(URL, json={"id": "0A000000000000MO1", "product": "sms",
-                                   "type": "inbound"}, headers=account)
+        "ID '0A000000000000MO1' could not be found (type=MT)"
+    )
+    right = client.post(
+        URL, json={"id": "0A000000000000MO1", "product": "sms", "type": "inbound"}, headers=account
+    )
     assert right.status_code == 204
 
 
-@pytest.mark.parametrize("product,extra", [
-    ("voice", {}),
-    ("number-insight", {"owner_name": "Jane Doe", "owner_address": "1 Road"}),
-    ("verify", {}),
-    ("verify-sdk", {}),
-    ("messages", {"content": {"type": "image", "url": "https://x/y.png"}}),
-])
+@pytest.mark.parametrize(
+    "product,extra",
+    [
+        ("voice", {}),
+        ("number-insight", {"owner_name": "Jane Doe", "owner_address": "1 Road"}),
+        ("verify", {}),
+        ("verify-sdk", {}),
+        ("messages", {"content": {"type": "image", "url": "https://x/y.png"}}),
+    ],
+)
 def test_204_for_every_product(client, account, product, extra):
     add_records(record("c0ffee00-0000-4000-8000-000000000001", product=product, **extra))
-    response = client.post(URL, json={"id": "c0ffee00-0000-4000-8000-000000000001",
-                                      "product": product}, headers=account)
+    response = client.post(
+        URL,
+        json={"id": "c0ffee00-0000-4000-8000-000000000001", "product": product},
+        headers=account,
+    )
     assert response.status_code == 204
     row = stored("c0ffee00-0000-4000-8000-000000000001")
     assert row.sender == row.recipient == "REDACTED"
@@ -92,34 +105,47 @@ def test_204_for_every_product(client, account, product, extra):
 
 
 def test_voice_record_with_a_transcript_is_scrubbed_too(client, account):
-    add_records(record("c0ffee00-0000-4000-8000-000000000002", product="voice",
-                       text="spoken words", transcript="more spoken words"))
-    client.post(URL, json={"id": "c0ffee00-0000-4000-8000-000000000002",
-                           "product": "voice"}, headers=account)
+    add_records(
+        record(
+            "c0ffee00-0000-4000-8000-000000000002",
+            product="voice",
+            text="spoken words",
+            transcript="more spoken words",
+        )
+    )
+    client.post(
+        URL,
+        json={"id": "c0ffee00-0000-4000-8000-000000000002", "product": "voice"},
+        headers=account,
+    )
     row = stored("c0ffee00-0000-4000-8000-000000000002")
     assert row.body == "REDACTED"
     assert row.details == {"transcript": "REDACTED"}
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    basic("acct0001", "wrong secret"),
-    basic("nobody00"),
-    {"Authorization": "Bearer abc"},
-    {"Authorization": "Basic !!!not-base64"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        basic("acct0001", "wrong secret"),
+        basic("nobody00"),
+        {"Authorization": "Bearer abc"},
+        {"Authorization": "Basic !!!not-base64"},
+    ],
+)
 def test_401_for_missing_or_wrong_credentials(client, account, headers):
     response = client.post(URL, json={"id": "x", "product": "sms"}, headers=headers)
     assert response.status_code == 401
-    assert assert_matches_contract(response) == {"type": "UNAUTHORIZED",
-                                                 "error_title": "Unauthorized"}
+    assert assert_matches_contract(response) == {
+        "type": "UNAUTHORIZED",
+        "error_title": "Unauthorized",
+    }
     assert response.headers["WWW-Authenticate"].startswith("Basic ")
 
 
 def test_403_premature_redaction_names_id_and_wait(client, account):
     add_records(record("0A0000000123ABCD1", age=datetime.timedelta(minutes=10)))
-    response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"},
-                           headers=account)
+    response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"}, headers=account)
     assert response.status_code == 403
     body = assert_matches_contract(response)
     assert body["type"] == f"{UPSTREAM}/redact#premature-redaction"
@@ -132,8 +158,7 @@ def test_403_premature_redaction_names_id_and_wait(client, account):
 def test_window_edge(client, account, clock, minutes, status):
     add_records(record("0A0000000123ABCD1", age=datetime.timedelta(minutes=0)))
     clock.advance(minutes=minutes)
-    response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"},
-                           headers=account)
+    response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"}, headers=account)
     assert response.status_code == status
 
 
@@ -143,19 +168,28 @@ def test_window_is_configurable(make_app, sqlite_url, clock):
     add_records(record("0A0000000123ABCD1", api_key="acct0002", age=datetime.timedelta(0)))
     with app.test_client() as client:
         clock.advance(seconds=60)
-        early = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"},
-                            headers=headers)
+        early = client.post(
+            URL, json={"id": "0A0000000123ABCD1", "product": "sms"}, headers=headers
+        )
         assert early.json()["detail"] == (
-            "You must wait 90 seconds before redacting ID '0A0000000123ABCD1'")
+            "You must wait 90 seconds before redacting ID '0A0000000123ABCD1'"
+        )
         clock.advance(seconds=31)
-        assert client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"},
-                           headers=headers).status_code == 204
+        assert (
+            client.post(
+                URL, json={"id": "0A0000000123ABCD1", "product": "sms"}, headers=headers
+            ).status_code
+            == 204
+        )
 
 
 def test_403_unprovisioned(client, app):
     headers = add_account("smsonly1", products=["sms"])
-    response = client.post(URL, json={"id": "c0ffee00-0000-4000-8000-000000000001",
-                                      "product": "voice"}, headers=headers)
+    response = client.post(
+        URL,
+        json={"id": "c0ffee00-0000-4000-8000-000000000001", "product": "voice"},
+        headers=headers,
+    )
     assert response.status_code == 403
     body = assert_matches_contract(response)
     assert body["type"] == f"{UPSTREAM}#unprovisioned"
@@ -163,15 +197,24 @@ def test_403_unprovisioned(client, app):
     assert body["detail"] == "User=smsonly1 is not provisioned to redact product=voice"
 
 
-@pytest.mark.parametrize("body,detail", [
-    ({"id": "0A00000000UNKNOWN", "product": "sms"},
-     "ID '0A00000000UNKNOWN' could not be found (type=MT)"),
-    ({"id": "0A00000000UNKNOWN", "product": "sms", "type": "inbound"},
-     "ID '0A00000000UNKNOWN' could not be found (type=MO)"),
-    # the SMS record exists, but not as a voice record
-    ({"id": "0A0000000123ABCD1", "product": "voice"},
-     "ID '0A0000000123ABCD1' could not be found (type=voice)"),
-])
+@pytest.mark.parametrize(
+    "body,detail",
+    [
+        (
+            {"id": "0A00000000UNKNOWN", "product": "sms"},
+            "ID '0A00000000UNKNOWN' could not be found (type=MT)",
+        ),
+        (
+            {"id": "0A00000000UNKNOWN", "product": "sms", "type": "inbound"},
+            "ID '0A00000000UNKNOWN' could not be found (type=MO)",
+        ),
+        # the SMS record exists, but not as a voice record
+        (
+            {"id": "0A0000000123ABCD1", "product": "voice"},
+            "ID '0A0000000123ABCD1' could not be found (type=voice)",
+        ),
+    ],
+)
 def test_404_invalid_id(client, account, body, detail):
     add_records(record("0A0000000123ABCD1"))
     response = client.post(URL, json=body, headers=account)
@@ -185,32 +228,37 @@ def test_404_invalid_id(client, account, body, detail):
 def test_404_for_another_accounts_record_leaves_it_untouched(client, account):
     other = add_account("acct0002")
     add_records(record("0A0000000123ABCD1", api_key="acct0002"))
-    response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"},
-                           headers=account)
+    response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"}, headers=account)
     assert response.status_code == 404
     assert response.json()["detail"] == "ID '0A0000000123ABCD1' could not be found (type=MT)"
     assert stored("0A0000000123ABCD1").sender == "447700900001"
     # and the owner still can
-    assert client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"},
-                       headers=other).status_code == 204
+    assert (
+        client.post(
+            URL, json={"id": "0A0000000123ABCD1", "product": "sms"}, headers=other
+        ).status_code
+        == 204
+    )
 
 
-@pytest.mark.parametrize("content,content_type,fragment", [
-    (b'{"id": "x", "product": ', "application/json", "not valid JSON"),
-    (b"[1, 2]", "application/json", "must be a JSON object"),
-    (b'"text"', "application/json", "must be a JSON object"),
-    (b'{"product": "sms"}', "application/json", "'id' is a required property"),
-    (b'{"id": "x"}', "application/json", "'product' is a required property"),
-    (b'{"id": 5, "product": "sms"}', "application/json", "field 'id'"),
-    (b'{"id": "x", "product": "sms", "type": "sideways"}', "application/json", "field 'type'"),
-    (b"", "application/json", "required"),
-    (b'{"id": "\xff"}', "application/json", "UTF-8"),
-    (b"id=x&product=sms", "application/x-www-form-urlencoded", "Content-type"),
-    (b'{"id": "x", "product": "sms"}', "text/plain", "Content-type"),
-])
+@pytest.mark.parametrize(
+    "content,content_type,fragment",
+    [
+        (b'{"id": "x", "product": ', "application/json", "not valid JSON"),
+        (b"[1, 2]", "application/json", "must be a JSON object"),
+        (b'"text"', "application/json", "must be a JSON object"),
+        (b'{"product": "sms"}', "application/json", "'id' is a required property"),
+        (b'{"id": "x"}', "application/json", "'product' is a required property"),
+        (b'{"id": 5, "product": "sms"}', "application/json", "field 'id'"),
+        (b'{"id": "x", "product": "sms", "type": "sideways"}', "application/json", "field 'type'"),
+        (b"", "application/json", "required"),
+        (b'{"id": "\xff"}', "application/json", "UTF-8"),
+        (b"id=x&product=sms", "application/x-www-form-urlencoded", "Content-type"),
+        (b'{"id": "x", "product": "sms"}', "text/plain", "Content-type"),
+    ],
+)
 def test_422_invalid_json(client, account, content, content_type, fragment):
-    response = client.post(URL, content=content, headers={**account,
-                                                           "Content-Type": content_type})
+    response = client.post(URL, content=content, headers={**account, "Content-Type": content_type})
     assert response.status_code == 422
     body = assert_matches_contract(response)
     assert body["type"] == f"{UPSTREAM}#invalid-json"
@@ -231,8 +279,9 @@ def test_429_rate_limit_hit(make_app, sqlite_url):
     app = make_app(sqlite_url, rate_limit="3/second")
     headers = add_account("acct0002")
     with app.test_client() as client:
-        statuses = [client.post(URL, json={"id": "x", "product": "sms"},
-                                headers=headers) for _ in range(4)]
+        statuses = [
+            client.post(URL, json={"id": "x", "product": "sms"}, headers=headers) for _ in range(4)
+        ]
     assert [r.status_code for r in statuses] == [404, 404, 404, 429]
     assert statuses[0].headers["RateLimit-Policy"] == '"account";q=3;w=1'
     assert statuses[0].headers["RateLimit"].startswith('"account";r=2;t=')
@@ -255,8 +304,7 @@ def test_every_problem_has_a_fresh_trace_id_in_the_log(client, account, caplog):
 
 def test_204_is_bare(client, account):
     add_records(record("0A0000000123ABCD1"))
-    response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"},
-                           headers=account)
+    response = client.post(URL, json={"id": "0A0000000123ABCD1", "product": "sms"}, headers=account)
     assert response.status_code == 204
     assert response.content == b""
     assert "content-type" not in response.headers

@@ -34,8 +34,11 @@ def test_scrubbed_bytes_are_gone_from_the_files(sqlite_app):
     account = add_account("acct0001")
     marker = MARKER.decode()
     add_records(
-        record("0A0000000123ABCD1", **{"from": f"{marker}-from", "to": f"{marker}-to"},
-               text=f"{marker}-text " * 3),
+        record(
+            "0A0000000123ABCD1",
+            **{"from": f"{marker}-from", "to": f"{marker}-to"},
+            text=f"{marker}-text " * 3,
+        ),
         # a body longer than a page lives in overflow pages, which are freed on update
         record("0A0000000123ABCD2", text=f"{marker}-long " * 2000, owner=f"{marker}-x"),
         # a record that is not redacted keeps its marker: the search does find markers
@@ -45,8 +48,9 @@ def test_scrubbed_bytes_are_gone_from_the_files(sqlite_app):
 
     with app.test_client() as client:
         for transaction_id in ("0A0000000123ABCD1", "0A0000000123ABCD2"):
-            response = client.post(URL, json={"id": transaction_id, "product": "sms"},
-                                   headers=account)
+            response = client.post(
+                URL, json={"id": transaction_id, "product": "sms"}, headers=account
+            )
             assert response.status_code == 204
         # checked while the service is still running, with its connections open
         assert files_containing(db_path, MARKER) == []

@@ -25,14 +25,17 @@ def tuples_holding(marker: bytes) -> dict[str, int]:
         database.execute_sql("CREATE EXTENSION IF NOT EXISTS pageinspect")
         toast = database.execute_sql(
             "SELECT reltoastrelid::regclass::text FROM pg_class WHERE relname = %s",
-            ("transaction",)).fetchone()[0]
+            ("transaction",),
+        ).fetchone()[0]
         for relation in ('"transaction"', toast, "redaction_job_object"):
             count = database.execute_sql(
                 "SELECT count(*) FROM generate_series(0, "
                 f"  pg_relation_size('{relation}') / current_setting('block_size')::int - 1)"
                 " AS block, "
                 f"LATERAL heap_page_items(get_raw_page('{relation}', block::int)) AS item "
-                "WHERE position(%s in item.t_data) > 0", (marker,)).fetchone()[0]
+                "WHERE position(%s in item.t_data) > 0",
+                (marker,),
+            ).fetchone()[0]
             found[relation] = count
     return found
 
@@ -47,13 +50,21 @@ def test_maintenance_leaves_no_tuple_with_a_scrubbed_value(pg_app):
     noise = secrets.token_hex(3000)  # a body TOAST keeps out of line, not compressed away
     with pg_app.test_client() as client:
         jobs = JobsClient(client, add_account("acct0001"), pg_app.queue)
-        add_records(record("P1", text=f"{MARKER} short"),
-                    record("P2", text=f"{noise[:3000]}{MARKER}{noise[3000:]}"),
-                    record("P3", **{"to": NUMBER}),
-                    record("KEEP", text=f"{MARKER} kept"))
+        add_records(
+            record("P1", text=f"{MARKER} short"),
+            record("P2", text=f"{noise[:3000]}{MARKER}{noise[3000:]}"),
+            record("P3", to=NUMBER),
+            record("KEEP", text=f"{MARKER} kept"),
+        )
         for transaction_id in ("P1", "P2"):
-            assert client.post("/v1/redact/transaction", json={
-                "id": transaction_id, "product": "sms"}, headers=jobs.headers).status_code == 204
+            assert (
+                client.post(
+                    "/v1/redact/transaction",
+                    json={"id": transaction_id, "product": "sms"},
+                    headers=jobs.headers,
+                ).status_code
+                == 204
+            )
         job = jobs.ready(subjects=[NUMBER])
         jobs.action(job["id"], "run", expect=202)
         jobs.drain()
@@ -65,9 +76,8 @@ def test_maintenance_leaves_no_tuple_with_a_scrubbed_value(pg_app):
     assert before['"transaction"'] == 2 and before[toast] >= 1, before
     assert tuples_holding(NUMBER.encode())['"transaction"'] >= 1  # P3's old version
 
-    assert vacuum_erased(database.obj) == ["transaction", "redaction_job_object",
-                                           "redaction_job"]
+    assert vacuum_erased(database.obj) == ["transaction", "redaction_job_object", "redaction_job"]
 
     after = tuples_holding(MARKER.encode())
-    assert after == {**{k: 0 for k in after}, '"transaction"': 1}, after  # KEEP only
+    assert after == {**dict.fromkeys(after, 0), '"transaction"': 1}, after  # KEEP only
     assert sum(tuples_holding(NUMBER.encode()).values()) == 0

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from .contract import spec
 from .conftest import add_account, add_records, record
+from .contract import spec
 from .jobs_helpers import JOBS, JobsClient
 
 NUMBER = "447700988801"
@@ -20,8 +20,9 @@ def two_accounts(make_app, database_url, tmp_path):
     app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
     with app.test_client() as client:
         owner = JobsClient(client, add_account("acctaaaa"), app.queue)
-        add_records(record("A-REC", api_key="acctaaaa", **{"to": NUMBER}),
-                    record("A-REC2", api_key="acctaaaa"))
+        add_records(
+            record("A-REC", api_key="acctaaaa", to=NUMBER), record("A-REC2", api_key="acctaaaa")
+        )
         job = owner.create(["A-REC2"])
         owner.drain()
         prober = JobsClient(client, add_account("acctbbbb"), app.queue)
@@ -40,8 +41,9 @@ def same_answer(first, second) -> None:
 
 
 def probe_job(prober: JobsClient, method: str, path: str, job_id: str, **kwargs):
-    return getattr(prober.client, method)(path.replace("{job}", job_id),
-                                          headers=prober.headers, **kwargs)
+    return getattr(prober.client, method)(
+        path.replace("{job}", job_id), headers=prober.headers, **kwargs
+    )
 
 
 JOB_OPERATIONS = {
@@ -67,24 +69,28 @@ def test_another_accounts_job_is_answered_as_a_missing_one(two_accounts, operati
 
 
 def test_listing_shows_and_pages_through_only_ones_own_jobs(two_accounts):
-    owner, prober, job_id = two_accounts
+    _owner, prober, job_id = two_accounts
     assert prober.client.get(JOBS, headers=prober.headers).json()["data"] == []
     theirs = prober.client.get(JOBS, params={"starting_after": job_id}, headers=prober.headers)
-    missing = prober.client.get(JOBS, params={"starting_after": NOBODY_JOB},
-                                headers=prober.headers)
+    missing = prober.client.get(JOBS, params={"starting_after": NOBODY_JOB}, headers=prober.headers)
     assert theirs.status_code == 404
     same_answer(theirs, missing)
-    assert prober.client.get(JOBS, params={"status": "ready"},
-                             headers=prober.headers).json()["data"] == []
+    assert (
+        prober.client.get(JOBS, params={"status": "ready"}, headers=prober.headers).json()["data"]
+        == []
+    )
 
 
 def test_another_accounts_record_cannot_be_redacted_or_detected(two_accounts):
-    owner, prober, _ = two_accounts
-    theirs = prober.client.post("/v1/redact/transaction",
-                                json={"id": "A-REC", "product": "sms"}, headers=prober.headers)
-    missing = prober.client.post("/v1/redact/transaction",
-                                 json={"id": "NO-SUCH-REC", "product": "sms"},
-                                 headers=prober.headers)
+    _owner, prober, _ = two_accounts
+    theirs = prober.client.post(
+        "/v1/redact/transaction", json={"id": "A-REC", "product": "sms"}, headers=prober.headers
+    )
+    missing = prober.client.post(
+        "/v1/redact/transaction",
+        json={"id": "NO-SUCH-REC", "product": "sms"},
+        headers=prober.headers,
+    )
     assert theirs.status_code == 404
     same_answer(theirs, missing)
     assert theirs.json()["detail"] == "ID 'A-REC' could not be found (type=MT)"
@@ -98,17 +104,19 @@ def test_a_job_cannot_name_another_accounts_records_or_find_its_subjects(two_acc
     codes = sorted(e["code"] for e in prober.errors(job["id"])["data"])
     assert codes == ["subject_has_no_records", "unknown_transaction"]
     prober.client.post(f"{JOBS}/{job['id']}/cancel", headers=prober.headers)
-    owner_record = owner.client.post("/v1/redact/transaction",
-                                     json={"id": "A-REC", "product": "sms"},
-                                     headers=owner.headers)
+    owner_record = owner.client.post(
+        "/v1/redact/transaction", json={"id": "A-REC", "product": "sms"}, headers=owner.headers
+    )
     assert owner_record.status_code == 204  # it was still there, unredacted, for its owner
 
 
 def test_every_operation_is_covered_here():
     covered = set(JOB_OPERATIONS) | {"list-jobs", "create-job", "redact-message"}
-    operations = {operation["operationId"]
-                  for name in ("redact.yml", "jobs.yml")
-                  for methods in spec(name)["paths"].values()
-                  for operation in methods.values()
-                  if isinstance(operation, dict) and "operationId" in operation}
+    operations = {
+        operation["operationId"]
+        for name in ("redact.yml", "jobs.yml")
+        for methods in spec(name)["paths"].values()
+        for operation in methods.values()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
     assert operations == covered
