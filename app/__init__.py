@@ -1,23 +1,25 @@
-"""The Redact service: a Connexion 3 AsyncApp, built by `create_app`."""
+"""The Redact service: a Connexion 3 AsyncApp, built by `create_app`.
+
+A newcomer's map (docs/architecture.md has the whole of it): the contracts in openapi/
+are bound by app/contracts.py to the handlers in app/redact_api.py and app/jobs_api.py;
+requests pass app/edge.py (trace id, body size, admission), app/auth.py (basic auth and
+the rate limit) and app/validation.py before a handler calls the domain in models/;
+app/problems.py renders every error. The `redact` command is app/cli/.
+"""
 
 from __future__ import annotations
 
-import datetime
 import functools
-import re
 import warnings
 
 # Connexion imports Starlette's test client at import time, which warns about httpx on
 # every command-line run; the service does not use it.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-import pathlib
-from collections.abc import Callable
 
 import connexion
 import starlette.exceptions
-import yaml
 from connexion.datastructures import MediaTypeDict
-from connexion.exceptions import ProblemException, ResolverError
+from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest
 from connexion.middleware.context import ContextMiddleware
 from connexion.middleware.exceptions import ExceptionMiddleware
@@ -27,75 +29,61 @@ from connexion.middleware.security import SecurityMiddleware
 from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.options import SwaggerUIOptions
-from connexion.resolver import Resolver
 
-from models import open_database
+from models import utcnow
+from models.base import Clock
 
 from . import docs, health, metrics
 from .admission import Admission
-from .api import RedactApi
 from .auth import Authenticator, basic_security_handler
-from .context import RequestContextMiddleware
+from .contracts import BASE_PATH, SPEC_DIR, OperationResolver, allowed_methods, routes
 from .direct import DirectOperations
+from .edge import RequestContextMiddleware
 from .jobs_api import JOBS_PATH, JobsApi
 from .problems import HTTPProblem, render
-from .queue import JobQueue
 from .ratelimit import RateLimits
+from .redact_api import RedactApi
+from .services import Services, open_services
 from .settings import Settings
 from .validation import ContractBodyValidator
 
-SPEC_DIR = pathlib.Path(__file__).resolve().parent.parent / "openapi"
+FIXED_PATHS = ("/healthz", "/readyz", "/metrics", *docs.DOCUMENTS, f"{BASE_PATH}/ui/")
+"""Routes outside the contracts."""
 
 
-def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+class RedactApp(connexion.AsyncApp):
+    """Connexion's AsyncApp, with the services it was built from (`services`)."""
+
+    def __init__(self, services: Services, **options):
+        super().__init__(__name__, **options)
+        self.services = services
 
 
-class OperationResolver(Resolver):
-    """Maps each operationId of the spec to its handler (ids such as `redact-message` are
-    not importable names, so the default resolver cannot)."""
-
-    def __init__(self, handlers: dict[str, Callable]):
-        super().__init__()
-        self.handlers = handlers
-
-    def resolve_function_from_operation_id(self, operation_id: str) -> Callable:
-        try:
-            return self.handlers[operation_id]
-        except KeyError:
-            raise ResolverError(f"No handler for operationId {operation_id!r}") from None
-
-
-def create_app(
-    settings: Settings | None = None,
-    *,
-    clock: Callable[[], datetime.datetime] = utcnow,
-) -> connexion.AsyncApp:
+def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> RedactApp:
     """Build the service: database, limiter, authentication, the API and its errors.
 
     Nothing here touches the database: a service whose database is not there yet starts,
     says so on /readyz, and answers 503 problems until it is.
     """
     settings = settings or Settings.from_env()
-    open_database(settings.database_url, subject_key=settings.subject_key_bytes)
+    services = open_services(settings, clock)
     rate_limits = RateLimits(
         settings.ratelimit_storage_uri, settings.rate_limit, settings.auth_failure_limit
     )
     admission = Admission(settings.max_in_flight)
     authenticator = Authenticator(rate_limits, admission, settings.credential_cache_seconds, clock)
-    api = RedactApi(settings, clock)
-    queue = JobQueue(settings, clock)
-    jobs_api = JobsApi(queue, clock)
+    api = RedactApi(settings.min_age_seconds, clock)
+    jobs_api = JobsApi(services.jobs)
 
     # Connexion's default stack minus what this service does not use (response validation,
-    # lifespan); our context middleware outermost, so that every response, errors
-    # included, carries the trace id and is logged.
+    # lifespan); our edge middleware outermost, so that every response, errors included,
+    # carries the trace id and is logged.
     middlewares = [
         functools.partial(
             RequestContextMiddleware,
             max_body_bytes=settings.max_body_bytes,
             body_limits={JOBS_PATH: settings.max_job_body_bytes},
-            routes=_routes(CONTRACTS),
+            routes=routes(),
             fixed_paths=FIXED_PATHS,
             observe=metrics.observe_request,
             admission=admission,
@@ -112,8 +100,8 @@ def create_app(
         functools.partial(DirectOperations, handlers=api.operations()),
         ContextMiddleware,
     ]
-    app = connexion.AsyncApp(
-        __name__,
+    app = RedactApp(
+        services,
         middlewares=middlewares,
         security_map={"basic": basic_security_handler(authenticator)},
         validator_map={"body": MediaTypeDict({"*/*json": ContractBodyValidator})},
@@ -121,21 +109,21 @@ def create_app(
     # Routes outside the contracts. Connexion mounts the contracts at /v1/redact when the
     # app is first called, after these routes, so a GET of a document's path finds its
     # route first (another method on it meets the mount, and gets a 404 problem).
-    metrics.register(app, queue, settings.metrics_token)
+    metrics.register(app, services.queue, settings.metrics_token)
     docs.register(app)
     health.register(
         app,
         {
             "database": health.store_takes_writes,
             "limiter": rate_limits.reachable,
-            "queue": queue.reachable,
+            "queue": services.queue.reachable,
         },
     )
     # One Swagger UI for both contracts, at /v1/redact/ui/ with a contract picker. The
     # contracts share their base path, where Connexion would serve only one document (and
     # which one depends on its sorting), so both documents are served by docs.py and both
     # contracts carry the same UI.
-    ui = SwaggerUIOptions(serve_spec=False, swagger_ui_template_arguments={"urls": docs.CONTRACTS})
+    ui = SwaggerUIOptions(serve_spec=False, swagger_ui_template_arguments={"urls": docs.PICKER})
     app.add_api(
         SPEC_DIR / "redact.yml", resolver=OperationResolver(api.operations()), swagger_ui_options=ui
     )
@@ -150,42 +138,7 @@ def create_app(
     for error in (Exception, ProblemException):
         app.add_error_handler(error, render)
     app.add_error_handler(starlette.exceptions.HTTPException, _http_exception)
-    app.settings = settings
-    app.queue = queue
     return app
-
-
-CONTRACTS = ("redact.yml", "jobs.yml")
-BASE_PATH = "/v1/redact"
-FIXED_PATHS = ("/healthz", "/readyz", "/metrics", *docs.DOCUMENTS, f"{docs.BASE_PATH}/ui/")
-
-
-def _routes(spec_names) -> dict[str, str]:
-    """`METHOD /path/{param}` of every operation of the contracts, by operationId."""
-    routes = {}
-    for name in spec_names:
-        spec = yaml.safe_load((SPEC_DIR / name).read_text())
-        for path, operations in spec["paths"].items():
-            for method, operation in operations.items():
-                if isinstance(operation, dict) and "operationId" in operation:
-                    routes[operation["operationId"]] = f"{method.upper()} {BASE_PATH}{path}"
-    return routes
-
-
-@functools.cache
-def _contract_paths() -> list[tuple[re.Pattern, str]]:
-    """Each path of the contracts as a pattern, with the methods it allows."""
-    methods: dict[str, list[str]] = {}
-    for route in _routes(CONTRACTS).values():
-        method, path = route.split(" ", 1)
-        methods.setdefault(path, []).append(method)
-    return [
-        (
-            re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
-            ", ".join(sorted(allowed)),
-        )
-        for path, allowed in methods.items()
-    ]
 
 
 async def _http_exception(request: ConnexionRequest, exc: starlette.exceptions.HTTPException):
@@ -195,9 +148,7 @@ async def _http_exception(request: ConnexionRequest, exc: starlette.exceptions.H
     headers = dict(exc.headers or {})
     path = request.scope["path"]
     if exc.status_code == 405:
-        allowed = next(
-            (methods for pattern, methods in _contract_paths() if pattern.match(path)), None
-        )
+        allowed = allowed_methods(path)
         if allowed is not None:
             headers["Allow"] = allowed
     detail = f"No such path: {path}" if exc.status_code == 404 else str(exc.detail)

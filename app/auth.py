@@ -26,7 +26,7 @@ from connexion.security import NO_VALUE, BasicSecurityHandler
 from models import Account, database
 
 from .admission import Admission, Overloaded
-from .context import PLACE, SHED, request_state
+from .edge import PLACE, SHED, request_state
 from .metrics import AUTH_FAILURES, RATE_LIMITED
 from .problems import RateLimitHit, Unauthorized
 from .ratelimit import RateLimits

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .context import BODY, request_state
+from .edge import BODY, request_state
 
 Handler = Callable[..., Awaitable[Response]]
 

@@ -10,18 +10,17 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-BASE_PATH = "/v1/redact"
+from .contracts import BASE_PATH, SPEC_DIR
+
 DOCUMENTS = {
     f"{BASE_PATH}/openapi.json": ("redact.yml", "Redact API"),
     f"{BASE_PATH}/jobs-openapi.json": ("jobs.yml", "Redaction jobs"),
 }
-CONTRACTS = [{"name": name, "url": url} for url, (_, name) in DOCUMENTS.items()]
+PICKER = [{"name": name, "url": url} for url, (_, name) in DOCUMENTS.items()]
 
 
 @functools.cache
 def document(spec_name: str) -> dict:
-    from . import SPEC_DIR
-
     spec = yaml.safe_load((SPEC_DIR / spec_name).read_text())
     return {**spec, "servers": [{"url": BASE_PATH}]}
 

@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from models import database
-from models.schema import probe_write
+from models import current_store
+from models.migrations import probe_write
 
 from .problems import HTTPProblem
 
@@ -30,7 +30,7 @@ async def store_takes_writes() -> bool:
     and the tables are there."""
     try:
         return await asyncio.wait_for(
-            database.obj.group_commit.run_async(probe_write, None), CHECK_TIMEOUT_SECONDS
+            current_store().group_commit.run_async(probe_write, None), CHECK_TIMEOUT_SECONDS
         )
     except Exception:  # a timeout included: a store that does not commit is not ready
         return False

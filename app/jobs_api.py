@@ -1,32 +1,25 @@
 """Handlers of the jobs API (openapi/jobs.yml). Each takes what Connexion validated, calls
-the domain (models/job.py) and the queue, and shapes the answer."""
+the jobs service (models/jobs/service.py) and shapes the answer; the rules are the
+service's."""
 
 from __future__ import annotations
 
 import datetime
-import logging
 from collections.abc import Callable
 
 import connexion
 
 from models import database
-from models.job import (
-    RedactionJob,
-    TransactionRef,
-    get_job,
-    iter_objects,
-    list_jobs,
-    list_validation_errors,
-    update_job,
-    validation_error_id,
-)
+from models.jobs import JobsService, RedactionJob, TransactionRef, shown_objects
+from models.jobs.queries import list_validation_errors, validation_error_id
 
-from .problems import InvalidJob, TooLargeForSync
-from .queue import JobQueue, QueueUnavailable
-
-log = logging.getLogger("redact.jobs")
+from .problems import InvalidJob
 
 JOBS_PATH = "/v1/redact/jobs"
+
+EXPAND_LIMIT = 11_000
+"""The most objects an answer expands: what the API lets a job name (a job created from a
+file by the CLI may name millions)."""
 
 
 def _epoch(moment: datetime.datetime | None) -> int | None:
@@ -37,11 +30,6 @@ def _moment(seconds: int | None) -> datetime.datetime | None:
     if seconds is None:
         return None
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-
-
-EXPAND_LIMIT = 11_000
-"""The most objects an answer expands: what the API lets a job name (a job created from a
-file by the CLI may name millions)."""
 
 
 def job_resource(job: RedactionJob, *, expand_objects: bool = False) -> dict:
@@ -55,12 +43,8 @@ def job_resource(job: RedactionJob, *, expand_objects: bool = False) -> dict:
         )
     if expand_objects:
         objects = {"transactions": [], "subjects": []}
-        for item in iter_objects(job):
-            shown = item.as_object()
-            if "transaction" in shown:
-                objects["transactions"].append(shown["transaction"])
-            else:
-                objects["subjects"].append(shown["subject"])
+        for kind, shown in shown_objects(job):
+            objects[kind].append(shown)
     return {
         "id": job.id,
         "object": "redaction_job",
@@ -76,10 +60,8 @@ def job_resource(job: RedactionJob, *, expand_objects: bool = False) -> dict:
 
 
 class JobsApi:
-    def __init__(self, queue: JobQueue, clock: Callable[[], datetime.datetime]):
-        self.queue = queue
-        self.clock = clock
-        self.settings = queue.settings
+    def __init__(self, jobs: JobsService):
+        self.jobs = jobs
 
     def operations(self) -> dict[str, Callable]:
         return {
@@ -97,9 +79,8 @@ class JobsApi:
         """POST /jobs: the job is stored, then queued for validation; if the queue cannot
         take it, the job is removed again and the answer is 503."""
         objects = body["objects"]
-        key = connexion.request.headers.get("Idempotency-Key")
         with database.connection_context():
-            job, created = self.queue.create(
+            job, created = self.jobs.create(
                 api_key=token_info["sub"],
                 transactions=(
                     TransactionRef(t["id"], t["product"], t.get("type"))
@@ -109,9 +90,7 @@ class JobsApi:
                 validation_behavior=body.get("validation_behavior", "error"),
                 description=body.get("description"),
                 run_at=_moment(body.get("run_at")),
-                now=self.clock(),
-                max_unfinished=self.settings.max_active_jobs,
-                idempotency_key=key,
+                idempotency_key=connexion.request.headers.get("Idempotency-Key"),
                 request_body=body,
             )
             if not created:
@@ -128,7 +107,7 @@ class JobsApi:
         expand: list | None = None,
     ):
         with database.connection_context():
-            page = list_jobs(
+            page = self.jobs.list(
                 token_info["sub"],
                 limit=limit,
                 starting_after=starting_after,
@@ -142,7 +121,7 @@ class JobsApi:
 
     def retrieve(self, job: str, token_info: dict, expand: list | None = None):
         with database.connection_context():
-            found = get_job(token_info["sub"], job)
+            found = self.jobs.job(job, token_info["sub"])
             return job_resource(found, expand_objects="objects" in (expand or ()))
 
     def update(self, job: str, body: dict, token_info: dict):
@@ -152,49 +131,25 @@ class JobsApi:
         if "run_at" in body:
             changes["run_at"] = _moment(body["run_at"])
         with database.connection_context():
-            updated = update_job(get_job(token_info["sub"], job), changes)
-            if "run_at" in changes and updated.status == "ready" and updated.run_at:
-                try:
-                    self.queue.submit(updated.id, eta=updated.run_at)
-                except QueueUnavailable:
-                    # The sweep starts due jobs anyway, within a minute of run_at.
-                    log.warning("job %s: could not schedule its run_at", updated.id)
-            return job_resource(updated)
+            return job_resource(self.jobs.update(self.jobs.job(job, token_info["sub"]), changes))
 
     def validate(self, job: str, token_info: dict):
-        return self._move_and_queue(job, token_info, "validate"), 200
+        return self._apply(job, token_info, "validate"), 200
 
     def cancel(self, job: str, token_info: dict):
-        return self._move_and_queue(job, token_info, "cancel"), 200
+        return self._apply(job, token_info, "cancel"), 200
 
     def run(self, job: str, token_info: dict, body: dict | None = None):
         """POST /jobs/{job}/run: 202 and the queue does the work, or with
         `processing_mode: sync` the work is done before the answer (small jobs only)."""
         if (body or {}).get("processing_mode", "async") != "sync":
-            return self._move_and_queue(job, token_info, "run"), 202
-        limit = self.settings.sync_max_records
+            return self._apply(job, token_info, "run"), 202
         with database.connection_context():
-            found = get_job(token_info["sub"], job)
-            if found.status == "ready":
-                if found.records > limit:
-                    raise TooLargeForSync(
-                        f"Redaction job {found.id} names {found.records} records; a sync run "
-                        f"takes at most {limit}. Run it without processing_mode=sync"
-                    )
-                if found.eligible_at is not None and found.eligible_at > self.clock():
-                    raise TooLargeForSync(
-                        f"Redaction job {found.id} must wait until "
-                        f"{found.eligible_at.isoformat()} for premature records; run it "
-                        "without processing_mode=sync"
-                    )
-            return job_resource(self.queue.apply(found, "run", here=True)), 200
+            return job_resource(self.jobs.run_sync(self.jobs.job(job, token_info["sub"]))), 200
 
-    def _move_and_queue(self, job: str, token_info: dict, action: str) -> dict:
-        """Apply a move and queue the work it starts; if the queue cannot take it, the
-        move is undone and the answer is 503."""
-        self.queue.check_room()
+    def _apply(self, job: str, token_info: dict, action: str) -> dict:
         with database.connection_context():
-            return job_resource(self.queue.apply(get_job(token_info["sub"], job), action))
+            return job_resource(self.jobs.apply(self.jobs.job(job, token_info["sub"]), action))
 
     def validation_errors(
         self,
@@ -205,7 +160,7 @@ class JobsApi:
         ending_before: str | None = None,
     ):
         with database.connection_context():
-            found = get_job(token_info["sub"], job)
+            found = self.jobs.job(job, token_info["sub"])
             page = list_validation_errors(
                 found, limit=limit, starting_after=starting_after, ending_before=ending_before
             )

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from models import database
-from models.job import STATUSES, RedactionJob
+from models.jobs.job import STATUSES, RedactionJob
 
 from .problems import HTTPProblem
 

@@ -16,19 +16,20 @@ import starlette.exceptions
 from connexion.lifecycle import ConnexionResponse
 
 from models import PrematureRedaction, RecordNotFound, Unprovisioned
-from models.job import (
+from models.jobs import (
     IdempotencyMismatch,
     InvalidCursor,
     InvalidJobRequest,
     InvalidJobUpdate,
     InvalidMove,
     JobNotFound,
+    QueueUnavailable,
+    TooLargeForSync,
     TooManyJobs,
 )
 
 from .admission import Overloaded
-from .context import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of
-from .queue import QueueUnavailable
+from .edge import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of
 
 log = logging.getLogger("redact.errors")
 
@@ -85,7 +86,7 @@ class RateLimitHit(Problem):
 
 class JobProblem(Problem):
     """Errors of the jobs API, which the upstream catalogue does not name: their types
-    are URNs of this service (listed in the README)."""
+    are URNs of this service (listed in docs/jobs.md)."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -108,7 +109,7 @@ class IdempotencyKeyReused(JobProblem):
     status, code, title = 409, "idempotency-key-reused", "Idempotency Key Reused"
 
 
-class TooLargeForSync(JobProblem):
+class TooLargeForSyncProblem(JobProblem):
     status, code, title = 422, "too-large-for-sync", "Too Large For Sync"
 
 
@@ -169,6 +170,7 @@ _DOMAIN = {
     IdempotencyMismatch: IdempotencyKeyReused,
     InvalidCursor: InvalidCursorProblem,
     TooManyJobs: TooManyJobsProblem,
+    TooLargeForSync: TooLargeForSyncProblem,
 }
 
 

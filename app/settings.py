@@ -1,7 +1,10 @@
 """Configuration, read from the environment in this one place.
 
-Every setting has a default that runs the embedded service (SQLite file, in-memory
-limiter); a bad value stops start-up with a message naming the variable.
+Each setting is declared once, as a field of `Settings`: its environment variable, type,
+default, lower bound, whether it is a secret, and a one-line meaning (docs/configuration.md
+shows the same table, and a test keeps the two equal). Every default runs the embedded
+service (SQLite file, in-memory limiter); a bad value stops start-up with a message naming
+the variable.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import dataclasses
 import os
 import urllib.parse
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any
 
 import limits
 
@@ -26,62 +29,150 @@ STORAGE_SCHEMES = ("memory", "redis", "rediss")
 QUEUE_SCHEMES = ("sqlite", "redis", "rediss")
 
 
+def setting(
+    variable: str,
+    default: Any,
+    meaning: str,
+    *,
+    least: int | None = None,
+    schemes: tuple[str, ...] = (),
+    rate: bool = False,
+    secret: bool = False,
+    shown_default: str | None = None,
+) -> Any:
+    """Declare a setting: read from `variable`, `default` if unset. Whole numbers must be
+    >= `least`; URLs must start with one of `schemes`; `rate` is a limit such as
+    '170/second'; a `secret` is masked wherever settings are printed. `shown_default` is
+    the default as the documentation words it, where the value itself would mislead."""
+    return dataclasses.field(
+        default=default,
+        metadata={
+            "variable": variable,
+            "meaning": meaning,
+            "least": least,
+            "schemes": schemes,
+            "rate": rate,
+            "secret": secret,
+            "shown_default": shown_default,
+        },
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    database_url: str = "sqlite:///redact.db"
-    ratelimit_storage_uri: str = "memory://"
-    rate_limit: str = "170/second"
-    min_age_seconds: int = 3600
-    auth_failure_limit: str = "20/minute"
-    max_body_bytes: int = 65536
-    credential_cache_seconds: int = 60
-    subject_key: str = ""
-    queue_url: str = ""
-    max_active_jobs: int = 25
-    max_queue_depth: int = 10000
-    sync_max_records: int = 1000
-    job_batch_size: int = 2000
-    job_lease_seconds: int = 60
-    max_job_body_bytes: int = 2 * 1024 * 1024
-    metrics_token: str = ""
-    read_timeout: int = 15
-    max_in_flight: int = 128
-
-    ENVIRONMENT: ClassVar[dict[str, str]] = {
-        "database_url": "DATABASE_URL",
-        "ratelimit_storage_uri": "RATELIMIT_STORAGE_URI",
-        "rate_limit": "REDACT_RATE_LIMIT",
-        "min_age_seconds": "REDACT_MIN_AGE_SECONDS",
-        "auth_failure_limit": "REDACT_AUTH_FAILURE_LIMIT",
-        "max_body_bytes": "REDACT_MAX_BODY_BYTES",
-        "credential_cache_seconds": "REDACT_CREDENTIAL_CACHE_SECONDS",
-        "subject_key": "REDACT_SUBJECT_KEY",
-        "queue_url": "REDACT_QUEUE_URL",
-        "max_active_jobs": "REDACT_MAX_ACTIVE_JOBS",
-        "max_queue_depth": "REDACT_MAX_QUEUE_DEPTH",
-        "sync_max_records": "REDACT_SYNC_MAX_RECORDS",
-        "job_batch_size": "REDACT_JOB_BATCH_SIZE",
-        "job_lease_seconds": "REDACT_JOB_LEASE_SECONDS",
-        "max_job_body_bytes": "REDACT_MAX_JOB_BODY_BYTES",
-        "metrics_token": "REDACT_METRICS_TOKEN",
-        "read_timeout": "REDACT_READ_TIMEOUT",
-        "max_in_flight": "REDACT_MAX_IN_FLIGHT",
-    }
-    SECRETS = ("subject_key", "metrics_token")
+    database_url: str = setting(
+        "DATABASE_URL",
+        "sqlite:///redact.db",
+        "`sqlite:///relative.db`, `sqlite:////absolute.db` or "
+        "`postgresql://user:pass@host:5432/db`",
+        schemes=DATABASE_SCHEMES,
+    )
+    ratelimit_storage_uri: str = setting(
+        "RATELIMIT_STORAGE_URI",
+        "memory://",
+        "`memory://` (per process) or `redis://host:6379/0` (shared by workers and hosts)",
+        schemes=STORAGE_SCHEMES,
+    )
+    rate_limit: str = setting(
+        "REDACT_RATE_LIMIT",
+        "170/second",
+        "requests per API key, in any window of that length",
+        rate=True,
+    )
+    min_age_seconds: int = setting(
+        "REDACT_MIN_AGE_SECONDS", 3600, "the premature-redaction window", least=0
+    )
+    auth_failure_limit: str = setting(
+        "REDACT_AUTH_FAILURE_LIMIT",
+        "20/minute",
+        "failed authentications per client address before its requests get 429",
+        rate=True,
+    )
+    max_body_bytes: int = setting(
+        "REDACT_MAX_BODY_BYTES", 65536, "larger request bodies get 413", least=0
+    )
+    credential_cache_seconds: int = setting(
+        "REDACT_CREDENTIAL_CACHE_SECONDS",
+        60,
+        "how long a verified key/secret pair is trusted without re-checking the hash (a "
+        "changed secret takes effect within this time)",
+        least=0,
+    )
+    subject_key: str = setting(
+        "REDACT_SUBJECT_KEY",
+        "",
+        "the secret keying the phone-number index, 16+ characters, the same for every "
+        "process; **required with PostgreSQL**",
+        secret=True,
+        shown_default="(SQLite: `redact.db.key`)",
+    )
+    queue_url: str = setting(
+        "REDACT_QUEUE_URL",
+        "",
+        "the job queue: `sqlite:///path` or `redis://host:6379/0`. Default: `<database "
+        "file>-queue` beside an SQLite store, else the limiter's Redis, else "
+        "`sqlite:///redact-queue.db`",
+        schemes=QUEUE_SCHEMES,
+        shown_default="see below",
+    )
+    max_active_jobs: int = setting(
+        "REDACT_MAX_ACTIVE_JOBS", 25, "unfinished jobs per account; more gets 429", least=1
+    )
+    max_queue_depth: int = setting(
+        "REDACT_MAX_QUEUE_DEPTH",
+        10000,
+        "queued tasks beyond which creating or moving a job gets 503",
+        least=1,
+    )
+    sync_max_records: int = setting(
+        "REDACT_SYNC_MAX_RECORDS",
+        1000,
+        "the largest job a `processing_mode: sync` run takes",
+        least=0,
+    )
+    job_batch_size: int = setting(
+        "REDACT_JOB_BATCH_SIZE",
+        2000,
+        "records per job transaction (larger is faster; on SQLite an API redaction may "
+        "wait for one batch, ~0.1 s)",
+        least=1,
+    )
+    job_lease_seconds: int = setting(
+        "REDACT_JOB_LEASE_SECONDS",
+        60,
+        "how long a silent worker keeps a job before another takes it over",
+        least=1,
+    )
+    max_job_body_bytes: int = setting(
+        "REDACT_MAX_JOB_BODY_BYTES", 2 * 1024 * 1024, "the body limit of the jobs API", least=0
+    )
+    metrics_token: str = setting(
+        "REDACT_METRICS_TOKEN",
+        "",
+        "the bearer token `/metrics` requires",
+        secret=True,
+        shown_default="(none: `/metrics` off)",
+    )
+    read_timeout: int = setting(
+        "REDACT_READ_TIMEOUT",
+        15,
+        "seconds a client has to send a whole request (headers and body), from connecting "
+        "or from its previous response",
+        least=1,
+    )
+    max_in_flight: int = setting(
+        "REDACT_MAX_IN_FLIGHT",
+        128,
+        "admitted requests one worker process works on at once; beyond it, a request whose "
+        "account holds its fair share (this number divided by the accounts in flight) is "
+        "answered 503 at once; beyond 4 times it of requests in all, authenticated or not, "
+        "a request is shed before its credentials are read (see Overload)",
+        least=1,
+    )
 
     def __post_init__(self) -> None:
-        _check_url("DATABASE_URL", self.database_url, DATABASE_SCHEMES)
-        _check_url("RATELIMIT_STORAGE_URI", self.ratelimit_storage_uri, STORAGE_SCHEMES)
-        for field in ("rate_limit", "auth_failure_limit"):
-            try:
-                limits.parse(getattr(self, field))
-            except ValueError:
-                raise ConfigError(
-                    f"{self.ENVIRONMENT[field]}={getattr(self, field)!r} is not a rate limit"
-                    " such as '170/second'"
-                ) from None
-        if self.queue_url:
-            _check_url("REDACT_QUEUE_URL", self.queue_url, QUEUE_SCHEMES)
+        for field in dataclasses.fields(self):
+            _check(field, getattr(self, field.name))
         if self.subject_key and len(self.subject_key.encode()) < 16:
             raise ConfigError("REDACT_SUBJECT_KEY must be at least 16 characters")
         if not self.subject_key and not self.database_url.startswith("sqlite"):
@@ -89,32 +180,14 @@ class Settings:
                 "REDACT_SUBJECT_KEY must be set with PostgreSQL (a random secret of at least"
                 " 16 characters, the same for every process)"
             )
-        for field, least in (
-            ("min_age_seconds", 0),
-            ("max_body_bytes", 0),
-            ("credential_cache_seconds", 0),
-            ("max_active_jobs", 1),
-            ("max_queue_depth", 1),
-            ("sync_max_records", 0),
-            ("job_batch_size", 1),
-            ("job_lease_seconds", 1),
-            ("max_job_body_bytes", 0),
-            ("read_timeout", 1),
-            ("max_in_flight", 1),
-        ):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ConfigError(
-                    f"{self.ENVIRONMENT[field]}={value!r} must be a whole number >= {least}"
-                )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from `environ` (default: os.environ); `overrides` win over both."""
         environ = os.environ if environ is None else environ
-        values: dict = {}
+        values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
-            name = cls.ENVIRONMENT[field.name]
+            name = field.metadata["variable"]
             if name not in environ:
                 continue
             raw = environ[name].strip()
@@ -122,7 +195,9 @@ class Settings:
                 try:
                     values[field.name] = int(raw)
                 except ValueError:
-                    raise ConfigError(f"{name}={raw!r} must be a whole number >= 0") from None
+                    raise ConfigError(
+                        f"{name}={raw!r} must be a whole number >= {field.metadata['least']}"
+                    ) from None
             else:
                 values[field.name] = raw
         values.update(overrides)
@@ -132,18 +207,14 @@ class Settings:
         """Masked as `masked()` says: a repr lands in tracebacks and debug logs."""
         return f"Settings({self.masked()!r})"
 
-    def masked(self) -> dict:
-        """The settings by environment variable, passwords in URLs masked."""
+    def masked(self) -> dict[str, Any]:
+        """The settings by environment variable, secrets and passwords in URLs masked."""
         return {
-            self.ENVIRONMENT[field.name]: (
-                ("***" if getattr(self, field.name) else "")
-                if field.name in self.SECRETS
-                else _mask(getattr(self, field.name))
-            )
+            field.metadata["variable"]: _shown(field, getattr(self, field.name))
             for field in dataclasses.fields(self)
         }
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         """The effective configuration, secrets masked: every setting by its variable,
         with the defaults that depend on others resolved (`redact config`, and the
         start-up log line)."""
@@ -159,6 +230,10 @@ class Settings:
         return self.subject_key.encode() if self.subject_key else None
 
     @property
+    def on_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
     def effective_queue_url(self) -> str:
         """The job queue: REDACT_QUEUE_URL, else an SQLite file beside an SQLite store,
         else the limiter's Redis, else `redact-queue.db` in the working directory."""
@@ -171,16 +246,48 @@ class Settings:
         return "sqlite:///redact-queue.db"
 
 
-def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> None:
-    scheme = urllib.parse.urlsplit(value).scheme
-    if scheme not in schemes:
-        raise ConfigError(
-            f"{name}={_mask(value)!r} must start with one of: "
-            + ", ".join(f"{s}://" for s in schemes)
-        )
+def declared() -> list[dict[str, Any]]:
+    """Every setting as declared: variable, default as documented, meaning."""
+    return [
+        {
+            "variable": field.metadata["variable"],
+            "default": field.metadata["shown_default"] or f"`{field.default}`",
+            "meaning": field.metadata["meaning"],
+        }
+        for field in dataclasses.fields(Settings)
+    ]
 
 
-def _mask(value):
+def _check(field: dataclasses.Field, value: Any) -> None:
+    """ConfigError naming the variable if `value` breaks the field's declaration."""
+    meta = field.metadata
+    name = meta["variable"]
+    if meta["least"] is not None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < meta["least"]:
+            raise ConfigError(f"{name}={value!r} must be a whole number >= {meta['least']}")
+    elif meta["schemes"] and (value or field.default):
+        if urllib.parse.urlsplit(value).scheme not in meta["schemes"]:
+            raise ConfigError(
+                f"{name}={_mask(value)!r} must start with one of: "
+                + ", ".join(f"{s}://" for s in meta["schemes"])
+            )
+    elif meta["rate"]:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ConfigError(
+                f"{name}={value!r} is not a rate limit such as '170/second'"
+            ) from None
+
+
+def _shown(field: dataclasses.Field, value: Any) -> Any:
+    if field.metadata["secret"]:
+        return "***" if value else ""
+    return _mask(value)
+
+
+def _mask(value: Any) -> Any:
+    """A URL with its password replaced by ***; anything else as it is."""
     if not isinstance(value, str) or "://" not in value:
         return value
     parts = urllib.parse.urlsplit(value)

@@ -15,7 +15,7 @@ from connexion.exceptions import BadRequestProblem
 from connexion.validators import AbstractRequestBodyValidator
 from starlette.datastructures import Headers
 
-from .context import BODY, request_state
+from .edge import BODY, request_state
 from .problems import InvalidJson, InvalidProduct
 
 _COMPILED: dict[int, tuple[dict, t.Callable]] = {}

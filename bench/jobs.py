@@ -46,10 +46,10 @@ def record_id(n: int) -> str:
 
 def build_database(path: pathlib.Path, count: int) -> None:
     """Tables by the models; rows by sqlite3's executemany (loading is not measured)."""
-    from models import Account, create_tables, database, open_database
+    from models import Account, create_tables, database, open_store
     from models.subjects import SubjectKey
 
-    db = open_database(f"sqlite:///{path}", subject_key=SUBJECT_KEY)
+    db = open_store(f"sqlite:///{path}", subject_key=SUBJECT_KEY).database
     create_tables()
     with database.connection_context():
         Account.register(API_KEY, "bench-secret-0001")
@@ -84,7 +84,7 @@ def build_database(path: pathlib.Path, count: int) -> None:
 def plain_update(path: pathlib.Path) -> float:
     """One UPDATE of every record, in one transaction, with the service's pragmas."""
     connection = sqlite3.connect(path, isolation_level=None)
-    from models.db import SQLITE_PRAGMAS
+    from models.store import SQLITE_PRAGMAS
 
     for name, value in SQLITE_PRAGMAS.items():  # the service's own
         connection.execute(f"PRAGMA {name}={value}")
@@ -105,11 +105,13 @@ def plain_update(path: pathlib.Path) -> float:
 
 def child(path: str, ids_path: str, batch: int) -> None:
     """The job, as the service does it; prints its timings and peak memory as JSON."""
-    from models import database, open_database
-    from models.job import TransactionRef, create_job
-    from models.job_work import WorkConfig, advance
+    from models import database, open_store
+    from models.jobs import TransactionRef
+    from models.jobs.lease import WorkConfig
+    from models.jobs.lifecycle import create_job
+    from models.jobs.queue import advance
 
-    open_database(f"sqlite:///{path}", subject_key=SUBJECT_KEY)
+    open_store(f"sqlite:///{path}", subject_key=SUBJECT_KEY)
     config = WorkConfig(min_age_seconds=3600, batch_size=batch, lease_seconds=60)
 
     def clock():
@@ -135,7 +137,7 @@ def child(path: str, ids_path: str, batch: int) -> None:
         timings["validate"] = time.perf_counter() - started
         assert job.status == "ready", (job.status, job.validation_errors)
 
-        from models.job import move
+        from models.jobs.lifecycle import move
 
         job = move(job, "run")
         started = time.perf_counter()

@@ -75,7 +75,7 @@ from run import (
     stop,
 )
 
-from models import MODELS, Account, open_database
+from models import MODELS, Account, open_store
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "app" / "gunicorn_conf.py"
@@ -104,7 +104,7 @@ def record_id(account: int, number: int) -> str:
 
 def prepare(accounts: int, per_account: int) -> None:
     """Fresh tables, the accounts, and `per_account` old-enough SMS records each (COPY)."""
-    db = open_database(PG_URL, subject_key=SUBJECT_KEY.encode())
+    db = open_store(PG_URL, subject_key=SUBJECT_KEY.encode()).database
     with db.connection_context():
         db.drop_tables(MODELS, safe=True)
         db.create_tables(MODELS)
@@ -160,7 +160,7 @@ def service(log_path: pathlib.Path):
         "REDACT_QUEUE_URL": REDIS_URL,
         "REDACT_METRICS_TOKEN": METRICS_TOKEN,
     }
-    subprocess.run([sys.executable, "-m", "app.release"], cwd=ROOT, env=env, check=True)
+    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, env=env, check=True)
     with log_path.open("wb") as log:
         server = subprocess.Popen(
             [

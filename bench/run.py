@@ -273,9 +273,9 @@ class RedactPlan:
 
 def prepare_database(url: str, record_count: int) -> None:
     """Fresh tables, the bench account and `record_count` unredacted, old-enough SMS."""
-    from models import MODELS, Account, Transaction, open_database
+    from models import MODELS, Account, Transaction, open_store
 
-    db = open_database(url, subject_key=SUBJECT_KEY.encode())
+    db = open_store(url, subject_key=SUBJECT_KEY.encode()).database
     created_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=2)
     with db.connection_context():
         db.drop_tables(MODELS, safe=True)
@@ -305,9 +305,9 @@ def _record(number: int, created_at: datetime.datetime) -> dict:
 
 def count_redacted(url: str, ids: IdRange) -> int:
     """How many records of `ids` are marked redacted and hold no message text any more."""
-    from models import REDACTED, Transaction, open_database
+    from models import REDACTED, Transaction, open_store
 
-    db = open_database(url, subject_key=SUBJECT_KEY.encode())
+    db = open_store(url, subject_key=SUBJECT_KEY.encode()).database
     with db.connection_context():
         count = (
             Transaction.select()

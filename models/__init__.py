@@ -1,12 +1,27 @@
-"""The transaction store and the redaction rules. Knows nothing of HTTP."""
+"""The transaction store, the redaction rules and redaction jobs. Knows nothing of HTTP.
+
+A newcomer's map (docs/architecture.md has the whole of it):
+
+- base.py: the deferred database, the base model, UTC timestamps, the clock
+- store.py: opening the store (`open_store`): database, group commit, subject key
+- group_commit.py, prepared.py: how writes share transactions; SQL generated once
+- account.py, transaction.py: accounts and the records with their audit trail
+- policy.py, redaction.py: what a redaction scrubs, and doing it
+- subjects.py: the keyed index of phone numbers; loading.py: `redact transactions load`
+- migrations.py: creating and upgrading tables; maintenance.py: PostgreSQL's VACUUM
+- jobs/: redaction jobs, from their rows to the queue and the service the API and the
+  CLI share
+"""
 
 from .account import Account
-from .db import BaseModel, database, open_database
+from .base import BaseModel, database, utcnow
 from .errors import InvalidRecord, PrematureRedaction, RecordNotFound, RedactionError, Unprovisioned
-from .job import JOB_MODELS
+from .jobs.job import JOB_MODELS
 from .loading import load_records
+from .migrations import create_or_upgrade
 from .policy import DIRECTIONS, POLICIES, PRODUCTS, REDACTED
 from .redaction import redact_transaction, redact_transaction_async
+from .store import Store, current_store, open_store
 from .transaction import RedactionAudit, Transaction
 
 MODELS = (Account, Transaction, RedactionAudit, *JOB_MODELS)
@@ -15,9 +30,7 @@ MODELS = (Account, Transaction, RedactionAudit, *JOB_MODELS)
 
 def create_tables() -> None:
     """Create the tables that are missing, and bring those of an earlier version up to
-    date (models/schema.py)."""
-    from .schema import create_or_upgrade
-
+    date (models/migrations.py)."""
     create_or_upgrade(MODELS)
 
 
@@ -34,12 +47,15 @@ __all__ = [
     "RecordNotFound",
     "RedactionAudit",
     "RedactionError",
+    "Store",
     "Transaction",
     "Unprovisioned",
     "create_tables",
+    "current_store",
     "database",
     "load_records",
-    "open_database",
+    "open_store",
     "redact_transaction",
     "redact_transaction_async",
+    "utcnow",
 ]

@@ -9,7 +9,7 @@ import secrets
 
 import peewee
 
-from .db import BaseModel, UTCDateTimeField
+from .base import BaseModel, UTCDateTimeField
 from .policy import PRODUCTS
 
 # scrypt parameters: about 30 ms per check, so guessing is slow and a verified credential

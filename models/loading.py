@@ -10,9 +10,10 @@ import marshmallow
 from marshmallow import fields, validate
 
 from .account import Account
-from .db import database
+from .base import database
 from .errors import InvalidRecord
-from .policy import DIRECTIONS, PRODUCTS
+from .policy import DIRECTIONS, PRODUCTS, direction_of
+from .store import current_store
 from .transaction import Transaction
 
 BATCH = 500
@@ -56,8 +57,8 @@ def parse_record(line: str) -> dict:
     except marshmallow.ValidationError as exc:
         raise InvalidRecord(_first_error(exc.messages)) from None
     details = {k: v for k, v in data.items() if k not in _KNOWN}
-    direction = (data["type"] or "outbound") if data["product"] == "sms" else None
-    subject_key = database.obj.subject_key
+    direction = direction_of(data["product"], data["type"])
+    subject_key = current_store().subject_key
     return {
         "id": data["id"],
         "account": data["api_key"],

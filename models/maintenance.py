@@ -3,18 +3,18 @@
 An UPDATE there writes a new row version and leaves the old one, scrubbed values and all,
 in the table (and its TOAST table) as a dead tuple until VACUUM removes it; index entries
 of the old version go the same way. SQLite needs none of this: `secure_delete` zeroes
-freed space at commit (models/db.py).
+freed space at commit (models/store.py).
 
 What stays out of the service's reach: the WAL (and its archive, base backups and
 replicas) holds page images of the old versions until the WAL is recycled and the backups
-expire; the README says how operators should handle them.
+expire; docs/erasure.md says how operators should handle them.
 """
 
 from __future__ import annotations
 
 import peewee
 
-from .job import JobObject, RedactionJob
+from .jobs.job import JobObject, RedactionJob
 from .transaction import Transaction
 
 REWRITTEN = (Transaction, JobObject, RedactionJob)

@@ -18,8 +18,6 @@ DIRECTIONS = ("outbound", "inbound")
 @dataclasses.dataclass(frozen=True)
 class ScrubPolicy:
     product: str
-    covers: str
-    """What the product's records usually carry, as Vonage documents the scope."""
     record_kind: str
     """How a 404 names the record: MT/MO for SMS, the product otherwise."""
     kept_details: frozenset[str]
@@ -51,16 +49,23 @@ _COMMON_KEPT = frozenset(
 POLICIES = {
     p.product: p
     for p in (
-        ScrubPolicy("sms", "message text and both numbers", "MT", _COMMON_KEPT),
-        ScrubPolicy("voice", "both numbers", "voice", _COMMON_KEPT),
-        ScrubPolicy(
-            "number-insight", "the number and owner details", "number-insight", _COMMON_KEPT
-        ),
-        ScrubPolicy("verify", "the number", "verify", _COMMON_KEPT),
-        ScrubPolicy("verify-sdk", "the number", "verify-sdk", _COMMON_KEPT),
-        ScrubPolicy("messages", "both numbers and content", "messages", _COMMON_KEPT),
+        # What each product's records usually carry, as Vonage documents the scope, in a comment.
+        ScrubPolicy("sms", "MT", _COMMON_KEPT),  # message text and both numbers
+        ScrubPolicy("voice", "voice", _COMMON_KEPT),  # both numbers
+        ScrubPolicy("number-insight", "number-insight", _COMMON_KEPT),  # number, owner details
+        ScrubPolicy("verify", "verify", _COMMON_KEPT),  # the number
+        ScrubPolicy("verify-sdk", "verify-sdk", _COMMON_KEPT),  # the number
+        ScrubPolicy("messages", "messages", _COMMON_KEPT),  # both numbers and content
     )
 }
+
+
+def direction_of(product: str, type_: str | None) -> str | None:
+    """The direction a record of `product` is stored under: an SMS is outbound unless
+    `type_` says inbound; other products have none."""
+    if product != "sms":
+        return None
+    return type_ or "outbound"
 
 
 def record_kind(product: str, direction: str | None) -> str:

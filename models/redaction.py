@@ -14,9 +14,10 @@ from collections.abc import Collection
 
 import peewee
 
-from .db import PreparedQuery, database
 from .errors import PrematureRedaction, RecordNotFound, Unprovisioned
-from .policy import REDACTED, record_kind, scrub_details
+from .policy import REDACTED, direction_of, record_kind, scrub_details
+from .prepared import PreparedQuery
+from .store import current_store
 from .transaction import RedactionAudit, Transaction
 
 
@@ -52,12 +53,15 @@ def redaction_request(
     """
     if product not in products:
         raise Unprovisioned(api_key, product)
-    if product != "sms":
-        direction = None
-    elif direction is None:
-        direction = "outbound"
     return RedactionRequest(
-        api_key, transaction_id, product, direction, now, min_age_seconds, trace_id, source
+        api_key,
+        transaction_id,
+        product,
+        direction_of(product, direction),
+        now,
+        min_age_seconds,
+        trace_id,
+        source,
     )
 
 
@@ -69,13 +73,13 @@ def redact_transaction(**request) -> bool:
     reveal it exists) or PrematureRedaction. The scrub and its audit entry commit
     together, before this returns.
     """
-    return database.obj.group_commit.run(redact_batch, redaction_request(**request))
+    return current_store().group_commit.run(redact_batch, redaction_request(**request))
 
 
 async def redact_transaction_async(**request) -> bool:
     """`redact_transaction` for a coroutine: it awaits the commit without holding a
     thread."""
-    return await database.obj.group_commit.run_async(redact_batch, redaction_request(**request))
+    return await current_store().group_commit.run_async(redact_batch, redaction_request(**request))
 
 
 def redact_batch(requests: list[RedactionRequest]) -> list:

@@ -7,7 +7,7 @@ import json
 import peewee
 
 from .account import Account
-from .db import BaseModel, UTCDateTimeField
+from .base import BaseModel, UTCDateTimeField
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options builds one per call
 

@@ -170,7 +170,7 @@ class Service:
 
     def __enter__(self) -> Service:
         subprocess.run(
-            [sys.executable, "-m", "app.release"],
+            [sys.executable, "-m", "app.cli", "migrate"],
             env=self.env,
             check=True,
             timeout=60,

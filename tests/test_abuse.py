@@ -186,10 +186,10 @@ def test_a_flood_beyond_four_times_the_capacity_is_shed_before_authentication(se
     """Requests of many accounts, each within its share, held open by unfinished bodies:
     beyond 4 x REDACT_MAX_IN_FLIGHT requests in the worker, the next one is shed before
     its credentials are read (it names no account yet); health still answers."""
-    from models import Account, database, open_database
+    from models import Account, database, open_store
 
     flood = 4 * MAX_IN_FLIGHT
-    open_database(service.env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    open_store(service.env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     with database.connection_context():
         for n in range(flood):
             Account.register(f"flood{n:03d}", PASSWORD)

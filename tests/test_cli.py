@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from models import MODELS, PRODUCTS, Account, Transaction, create_tables, database, open_database
+from models import MODELS, PRODUCTS, Account, Transaction, create_tables, database, open_store
 
 from .conftest import SUBJECT_KEY
 from .services import free_port
@@ -44,7 +44,7 @@ def one_line_error(result, fragment: str):
 
 
 def stored(env) -> tuple[list[str], list[str]]:
-    open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     create_tables()
     with database.connection_context():
         return (
@@ -71,7 +71,7 @@ def test_accounts_create_with_given_key_secret_and_products(env):
         "api_secret": "secret-123",
         "products": ["sms", "voice"],
     }
-    open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     with database.connection_context():
         account = Account.get_by_id("abc123")
         assert "secret-123" not in account.secret_hash
@@ -262,10 +262,14 @@ def test_config_prints_the_effective_settings_with_secrets_masked(env):
 
 def test_release_phase_creates_the_tables(env):
     result = subprocess.run(
-        [sys.executable, "-m", "app.release"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "app.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     with database.connection_context():
         assert set(database.get_tables()) == {m._meta.table_name for m in MODELS}
 

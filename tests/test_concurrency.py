@@ -12,6 +12,7 @@ from models import (
     RecordNotFound,
     RedactionAudit,
     Transaction,
+    current_store,
     database,
     redact_transaction,
 )
@@ -68,7 +69,7 @@ def run_concurrently(batch_fn, items, expected: type[Exception]) -> list:
 
     def call(item):
         try:
-            return database.obj.group_commit.run(batch_fn, item)
+            return current_store().group_commit.run(batch_fn, item)
         except expected as exc:
             return str(exc)
 

@@ -9,7 +9,7 @@ import pytest
 import schemathesis
 from schemathesis import GenerationMode
 
-from app import SPEC_DIR
+from app.contracts import SPEC_DIR
 
 from .conftest import add_account, add_records, record
 

@@ -15,7 +15,7 @@ import pytest
 import schemathesis
 from schemathesis import GenerationMode
 
-from app import SPEC_DIR
+from app.contracts import SPEC_DIR
 
 from .conftest import PASSWORD, SUBJECT_KEY, basic, record
 from .services import Service, run_cli

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from models import Account, database, open_database
+from models import Account, database, open_store
 
 from .conftest import PASSWORD, START, SUBJECT_KEY, add_account, basic
 from .test_cli import one_line_error, redact
@@ -64,7 +64,7 @@ def test_rotate_secret_command(env):
     rotated = json.loads(result.stdout)
     assert rotated["api_key"] == "acct0001" and len(rotated["api_secret"]) >= 16
     until = datetime.datetime.fromisoformat(rotated["previous_secret_valid_until"])
-    open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     with database.connection_context():
         assert Account.authenticate("acct0001", rotated["api_secret"])
         assert Account.authenticate("acct0001", PASSWORD, until - datetime.timedelta(seconds=1))

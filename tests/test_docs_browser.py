@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from models import Transaction, database, open_database
+from models import Transaction, database, open_store
 
 from .conftest import IN_CI, SUBJECT_KEY, wait_until_serving
 from .services import free_port
@@ -92,7 +92,7 @@ def test_try_it_out_redacts_a_demo_record(chromium, demo_server):
     status.first.wait_for(timeout=30000)
     assert status.first.inner_text().strip().startswith("204")
 
-    open_database(database_url, subject_key=SUBJECT_KEY.encode())
+    open_store(database_url, subject_key=SUBJECT_KEY.encode())
     with database.connection_context():
         record = Transaction.get_by_id("0A0000000DEMO0001")
     assert record.redacted_at is not None and record.body == "REDACTED"

@@ -205,9 +205,9 @@ def _provision(env: dict, count: int) -> None:
 def _assert_redacted(env: dict, transaction_ids: list[str]) -> None:
     """Every id is fully scrubbed in the store; every record is either fully scrubbed with
     exactly one audit row, or fully intact with none (never half-done)."""
-    from models import RedactionAudit, open_database
+    from models import RedactionAudit, open_store
 
-    db = open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    db = open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode()).database
     try:
         with db.connection_context():
             rows = {t.id: t for t in Transaction.select()}

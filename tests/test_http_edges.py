@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from app import SPEC_DIR, OperationResolver, create_app
-from app.api import RedactApi
+from app import create_app
+from app.contracts import SPEC_DIR, OperationResolver
+from app.redact_api import RedactApi
 
 URL = "/v1/redact/transaction"
 
@@ -21,7 +22,7 @@ def assert_problem(response, status: int) -> dict:
 
 def test_every_operation_id_resolves_to_a_handler(app):
     spec = yaml.safe_load((SPEC_DIR / "redact.yml").read_text())
-    handlers = RedactApi(app.settings, clock=None).operations()
+    handlers = RedactApi(app.services.settings.min_age_seconds, clock=None).operations()
     resolver = OperationResolver(handlers)
     for path in spec["paths"].values():
         for operation in path.values():
@@ -175,7 +176,7 @@ def test_wrong_method_on_a_jobs_path_allows_every_method_of_the_path(
 
 
 def test_every_contract_path_allows_exactly_its_methods(client, account):
-    from app import CONTRACTS
+    from app.contracts import CONTRACTS
 
     for name in CONTRACTS:
         spec = yaml.safe_load((SPEC_DIR / name).read_text())

@@ -9,8 +9,9 @@ import datetime
 
 import pytest
 
-from models import RedactionAudit, Transaction, database
-from models.job import JobObject, RedactionJob, TransactionRef, create_job
+from models import RedactionAudit, Transaction, current_store, database
+from models.jobs.job import JobObject, RedactionJob, TransactionRef
+from models.jobs.lifecycle import create_job
 
 from .conftest import START, add_account, add_records, basic, record
 from .contract import assert_job_contract
@@ -26,7 +27,7 @@ def jobs_app(make_app, database_url, tmp_path):
 def jobs(jobs_app):
     headers = add_account("acct0001")
     with jobs_app.test_client() as client:
-        yield JobsClient(client, headers, jobs_app.queue)
+        yield JobsClient(client, headers, jobs_app.services.queue)
 
 
 def audit_for(job_id: str) -> list[str]:
@@ -481,7 +482,7 @@ def test_sync_run_answers_200_with_the_finished_job(jobs):
 def test_sync_run_of_a_job_too_large_is_422_and_leaves_it_ready(make_app, database_url, tmp_path):
     app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}", sync_max_records=1)
     with app.test_client() as client:
-        jobs = JobsClient(client, add_account("acct0001"), app.queue)
+        jobs = JobsClient(client, add_account("acct0001"), app.services.queue)
         add_records(record("T1"), record("T2"))
         job = jobs.ready(["T1", "T2"])
         response = jobs.action(job["id"], "run", processing_mode="sync")
@@ -497,7 +498,7 @@ def test_sync_run_of_a_job_too_large_is_422_and_leaves_it_ready(make_app, databa
 def test_too_many_unfinished_jobs_is_429_and_creates_nothing(make_app, database_url, tmp_path):
     app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}", max_active_jobs=2)
     with app.test_client() as client:
-        jobs = JobsClient(client, add_account("acct0001"), app.queue)
+        jobs = JobsClient(client, add_account("acct0001"), app.services.queue)
         add_records(record("T1"), record("T2"), record("T3"))
         jobs.create(["T1"])
         jobs.create(["T2"])
@@ -515,7 +516,7 @@ def test_too_many_unfinished_jobs_is_429_and_creates_nothing(make_app, database_
 def test_a_full_queue_is_503_and_creates_nothing(make_app, database_url, tmp_path):
     app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}", max_queue_depth=1)
     with app.test_client() as client:
-        jobs = JobsClient(client, add_account("acct0001"), app.queue)
+        jobs = JobsClient(client, add_account("acct0001"), app.services.queue)
         add_records(record("T1"), record("T2"))
         first = jobs.create(["T1"], headers={"Idempotency-Key": "k1"})
         response = client.post(
@@ -703,7 +704,7 @@ def test_a_number_in_a_transaction_is_indexed_only_as_a_keyed_hash(jobs):
     add_records(record("K1", to=SUBJECT))
     with database.connection_context():
         stored = Transaction.get_by_id("K1")
-        key = database.obj.subject_key
+        key = current_store().subject_key
     assert stored.recipient_key == key.hash("+44 7700 900123") != key.hash("447700900124")
     assert SUBJECT not in stored.recipient_key
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from models import MODELS, RedactionAudit, Transaction, database, open_database
-from models.job import RedactionJob
+from models import MODELS, RedactionAudit, Transaction, current_store, database, open_store
+from models.jobs import RedactionJob
 
 from .conftest import POSTGRES_URL, SUBJECT_KEY, add_account, add_records, record, require_service
 from .jobs_helpers import JobsClient
@@ -48,7 +48,7 @@ def store_env(request, env, tmp_path):
     if request.param == "sqlite":
         return env
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    db = open_database(POSTGRES_URL, subject_key=SUBJECT_KEY.encode())
+    db = open_store(POSTGRES_URL, subject_key=SUBJECT_KEY.encode()).database
     with db.connection_context():
         db.drop_tables(MODELS, safe=True)
     db.close_all()
@@ -73,7 +73,7 @@ def seed(env, records: list[dict]) -> None:
 
 
 def job_row(env, job_id: str) -> RedactionJob:
-    open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     with database.connection_context():
         return RedactionJob.get(RedactionJob.id == job_id)
 
@@ -174,11 +174,11 @@ def test_jobs_commands_print_json_and_fail_in_one_line(env):
 
     # a worker validates it; `run --wait` then does the work in the command itself
     worker_env = {**env}
-    from app.queue import JobQueue
+    from app.services import job_queue
     from app.settings import Settings
 
-    queue = JobQueue(Settings.from_env(worker_env))
-    open_database(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
+    queue = job_queue(Settings.from_env(worker_env))
+    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
     assert queue.drain() >= 1
     ran = redact(env, "jobs", "run", job["id"], "--wait")
     assert ran.returncode == 0, ran.stderr
@@ -214,11 +214,11 @@ def test_jobs_commands_print_json_and_fail_in_one_line(env):
 def test_jobs_run_through_a_redis_queue(make_app, database_url, redis_url):
     app = make_app(database_url, queue_url=redis_url)
     with app.test_client() as client:
-        jobs = JobsClient(client, add_account("acct0001"), app.queue)
+        jobs = JobsClient(client, add_account("acct0001"), app.services.queue)
         add_records(record("T1"), record("S1", **{"from": "447700900777"}))
         job = jobs.ready(["T1"], ["447700900777"])
         jobs.action(job["id"], "run", expect=202)
-        assert app.queue.huey.pending_count() == 1
+        assert app.services.queue.huey.pending_count() == 1
         jobs.drain()
         done = jobs.get(job["id"])
         assert (done["status"], done["counts"]["redacted"]) == ("succeeded", 2)
@@ -229,7 +229,7 @@ def test_nothing_in_the_database_files_leads_back_to_an_erased_subject(make_app,
     app = make_app(f"sqlite:///{db_path}")  # the queue beside it, as by default
     number = "447700911235"
     with app.test_client() as client:
-        jobs = JobsClient(client, add_account("acct0001"), app.queue)
+        jobs = JobsClient(client, add_account("acct0001"), app.services.queue)
         add_records(
             record("S1", to=number, text="MARKER-51 " * 40),
             record("S2", product="voice", **{"from": "+44 7700 911235"}),
@@ -237,7 +237,7 @@ def test_nothing_in_the_database_files_leads_back_to_an_erased_subject(make_app,
             record("KEEP", to="447700900999", text="KEEP-ME-77"),
         )
         with database.connection_context():
-            key_hash = database.obj.subject_key.hash(number).encode()
+            key_hash = current_store().subject_key.hash(number).encode()
         markers = [number.encode(), b"7700 911235", b"MARKER-51", key_hash]
         assert all(files_containing(db_path, m) for m in [*markers[:3], key_hash])
 

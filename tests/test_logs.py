@@ -42,7 +42,7 @@ def test_requests_and_job_transitions_are_logged_without_personal_data(
 ):
     app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
     with app.test_client() as client:
-        jobs = JobsClient(client, add_account("acct0001"), app.queue)
+        jobs = JobsClient(client, add_account("acct0001"), app.services.queue)
         add_records(
             record("L1", to=NUMBER, text=TEXT),
             record("L2", product="voice", **{"from": "+44 7700 955501"}),

@@ -114,7 +114,7 @@ def test_several_gunicorn_workers_report_one_sum(tmp_path):
         "REDACT_METRICS_TOKEN": TOKEN,
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
-    subprocess.run([sys.executable, "-m", "app.release"], env=env, check=True, timeout=60)
+    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, check=True, timeout=60)
     server = subprocess.Popen(
         [
             sys.executable,
@@ -160,7 +160,9 @@ def test_the_procfile_web_command_sums_its_workers(tmp_path):
             "PATH": f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}",
         }
     )
-    subprocess.run([sys.executable, "-m", "app.release"], env=env, cwd=root, check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"], env=env, cwd=root, check=True, timeout=60
+    )
     server = subprocess.Popen(
         ["bash", "-c", f"exec {web}"],
         env=env,

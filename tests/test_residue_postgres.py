@@ -49,7 +49,7 @@ def pg_app(make_app, tmp_path):
 def test_maintenance_leaves_no_tuple_with_a_scrubbed_value(pg_app):
     noise = secrets.token_hex(3000)  # a body TOAST keeps out of line, not compressed away
     with pg_app.test_client() as client:
-        jobs = JobsClient(client, add_account("acct0001"), pg_app.queue)
+        jobs = JobsClient(client, add_account("acct0001"), pg_app.services.queue)
         add_records(
             record("P1", text=f"{MARKER} short"),
             record("P2", text=f"{noise[:3000]}{MARKER}{noise[3000:]}"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from models import Transaction, create_tables, database, open_database
+from models import Transaction, create_tables, current_store, database, open_store
 
 from .conftest import SUBJECT_KEY
 
@@ -38,11 +38,11 @@ def test_an_earlier_store_is_upgraded_and_its_numbers_indexed(tmp_path):
     connection.executescript(FIRST_RELEASE)
     connection.close()
 
-    open_database(f"sqlite:///{path}", subject_key=SUBJECT_KEY.encode())
+    open_store(f"sqlite:///{path}", subject_key=SUBJECT_KEY.encode())
     create_tables()
     create_tables()  # again: nothing more to do
     with database.connection_context():
-        key = database.obj.subject_key.hash("447700900777")
+        key = current_store().subject_key.hash("447700900777")
         old1, old2 = Transaction.get_by_id("OLD1"), Transaction.get_by_id("OLD2")
         assert (old1.sender_key, old1.recipient_key) == (None, key)  # 'Vonage' is no number
         assert old2.sender_key == key and old2.recipient_key is not None

@@ -19,13 +19,13 @@ def two_accounts(make_app, database_url, tmp_path):
     """Account A with a record, a job and the number; account B, the probe."""
     app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
     with app.test_client() as client:
-        owner = JobsClient(client, add_account("acctaaaa"), app.queue)
+        owner = JobsClient(client, add_account("acctaaaa"), app.services.queue)
         add_records(
             record("A-REC", api_key="acctaaaa", to=NUMBER), record("A-REC2", api_key="acctaaaa")
         )
         job = owner.create(["A-REC2"])
         owner.drain()
-        prober = JobsClient(client, add_account("acctbbbb"), app.queue)
+        prober = JobsClient(client, add_account("acctbbbb"), app.services.queue)
         yield owner, prober, job["id"]
 
 

@@ -3,20 +3,19 @@ domain function and maps the outcome to a response."""
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Callable
 
 from starlette.responses import Response
 
 from models import redact_transaction_async
+from models.base import Clock
 
 from .metrics import REDACTIONS
-from .settings import Settings
 
 
 class RedactApi:
-    def __init__(self, settings: Settings, clock: Callable[[], datetime.datetime]):
-        self.settings = settings
+    def __init__(self, min_age_seconds: int, clock: Clock):
+        self.min_age_seconds = min_age_seconds
         self.clock = clock
 
     def operations(self) -> dict[str, Callable]:
@@ -34,7 +33,7 @@ class RedactApi:
             product=body["product"],
             direction=body.get("type"),
             now=self.clock(),
-            min_age_seconds=self.settings.min_age_seconds,
+            min_age_seconds=self.min_age_seconds,
             trace_id=trace_id,
         )
         if scrubbed:

@@ -13,7 +13,8 @@ import logging
 import peewee
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from .db import database
+from .base import database
+from .store import current_store
 from .transaction import Transaction
 
 log = logging.getLogger("redact.schema")
@@ -59,7 +60,7 @@ def _add_missing_columns(model) -> set:
 def _index_numbers(batch: int = 1000) -> int:
     """Hash the numbers of unredacted records that have none (stored before the index
     existed); returns how many records were updated."""
-    key = database.obj.subject_key
+    key = current_store().subject_key
     needs = (
         Transaction.redacted_at.is_null()
         & Transaction.sender_key.is_null()

@@ -1,5 +1,4 @@
-"""The job queue: Huey carries job ids; the work and its state live in the job rows
-(models/job_work.py).
+"""The job queue: Huey carries job ids; the work and its state live in the job rows.
 
 One task, `advance(job_id)`, does whatever a job needs next and schedules itself again
 when the job must wait (a `run_at`, records not yet old enough). A periodic `sweep`, once
@@ -17,28 +16,60 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
 
 import huey
 import redis
 from huey import crontab
 
-from models import database
-from models.job import RedactionJob, create_job, delete_job, move, start_validation, undo_move
-from models.job_work import WorkConfig, advance, mark_queued, sweep
-from models.maintenance import vacuum_erased
-
-from .settings import Settings
+from ..base import Clock, database, utcnow
+from ..maintenance import vacuum_erased
+from .errors import QueueUnavailable
+from .lease import (
+    LeaseLost,
+    Wait,
+    WorkConfig,
+    claim,
+    mark_queued,
+    release,
+    start_scheduled_run,
+    sweep,
+)
+from .run import finish_cancel, run
+from .validation import validate
 
 log = logging.getLogger("redact.jobs")
 
 
-class QueueUnavailable(Exception):
-    """The queue cannot take the work now (its storage is down or the queue is full)."""
-
-
-def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+def advance(
+    job_id: str, *, owner: str, clock: Clock, config: WorkConfig
+) -> datetime.datetime | None:
+    """Do whatever the job needs next, if no other worker holds it: validate it, run it
+    (also when it became ready with a `run_at` that has come), or finish its cancellation.
+    Returns when to come back, or None."""
+    job = claim(job_id, owner, clock(), config)
+    if job is None:
+        return None
+    come_back = None
+    try:
+        if job.status == "ready":  # claimed only when its run_at has come
+            job = start_scheduled_run(job)
+        if job.status in ("created", "validating"):
+            job = validate(job, owner=owner, clock=clock, config=config)
+            if job.status == "ready" and job.run_at is not None:
+                if job.run_at > clock():
+                    come_back = job.run_at
+                else:
+                    job = start_scheduled_run(job)
+        if job.status == "redacting":
+            come_back = run(job, owner=owner, clock=clock, config=config)
+        elif job.status == "canceling":
+            finish_cancel(job)
+    except Wait as wait:
+        come_back = wait.until
+    except LeaseLost:
+        return None
+    release(job, owner, come_back)
+    return come_back
 
 
 def make_huey(url: str) -> huey.Huey:
@@ -52,18 +83,25 @@ def make_huey(url: str) -> huey.Huey:
 
 
 class JobQueue:
-    def __init__(self, settings: Settings, clock: Callable[[], datetime.datetime] = utcnow):
-        self.settings = settings
+    """The queue of one store: `url` is where Huey keeps its tasks, `max_depth` the most
+    it takes (REDACT_MAX_QUEUE_DEPTH), `vacuum` schedules PostgreSQL's daily maintenance."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        config: WorkConfig,
+        max_depth: int,
+        vacuum: bool = False,
+        clock: Clock = utcnow,
+    ):
         self.clock = clock
-        self.config = WorkConfig(
-            min_age_seconds=settings.min_age_seconds,
-            batch_size=settings.job_batch_size,
-            lease_seconds=settings.job_lease_seconds,
-        )
-        self.huey = make_huey(settings.effective_queue_url)
+        self.config = config
+        self.max_depth = max_depth
+        self.huey = make_huey(url)
         self._advance = self.huey.task(name="advance", retries=3, retry_delay=5)(self._advance_job)
         self.huey.periodic_task(crontab(minute="*"), name="sweep")(self.sweep)
-        if not settings.database_url.startswith("sqlite"):
+        if vacuum:
             # Daily, so that dead row versions holding scrubbed values do not linger.
             self.huey.periodic_task(crontab(minute="15", hour="3"), name="vacuum")(self.vacuum)
 
@@ -91,7 +129,7 @@ class JobQueue:
 
     def check_room(self) -> None:
         """QueueUnavailable if the queue holds REDACT_MAX_QUEUE_DEPTH tasks already."""
-        if self.depth() >= self.settings.max_queue_depth:
+        if self.depth() >= self.max_depth:
             raise QueueUnavailable("the job queue is full")
 
     def submit(self, job_id: str, eta: datetime.datetime | None = None) -> None:
@@ -107,35 +145,6 @@ class JobQueue:
             raise
         except Exception as exc:
             raise QueueUnavailable(f"the job queue is unreachable: {type(exc).__name__}") from exc
-
-    def create(self, **fields) -> tuple[RedactionJob, bool]:
-        """Store a job (models.job.create_job: `fields`, admitted only if the queue has
-        room) and queue its validation; if the queue cannot take it, the job is removed
-        again and QueueUnavailable raised. Returns (job, created)."""
-        job, created = create_job(**fields, admit=self.check_room)
-        if not created:
-            return job, False
-        try:
-            self.submit(job.id)
-        except QueueUnavailable:
-            delete_job(job)
-            raise
-        return start_validation(job), True
-
-    def apply(self, job: RedactionJob, action: str, *, here: bool = False) -> RedactionJob:
-        """Apply a client's move (models.job.move) and queue the work it starts; if the
-        queue cannot take it, the move is undone and QueueUnavailable raised. With `here`,
-        the work is done in this thread instead (small jobs, synchronously)."""
-        moved = move(job, action)
-        if here:
-            self.run_now(moved.id)
-        else:
-            try:
-                self.submit(moved.id)
-            except QueueUnavailable:
-                undo_move(job, moved)
-                raise
-        return RedactionJob.get_by_id(moved.seq)
 
     # -- consuming
 

@@ -1,0 +1,45 @@
+"""The `redact` command. One module per command group:
+
+- serve.py: `serve`, `worker`, `migrate`, `maintenance`, `config`
+- accounts.py: `accounts create|rotate-secret`
+- transactions.py: `transactions load`
+- jobs.py: `jobs create|list|show|run|cancel`
+- common.py: what they share (one-line errors, opening the store and the queue)
+
+Every error is one line on stderr and a non-zero exit; nothing half-written is kept.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .accounts import accounts
+from .common import fail
+from .jobs import jobs
+from .serve import config, maintenance, migrate, serve, worker
+from .transactions import transactions
+
+
+@click.group()
+def main():
+    """Redact: a self-hostable, Vonage-compatible redaction service."""
+
+
+for command in (serve, worker, migrate, maintenance, config, accounts, transactions, jobs):
+    main.add_command(command)
+
+
+def run() -> None:
+    """Console-script entry point: click's usage errors as one line, like ours."""
+    try:
+        code = main(standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("aborted")
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message(), err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,72 @@
+"""What the `redact` commands share: one-line errors, the settings, and opening the store
+and the job queue. Every error is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import NoReturn
+
+import click
+import peewee
+
+from models import create_tables, current_store, open_store, utcnow
+
+from ..services import Services, job_queue, jobs_service
+from ..settings import ConfigError, Settings
+
+API_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or one line and exit 2."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        fail(str(exc), 2)
+
+
+def open_database(settings: Settings, *, tables: bool = True) -> None:
+    """Open the store the settings name, with its tables created or upgraded unless
+    `tables` is false; one line and exit 1 if it cannot be."""
+    try:
+        open_store(settings.database_url, subject_key=settings.subject_key_bytes)
+        if tables:
+            create_tables()
+    except (peewee.PeeweeException, OSError, ValueError) as exc:
+        # OSError, ValueError: e.g. the SQLite key file cannot be written
+        fail(f"cannot open the database {database_error(settings, exc)}")
+
+
+def open_queue(settings: Settings):
+    """The job queue the settings name, or one line and exit 1."""
+    try:
+        return job_queue(settings)
+    except Exception as exc:
+        fail(f"cannot open the job queue {settings.report()['REDACT_QUEUE_URL']}: {exc}")
+
+
+def services() -> Services:
+    """Settings from the environment, the store with its tables, the queue and the jobs
+    service, as the commands that work on jobs need them."""
+    settings = load_settings()
+    open_database(settings)
+    queue = open_queue(settings)
+    return Services(settings, utcnow, current_store(), queue, jobs_service(settings, queue))
+
+
+def database_error(settings: Settings, exc: Exception) -> str:
+    """The database (password masked) and the first line of what went wrong."""
+    reason = str(exc).strip()
+    first = reason.splitlines()[0] if reason else type(exc).__name__
+    return f"{settings.masked()['DATABASE_URL']}: {first}"
+
+
+def check_secret(secret: str) -> None:
+    if len(secret) < 8 or any(c in secret for c in "\r\n\0"):
+        fail("--api-secret must be at least 8 characters on one line")

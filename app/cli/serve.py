@@ -1,0 +1,172 @@
+"""Running the service: `serve` (everything in one command), `worker` (scale-out), and
+the chores around them: `migrate` (the release phase), `maintenance`, `config`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import tempfile
+import threading
+import time
+
+import click
+import peewee
+import uvicorn
+
+from models import create_tables, database, utcnow
+from models.jobs import QueueUnavailable
+from models.maintenance import vacuum_erased
+
+from .. import logs
+from ..demo import curl_line, seed_demo
+from ..server import PROTOCOL, limit_malloc_arenas
+from ..settings import ConfigError, Settings
+from .common import database_error, fail, load_settings, open_database, open_queue
+
+log = logging.getLogger("redact.store")
+
+STORE_RETRY_SECONDS = 2
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--demo", is_flag=True, help="Add a demo account and records, print a curl line.")
+def serve(host: str, port: int, workers: int, demo: bool):
+    """Run the HTTP service (creating tables if missing)."""
+    limit_malloc_arenas()
+    logs.configure()
+    settings = load_settings()
+    logs.event("config", settings=settings.report())
+    if workers > 1:
+        # uvicorn's workers are new processes: they sum their metrics through files, as
+        # app/gunicorn_conf.py arranges for gunicorn's.
+        directory = os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="redact-metrics-")
+        )
+        for stale in pathlib.Path(directory).glob("*.db"):  # counts of an earlier run
+            stale.unlink()
+        if settings.ratelimit_storage_uri.startswith("memory"):
+            click.echo(
+                f"warning: with memory:// each of the {workers} workers limits on its "
+                "own; set RATELIMIT_STORAGE_URI=redis://... to share the limit",
+                err=True,
+            )
+    open_database(settings, tables=False)
+    try:
+        _prepare_served_store(demo)
+        ready = True
+    except peewee.PeeweeException as exc:
+        ready = False
+        # Under an orchestrator, exiting here would be a crash loop: serve instead, say
+        # so on /readyz, answer 503 problems, and take the store up when it answers.
+        log.warning(
+            "the database is unreachable; serving 503 until it answers",
+            extra={"fields": {"database": database_error(settings, exc)}},
+        )
+        threading.Thread(
+            target=_prepare_when_reachable, args=(demo,), name="store-setup", daemon=True
+        ).start()
+    if demo:
+        click.echo(
+            f"Demo account {'ready' if ready else 'added once the database answers'}."
+            f" Redact a record with:\n  {curl_line(f'http://{host}:{port}')}"
+        )
+    # One command runs everything: the job queue's consumer runs in this process too.
+    consumer = open_queue(settings).consumer(workers=1)
+    consumer.start()
+    try:
+        uvicorn.run(
+            "app.asgi:app",
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+            http=PROTOCOL,
+        )
+    finally:
+        consumer.stop()
+
+
+def _prepare_served_store(demo: bool) -> None:
+    """Create or upgrade the tables (and seed the demo) in the database `serve` opened
+    (opening it again would replace the one the app serves from)."""
+    try:
+        create_tables()
+        if demo:
+            seed_demo(utcnow())
+    finally:
+        database.close()
+
+
+def _prepare_when_reachable(demo: bool) -> None:
+    """Retry the store's set-up until the database answers."""
+    while True:
+        time.sleep(STORE_RETRY_SECONDS)
+        try:
+            _prepare_served_store(demo)
+        except peewee.PeeweeException:
+            continue
+        log.info("the database answers: tables ready, serving")
+        return
+
+
+@click.command()
+@click.option(
+    "--threads",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Jobs worked on at once.",
+)
+def worker(threads: int):
+    """Run redaction jobs from the queue (scale-out: run one or more beside the web)."""
+    logs.configure()
+    settings = load_settings()
+    open_database(settings)
+    queue = open_queue(settings)
+    try:
+        queue.sweep()  # take up at once what a stopped worker left
+    except QueueUnavailable as exc:
+        fail(str(exc))
+    database.close()
+    logging.getLogger("redact.jobs").info(
+        "worker: %d thread(s) on the queue %s", threads, settings.report()["REDACT_QUEUE_URL"]
+    )
+    queue.consumer(workers=threads).run()
+
+
+@click.command()
+def migrate():
+    """Check the configuration and create or upgrade the tables (the release phase)."""
+    open_database(load_settings())
+    click.echo("tables ready")
+
+
+@click.command()
+def maintenance():
+    """PostgreSQL: VACUUM what redaction rewrote, so no old row version keeps a scrubbed
+    value (the worker also does it daily). SQLite needs none."""
+    open_database(load_settings())
+    try:
+        tables = vacuum_erased(database.obj)
+    except peewee.PeeweeException as exc:
+        fail(f"maintenance failed: {type(exc).__name__}")
+    if tables:
+        click.echo(f"vacuumed {', '.join(tables)}")
+    else:
+        click.echo("nothing to do: SQLite zeroes what redaction frees at commit")
+
+
+@click.command()
+def config():
+    """Print the effective configuration (secrets masked) as JSON."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    click.echo(json.dumps(settings.report(), indent=2))

@@ -1,0 +1,28 @@
+"""`redact transactions`: load records into the store."""
+
+from __future__ import annotations
+
+import click
+
+from models import InvalidRecord, load_records
+
+from .common import fail, load_settings, open_database
+
+
+@click.group()
+def transactions():
+    """Manage the transaction store."""
+
+
+@transactions.command("load")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+def transactions_load(file):
+    """Load JSON Lines records from FILE ('-' for stdin), all or nothing."""
+    open_database(load_settings())
+    try:
+        count = load_records(file)
+    except InvalidRecord as exc:
+        fail(f"{exc}; nothing was loaded")
+    except UnicodeDecodeError:
+        fail(f"{file.name}: not UTF-8 text; nothing was loaded")
+    click.echo(f"loaded {count} transaction{'s' if count != 1 else ''}")

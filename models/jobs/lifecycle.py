@@ -1,0 +1,273 @@
+"""Creating a job and the moves a client asks for: validate, run, cancel, update."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import secrets
+from collections.abc import Callable, Iterable
+
+from ..base import database
+from ..policy import DIRECTIONS, PRODUCTS, direction_of
+from ..prepared import PreparedQuery
+from ..store import current_store
+from .errors import (
+    IdempotencyMismatch,
+    InvalidJobRequest,
+    InvalidJobUpdate,
+    InvalidMove,
+    TooManyJobs,
+)
+from .job import (
+    BEHAVIORS,
+    MOVES,
+    STATUSES,
+    UNFINISHED,
+    JobObject,
+    JobValidationError,
+    RedactionJob,
+    TransactionRef,
+    log_transition,
+    transition,
+)
+
+
+def new_job_id() -> str:
+    return "rj_" + secrets.token_hex(12)
+
+
+def create_job(
+    *,
+    api_key: str,
+    transactions: Iterable[TransactionRef],
+    subjects: Iterable[str],
+    validation_behavior: str = "error",
+    description: str | None = None,
+    run_at: datetime.datetime | None = None,
+    now: datetime.datetime,
+    max_unfinished: int,
+    idempotency_key: str | None = None,
+    request_body: dict | None = None,
+    admit: Callable[[], None] | None = None,
+) -> tuple[RedactionJob, bool]:
+    """Store a new job in status `created`, its objects streamed from the iterables in
+    batches (a job may name millions of records). Returns (job, created): with an
+    `idempotency_key` the account already used for the same request, the existing job and
+    False (once that job has finished it no longer knows its request, and the key alone
+    returns it). All or nothing: raises TooManyJobs, IdempotencyMismatch or
+    InvalidJobRequest (no object, an unknown product, a subject that is not a phone
+    number), or whatever `admit()` raises (called before a new job is stored: the
+    queue's admission check), and stores nothing."""
+    if validation_behavior not in BEHAVIORS:
+        raise InvalidJobRequest(f"validation_behavior must be one of {', '.join(BEHAVIORS)}")
+    digest = _request_digest(request_body) if idempotency_key is not None else None
+    with database.atomic():
+        if idempotency_key is not None:
+            existing = RedactionJob.get_or_none(
+                (RedactionJob.account == api_key)
+                & (RedactionJob.idempotency_key == idempotency_key)
+            )
+            if existing is not None:
+                # A finished job forgets its request (it may name numbers): same key,
+                # same job.
+                if existing.request_digest not in (None, digest):
+                    raise IdempotencyMismatch(idempotency_key)
+                return existing, False
+        if admit is not None:
+            admit()
+        unfinished = (
+            RedactionJob.select()
+            .where((RedactionJob.account == api_key) & RedactionJob.status.in_(UNFINISHED))
+            .count()
+        )
+        if unfinished >= max_unfinished:
+            raise TooManyJobs(api_key, max_unfinished)
+        job = RedactionJob.create(
+            id=new_job_id(),
+            account=api_key,
+            status="created",
+            validation_behavior=validation_behavior,
+            description=description,
+            created=now,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
+            request_digest=digest,
+        )
+        counts = _store_objects(job, transactions, subjects)
+        job.transactions, job.subjects = counts
+        job.save(only=[RedactionJob.transactions, RedactionJob.subjects])
+    log_transition(job, None, "created")
+    return job, True
+
+
+def _store_objects(
+    job: RedactionJob,
+    transactions: Iterable[TransactionRef],
+    subjects: Iterable[str],
+    batch_size: int = 1000,
+) -> tuple[int, int]:
+    """Insert the objects in batches; returns how many transactions and subjects the job
+    names. An object named again as before (the same number in another format, too) is
+    stored once; a transaction id named with another product or type is a second object
+    (which validation will find unknown)."""
+    subject_key = current_store().subject_key
+    position = 0
+    batch: list[tuple] = []
+
+    def flush() -> int:
+        if not batch:
+            return 0
+        stored = _INSERT_OBJECTS.execute(len(batch), {"o": batch}).rowcount
+        batch.clear()
+        return stored
+
+    transactions_stored = 0
+    for ref in transactions:
+        if ref.product not in PRODUCTS:
+            raise InvalidJobRequest(f"transaction {ref.id}: no product {ref.product!r}")
+        if ref.type is not None and ref.type not in DIRECTIONS:
+            raise InvalidJobRequest(f"transaction {ref.id}: no type {ref.type!r}")
+        batch.append(
+            (
+                job.seq,
+                position,
+                ref.id,
+                ref.product,
+                direction_of(ref.product, ref.type) or "",
+                None,
+                None,
+                False,
+            )
+        )
+        position += 1
+        if len(batch) >= batch_size:
+            transactions_stored += flush()
+    transactions_stored += flush()
+    subjects_stored = 0
+    for index, number in enumerate(subjects):
+        key = subject_key.hash(number)
+        if key is None:
+            raise InvalidJobRequest(
+                f"subjects[{index}] is not a phone number (7 to 15 "
+                "digits, optionally with '+' and separators)"
+            )
+        batch.append((job.seq, position, None, None, "", number, key, False))
+        position += 1
+        if len(batch) >= batch_size:
+            subjects_stored += flush()
+    subjects_stored += flush()
+    if not transactions_stored + subjects_stored:
+        raise InvalidJobRequest("a job names at least one transaction or subject")
+    return transactions_stored, subjects_stored
+
+
+_OBJECT_FIELDS = (
+    JobObject.job,
+    JobObject.position,
+    JobObject.transaction_id,
+    JobObject.product,
+    JobObject.direction,
+    JobObject.subject,
+    JobObject.subject_key,
+    JobObject.done,
+)
+# Built once per batch size (see PreparedQuery); values go in as the database stores them.
+_INSERT_OBJECTS = PreparedQuery(
+    lambda mark, n: JobObject.insert_many(
+        [[mark("o", i, j) for j in range(len(_OBJECT_FIELDS))] for i in range(n)],
+        fields=_OBJECT_FIELDS,
+    ).on_conflict_ignore()
+)
+
+
+def _request_digest(body: dict | None) -> str:
+    """A keyed digest of a create request, to tell a retry from another request with the
+    same Idempotency-Key (keyed: the request may name numbers)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return current_store().subject_key.digest(canonical)
+
+
+def move(job: RedactionJob, action: str) -> RedactionJob:
+    """Apply a client's move (validate, run, cancel) if the job's status allows it;
+    InvalidMove names the current status otherwise. The row changes only if its status is
+    still the one read, so concurrent moves cannot both win."""
+    target = MOVES[action].get(job.status)
+    if target is None:
+        raise InvalidMove(job.id, action, job.status)
+    changes = {"lease_owner": None, "lease_until": None}
+    if action == "validate":
+        changes.update(validation_errors=0, records=0, already_redacted=0, eligible_at=None)
+    if not transition(job, job.status, target, **changes):
+        current = RedactionJob.get_by_id(job.seq)
+        raise InvalidMove(job.id, action, current.status)
+    return RedactionJob.get_by_id(job.seq)
+
+
+def undo_move(job: RedactionJob, moved: RedactionJob) -> None:
+    """Put a job back where it was before `move` (the work the move starts could not be
+    queued), unless a worker has taken it up meanwhile."""
+    undone = (
+        RedactionJob.update(
+            status=job.status,
+            validation_errors=job.validation_errors,
+            records=job.records,
+            already_redacted=job.already_redacted,
+            eligible_at=job.eligible_at,
+            lease_until=job.lease_until,
+        )
+        .where(
+            (RedactionJob.seq == job.seq)
+            & (RedactionJob.status == moved.status)
+            & RedactionJob.lease_owner.is_null()
+        )
+        .execute()
+    )
+    log_transition(job, moved.status, job.status, undone)
+
+
+def start_validation(job: RedactionJob) -> RedactionJob:
+    """created -> validating, once the validation is queued (if a worker has already taken
+    the job up, it stays where the worker put it)."""
+    transition(job, "created", "validating")
+    return RedactionJob.get_by_id(job.seq)
+
+
+UPDATABLE = {
+    "description": STATUSES,
+    "run_at": ("created", "validating", "ready", "failed"),
+    "validation_behavior": ("failed",),
+}
+
+
+def update_job(job: RedactionJob, changes: dict) -> RedactionJob:
+    """Change `description`, `run_at` or `validation_behavior` (`changes` holds only the
+    ones given). A failed job does not re-validate by itself (use validate), and the
+    behaviour of other jobs is fixed once validated: InvalidJobUpdate otherwise."""
+    values = {}
+    for name, value in changes.items():
+        if getattr(job, name) == value:
+            continue
+        if job.status not in UPDATABLE[name]:
+            raise InvalidJobUpdate(
+                f"Cannot change {name} of redaction job {job.id} in status '{job.status}'; "
+                f"{name} can change in status {' or '.join(UPDATABLE[name])}"
+            )
+        values[getattr(RedactionJob, name)] = value
+    if not values:
+        return job
+    updated = (
+        RedactionJob.update(values)
+        .where((RedactionJob.seq == job.seq) & (RedactionJob.status == job.status))
+        .execute()
+    )
+    if not updated:  # its status moved meanwhile: judge again against the new one
+        return update_job(RedactionJob.get_by_id(job.seq), changes)
+    return RedactionJob.get_by_id(job.seq)
+
+
+def delete_job(job: RedactionJob) -> None:
+    """Remove a job that could not be queued (its creation is undone)."""
+    with database.atomic():
+        JobObject.delete().where(JobObject.job == job.seq).execute()
+        JobValidationError.delete().where(JobValidationError.job == job.seq).execute()
+        RedactionJob.delete().where(RedactionJob.seq == job.seq).execute()

@@ -1,0 +1,138 @@
+"""Reading jobs: one by id, an account's list, a job's objects and validation errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from .errors import (
+    InvalidCursor,
+)
+from .job import (
+    JobObject,
+    JobValidationError,
+    RedactionJob,
+)
+
+
+def iter_objects(job: RedactionJob) -> Iterator[JobObject]:
+    """The job's objects in the order given, read in pages."""
+    position = -1
+    while True:
+        page = list(
+            JobObject.select()
+            .where((JobObject.job == job.seq) & (JobObject.position > position))
+            .order_by(JobObject.position)
+            .limit(1000)
+        )
+        yield from page
+        if len(page) < 1000:
+            return
+        position = page[-1].position
+
+
+@dataclasses.dataclass
+class Page:
+    items: list
+    has_more: bool
+
+
+def _page(query, key, descending: bool, limit: int, after, before) -> Page:
+    """A page of `query` ordered by `key`, Stripe-style: `after` pages forward from a
+    cursor value, `before` backward; `has_more` says whether more lie that way."""
+    forward = key.desc() if descending else key.asc()
+    backward = key.asc() if descending else key.desc()
+    if before is not None:
+        query = query.where(key > before if descending else key < before)
+        items = list(query.order_by(backward).limit(limit + 1))
+        has_more = len(items) > limit
+        return Page(list(reversed(items[:limit])), has_more)
+    if after is not None:
+        query = query.where(key < after if descending else key > after)
+    items = list(query.order_by(forward).limit(limit + 1))
+    return Page(items[:limit], len(items) > limit)
+
+
+def list_jobs(
+    api_key: str,
+    *,
+    limit: int,
+    starting_after: str | None = None,
+    ending_before: str | None = None,
+    status: str | None = None,
+) -> Page:
+    """The account's jobs, newest first."""
+    query = RedactionJob.select().where(RedactionJob.account == api_key)
+    if status is not None:
+        query = query.where(RedactionJob.status == status)
+
+    def cursor(parameter: str, job_id: str | None):
+        if job_id is None:
+            return None
+        job = RedactionJob.get_or_none(
+            (RedactionJob.id == job_id) & (RedactionJob.account == api_key)
+        )
+        if job is None:
+            raise InvalidCursor(parameter, job_id)
+        return job.seq
+
+    return _page(
+        query,
+        RedactionJob.seq,
+        True,
+        limit,
+        cursor("starting_after", starting_after),
+        cursor("ending_before", ending_before),
+    )
+
+
+def list_validation_errors(
+    job: RedactionJob,
+    *,
+    limit: int,
+    starting_after: str | None = None,
+    ending_before: str | None = None,
+) -> Page:
+    """The errors of the job's last validation, in the order of the objects they concern,
+    each with its object (`error.target`)."""
+    prefix = f"{job.id}_e"
+
+    def cursor(parameter: str, error_id: str | None):
+        if error_id is None:
+            return None
+        position = error_id[len(prefix) :] if error_id.startswith(prefix) else ""
+        if (
+            not position.isdigit()
+            or not JobValidationError.select()
+            .where(
+                (JobValidationError.job == job.seq) & (JobValidationError.position == int(position))
+            )
+            .exists()
+        ):
+            raise InvalidCursor(parameter, error_id)
+        return int(position)
+
+    query = (
+        JobValidationError.select(JobValidationError, JobObject)
+        .join(
+            JobObject,
+            on=(
+                (JobObject.job == JobValidationError.job)
+                & (JobObject.position == JobValidationError.position)
+            ),
+            attr="target",
+        )
+        .where(JobValidationError.job == job.seq)
+    )
+    return _page(
+        query,
+        JobValidationError.position,
+        False,
+        limit,
+        cursor("starting_after", starting_after),
+        cursor("ending_before", ending_before),
+    )
+
+
+def validation_error_id(job: RedactionJob, error: JobValidationError) -> str:
+    return f"{job.id}_e{error.position}"

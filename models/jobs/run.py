@@ -1,0 +1,207 @@
+"""Running a job: its records redacted in batches, each atomic with the job's progress.
+
+A record is redacted at most once (the scrub only touches unredacted rows, and the run's
+cursor moves with it), so the counts and the audit trail stay exact. A run never holds
+more than one batch of records in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+from peewee import fn
+
+from ..account import Account
+from ..base import Clock, database
+from ..errors import PrematureRedaction
+from ..redaction import RedactionRequest, redact_batch
+from ..store import current_store
+from ..transaction import Transaction
+from .job import (
+    JobObject,
+    RedactionJob,
+    transition,
+)
+from .lease import LeaseLost, Wait, WorkConfig, renew
+from .validation import OBJECTS_AFTER, subject_records
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclasses.dataclass
+class _Batch:
+    """One atomic step of a run: redact `requests`, then move the job's cursor to
+    `cursor` (transaction objects) or mark `subject_done` (a subject with no more
+    records); with the job's counts, in the same transaction."""
+
+    job: RedactionJob
+    owner: str
+    now: datetime.datetime
+    config: WorkConfig
+    requests: list[RedactionRequest]
+    cursor: int | None = None
+    subject_done: int | None = None
+
+
+def run(
+    job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig
+) -> datetime.datetime | None:
+    """Redact the job's records, batch by batch, from where its row says the last run
+    stopped; then mark it succeeded and forget its numbers. Returns when to come back if
+    some records are not old enough yet (raises Wait), else None."""
+    now = clock()
+    if job.eligible_at is not None and job.eligible_at > now:
+        raise Wait(job.eligible_at)
+    products = Account.get_by_id(job.account_id).product_set
+
+    while True:  # the named transactions, from the cursor on
+        objects = OBJECTS_AFTER.execute(
+            None, {"job": job.seq, "after": job.cursor, "limit": config.batch_size}
+        ).fetchall()
+        if not objects:
+            break
+        now = clock()
+        requests = [
+            _request(job, transaction_id, product, direction or None, now, config)
+            for _, transaction_id, product, direction in objects
+        ]
+        _commit(_Batch(job, owner, now, config, requests, cursor=objects[-1][0]))
+        job.cursor = objects[-1][0]
+
+    # Read whole before the first commit: on SQLite an open read cursor would hold the
+    # lock the writer's commit needs (see GroupCommit.run).
+    subjects = list(
+        JobObject.select().where(
+            (JobObject.job == job.seq)
+            & JobObject.subject_key.is_null(False)
+            & (JobObject.done == False)  # noqa: E712 (a peewee expression)
+        )
+    )
+    for subject in subjects:
+        _erase_subject(job, subject, products, owner, clock, config)
+
+    finish_run(job)
+    return None
+
+
+def _erase_subject(job, subject, products, owner, clock, config) -> None:
+    min_age = datetime.timedelta(seconds=config.min_age_seconds)
+    while True:
+        now = clock()
+        records = list(
+            Transaction.select(Transaction.id, Transaction.product, Transaction.direction)
+            .where(
+                subject_records(job, subject.subject_key)
+                & Transaction.product.in_(sorted(products))
+                & (Transaction.created_at <= now - min_age)
+            )
+            .limit(config.batch_size)
+            .tuples()
+        )
+        if records:
+            _commit(
+                _Batch(
+                    job,
+                    owner,
+                    now,
+                    config,
+                    [_request(job, *record, now, config) for record in records],
+                )
+            )
+            continue
+        newest = (
+            Transaction.select(fn.MIN(Transaction.created_at))
+            .where(
+                subject_records(job, subject.subject_key)
+                & Transaction.product.in_(sorted(products))
+            )
+            .scalar()
+        )
+        if newest is not None:  # records about the number arrived after validation
+            raise Wait(Transaction.created_at.python_value(newest) + min_age)
+        _commit(_Batch(job, owner, now, config, [], subject_done=subject.position))
+        return
+
+
+def _request(job, transaction_id, product, direction, now, config) -> RedactionRequest:
+    return RedactionRequest(
+        job.account_id,
+        transaction_id,
+        product,
+        direction,
+        now,
+        config.min_age_seconds,
+        job.id,
+        "job",
+    )
+
+
+def _commit(batch: _Batch) -> None:
+    """Run one batch in a shared transaction (it takes its turn with the API's
+    redactions, see GroupCommit); Wait and LeaseLost reach the caller."""
+    current_store().group_commit.run(_run_batches, batch)
+
+
+def _run_batches(batches: list[_Batch]) -> list:
+    outcomes = []
+    for batch in batches:
+        try:
+            # A savepoint per batch: one that stops leaves the others of the shared
+            # transaction (API redactions, other jobs) untouched.
+            with database.atomic():
+                outcomes.append(_run_batch(batch))
+        except (Wait, LeaseLost) as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _run_batch(batch: _Batch) -> None:
+    job = batch.job
+    renew(job, batch.owner, batch.now, batch.config)
+    redacted = already = skipped = 0
+    for outcome in redact_batch(batch.requests) if batch.requests else []:
+        if outcome is True:
+            redacted += 1
+        elif outcome is False:
+            already += 1
+        elif isinstance(outcome, PrematureRedaction):
+            raise Wait(batch.now + datetime.timedelta(seconds=outcome.remaining_seconds))
+        else:  # the record is gone from the account or the product unprovisioned since
+            skipped += 1
+    changes = {
+        RedactionJob.redacted: RedactionJob.redacted + redacted,
+        RedactionJob.already_redacted: RedactionJob.already_redacted + already,
+        RedactionJob.skipped: RedactionJob.skipped + skipped,
+    }
+    if batch.cursor is not None:
+        changes[RedactionJob.cursor] = batch.cursor
+    RedactionJob.update(changes).where(RedactionJob.seq == job.seq).execute()
+    if batch.subject_done is not None:
+        (
+            JobObject.update(done=True)
+            .where((JobObject.job == job.seq) & (JobObject.position == batch.subject_done))
+            .execute()
+        )
+
+
+def finish_run(job: RedactionJob) -> None:
+    """redacting -> succeeded, forgetting the job's numbers and request digest."""
+    _finish(job, "redacting", "succeeded")
+
+
+def finish_cancel(job: RedactionJob) -> None:
+    """canceling -> canceled: nothing is redacted; the job's numbers are forgotten."""
+    _finish(job, "canceling", "canceled")
+
+
+def _finish(job: RedactionJob, source: str, target: str) -> None:
+    """Move a job to a final status; a finished job keeps no number, not even hashed."""
+    with database.atomic():
+        (
+            JobObject.update(subject=None, subject_key=None)
+            .where((JobObject.job == job.seq) & JobObject.subject_key.is_null(False))
+            .execute()
+        )
+        transition(job, source, target, request_digest=None)
+    job.status = target

@@ -1,0 +1,150 @@
+"""The jobs service: what the jobs API and the `redact jobs` commands both do, with the
+rules that govern it (how many unfinished jobs an account may have, whether the queue has
+room, what a sync run takes). Callers map its answers and errors to their own medium;
+nothing here knows of HTTP or of the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from collections.abc import Iterable, Iterator
+
+from ..base import Clock
+from .errors import JobNotFound, QueueUnavailable, TooLargeForSync
+from .job import JobObject, RedactionJob, TransactionRef
+from .lifecycle import create_job, delete_job, move, start_validation, undo_move, update_job
+from .queries import Page, iter_objects, list_jobs
+from .queue import JobQueue
+
+log = logging.getLogger("redact.jobs")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobLimits:
+    max_active_jobs: int = 25
+    """Unfinished jobs per account (REDACT_MAX_ACTIVE_JOBS)."""
+    sync_max_records: int = 1000
+    """The largest job a sync run takes (REDACT_SYNC_MAX_RECORDS)."""
+
+
+class JobsService:
+    def __init__(self, queue: JobQueue, limits: JobLimits, clock: Clock):
+        self.queue = queue
+        self.limits = limits
+        self.clock = clock
+
+    def job(self, job_id: str, api_key: str | None = None) -> RedactionJob:
+        """The job `job_id`, of account `api_key` (None: any account, for operators);
+        JobNotFound for an unknown id or another account's job."""
+        where = RedactionJob.id == job_id
+        if api_key is not None:
+            where &= RedactionJob.account == api_key
+        job = RedactionJob.get_or_none(where)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def list(self, api_key: str, **page) -> Page:
+        """The account's jobs, newest first (`page`: models.jobs.queries.list_jobs)."""
+        return list_jobs(api_key, **page)
+
+    def create(
+        self,
+        *,
+        api_key: str,
+        transactions: Iterable[TransactionRef],
+        subjects: Iterable[str],
+        validation_behavior: str = "error",
+        description: str | None = None,
+        run_at: datetime.datetime | None = None,
+        idempotency_key: str | None = None,
+        request_body: dict | None = None,
+    ) -> tuple[RedactionJob, bool]:
+        """Store a job and queue its validation; returns (job, created). Admitted only if
+        the account has fewer than `max_active_jobs` unfinished jobs (TooManyJobs) and the
+        queue has room; if the queue cannot take it, the job is removed again and
+        QueueUnavailable raised. The rest as models.jobs.lifecycle.create_job."""
+        job, created = create_job(
+            api_key=api_key,
+            transactions=transactions,
+            subjects=subjects,
+            validation_behavior=validation_behavior,
+            description=description,
+            run_at=run_at,
+            now=self.clock(),
+            max_unfinished=self.limits.max_active_jobs,
+            idempotency_key=idempotency_key,
+            request_body=request_body,
+            admit=self.queue.check_room,
+        )
+        if not created:
+            return job, False
+        try:
+            self.queue.submit(job.id)
+        except QueueUnavailable:
+            delete_job(job)
+            raise
+        return start_validation(job), True
+
+    def apply(self, job: RedactionJob, action: str, *, here: bool = False) -> RedactionJob:
+        """Apply a client's move (validate, run, cancel) and queue the work it starts; if
+        the queue cannot take it, the move is undone and QueueUnavailable raised. With
+        `here`, the work is done in this thread instead."""
+        if not here:
+            self.queue.check_room()
+        moved = move(job, action)
+        if here:
+            self.queue.run_now(moved.id)
+        else:
+            try:
+                self.queue.submit(moved.id)
+            except QueueUnavailable:
+                undo_move(job, moved)
+                raise
+        return RedactionJob.get_by_id(moved.seq)
+
+    def run_sync(self, job: RedactionJob) -> RedactionJob:
+        """Run a ready job in this thread, answering once it has finished: only a job of
+        at most `sync_max_records` records with none that must wait (TooLargeForSync)."""
+        if job.status == "ready":
+            limit = self.limits.sync_max_records
+            if job.records > limit:
+                raise TooLargeForSync(
+                    f"Redaction job {job.id} names {job.records} records; a sync run "
+                    f"takes at most {limit}. Run it without processing_mode=sync"
+                )
+            if job.eligible_at is not None and job.eligible_at > self.clock():
+                raise TooLargeForSync(
+                    f"Redaction job {job.id} must wait until "
+                    f"{job.eligible_at.isoformat()} for premature records; run it "
+                    "without processing_mode=sync"
+                )
+        return self.apply(job, "run", here=True)
+
+    def update(self, job: RedactionJob, changes: dict) -> RedactionJob:
+        """Change `description`, `run_at` or `validation_behavior`; a ready job whose
+        `run_at` changed is scheduled for it (if the queue cannot take it now, the sweep
+        starts the job within a minute of its run_at anyway)."""
+        updated = update_job(job, changes)
+        if "run_at" in changes and updated.status == "ready" and updated.run_at:
+            try:
+                self.queue.submit(updated.id, eta=updated.run_at)
+            except QueueUnavailable:
+                log.warning("job %s: could not schedule its run_at", updated.id)
+        return updated
+
+
+def shown_objects(job: RedactionJob) -> Iterator[tuple[str, object]]:
+    """The job's objects as the API shows them, in order, streamed: ("transactions",
+    {"id", "product", "type"}) or ("subjects", number), named by the list each joins."""
+    for item in iter_objects(job):
+        yield _shown(item)
+
+
+def _shown(item: JobObject) -> tuple[str, object]:
+    shown = item.as_object()
+    if "transaction" in shown:
+        return "transactions", shown["transaction"]
+    return "subjects", shown["subject"]

@@ -1,0 +1,313 @@
+"""Validating a job: which of its objects can be redacted, and when."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import peewee
+from peewee import JOIN, fn
+
+from ..account import Account
+from ..base import Clock, database
+from ..errors import PrematureRedaction, RecordNotFound, Unprovisioned
+from ..policy import record_kind
+from ..prepared import PreparedQuery
+from ..transaction import Transaction
+from .job import (
+    HOLDING,
+    JobObject,
+    JobValidationError,
+    RedactionJob,
+    transition,
+)
+from .lease import WorkConfig, renew
+
+# -------------------------------------------------------------------------- validation
+
+
+@dataclasses.dataclass
+class _Tally:
+    records: int = 0
+    already_redacted: int = 0
+    errors: int = 0
+    eligible_at: datetime.datetime | None = None
+
+    def wait_for(self, moment: datetime.datetime) -> None:
+        if self.eligible_at is None or moment > self.eligible_at:
+            self.eligible_at = moment
+
+
+def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig) -> RedactionJob:
+    """Check every object of the job and move it to ready (no error) or failed.
+
+    Errors per object: unprovisioned, unknown_transaction, already_redacted, premature,
+    held_by_other_job, subject_has_no_records. With `fix`, already-redacted records are
+    dropped and premature ones make the run wait (`eligible_at`); the others stay errors.
+    Starts afresh each time (an interrupted validation is simply done again)."""
+    with database.atomic():
+        transition(job, "created", "validating")  # if the API has not moved it yet
+        JobValidationError.delete().where(JobValidationError.job == job.seq).execute()
+    fix = job.validation_behavior == "fix"
+    products = Account.get_by_id(job.account_id).product_set
+    tally = _Tally()
+    min_age = datetime.timedelta(seconds=config.min_age_seconds)
+    now = clock()
+
+    position = -1
+    while True:
+        rows = list(_transaction_checks(job, position, config.batch_size))
+        if not rows:
+            break
+        errors = []
+        for (
+            position,
+            transaction_id,
+            product,
+            direction,
+            found,
+            account,
+            found_product,
+            found_direction,
+            created_at,
+            redacted_at,
+            held,
+        ) in rows:
+            if product not in products:
+                errors.append(
+                    (position, "unprovisioned", str(Unprovisioned(job.account_id, product)))
+                )
+            elif found is None or (account, found_product, found_direction) != (
+                job.account_id,
+                product,
+                direction,
+            ):
+                errors.append(
+                    (
+                        position,
+                        "unknown_transaction",
+                        str(RecordNotFound(transaction_id, record_kind(product, direction))),
+                    )
+                )
+            elif redacted_at is not None:
+                if fix:
+                    tally.already_redacted += 1
+                else:
+                    errors.append(
+                        (position, "already_redacted", f"ID '{transaction_id}' is already redacted")
+                    )
+            elif held:
+                errors.append(
+                    (
+                        position,
+                        "held_by_other_job",
+                        f"ID '{transaction_id}' is named by another ready or redacting job",
+                    )
+                )
+            elif created_at + min_age > now and not fix:
+                errors.append(
+                    (
+                        position,
+                        "premature",
+                        str(
+                            PrematureRedaction(
+                                transaction_id,
+                                config.min_age_seconds,
+                                (created_at + min_age - now).total_seconds(),
+                            )
+                        ),
+                    )
+                )
+            else:
+                if created_at + min_age > now:
+                    tally.wait_for(created_at + min_age)
+                tally.records += 1
+        _record_errors(job, errors, tally, owner, clock(), config)
+
+    for subject in JobObject.select().where(
+        (JobObject.job == job.seq) & JobObject.subject_key.is_null(False)
+    ):
+        error = _check_subject(job, subject, products, fix, tally, now, min_age, config)
+        if error:
+            _record_errors(job, [error], tally, owner, clock(), config)
+
+    with database.atomic():
+        renew(job, owner, clock(), config)
+        transition(
+            job,
+            "validating",
+            "failed" if tally.errors else "ready",
+            records=tally.records,
+            already_redacted=tally.already_redacted,
+            validation_errors=tally.errors,
+            eligible_at=tally.eligible_at if not tally.errors else None,
+        )
+    return RedactionJob.get_by_id(job.seq)
+
+
+def _transaction_checks(job: RedactionJob, after: int, limit: int):
+    """For each transaction object after position `after`: the object, the record it
+    names (if any), and whether another holding job names it too."""
+    rows = _CHECKS.execute(None, {"job": job.seq, "after": after, "limit": limit})
+    convert = Transaction.created_at.python_value
+    for (
+        position,
+        transaction_id,
+        product,
+        direction,
+        found,
+        account,
+        found_product,
+        found_direction,
+        created_at,
+        redacted_at,
+        held,
+    ) in rows:
+        yield (
+            position,
+            transaction_id,
+            product,
+            direction or None,
+            found,
+            account,
+            found_product,
+            found_direction,
+            convert(created_at),
+            redacted_at,
+            held,
+        )
+
+
+def _build_checks(mark, _):
+    other = JobObject.alias()
+    holder = RedactionJob.alias()
+    held = (
+        other.select(peewee.SQL("1"))
+        .join(holder, on=(other.job == holder.seq))
+        .where(
+            (other.transaction_id == JobObject.transaction_id)
+            & (other.job != JobObject.job)
+            & holder.status.in_(HOLDING)
+        )
+    )
+    return (
+        JobObject.select(
+            JobObject.position,
+            JobObject.transaction_id,
+            JobObject.product,
+            JobObject.direction,
+            Transaction.id,
+            Transaction.account,
+            Transaction.product,
+            Transaction.direction,
+            Transaction.created_at,
+            Transaction.redacted_at,
+            fn.EXISTS(held),
+        )
+        .join(Transaction, JOIN.LEFT_OUTER, on=(Transaction.id == JobObject.transaction_id))
+        .where(
+            (JobObject.job == mark("job"))
+            & (JobObject.position > mark("after"))
+            & JobObject.transaction_id.is_null(False)
+        )
+        .order_by(JobObject.position)
+        .limit(mark("limit"))
+    )
+
+
+# Run for every batch of a job: built once (see PreparedQuery), rows read raw.
+_CHECKS = PreparedQuery(_build_checks)
+OBJECTS_AFTER = PreparedQuery(
+    lambda mark, _: (
+        JobObject.select(
+            JobObject.position, JobObject.transaction_id, JobObject.product, JobObject.direction
+        )
+        .where(
+            (JobObject.job == mark("job"))
+            & (JobObject.position > mark("after"))
+            & JobObject.transaction_id.is_null(False)
+        )
+        .order_by(JobObject.position)
+        .limit(mark("limit"))
+    )
+)
+
+
+def subject_records(job: RedactionJob, key: str):
+    """The account's unredacted records where the number hashed to `key` appears."""
+    return (
+        (Transaction.account == job.account_id)
+        & Transaction.redacted_at.is_null()
+        & ((Transaction.sender_key == key) | (Transaction.recipient_key == key))
+    )
+
+
+def _check_subject(job, subject, products, fix, tally, now, min_age, config):
+    """The validation error of one subject, or None (then its records are tallied)."""
+    index = subject.position - job.transactions
+    by_product = list(
+        Transaction.select(
+            Transaction.product, fn.COUNT(Transaction.id), fn.MAX(Transaction.created_at)
+        )
+        .where(subject_records(job, subject.subject_key))
+        .group_by(Transaction.product)
+        .tuples()
+    )
+    if not by_product:
+        return (
+            subject.position,
+            "subject_has_no_records",
+            f"subjects[{index}]: no unredacted record of this account has this number",
+        )
+    unprovisioned = sorted(p for p, _, _ in by_product if p not in products)
+    if unprovisioned:
+        return (
+            subject.position,
+            "unprovisioned",
+            f"subjects[{index}]: " + str(Unprovisioned(job.account_id, unprovisioned[0])),
+        )
+    other = JobObject.alias()
+    held = (
+        other.select()
+        .join(RedactionJob, on=(other.job == RedactionJob.seq))
+        .where(
+            (other.subject_key == subject.subject_key)
+            & (other.job != job.seq)
+            & RedactionJob.status.in_(HOLDING)
+        )
+        .exists()
+    )
+    if held:
+        return (
+            subject.position,
+            "held_by_other_job",
+            f"subjects[{index}]: the number is named by another ready or redacting job",
+        )
+    newest = max(Transaction.created_at.python_value(latest) for _, _, latest in by_product)
+    if newest + min_age > now:
+        if not fix:
+            return (
+                subject.position,
+                "premature",
+                f"subjects[{index}]: the newest record of this number is younger than "
+                f"{config.min_age_seconds} seconds",
+            )
+        tally.wait_for(newest + min_age)
+    tally.records += sum(count for _, count, _ in by_product)
+    return None
+
+
+def _record_errors(job, errors, tally, owner, now, config) -> None:
+    with database.atomic():
+        renew(job, owner, now, config)
+        if errors:
+            JobValidationError.insert_many(
+                [(job.seq, position, code, message) for position, code, message in errors],
+                fields=(
+                    JobValidationError.job,
+                    JobValidationError.position,
+                    JobValidationError.code,
+                    JobValidationError.message,
+                ),
+            ).execute()
+    tally.errors += len(errors)
