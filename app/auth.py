@@ -50,7 +50,9 @@ class Authenticator:
         # Created on first use, in the worker process (a pool's threads do not survive a
         # fork).
         self._hash_pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self.cache = cachetools.TTLCache(maxsize=10_000, ttl=cache_seconds or 1e-9)
+        self.cache: cachetools.TTLCache[tuple, object] = cachetools.TTLCache(
+            maxsize=10_000, ttl=cache_seconds or 1e-9
+        )
         self._checking: dict[tuple, asyncio.Future] = {}
         self._waiting_by_address: collections.Counter[str] = collections.Counter()
 

@@ -37,7 +37,7 @@ class DirectOperations:
             operation = extensions.get("connexion_routing", {}).get("operation_id")
             handler = self.handlers.get(operation)
             body = request_state(scope).get(BODY) if handler is not None else None
-            if body is not None:
+            if handler is not None and body is not None:
                 context = extensions["connexion_context"]
                 response = await handler(
                     body=body, token_info=context["token_info"], trace_id=context["trace_id"]

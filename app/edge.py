@@ -165,7 +165,7 @@ class RequestContextMiddleware:
         finally:
             self.requests -= 1
             place = state.pop(PLACE, None)
-            if place is not None:
+            if place is not None and self.admission is not None:
                 self.admission.leave(place)
             elapsed = time.perf_counter() - started
             operation = "shed" if state.get(SHED) else self.operation_of(scope)
@@ -179,7 +179,7 @@ class RequestContextMiddleware:
                     extra={
                         "fields": {
                             "method": scope["method"],
-                            "route": self.routes.get(operation, operation),
+                            "route": self.routes.get(operation or "", operation),
                             "status": status,
                             "duration_ms": round(elapsed * 1000, 2),
                             "api_key": state.get("api_key"),

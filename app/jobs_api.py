@@ -5,7 +5,7 @@ service's."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import connexion
 
@@ -34,7 +34,7 @@ def _moment(seconds: int | None) -> datetime.datetime | None:
 
 def job_resource(job: RedactionJob, *, expand_objects: bool = False) -> dict:
     """A job as the API shows it; `objects` only when asked for (they can be many)."""
-    objects = None
+    objects: dict[str, list] | None = None
     if expand_objects and job.transactions + job.subjects > EXPAND_LIMIT:
         raise InvalidJob(
             f"Redaction job {job.id} names {job.transactions + job.subjects} "
@@ -104,7 +104,7 @@ class JobsApi:
         starting_after: str | None = None,
         ending_before: str | None = None,
         status: str | None = None,
-        expand: list | None = None,
+        expand: Sequence[str] | None = None,
     ):
         with database.connection_context():
             page = self.jobs.list(
@@ -119,7 +119,7 @@ class JobsApi:
             ]
         return {"object": "list", "url": JOBS_PATH, "has_more": page.has_more, "data": data}
 
-    def retrieve(self, job: str, token_info: dict, expand: list | None = None):
+    def retrieve(self, job: str, token_info: dict, expand: Sequence[str] | None = None):
         with database.connection_context():
             found = self.jobs.job(job, token_info["sub"])
             return job_resource(found, expand_objects="objects" in (expand or ()))

@@ -88,6 +88,8 @@ class JobProblem(Problem):
     """Errors of the jobs API, which the upstream catalogue does not name: their types
     are URNs of this service (listed in docs/jobs.md)."""
 
+    code: str
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.type = f"urn:redact:problem:{cls.code}"

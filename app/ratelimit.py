@@ -21,6 +21,7 @@ import math
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import limits
 import limits.aio.strategies
@@ -59,7 +60,7 @@ class RateLimits:
             else None
         )
         self._by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._probe = None
+        self._probe: Any = None  # a storage, made on first use
 
     def _limiter(self):
         """The memory limiter, or this event loop's Redis limiter (an asyncio client

@@ -179,7 +179,7 @@ class ProcessWriteLock:
 
     def __init__(self, path: str):
         self.path = path
-        self._fd: int | None = None
+        self._fd = -1
         self._pid: int | None = None
 
     def __enter__(self) -> None:

@@ -28,9 +28,9 @@ def create_or_upgrade(models) -> None:
         for model in models:
             if model._meta.table_name in existing:
                 added[model._meta.table_name] = _add_missing_columns(model)
-        added = {table: sorted(columns) for table, columns in added.items() if columns}
-        if added:
-            log.info("upgrading the store", extra={"fields": {"columns_added": added}})
+        upgraded = {table: sorted(columns) for table, columns in added.items() if columns}
+        if upgraded:
+            log.info("upgrading the store", extra={"fields": {"columns_added": upgraded}})
         database.create_tables(models, safe=True)  # new tables, and indexes not yet there
         indexed = (
             _index_numbers() if "sender_key" in added.get(Transaction._meta.table_name, ()) else 0

@@ -194,7 +194,7 @@ def move(job: RedactionJob, action: str) -> RedactionJob:
     target = MOVES[action].get(job.status)
     if target is None:
         raise InvalidMove(job.id, action, job.status)
-    changes = {"lease_owner": None, "lease_until": None}
+    changes: dict[str, object] = {"lease_owner": None, "lease_until": None}
     if action == "validate":
         changes.update(validation_errors=0, records=0, already_redacted=0, eligible_at=None)
     if not transition(job, job.status, target, **changes):

@@ -49,7 +49,7 @@ def advance(
     job = claim(job_id, owner, clock(), config)
     if job is None:
         return None
-    come_back = None
+    come_back: datetime.datetime | None = None
     try:
         if job.status == "ready":  # claimed only when its run_at has come
             job = start_scheduled_run(job)

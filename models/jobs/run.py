@@ -24,7 +24,7 @@ from .job import (
     transition,
 )
 from .lease import LeaseLost, Wait, WorkConfig, renew
-from .validation import OBJECTS_AFTER, subject_records
+from .records import OBJECTS_AFTER, subject_records
 
 # ----------------------------------------------------------------------------- running
 
@@ -106,7 +106,10 @@ def _erase_subject(job, subject, products, owner, clock, config) -> None:
                     owner,
                     now,
                     config,
-                    [_request(job, *record, now, config) for record in records],
+                    [
+                        _request(job, tid, product, direction, now, config)
+                        for tid, product, direction in records
+                    ],
                 )
             )
             continue
@@ -144,13 +147,14 @@ def _commit(batch: _Batch) -> None:
 
 
 def _run_batches(batches: list[_Batch]) -> list:
-    outcomes = []
+    outcomes: list[Wait | LeaseLost | None] = []
     for batch in batches:
         try:
             # A savepoint per batch: one that stops leaves the others of the shared
             # transaction (API redactions, other jobs) untouched.
             with database.atomic():
-                outcomes.append(_run_batch(batch))
+                _run_batch(batch)
+            outcomes.append(None)
         except (Wait, LeaseLost) as exc:
             outcomes.append(exc)
     return outcomes

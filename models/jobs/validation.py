@@ -22,6 +22,7 @@ from .job import (
     transition,
 )
 from .lease import WorkConfig, renew
+from .records import subject_records
 
 # -------------------------------------------------------------------------- validation
 
@@ -217,29 +218,6 @@ def _build_checks(mark, _):
 
 # Run for every batch of a job: built once (see PreparedQuery), rows read raw.
 _CHECKS = PreparedQuery(_build_checks)
-OBJECTS_AFTER = PreparedQuery(
-    lambda mark, _: (
-        JobObject.select(
-            JobObject.position, JobObject.transaction_id, JobObject.product, JobObject.direction
-        )
-        .where(
-            (JobObject.job == mark("job"))
-            & (JobObject.position > mark("after"))
-            & JobObject.transaction_id.is_null(False)
-        )
-        .order_by(JobObject.position)
-        .limit(mark("limit"))
-    )
-)
-
-
-def subject_records(job: RedactionJob, key: str):
-    """The account's unredacted records where the number hashed to `key` appears."""
-    return (
-        (Transaction.account == job.account_id)
-        & Transaction.redacted_at.is_null()
-        & ((Transaction.sender_key == key) | (Transaction.recipient_key == key))
-    )
 
 
 def _check_subject(job, subject, products, fix, tally, now, min_age, config):
