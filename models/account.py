@@ -9,7 +9,7 @@ import secrets
 
 import peewee
 
-from .base import BaseModel, UTCDateTimeField
+from .base import BaseModel, UTCDateTimeField, utcnow
 from .policy import PRODUCTS
 
 # scrypt parameters: about 30 ms per check, so guessing is slow and a verified credential
@@ -39,7 +39,7 @@ class Account(BaseModel):
     api_key = peewee.CharField(primary_key=True, max_length=64)
     secret_hash = peewee.CharField(max_length=200)
     products = peewee.CharField(max_length=200)
-    created_at = peewee.DateTimeField(default=lambda: datetime.datetime.now(datetime.UTC))
+    created_at = peewee.DateTimeField(default=utcnow)
     # After a rotation, the former secret stays valid until then (no downtime for clients
     # that switch over).
     previous_secret_hash = peewee.CharField(max_length=200, null=True)
@@ -66,7 +66,7 @@ class Account(BaseModel):
         """The account whose key and secret (or former secret, within its grace period)
         these are, or None. Every refusal costs two hash checks, whether the key exists,
         has a former secret or not, so timing reveals neither."""
-        now = now or datetime.datetime.now(datetime.UTC)
+        now = now or utcnow()
         account = cls.get_or_none(cls.api_key == api_key)
         if account is None:
             check_secret(api_secret, _DUMMY_HASH)

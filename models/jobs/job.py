@@ -154,10 +154,6 @@ class JobObject(BaseModel):
             (("subject_key", "job"), True),
         )
 
-    @property
-    def kind(self) -> str:
-        return "subject" if self.transaction_id is None else "transaction"
-
     def as_object(self) -> dict:
         if self.transaction_id is None:
             return {"subject": self.subject or CLEARED_SUBJECT}
