@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 import connexion
 
 from models import database
-from models.jobs import JobsService, RedactionJob, TransactionRef, shown_objects
-from models.jobs.queries import list_validation_errors, validation_error_id
+from models.jobs import RedactionJob, TransactionRef
+from models.jobs.queries import job_resource, shown_objects, validation_error_id
+from models.jobs.service import JobsService
 
 from .problems import InvalidJob
 
@@ -22,41 +23,24 @@ EXPAND_LIMIT = 11_000
 file by the CLI may name millions)."""
 
 
-def _epoch(moment: datetime.datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp())
-
-
 def _moment(seconds: int | None) -> datetime.datetime | None:
     if seconds is None:
         return None
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
 
 
-def job_resource(job: RedactionJob, *, expand_objects: bool = False) -> dict:
-    """A job as the API shows it; `objects` only when asked for (they can be many)."""
-    objects: dict[str, list] | None = None
-    if expand_objects and job.transactions + job.subjects > EXPAND_LIMIT:
+def _shown(job: RedactionJob, expand: Sequence[str] | None = None) -> dict:
+    """The job as the API shows it, its objects expanded when asked for, up to
+    EXPAND_LIMIT (an answer of millions would not do)."""
+    if "objects" not in (expand or ()):
+        return job_resource(job)
+    if job.transactions + job.subjects > EXPAND_LIMIT:
         raise InvalidJob(
             f"Redaction job {job.id} names {job.transactions + job.subjects} "
             f"objects, more than an answer expands ({EXPAND_LIMIT}); use "
             "`redact jobs show --objects`"
         )
-    if expand_objects:
-        objects = {"transactions": [], "subjects": []}
-        for kind, shown in shown_objects(job):
-            objects[kind].append(shown)
-    return {
-        "id": job.id,
-        "object": "redaction_job",
-        "created": _epoch(job.created),
-        "livemode": True,
-        "status": job.status,
-        "validation_behavior": job.validation_behavior,
-        "description": job.description,
-        "objects": objects,
-        "run_at": _epoch(job.run_at),
-        "counts": job.counts,
-    }
+    return job_resource(job, shown_objects(job))
 
 
 class JobsApi:
@@ -114,15 +98,13 @@ class JobsApi:
                 ending_before=ending_before,
                 status=status,
             )
-            data = [
-                job_resource(job, expand_objects="objects" in (expand or ())) for job in page.items
-            ]
+            data = [_shown(job, expand) for job in page.items]
         return {"object": "list", "url": JOBS_PATH, "has_more": page.has_more, "data": data}
 
     def retrieve(self, job: str, token_info: dict, expand: Sequence[str] | None = None):
         with database.connection_context():
             found = self.jobs.job(job, token_info["sub"])
-            return job_resource(found, expand_objects="objects" in (expand or ()))
+            return _shown(found, expand)
 
     def update(self, job: str, body: dict, token_info: dict):
         changes = {
@@ -148,8 +130,12 @@ class JobsApi:
             return job_resource(self.jobs.run_sync(self.jobs.job(job, token_info["sub"]))), 200
 
     def _apply(self, job: str, token_info: dict, action: str) -> dict:
+        """A client's move: refused with 503 while the queue is full (checked first, as
+        before the job is looked up)."""
+        self.jobs.check_room()
         with database.connection_context():
-            return job_resource(self.jobs.apply(self.jobs.job(job, token_info["sub"]), action))
+            found = self.jobs.job(job, token_info["sub"])
+            return job_resource(self.jobs.apply(found, action, admit=False))
 
     def validation_errors(
         self,
@@ -161,7 +147,7 @@ class JobsApi:
     ):
         with database.connection_context():
             found = self.jobs.job(job, token_info["sub"])
-            page = list_validation_errors(
+            page = self.jobs.validation_errors(
                 found, limit=limit, starting_after=starting_after, ending_before=ending_before
             )
             data = [

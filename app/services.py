@@ -8,7 +8,9 @@ import dataclasses
 
 from models import Store, open_store, utcnow
 from models.base import Clock
-from models.jobs import JobLimits, JobQueue, JobsService, WorkConfig
+from models.jobs.lease import WorkConfig
+from models.jobs.queue import JobQueue
+from models.jobs.service import JobLimits, JobsService
 
 from .settings import Settings
 
@@ -18,16 +20,24 @@ class Services:
     settings: Settings
     clock: Clock
     store: Store
+    """The store the models work on: the same object as models.current_store()."""
     queue: JobQueue
     jobs: JobsService
 
 
-def open_services(settings: Settings, clock: Clock = utcnow) -> Services:
-    """Open the store and the job queue the settings name (neither is contacted yet: a
-    service whose database is not up starts, and says so on /readyz)."""
-    store = open_store(settings.database_url, subject_key=settings.subject_key_bytes)
+def open_services(
+    settings: Settings, clock: Clock = utcnow, *, store: Store | None = None
+) -> Services:
+    """Open the store (unless given, already open) and the job queue the settings name
+    (neither is contacted yet: a service whose database is not up starts, and says so on
+    /readyz)."""
+    if store is None:
+        store = open_store(settings.database_url, subject_key=settings.subject_key_bytes)
     queue = job_queue(settings, clock)
-    return Services(settings, clock, store, queue, jobs_service(settings, queue, clock))
+    limits = JobLimits(
+        max_active_jobs=settings.max_active_jobs, sync_max_records=settings.sync_max_records
+    )
+    return Services(settings, clock, store, queue, JobsService(queue, limits, clock))
 
 
 def job_queue(settings: Settings, clock: Clock = utcnow) -> JobQueue:
@@ -42,14 +52,4 @@ def job_queue(settings: Settings, clock: Clock = utcnow) -> JobQueue:
         max_depth=settings.max_queue_depth,
         vacuum=not settings.on_sqlite,
         clock=clock,
-    )
-
-
-def jobs_service(settings: Settings, queue: JobQueue, clock: Clock = utcnow) -> JobsService:
-    return JobsService(
-        queue,
-        JobLimits(
-            max_active_jobs=settings.max_active_jobs, sync_max_records=settings.sync_max_records
-        ),
-        clock,
     )

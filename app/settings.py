@@ -113,7 +113,7 @@ class Settings:
         "file>-queue` beside an SQLite store, else the limiter's Redis, else "
         "`sqlite:///redact-queue.db`",
         schemes=QUEUE_SCHEMES,
-        shown_default="see below",
+        shown_default="see meaning",
     )
     max_active_jobs: int = setting(
         "REDACT_MAX_ACTIVE_JOBS", 25, "unfinished jobs per account; more gets 429", least=1

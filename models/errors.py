@@ -3,7 +3,8 @@ app/problems.py decides how each is rendered."""
 
 
 class RedactionError(Exception):
-    """Base of the errors a redaction request can meet."""
+    """Base of the domain's errors: those a redaction request can meet, and those of jobs
+    (models/jobs/errors.py)."""
 
 
 class Unprovisioned(RedactionError):

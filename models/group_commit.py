@@ -1,9 +1,7 @@
 """Group commit: the writes of every caller in a process share transactions, on one writer
-thread; processes writing one SQLite file take turns through a lock file.
-
-Committing on SQLite costs fsyncs (models/store.py says why it runs with a rollback
-journal), so the writes of concurrent requests share a transaction (`GroupCommit`), and
-processes writing one file take turns through a lock file (`ProcessWriteLock`).
+thread (`GroupCommit`); processes writing one SQLite file take turns through a lock file
+(`ProcessWriteLock`). Committing on SQLite costs fsyncs: models/store.py says why it runs
+with a rollback journal.
 """
 
 from __future__ import annotations

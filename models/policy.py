@@ -49,7 +49,7 @@ _COMMON_KEPT = frozenset(
 POLICIES = {
     p.product: p
     for p in (
-        # What each product's records usually carry, as Vonage documents the scope, in a comment.
+        # Each comment: what the product's records usually carry, as Vonage documents the scope.
         ScrubPolicy("sms", "MT", _COMMON_KEPT),  # message text and both numbers
         ScrubPolicy("voice", "voice", _COMMON_KEPT),  # both numbers
         ScrubPolicy("number-insight", "number-insight", _COMMON_KEPT),  # number, owner details

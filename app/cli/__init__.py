@@ -1,6 +1,7 @@
 """The `redact` command. One module per command group:
 
-- serve.py: `serve`, `worker`, `migrate`, `maintenance`, `config`
+- serve.py: `serve`, `worker`
+- admin.py: `migrate`, `maintenance`, `config`
 - accounts.py: `accounts create|rotate-secret`
 - transactions.py: `transactions load`
 - jobs.py: `jobs create|list|show|run|cancel`
@@ -16,9 +17,10 @@ import sys
 import click
 
 from .accounts import accounts
+from .admin import config, maintenance, migrate
 from .common import fail
 from .jobs import jobs
-from .serve import config, maintenance, migrate, serve, worker
+from .serve import serve, worker
 from .transactions import transactions
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import secrets
 
 import click
@@ -11,7 +12,14 @@ import peewee
 
 from models import PRODUCTS, Account, database, utcnow
 
-from .common import API_KEY, check_secret, fail, load_settings, open_database
+from .common import fail, load_settings, open_store_or_exit
+
+API_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def check_secret(secret: str) -> None:
+    if len(secret) < 8 or any(c in secret for c in "\r\n\0"):
+        fail("--api-secret must be at least 8 characters on one line")
 
 
 @click.group()
@@ -42,7 +50,7 @@ def accounts_create(api_key: str | None, api_secret: str | None, products: str):
             f"--products: unknown product {', '.join(unknown) or '(none given)'}; "
             f"choose from {','.join(PRODUCTS)}"
         )
-    open_database(load_settings())
+    open_store_or_exit(load_settings())
     try:
         with database.atomic():
             if Account.get_or_none(Account.api_key == api_key):
@@ -72,7 +80,7 @@ def accounts_rotate_secret(api_key: str, api_secret: str | None, grace_seconds: 
     shown) and until when the former one is still accepted."""
     api_secret = api_secret if api_secret is not None else secrets.token_urlsafe(12)
     check_secret(api_secret)
-    open_database(load_settings())
+    open_store_or_exit(load_settings())
     now = utcnow()
     with database.atomic():
         account = Account.rotate_secret(

@@ -3,19 +3,17 @@ and the job queue. Every error is one line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import NoReturn
 
 import click
 import peewee
 
-from models import create_tables, current_store, open_store, utcnow
+from models import Store, create_tables, open_store
+from models.jobs.queue import JobQueue
 
-from ..services import Services, job_queue, jobs_service
+from ..services import Services, job_queue, open_services
 from ..settings import ConfigError, Settings
-
-API_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -31,19 +29,20 @@ def load_settings() -> Settings:
         fail(str(exc), 2)
 
 
-def open_database(settings: Settings, *, tables: bool = True) -> None:
+def open_store_or_exit(settings: Settings, *, tables: bool = True) -> Store:
     """Open the store the settings name, with its tables created or upgraded unless
     `tables` is false; one line and exit 1 if it cannot be."""
     try:
-        open_store(settings.database_url, subject_key=settings.subject_key_bytes)
+        store = open_store(settings.database_url, subject_key=settings.subject_key_bytes)
         if tables:
             create_tables()
     except (peewee.PeeweeException, OSError, ValueError) as exc:
         # OSError, ValueError: e.g. the SQLite key file cannot be written
         fail(f"cannot open the database {database_error(settings, exc)}")
+    return store
 
 
-def open_queue(settings: Settings):
+def open_queue_or_exit(settings: Settings) -> JobQueue:
     """The job queue the settings name, or one line and exit 1."""
     try:
         return job_queue(settings)
@@ -51,13 +50,15 @@ def open_queue(settings: Settings):
         fail(f"cannot open the job queue {settings.report()['REDACT_QUEUE_URL']}: {exc}")
 
 
-def services() -> Services:
+def services_or_exit() -> Services:
     """Settings from the environment, the store with its tables, the queue and the jobs
-    service, as the commands that work on jobs need them."""
+    service, as the commands that move jobs need them."""
     settings = load_settings()
-    open_database(settings)
-    queue = open_queue(settings)
-    return Services(settings, utcnow, current_store(), queue, jobs_service(settings, queue))
+    store = open_store_or_exit(settings)
+    try:
+        return open_services(settings, store=store)
+    except Exception as exc:
+        fail(f"cannot open the job queue {settings.report()['REDACT_QUEUE_URL']}: {exc}")
 
 
 def database_error(settings: Settings, exc: Exception) -> str:
@@ -65,8 +66,3 @@ def database_error(settings: Settings, exc: Exception) -> str:
     reason = str(exc).strip()
     first = reason.splitlines()[0] if reason else type(exc).__name__
     return f"{settings.masked()['DATABASE_URL']}: {first}"
-
-
-def check_secret(secret: str) -> None:
-    if len(secret) < 8 or any(c in secret for c in "\r\n\0"):
-        fail("--api-secret must be at least 8 characters on one line")

@@ -18,11 +18,10 @@ from models.jobs import (
     QueueUnavailable,
     RedactionJob,
     TransactionRef,
-    shown_objects,
 )
+from models.jobs.queries import find_job, job_resource, list_jobs, shown_objects
 
-from ..jobs_api import job_resource
-from .common import fail, services
+from .common import fail, load_settings, open_store_or_exit, services_or_exit
 
 
 @click.group()
@@ -87,7 +86,7 @@ def _transaction_refs(file):
 )
 def jobs_create(api_key, file, subjects, behavior, description, run_at):
     """Create a job and queue its validation; prints the job."""
-    service = services().jobs
+    service = services_or_exit().jobs
     if file is None and not subjects:
         fail("give --transactions FILE and/or --subject NUMBER")
     if run_at is not None and run_at.tzinfo is None:
@@ -116,7 +115,8 @@ def jobs_create(api_key, file, subjects, behavior, description, run_at):
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
 def jobs_list(api_key, status, limit):
     """The account's jobs, newest first."""
-    page = services().jobs.list(api_key, limit=limit, status=status)
+    open_store_or_exit(load_settings())
+    page = list_jobs(api_key, limit=limit, status=status)
     data = [job_resource(j) for j in page.items]
     click.echo(json.dumps({"has_more": page.has_more, "data": data}, indent=2))
 
@@ -126,9 +126,9 @@ def jobs_list(api_key, status, limit):
 @click.option("--objects", is_flag=True, help="Include the job's objects.")
 def jobs_show(job_id, objects):
     """One job."""
-    service = services().jobs
+    open_store_or_exit(load_settings())
     try:
-        job = service.job(job_id)
+        job = find_job(job_id)
     except JobNotFound:
         fail(f"no redaction job {job_id!r}")
     _print_job(job, objects)
@@ -155,14 +155,17 @@ def jobs_cancel(job_id):
 
 
 def _apply(job_id: str, action: str, wait: bool) -> None:
-    service = services().jobs
+    """An operator's move: taken even while the queue is full (cancelling is how a full
+    queue is relieved)."""
+    service = services_or_exit().jobs
     try:
-        moved = service.apply(service.job(job_id), action, here=wait)
+        moved = service.apply(service.job(job_id), action, here=wait, admit=False)
     except JobNotFound:
         fail(f"no redaction job {job_id!r}")
     except InvalidMove as exc:
         fail(str(exc))
     except QueueUnavailable as exc:
-        outcome = "the job waits: a worker's sweep takes it up" if wait else "the job is left"
-        fail(f"{exc}; {outcome}" + ("" if wait else " as it was"))
+        if wait:
+            fail(f"{exc}; the job waits: a worker's sweep takes it up")
+        fail(f"{exc}; the job is left as it was")
     _print_job(moved)

@@ -1,9 +1,7 @@
-"""Running the service: `serve` (everything in one command), `worker` (scale-out), and
-the chores around them: `migrate` (the release phase), `maintenance`, `config`."""
+"""Running the service: `serve` (everything in one command) and `worker` (scale-out)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pathlib
@@ -17,13 +15,11 @@ import uvicorn
 
 from models import create_tables, database, utcnow
 from models.jobs import QueueUnavailable
-from models.maintenance import vacuum_erased
 
 from .. import logs
 from ..demo import curl_line, seed_demo
 from ..server import PROTOCOL, limit_malloc_arenas
-from ..settings import ConfigError, Settings
-from .common import database_error, fail, load_settings, open_database, open_queue
+from .common import database_error, fail, load_settings, open_queue_or_exit, open_store_or_exit
 
 log = logging.getLogger("redact.store")
 
@@ -55,7 +51,7 @@ def serve(host: str, port: int, workers: int, demo: bool):
                 "own; set RATELIMIT_STORAGE_URI=redis://... to share the limit",
                 err=True,
             )
-    open_database(settings, tables=False)
+    open_store_or_exit(settings, tables=False)
     try:
         _prepare_served_store(demo)
         ready = True
@@ -76,7 +72,7 @@ def serve(host: str, port: int, workers: int, demo: bool):
             f" Redact a record with:\n  {curl_line(f'http://{host}:{port}')}"
         )
     # One command runs everything: the job queue's consumer runs in this process too.
-    consumer = open_queue(settings).consumer(workers=1)
+    consumer = open_queue_or_exit(settings).consumer(workers=1)
     consumer.start()
     try:
         uvicorn.run(
@@ -127,8 +123,8 @@ def worker(threads: int):
     """Run redaction jobs from the queue (scale-out: run one or more beside the web)."""
     logs.configure()
     settings = load_settings()
-    open_database(settings)
-    queue = open_queue(settings)
+    open_store_or_exit(settings)
+    queue = open_queue_or_exit(settings)
     try:
         queue.sweep()  # take up at once what a stopped worker left
     except QueueUnavailable as exc:
@@ -138,35 +134,3 @@ def worker(threads: int):
         "worker: %d thread(s) on the queue %s", threads, settings.report()["REDACT_QUEUE_URL"]
     )
     queue.consumer(workers=threads).run()
-
-
-@click.command()
-def migrate():
-    """Check the configuration and create or upgrade the tables (the release phase)."""
-    open_database(load_settings())
-    click.echo("tables ready")
-
-
-@click.command()
-def maintenance():
-    """PostgreSQL: VACUUM what redaction rewrote, so no old row version keeps a scrubbed
-    value (the worker also does it daily). SQLite needs none."""
-    open_database(load_settings())
-    try:
-        tables = vacuum_erased(database.obj)
-    except peewee.PeeweeException as exc:
-        fail(f"maintenance failed: {type(exc).__name__}")
-    if tables:
-        click.echo(f"vacuumed {', '.join(tables)}")
-    else:
-        click.echo("nothing to do: SQLite zeroes what redaction frees at commit")
-
-
-@click.command()
-def config():
-    """Print the effective configuration (secrets masked) as JSON."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        fail(str(exc), 2)
-    click.echo(json.dumps(settings.report(), indent=2))

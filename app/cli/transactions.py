@@ -6,7 +6,7 @@ import click
 
 from models import InvalidRecord, load_records
 
-from .common import fail, load_settings, open_database
+from .common import fail, load_settings, open_store_or_exit
 
 
 @click.group()
@@ -18,7 +18,7 @@ def transactions():
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 def transactions_load(file):
     """Load JSON Lines records from FILE ('-' for stdin), all or nothing."""
-    open_database(load_settings())
+    open_store_or_exit(load_settings())
     try:
         count = load_records(file)
     except InvalidRecord as exc:

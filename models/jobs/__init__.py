@@ -3,10 +3,14 @@
 - job.py: the rows (RedactionJob, JobObject, JobValidationError) and the state machine
 - errors.py: every error of the jobs API, each carrying its data
 - lifecycle.py: creating a job, the moves a client asks for, updates
-- queries.py: lists and pages of jobs, objects and validation errors
-- lease.py, validation.py, run.py: the work a queue worker does, resumable after a kill
+- queries.py: one job (the ownership check), lists and pages, a job as it is shown
+- lease.py, validation.py, records.py, run.py: the work a queue worker does, resumable
+  after a kill
 - queue.py: Huey carries job ids; `advance(job_id)` does what a job needs next
 - service.py: what the jobs API and the `redact jobs` commands share, with its rules
+
+Only the rows and the errors are named here: importing the package does not load the
+queue (Huey, Redis) or the service.
 """
 
 from .errors import (
@@ -22,9 +26,6 @@ from .errors import (
     TooManyJobs,
 )
 from .job import STATUSES, RedactionJob, TransactionRef
-from .lease import WorkConfig
-from .queue import JobQueue
-from .service import JobLimits, JobsService, shown_objects
 
 __all__ = [
     "STATUSES",
@@ -34,15 +35,10 @@ __all__ = [
     "InvalidJobUpdate",
     "InvalidMove",
     "JobError",
-    "JobLimits",
     "JobNotFound",
-    "JobQueue",
-    "JobsService",
     "QueueUnavailable",
     "RedactionJob",
     "TooLargeForSync",
     "TooManyJobs",
     "TransactionRef",
-    "WorkConfig",
-    "shown_objects",
 ]

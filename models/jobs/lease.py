@@ -13,18 +13,17 @@ import dataclasses
 import datetime
 
 from ..base import database
-from .job import (
-    WORKING,
-    RedactionJob,
-    transition,
-)
+from .job import WORKING, RedactionJob, transition
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkConfig:
-    min_age_seconds: int = 3600
-    batch_size: int = 2000
-    lease_seconds: int = 60
+    """How a worker works, from the settings: the premature window, records per batch,
+    how long a lease lasts."""
+
+    min_age_seconds: int
+    batch_size: int
+    lease_seconds: int
 
     @property
     def lease(self) -> datetime.timedelta:

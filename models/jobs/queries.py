@@ -1,18 +1,63 @@
-"""Reading jobs: one by id, an account's list, a job's objects and validation errors."""
+"""Reading jobs: one by id (the ownership check), an account's list, a job's objects and
+validation errors, and a job as the API and the CLI show it."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import datetime
+from collections.abc import Iterable, Iterator
 
-from .errors import (
-    InvalidCursor,
-)
-from .job import (
-    JobObject,
-    JobValidationError,
-    RedactionJob,
-)
+from .errors import InvalidCursor, JobNotFound
+from .job import JobObject, JobValidationError, RedactionJob
+
+
+def find_job(job_id: str, api_key: str | None = None) -> RedactionJob:
+    """The job `job_id`, of account `api_key` (None: any account, for operators);
+    JobNotFound for an unknown id or another account's job."""
+    where = RedactionJob.id == job_id
+    if api_key is not None:
+        where &= RedactionJob.account == api_key
+    job = RedactionJob.get_or_none(where)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def job_resource(job: RedactionJob, objects: Iterable[tuple[str, object]] | None = None) -> dict:
+    """A job as the API and the CLI show it; `objects` (as `shown_objects` yields them)
+    only when asked for: they can be many."""
+    expanded: dict[str, list] | None = None
+    if objects is not None:
+        expanded = {"transactions": [], "subjects": []}
+        for kind, shown in objects:
+            expanded[kind].append(shown)
+    return {
+        "id": job.id,
+        "object": "redaction_job",
+        "created": _epoch(job.created),
+        "livemode": True,
+        "status": job.status,
+        "validation_behavior": job.validation_behavior,
+        "description": job.description,
+        "objects": expanded,
+        "run_at": _epoch(job.run_at),
+        "counts": job.counts,
+    }
+
+
+def _epoch(moment: datetime.datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp())
+
+
+def shown_objects(job: RedactionJob) -> Iterator[tuple[str, object]]:
+    """The job's objects as the API shows them, in order, streamed: ("transactions",
+    {"id", "product", "type"}) or ("subjects", number), named by the list each joins."""
+    for item in iter_objects(job):
+        shown = item.as_object()
+        if "transaction" in shown:
+            yield "transactions", shown["transaction"]
+        else:
+            yield "subjects", shown["subject"]
 
 
 def iter_objects(job: RedactionJob) -> Iterator[JobObject]:

@@ -186,7 +186,7 @@ class JobQueue:
 
     def drain(self) -> int:
         """Run every task that is queued or due by the queue's clock, in this thread,
-        until none is left (tests and `redact jobs run --wait`); returns how many ran."""
+        until none is left (tests); returns how many ran."""
         ran = 0
         while True:
             now = self.clock().astimezone(datetime.UTC).replace(tzinfo=None)

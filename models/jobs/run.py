@@ -18,15 +18,9 @@ from ..errors import PrematureRedaction
 from ..redaction import RedactionRequest, redact_batch
 from ..store import current_store
 from ..transaction import Transaction
-from .job import (
-    JobObject,
-    RedactionJob,
-    transition,
-)
+from .job import JobObject, RedactionJob, transition
 from .lease import LeaseLost, Wait, WorkConfig, renew
 from .records import OBJECTS_AFTER, subject_records
-
-# ----------------------------------------------------------------------------- running
 
 
 @dataclasses.dataclass

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from ..base import Clock
-from .errors import JobNotFound, QueueUnavailable, TooLargeForSync
-from .job import JobObject, RedactionJob, TransactionRef
+from .errors import QueueUnavailable, TooLargeForSync
+from .job import RedactionJob, TransactionRef
 from .lifecycle import create_job, delete_job, move, start_validation, undo_move, update_job
-from .queries import Page, iter_objects, list_jobs
+from .queries import Page, find_job, list_jobs, list_validation_errors
 from .queue import JobQueue
 
 log = logging.getLogger("redact.jobs")
@@ -23,9 +23,9 @@ log = logging.getLogger("redact.jobs")
 
 @dataclasses.dataclass(frozen=True)
 class JobLimits:
-    max_active_jobs: int = 25
+    max_active_jobs: int
     """Unfinished jobs per account (REDACT_MAX_ACTIVE_JOBS)."""
-    sync_max_records: int = 1000
+    sync_max_records: int
     """The largest job a sync run takes (REDACT_SYNC_MAX_RECORDS)."""
 
 
@@ -38,17 +38,15 @@ class JobsService:
     def job(self, job_id: str, api_key: str | None = None) -> RedactionJob:
         """The job `job_id`, of account `api_key` (None: any account, for operators);
         JobNotFound for an unknown id or another account's job."""
-        where = RedactionJob.id == job_id
-        if api_key is not None:
-            where &= RedactionJob.account == api_key
-        job = RedactionJob.get_or_none(where)
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
+        return find_job(job_id, api_key)
 
     def list(self, api_key: str, **page) -> Page:
         """The account's jobs, newest first (`page`: models.jobs.queries.list_jobs)."""
         return list_jobs(api_key, **page)
+
+    def validation_errors(self, job: RedactionJob, **page) -> Page:
+        """The errors of the job's last validation (`page`: as list_validation_errors)."""
+        return list_validation_errors(job, **page)
 
     def create(
         self,
@@ -88,11 +86,19 @@ class JobsService:
             raise
         return start_validation(job), True
 
-    def apply(self, job: RedactionJob, action: str, *, here: bool = False) -> RedactionJob:
+    def check_room(self) -> None:
+        """QueueUnavailable if the queue cannot take work now (full or unreachable)."""
+        self.queue.check_room()
+
+    def apply(
+        self, job: RedactionJob, action: str, *, here: bool = False, admit: bool = True
+    ) -> RedactionJob:
         """Apply a client's move (validate, run, cancel) and queue the work it starts; if
         the queue cannot take it, the move is undone and QueueUnavailable raised. With
-        `here`, the work is done in this thread instead."""
-        if not here:
+        `admit`, a move is refused (QueueUnavailable) while the queue is full; an operator
+        passes False (cancelling is how a full queue is relieved). With `here`, the work is
+        done in this thread instead."""
+        if admit and not here:
             self.queue.check_room()
         moved = move(job, action)
         if here:
@@ -134,17 +140,3 @@ class JobsService:
             except QueueUnavailable:
                 log.warning("job %s: could not schedule its run_at", updated.id)
         return updated
-
-
-def shown_objects(job: RedactionJob) -> Iterator[tuple[str, object]]:
-    """The job's objects as the API shows them, in order, streamed: ("transactions",
-    {"id", "product", "type"}) or ("subjects", number), named by the list each joins."""
-    for item in iter_objects(job):
-        yield _shown(item)
-
-
-def _shown(item: JobObject) -> tuple[str, object]:
-    shown = item.as_object()
-    if "transaction" in shown:
-        return "transactions", shown["transaction"]
-    return "subjects", shown["subject"]

@@ -14,17 +14,9 @@ from ..errors import PrematureRedaction, RecordNotFound, Unprovisioned
 from ..policy import record_kind
 from ..prepared import PreparedQuery
 from ..transaction import Transaction
-from .job import (
-    HOLDING,
-    JobObject,
-    JobValidationError,
-    RedactionJob,
-    transition,
-)
+from .job import HOLDING, JobObject, JobValidationError, RedactionJob, transition
 from .lease import WorkConfig, renew
 from .records import subject_records
-
-# -------------------------------------------------------------------------- validation
 
 
 @dataclasses.dataclass
