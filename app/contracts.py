@@ -33,8 +33,10 @@ class OperationResolver(Resolver):
             raise ResolverError(f"No handler for operationId {operation_id!r}") from None
 
 
-def routes(spec_names=CONTRACTS) -> dict[str, str]:
-    """`METHOD /path/{param}` of every operation of the contracts, by operationId."""
+@functools.cache
+def routes(spec_names: tuple[str, ...] = CONTRACTS) -> dict[str, str]:
+    """`METHOD /path/{param}` of every operation of the contracts, by operationId (read
+    once per process: every app a process builds serves the same files; do not modify)."""
     routes = {}
     for name in spec_names:
         spec = yaml.safe_load((SPEC_DIR / name).read_text())
