@@ -1,78 +1,48 @@
-"""Fixtures: a real app per test on a real database file (or PostgreSQL), driven through
-Connexion's test client, with a controllable clock."""
+"""Fixtures (the helpers they use are in support.py). A real app per test on a real
+database file (or PostgreSQL), driven through Connexion's test client, with a clock the
+test moves:
+
+- `database_url`: an SQLite file, then PostgreSQL (that param is marked `postgres`);
+  `sqlite_url`: the SQLite file only. `redis_url`: the machine's Redis, flushed.
+- `clock`: the app's now (support.Clock), START unless moved.
+- `make_app(url, **settings)`: an app on `url` with empty tables; `app` and `client` are
+  one on `database_url`; `account` provisions acct0001 on it and gives its headers.
+- `env`: the environment a `redact` command needs (an SQLite file and the subject key),
+  for support.cli (in this process) and support.redact (a process).
+- `private_postgres`, `private_redis`: servers of the test's own, to stop and start.
+
+Markers (pyproject.toml): a test that reaches PostgreSQL, Redis, root or a browser says so
+(`postgres`, `redis`, `root`, `browser`), and one that runs processes or takes seconds is
+`slow`; the fixtures below fail a test that uses them without its marker, so that the
+fast set (`-m "not slow and not postgres and not redis and not root and not browser"`)
+never needs those.
+"""
 
 from __future__ import annotations
 
-import base64
-import datetime
-import json
-import os
-import socket
+import gc
 
 import pytest
 
 from app import create_app
 from app.settings import Settings
-from models import MODELS, Account, database, load_records
+from models import MODELS, Account, database
 
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-START = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.UTC)
-PASSWORD = "s3cret-Pa55"
-SUBJECT_KEY = "test-subject-key-0123456789"
-
-
-class Clock:
-    """The app's notion of now, moved by tests."""
-
-    def __init__(self, now: datetime.datetime = START):
-        self.now = now
-
-    def __call__(self) -> datetime.datetime:
-        return self.now
-
-    def advance(self, **delta) -> None:
-        self.now += datetime.timedelta(**delta)
+from .support import (
+    PASSWORD,
+    POSTGRES_URL,
+    REDIS_URL,
+    SUBJECT_KEY,
+    Clock,
+    PrivatePostgres,
+    PrivateRedis,
+    basic,
+    require_marker,
+    require_service,
+)
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-def require_service(name: str, host: str, port: int) -> None:
-    """Services the tests depend on must run in CI; locally a missing one skips."""
-    if _reachable(host, port):
-        return
-    if IN_CI:
-        pytest.fail(f"{name} at {host}:{port} is not reachable, and CI must test against it")
-    pytest.skip(f"{name} at {host}:{port} is not running")
-
-
-def wait_until_serving(server, base_url: str, timeout: float = 60) -> None:
-    """Wait until the server process `server` (a Popen) answers GET /healthz at
-    `base_url`."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{base_url}/healthz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "no server"
-        time.sleep(0.2)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'redact.db'}"
@@ -86,12 +56,26 @@ def sqlite_url(tmp_path):
 
 
 @pytest.fixture
-def redis_url():
+def redis_url(request):
+    """The machine's Redis (database 15), emptied."""
+    require_marker(request, "redis", "Redis")
     require_service("Redis", "127.0.0.1", 6379)
     import redis
 
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    with redis.Redis.from_url(REDIS_URL) as client:
+        client.flushdb()
     return REDIS_URL
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item):
+    """After a Redis test's fixtures are gone, collect its garbage: a connection it left
+    unclosed (support.LEAKED_LIMITER_CLIENT) warns in this test, not in a later one."""
+    try:
+        return (yield)
+    finally:
+        if item.get_closest_marker("redis") is not None:
+            gc.collect()
 
 
 @pytest.fixture
@@ -101,7 +85,9 @@ def clock():
 
 @pytest.fixture
 def make_app(clock):
-    """Build an app on `database_url` with empty tables; keyword arguments are settings."""
+    """Build an app on `database_url` with empty tables; keyword arguments are settings.
+    The app's store is the current one (the models' proxy points at it) until another app
+    is built; each app's connections are closed after the test."""
     built = []
 
     def make(database_url: str, **overrides):
@@ -115,10 +101,9 @@ def make_app(clock):
         return app
 
     yield make
-    if built and not database.is_closed():
-        database.close()
-    if built:
-        database.obj.close_all()
+    for app in built:
+        app.services.store.database.close_all()
+    built.clear()  # what the apps hold can be collected after the test
 
 
 @pytest.fixture
@@ -132,11 +117,6 @@ def client(app):
         yield test_client
 
 
-def basic(api_key: str, secret: str = PASSWORD) -> dict:
-    token = base64.b64encode(f"{api_key}:{secret}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
 @pytest.fixture
 def account(app):
     """An account provisioned for every product; returns its auth headers."""
@@ -145,33 +125,29 @@ def account(app):
     return basic("acct0001")
 
 
-def add_account(api_key: str, products=None) -> dict:
-    with database.connection_context():
-        if products is None:
-            Account.register(api_key, PASSWORD)
-        else:
-            Account.register(api_key, PASSWORD, products)
-    return basic(api_key)
+@pytest.fixture
+def env(tmp_path):
+    """What a `redact` command needs in its environment: a store (an SQLite file) and the
+    subject key; support.cli and support.redact add it to the test's environment."""
+    return {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "REDACT_SUBJECT_KEY": SUBJECT_KEY}
 
 
-def add_records(*records: dict) -> int:
-    with database.connection_context():
-        return load_records(json.dumps(r) for r in records)
+@pytest.fixture
+def private_postgres(request):
+    """A PostgreSQL server of the test's own, started; stop() crashes it, start() brings
+    it back."""
+    require_marker(request, "postgres", "a PostgreSQL server")
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.destroy()
 
 
-def record(
-    id: str,
-    *,
-    api_key="acct0001",
-    product="sms",
-    age=datetime.timedelta(hours=2),
-    now=START,
-    **fields,
-) -> dict:
-    """A load-file record `age` older than `now`."""
-    data = {"id": id, "api_key": api_key, "product": product, "created_at": (now - age).isoformat()}
-    data.update({"from": "447700900001", "to": "447700900002"})
-    if product in ("sms", "messages"):
-        data["text"] = "hello there"
-    data.update(fields)
-    return data
+@pytest.fixture
+def private_redis(request):
+    """A Redis server of the test's own, started; stop() kills it (and its data)."""
+    require_marker(request, "redis", "a Redis server")
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()

@@ -1,52 +1,31 @@
-"""The `redact` command, run as users run it: a subprocess on a real database file."""
+"""The `redact` command on a real database file: in this process through click's CliRunner
+and the console script's wrapper (support.cli), and as a process where the behaviour is
+the process's (the installed console script's exit codes, `serve`)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
+import httpx
 import pytest
 
-from models import MODELS, PRODUCTS, Account, Transaction, create_tables, database, open_store
+from models import MODELS, PRODUCTS, Account, Transaction, database
 
-from .conftest import SUBJECT_KEY
-from .services import free_port
-
-
-@pytest.fixture
-def env(tmp_path):
-    return {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
-    }
-
-
-def redact(env, *args, stdin: str | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def one_line_error(result, fragment: str):
-    assert result.returncode != 0
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+from .support import (
+    POSTGRES_URL,
+    SUBJECT_KEY,
+    cli,
+    one_line_error,
+    redact,
+    require_service,
+    served,
+    store_at,
+)
 
 
 def stored(env) -> tuple[list[str], list[str]]:
-    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
-    create_tables()
-    with database.connection_context():
+    """The accounts' keys and the transactions' ids in the command's store."""
+    with store_at(env["DATABASE_URL"], tables=True):
         return (
             [a.api_key for a in Account.select()],
             [t.id for t in Transaction.select().order_by(Transaction.id)],
@@ -54,7 +33,7 @@ def stored(env) -> tuple[list[str], list[str]]:
 
 
 def test_accounts_create_with_given_key_secret_and_products(env):
-    result = redact(
+    result = cli(
         env,
         "accounts",
         "create",
@@ -71,8 +50,7 @@ def test_accounts_create_with_given_key_secret_and_products(env):
         "api_secret": "secret-123",
         "products": ["sms", "voice"],
     }
-    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
-    with database.connection_context():
+    with store_at(env["DATABASE_URL"]):
         account = Account.get_by_id("abc123")
         assert "secret-123" not in account.secret_hash
         assert Account.authenticate("abc123", "secret-123") is not None
@@ -80,33 +58,33 @@ def test_accounts_create_with_given_key_secret_and_products(env):
 
 
 def test_accounts_create_generates_key_and_secret_with_all_products(env):
-    result = redact(env, "accounts", "create")
+    result = cli(env, "accounts", "create", check=True)
     created = json.loads(result.stdout)
     assert created["products"] == list(PRODUCTS)
     assert len(created["api_key"]) >= 8 and len(created["api_secret"]) >= 16
-    again = json.loads(redact(env, "accounts", "create").stdout)
+    again = json.loads(cli(env, "accounts", "create", check=True).stdout)
     assert again["api_key"] != created["api_key"]
 
 
 @pytest.mark.parametrize(
-    "args,fragment",
+    "args,fragment,code",
     [
-        (["--products", "sms,fax"], "unknown product fax"),
-        (["--products", ","], "unknown product"),
-        (["--api-key", "has:colon"], "--api-key"),
-        (["--api-key", ""], "--api-key"),
-        (["--api-secret", "short"], "--api-secret"),
-        (["--bogus"], "--bogus"),
+        (["--products", "sms,fax"], "unknown product fax", 1),
+        (["--products", ","], "unknown product", 1),
+        (["--api-key", "has:colon"], "--api-key", 1),
+        (["--api-key", ""], "--api-key", 1),
+        (["--api-secret", "short"], "--api-secret", 1),
+        (["--bogus"], "--bogus", 2),  # click's usage error, as the wrapper words it
     ],
 )
-def test_accounts_create_rejects_bad_input(env, args, fragment):
-    one_line_error(redact(env, "accounts", "create", *args), fragment)
+def test_accounts_create_rejects_bad_input(env, args, fragment, code):
+    one_line_error(cli(env, "accounts", "create", *args), fragment, code)
     assert stored(env) == ([], [])
 
 
 def test_accounts_create_refuses_an_existing_key(env):
-    assert redact(env, "accounts", "create", "--api-key", "abc123").returncode == 0
-    one_line_error(redact(env, "accounts", "create", "--api-key", "abc123"), "already exists")
+    assert cli(env, "accounts", "create", "--api-key", "abc123").returncode == 0
+    one_line_error(cli(env, "accounts", "create", "--api-key", "abc123"), "already exists", 1)
 
 
 def good_line(id_, **extra):
@@ -126,15 +104,15 @@ def good_line(id_, **extra):
 
 
 def test_transactions_load_from_file_and_stdin(env, tmp_path):
-    redact(env, "accounts", "create", "--api-key", "abc123")
+    cli(env, "accounts", "create", "--api-key", "abc123", check=True)
     path = tmp_path / "records.jsonl"
     path.write_text(good_line("a1", status="delivered") + "\n\n" + good_line("a2") + "\n")
-    result = redact(env, "transactions", "load", str(path))
+    result = cli(env, "transactions", "load", str(path))
     assert (result.returncode, result.stdout) == (0, "loaded 2 transactions\n")
-    result = redact(env, "transactions", "load", "-", stdin=good_line("a3"))
+    result = cli(env, "transactions", "load", "-", stdin=good_line("a3"))
     assert (result.returncode, result.stdout) == (0, "loaded 1 transaction\n")
     assert stored(env)[1] == ["a1", "a2", "a3"]
-    with database.connection_context():
+    with store_at(env["DATABASE_URL"]):
         first = Transaction.get_by_id("a1")
         assert (first.direction, first.details) == ("inbound", {"status": "delivered"})
 
@@ -169,71 +147,60 @@ def test_transactions_load_from_file_and_stdin(env, tmp_path):
     ],
 )
 def test_transactions_load_reports_the_bad_line_and_stores_nothing(env, bad, fragment):
-    redact(env, "accounts", "create", "--api-key", "abc123")
-    result = redact(env, "transactions", "load", "-", stdin=good_line("b1") + "\n" + bad)
-    one_line_error(result, fragment)
+    cli(env, "accounts", "create", "--api-key", "abc123", check=True)
+    result = cli(env, "transactions", "load", "-", stdin=good_line("b1") + "\n" + bad)
+    one_line_error(result, fragment, 1)
     assert "nothing was loaded" in result.stderr
     assert stored(env)[1] == []
 
 
 def test_transactions_load_missing_file(env):
     one_line_error(
-        redact(env, "transactions", "load", "/nonexistent/records.jsonl"), "No such file"
+        cli(env, "transactions", "load", "/nonexistent/records.jsonl"), "No such file", 2
     )
 
 
 def test_bad_configuration_stops_with_one_line(env):
-    result = redact({**env, "REDACT_RATE_LIMIT": "lots"}, "accounts", "create")
-    one_line_error(result, "REDACT_RATE_LIMIT='lots' is not a rate limit")
-    result = redact({**env, "DATABASE_URL": "mysql://x/y"}, "serve")
-    one_line_error(result, "DATABASE_URL")
+    result = cli({**env, "REDACT_RATE_LIMIT": "lots"}, "accounts", "create")
+    one_line_error(result, "REDACT_RATE_LIMIT='lots' is not a rate limit", 2)
+
+
+@pytest.mark.slow
+def test_the_installed_command_exits_with_one_line_and_its_code(env):
+    """The console script as installed, run as a process: `serve` refuses a bad
+    configuration before it starts anything, a usage error and a failed command exit
+    with their codes."""
+    one_line_error(redact({**env, "DATABASE_URL": "mysql://x/y"}, "serve"), "DATABASE_URL", 2)
+    one_line_error(redact(env, "accounts", "create", "--bogus"), "--bogus", 2)
+    one_line_error(redact(env, "jobs", "show", "rj_nope"), "no redaction job 'rj_nope'", 1)
+    assert redact(env, "config").returncode == 0
 
 
 def test_unreachable_database_is_one_line(env):
-    result = redact(
-        {**env, "DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x"}, "accounts", "create"
-    )
-    one_line_error(result, "cannot open the database postgresql://u:***@127.0.0.1:1/x")
+    result = cli({**env, "DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x"}, "accounts", "create")
+    one_line_error(result, "cannot open the database postgresql://u:***@127.0.0.1:1/x", 1)
     assert "pw" not in result.stderr
 
 
+@pytest.mark.slow
 def test_serve_demo_runs_the_quickstart(env, tmp_path):
     """`redact serve --demo`: tables, demo data, the printed curl line works, and each
     request's log line carries the trace id its problem body names."""
-    import time
-
-    import httpx
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/v1/redact/transaction"
-        auth = ("demo0001", "demo-secret-0001")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                first = httpx.post(
-                    url,
-                    auth=auth,
-                    json={"id": "0A0000000DEMO0001", "product": "sms", "type": "outbound"},
-                )
-                break
-            except httpx.TransportError:
-                assert process.poll() is None and time.monotonic() < deadline, "no server"
-                time.sleep(0.2)
+    url_path = "/v1/redact/transaction"
+    auth = ("demo0001", "demo-secret-0001")
+    with served(env, tmp_path, "--demo", timeout=30) as (_, base):
+        first = httpx.post(
+            f"{base}{url_path}",
+            auth=auth,
+            json={"id": "0A0000000DEMO0001", "product": "sms", "type": "outbound"},
+        )
         assert first.status_code == 204
-        missing = httpx.post(url, auth=auth, json={"id": "0A00000000NOTHERE", "product": "sms"})
+        missing = httpx.post(
+            f"{base}{url_path}", auth=auth, json={"id": "0A00000000NOTHERE", "product": "sms"}
+        )
         assert missing.status_code == 404
-    finally:
-        process.terminate()
-        out, err = process.communicate(timeout=30)
+    out = (tmp_path / "serve.out").read_text()
+    err = (tmp_path / "serve.log").read_text()
     assert "curl -i -u demo0001:demo-secret-0001" in out
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     requests = [line for line in lines if line.get("event") == "request"]
@@ -248,7 +215,7 @@ def test_serve_demo_runs_the_quickstart(env, tmp_path):
 
 def test_config_prints_the_effective_settings_with_secrets_masked(env):
     env = {**env, "RATELIMIT_STORAGE_URI": "redis://:hunter2@127.0.0.1:6379/0"}
-    result = redact(env, "config")
+    result = cli(env, "config")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["RATELIMIT_STORAGE_URI"] == "redis://:***@127.0.0.1:6379/0"
@@ -256,31 +223,26 @@ def test_config_prints_the_effective_settings_with_secrets_masked(env):
     assert report["REDACT_QUEUE_URL"] == env["DATABASE_URL"] + "-queue"  # resolved
     assert report["REDACT_RATE_LIMIT"] == "170/second"
     assert "hunter2" not in result.stdout and SUBJECT_KEY not in result.stdout
-    bad = redact({**env, "REDACT_RATE_LIMIT": "fast"}, "config")
+    bad = cli({**env, "REDACT_RATE_LIMIT": "fast"}, "config")
     assert bad.returncode == 2 and bad.stderr.startswith("error: REDACT_RATE_LIMIT=")
 
 
 def test_release_phase_creates_the_tables(env):
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
-    with database.connection_context():
+    result = cli(env, "migrate")
+    assert (result.returncode, result.stdout) == (0, "tables ready\n"), result.stderr
+    with store_at(env["DATABASE_URL"]):
         assert set(database.get_tables()) == {m._meta.table_name for m in MODELS}
 
 
-def test_maintenance_vacuums_on_postgresql_and_has_nothing_to_do_on_sqlite(env):
-    from .conftest import POSTGRES_URL, require_service
-
-    sqlite = redact(env, "maintenance")
+def test_maintenance_has_nothing_to_do_on_sqlite(env):
+    sqlite = cli(env, "maintenance")
     assert sqlite.returncode == 0, sqlite.stderr
     assert sqlite.stdout.startswith("nothing to do")
+
+
+@pytest.mark.postgres
+def test_maintenance_vacuums_on_postgresql(env):
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    postgres = redact({**env, "DATABASE_URL": POSTGRES_URL}, "maintenance")
+    postgres = cli({**env, "DATABASE_URL": POSTGRES_URL}, "maintenance")
     assert postgres.returncode == 0, postgres.stderr
     assert postgres.stdout.strip() == "vacuumed transaction, redaction_job_object, redaction_job"

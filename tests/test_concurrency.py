@@ -7,6 +7,8 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 
+import pytest
+
 from models import (
     PrematureRedaction,
     RecordNotFound,
@@ -17,7 +19,7 @@ from models import (
     redact_transaction,
 )
 
-from .conftest import START, add_account, add_records, record
+from .support import POSTGRES_URL, START, add_account, add_records, record, require_service
 
 
 def redact(transaction_id: str, api_key: str = "acct0001"):
@@ -109,12 +111,11 @@ def test_outcome_exceptions_reach_only_their_caller(app):
         assert RedactionAudit.select().count() == 20
 
 
+@pytest.mark.postgres
 def test_concurrent_redactions_need_few_connections(make_app, clock):
     """Batches borrow one pooled connection each, so 16 threads do not open 16 PostgreSQL
     connections (the server's default limit is 100 for every worker together)."""
     import psycopg2
-
-    from .conftest import POSTGRES_URL, require_service
 
     require_service("PostgreSQL", "127.0.0.1", 5432)
     make_app(POSTGRES_URL)
@@ -122,7 +123,7 @@ def test_concurrent_redactions_need_few_connections(make_app, clock):
     ids = [f"0A00000000POOL{n:03d}" for n in range(64)]
     add_records(*(record(i) for i in ids))
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        assert all(pool.map(redact, ids))
+        assert list(pool.map(redact, ids)) == [True] * len(ids)
     database.close()
     watcher = psycopg2.connect(POSTGRES_URL)
     with watcher, watcher.cursor() as cursor:

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 
-import pytest
+from models import Account, database
 
-from models import Account, database, open_store
-
-from .conftest import PASSWORD, START, SUBJECT_KEY, add_account, basic
-from .test_cli import one_line_error, redact
+from .support import PASSWORD, START, add_account, basic, cli, one_line_error, store_at
 
 URL = "/v1/redact/transaction"
 NEW = "n3w-s3cret-0002"
@@ -41,36 +37,22 @@ def test_both_secrets_work_during_the_grace_period_then_only_the_new(make_app, d
         assert authenticated(client, NEW)
 
 
-@pytest.fixture
-def env(tmp_path):
-    return {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
-    }
-
-
 def test_rotate_secret_command(env):
-    assert (
-        redact(
-            env, "accounts", "create", "--api-key", "acct0001", "--api-secret", PASSWORD
-        ).returncode
-        == 0
-    )
-    result = redact(
+    cli(env, "accounts", "create", "--api-key", "acct0001", "--api-secret", PASSWORD, check=True)
+    result = cli(
         env, "accounts", "rotate-secret", "--api-key", "acct0001", "--grace-seconds", "600"
     )
     assert result.returncode == 0, result.stderr
     rotated = json.loads(result.stdout)
     assert rotated["api_key"] == "acct0001" and len(rotated["api_secret"]) >= 16
     until = datetime.datetime.fromisoformat(rotated["previous_secret_valid_until"])
-    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
-    with database.connection_context():
-        assert Account.authenticate("acct0001", rotated["api_secret"])
-        assert Account.authenticate("acct0001", PASSWORD, until - datetime.timedelta(seconds=1))
-        assert not Account.authenticate("acct0001", PASSWORD, until)
+    with store_at(env["DATABASE_URL"]):
+        assert Account.authenticate("acct0001", rotated["api_secret"]).api_key == "acct0001"
+        just_before = until - datetime.timedelta(seconds=1)
+        assert Account.authenticate("acct0001", PASSWORD, just_before).api_key == "acct0001"
+        assert Account.authenticate("acct0001", PASSWORD, until) is None
         stored = Account.get_by_id("acct0001")
         assert rotated["api_secret"] not in stored.secret_hash + stored.previous_secret_hash
     one_line_error(
-        redact(env, "accounts", "rotate-secret", "--api-key", "nobody"), "no account 'nobody'"
+        cli(env, "accounts", "rotate-secret", "--api-key", "nobody"), "no account 'nobody'", 1
     )

@@ -3,15 +3,17 @@ the audit does fail on one that has (pycrypto 2.6.1, its last release, has sever
 
 from __future__ import annotations
 
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from .conftest import require_service
+from .support import ROOT, require_service
 
-AUDIT = pathlib.Path(__file__).resolve().parent.parent / ".ci" / "audit.py"
+# It asks PyPI about every installed release: seconds, over the network.
+pytestmark = pytest.mark.slow
+
+AUDIT = ROOT / ".ci" / "audit.py"
 
 
 @pytest.fixture(autouse=True)

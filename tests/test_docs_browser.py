@@ -1,21 +1,21 @@
 """The documentation page in a real browser: headless Chromium (Debian's package) driven
 by Playwright loads /v1/redact/ui/, authorises with basic auth, runs "Try it out" on the
-redact operation against a demo record and sees the 204."""
+redact operation against a demo record and sees the 204, and switches to the jobs
+contract."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-from models import Transaction, database, open_store
+from models import Transaction
 
-from .conftest import IN_CI, SUBJECT_KEY, wait_until_serving
-from .services import free_port
+from .support import served, store_at, unavailable
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = [
@@ -33,12 +33,7 @@ FLAGS = [
 @pytest.fixture
 def chromium():
     if not pathlib.Path(CHROMIUM).exists():
-        if IN_CI:
-            pytest.fail(
-                f"{CHROMIUM} is missing, and CI must test the docs page in it "
-                "(.ci/run installs Debian's chromium)"
-            )
-        pytest.skip(f"{CHROMIUM} is not installed (apt install chromium)")
+        unavailable(f"{CHROMIUM} is not installed (apt install chromium; .ci/run does)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -48,25 +43,10 @@ def chromium():
 
 
 @pytest.fixture
-def demo_server(tmp_path):
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
-        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_until_serving(server, base, timeout=30)
-    yield base, env["DATABASE_URL"]
-    server.terminate()
-    server.wait(timeout=30)
+def demo_server(env, tmp_path):
+    """`redact serve --demo`: (its base URL, its database URL)."""
+    with served(env, tmp_path, "--demo", timeout=30) as (_, base):
+        yield base, env["DATABASE_URL"]
 
 
 def test_try_it_out_redacts_a_demo_record(chromium, demo_server):
@@ -92,16 +72,36 @@ def test_try_it_out_redacts_a_demo_record(chromium, demo_server):
     status.first.wait_for(timeout=30000)
     assert status.first.inner_text().strip().startswith("204")
 
-    open_store(database_url, subject_key=SUBJECT_KEY.encode())
-    with database.connection_context():
+    with store_at(database_url):
         record = Transaction.get_by_id("0A0000000DEMO0001")
     assert record.redacted_at is not None and record.body == "REDACTED"
 
 
 def test_the_picker_offers_the_jobs_contract(chromium, demo_server):
+    """The jobs contract, chosen in the picker, is shown and can be tried: listing the
+    demo account's jobs answers 200 with none."""
     base, _ = demo_server
     page = chromium.new_page()
     page.goto(f"{base}/v1/redact/ui/")
     page.wait_for_selector("#operations-default-redact-message", timeout=30000)
     page.select_option("select#select", label="Redaction jobs")
     page.wait_for_selector("#operations-default-create-job", timeout=30000)
+    assert page.locator("#operations-default-redact-message").count() == 0
+    titles = page.locator(".opblock-summary-operation-id, .opblock-summary-path").all_inner_texts()
+    assert any("/jobs" in title for title in titles), titles
+
+    page.click("button.authorize")
+    page.fill(".auth-container input[type=text]", "demo0001")
+    page.fill(".auth-container input[type=password]", "demo-secret-0001")
+    page.click(".auth-container .auth-btn-wrapper button.authorize")
+    page.click(".auth-container .auth-btn-wrapper button.btn-done")
+
+    operation = page.locator("#operations-default-list-jobs")
+    operation.locator(".opblock-summary").click()
+    operation.locator("button.try-out__btn").click()
+    operation.locator("button.execute").click()
+    status = operation.locator(".live-responses-table .response .response-col_status")
+    status.first.wait_for(timeout=30000)
+    assert status.first.inner_text().strip().startswith("200")
+    body = operation.locator(".live-responses-table .response-col_description pre").first
+    assert json.loads(body.inner_text())["data"] == []

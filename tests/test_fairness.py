@@ -17,8 +17,9 @@ import urllib.parse
 
 import pytest
 
-from .conftest import PASSWORD, SUBJECT_KEY, basic
-from .services import Service, run_cli
+from .support import PASSWORD, SUBJECT_KEY, Service, basic, cli
+
+pytestmark = pytest.mark.slow
 
 BURST, BURST_SECONDS, OTHER = 400, 0.5, 20
 LIMIT = 170
@@ -84,8 +85,13 @@ async def offer(base: str, schedule: list[tuple[float, str, int]]) -> tuple[dict
     return statuses, max(sent) - min(sent)
 
 
-@pytest.fixture(params=["one worker, memory limiter", "two workers, Redis limiter"])
-def service(request, tmp_path, redis_url):
+@pytest.fixture(
+    params=[
+        "one worker, memory limiter",
+        pytest.param("two workers, Redis limiter", marks=pytest.mark.redis),
+    ]
+)
+def service(request, tmp_path):
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
         "REDACT_SUBJECT_KEY": SUBJECT_KEY,
@@ -93,11 +99,12 @@ def service(request, tmp_path, redis_url):
     }
     workers = 1
     if "Redis" in request.param:
-        env["RATELIMIT_STORAGE_URI"] = redis_url
+        env["RATELIMIT_STORAGE_URI"] = request.getfixturevalue("redis_url")
         workers = 2
     with Service(env, tmp_path, workers=workers) as running:
         for api_key in CONNECTIONS:
-            run_cli(env, "accounts", "create", "--api-key", api_key, "--api-secret", PASSWORD)
+            account = ("--api-key", api_key, "--api-secret", PASSWORD)
+            cli(env, "accounts", "create", *account, check=True)
         yield running
 
 

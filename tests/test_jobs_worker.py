@@ -4,90 +4,66 @@ jobs` commands, the Redis queue, and what a subject job leaves in the database f
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
+import httpx
 import pytest
 
-from models import MODELS, RedactionAudit, Transaction, current_store, database, open_store
+from app.services import job_queue
+from app.settings import Settings
+from models import MODELS, RedactionAudit, Transaction, current_store, database
 from models.jobs import RedactionJob
 
-from .conftest import POSTGRES_URL, SUBJECT_KEY, add_account, add_records, record, require_service
-from .jobs_helpers import JobsClient
-from .services import wait_for
-from .test_residue import files_containing
+from .support import (
+    PASSWORD,
+    POSTGRES_URL,
+    JobsClient,
+    add_account,
+    add_records,
+    cli,
+    files_containing,
+    one_line_error,
+    record,
+    require_service,
+    served,
+    start,
+    stop,
+    store_at,
+    wait_for,
+)
 
 
-def redact(env, *args, stdin: str | None = None, timeout: int = 120):
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@pytest.fixture
-def env(tmp_path):
-    return {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
-        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
-        "REDACT_JOB_LEASE_SECONDS": "2",
-    }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
 def store_env(request, env, tmp_path):
-    """`env` on a fresh SQLite store, or on PostgreSQL with its tables dropped."""
+    """`env` with a short job lease, on a fresh SQLite store, or on PostgreSQL with its
+    tables dropped (and the queue in an SQLite file)."""
+    env = {**env, "REDACT_JOB_LEASE_SECONDS": "2"}
     if request.param == "sqlite":
         return env
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    db = open_store(POSTGRES_URL, subject_key=SUBJECT_KEY.encode()).database
-    with db.connection_context():
-        db.drop_tables(MODELS, safe=True)
-    db.close_all()
-    return {
-        **env,
-        "DATABASE_URL": POSTGRES_URL,
-        "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
-    }
+    with store_at(POSTGRES_URL):
+        database.drop_tables(MODELS, safe=True)
+    queue_url = f"sqlite:///{tmp_path / 'q.db'}"
+    return {**env, "DATABASE_URL": POSTGRES_URL, "REDACT_QUEUE_URL": queue_url}
 
 
 def seed(env, records: list[dict]) -> None:
-    assert (
-        redact(
-            env, "accounts", "create", "--api-key", "acct0001", "--api-secret", "s3cret-Pa55"
-        ).returncode
-        == 0
-    )
-    result = redact(
-        env, "transactions", "load", "-", stdin="\n".join(json.dumps(r) for r in records)
-    )
-    assert result.returncode == 0, result.stderr
+    """acct0001 and `records` in the command's store, through the commands."""
+    cli(env, "accounts", "create", "--api-key", "acct0001", "--api-secret", PASSWORD, check=True)
+    records_lines = "\n".join(json.dumps(r) for r in records)
+    cli(env, "transactions", "load", "-", stdin=records_lines, check=True)
 
 
 def job_row(env, job_id: str) -> RedactionJob:
-    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
-    with database.connection_context():
+    """The job as the command's store holds it now."""
+    with store_at(env["DATABASE_URL"]):
         return RedactionJob.get(RedactionJob.id == job_id)
 
 
-def start_worker(env, tmp_path):
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", "--threads", "2"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
+@pytest.mark.slow
 def test_a_worker_killed_mid_job_is_resumed_and_every_record_redacted_once(store_env, tmp_path):
     env = store_env
     named, about = 2000, 500
@@ -97,7 +73,7 @@ def test_a_worker_killed_mid_job_is_resumed_and_every_record_redacted_once(store
         + [record(f"S{n:05d}", to="447700900555") for n in range(about)],
     )
     objects = "\n".join(json.dumps({"id": f"N{n:05d}", "product": "sms"}) for n in range(named))
-    created = redact(
+    created = cli(
         env,
         "jobs",
         "create",
@@ -113,11 +89,11 @@ def test_a_worker_killed_mid_job_is_resumed_and_every_record_redacted_once(store
     job_id = json.loads(created.stdout)["id"]
     env = {**env, "REDACT_JOB_BATCH_SIZE": "10"}
 
-    worker = start_worker(env, tmp_path)
+    worker = start(env, tmp_path, "worker", "--threads", "2")
     try:
-        wait_for(lambda: job_row(env, job_id).status == "ready")
-        assert redact(env, "jobs", "run", job_id).returncode == 0
-        wait_for(lambda: job_row(env, job_id).redacted >= 300, interval=0.01)
+        wait_for(lambda: job_row(env, job_id).status == "ready", what="validation")
+        cli(env, "jobs", "run", job_id, check=True)
+        wait_for(lambda: job_row(env, job_id).redacted >= 300, interval=0.01, what="300 redacted")
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
@@ -126,16 +102,15 @@ def test_a_worker_killed_mid_job_is_resumed_and_every_record_redacted_once(store
     assert 300 <= stopped.redacted < named + about, "the kill came too late to test resuming"
 
     time.sleep(2.5)  # the dead worker's lease expires
-    worker = start_worker(env, tmp_path)
+    worker = start(env, tmp_path, "worker", "--threads", "2")
     try:
-        wait_for(lambda: job_row(env, job_id).status == "succeeded")
+        wait_for(lambda: job_row(env, job_id).status == "succeeded", what="the job to finish")
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        stop(worker)
 
     done = job_row(env, job_id)
     assert (done.redacted, done.already_redacted, done.skipped) == (named + about, 0, 0)
-    with database.connection_context():
+    with store_at(env["DATABASE_URL"]):
         audited = [
             a.transaction_id
             for a in RedactionAudit.select().where(RedactionAudit.trace_id == job_id)
@@ -148,7 +123,7 @@ def test_a_worker_killed_mid_job_is_resumed_and_every_record_redacted_once(store
 
 def test_jobs_commands_print_json_and_fail_in_one_line(env):
     seed(env, [record("T1"), record("T2")])
-    created = redact(
+    created = cli(
         env,
         "jobs",
         "create",
@@ -163,35 +138,33 @@ def test_jobs_commands_print_json_and_fail_in_one_line(env):
     job = json.loads(created.stdout)
     assert (job["status"], job["description"]) == ("validating", "by the operator")
 
-    listed = json.loads(redact(env, "jobs", "list", "--account", "acct0001").stdout)
+    listed = json.loads(cli(env, "jobs", "list", "--account", "acct0001").stdout)
     assert [j["id"] for j in listed["data"]] == [job["id"]]
-    early = redact(env, "jobs", "run", job["id"])  # still validating: no worker has run
+    early = cli(env, "jobs", "run", job["id"])  # still validating: no worker has run
     assert early.returncode == 1
     assert early.stderr.strip() == (
         f"error: Cannot run redaction job {job['id']} in status "
         "'validating'; run needs status ready"
     )
 
-    # a worker validates it; `run --wait` then does the work in the command itself
-    worker_env = {**env}
-    from app.services import job_queue
-    from app.settings import Settings
-
-    queue = job_queue(Settings.from_env(worker_env))
-    open_store(env["DATABASE_URL"], subject_key=SUBJECT_KEY.encode())
-    assert queue.drain() >= 1
-    ran = redact(env, "jobs", "run", job["id"], "--wait")
+    # a worker validates it (here, the queue drained in this process); `run --wait` then
+    # does the work in the command itself
+    queue = job_queue(Settings.from_env(env))
+    with store_at(env["DATABASE_URL"]):
+        assert queue.drain() >= 1
+    ran = cli(env, "jobs", "run", job["id"], "--wait")
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["status"] == "succeeded"
-    shown = json.loads(redact(env, "jobs", "show", job["id"], "--objects").stdout)
+    shown = json.loads(cli(env, "jobs", "show", job["id"], "--objects").stdout)
     assert shown["objects"]["transactions"] == [{"id": "T1", "product": "sms", "type": "outbound"}]
     assert shown["counts"]["redacted"] == 1
 
     second = json.loads(
-        redact(env, "jobs", "create", "--account", "acct0001", "--subject", "447700900002").stdout
+        cli(env, "jobs", "create", "--account", "acct0001", "--subject", "447700900002").stdout
     )
-    queue.drain()
-    canceled = redact(env, "jobs", "cancel", second["id"])
+    with store_at(env["DATABASE_URL"]):
+        queue.drain()
+    canceled = cli(env, "jobs", "cancel", second["id"])
     assert json.loads(canceled.stdout)["status"] == "canceling"
 
     for args, fragment in [
@@ -203,14 +176,11 @@ def test_jobs_commands_print_json_and_fail_in_one_line(env):
         (("jobs", "create", "--account", "acct0001"), "give --transactions"),
         (("jobs", "create", "--account", "acct0001", "--subject", "call me"), "not a phone number"),
     ]:
-        result = redact(env, *args)
-        assert result.returncode != 0
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], (
-            result.stderr
-        )
+        one_line_error(cli(env, *args), fragment)
 
 
+@pytest.mark.redis
+@pytest.mark.slow
 def test_jobs_run_through_a_redis_queue(make_app, database_url, redis_url):
     app = make_app(database_url, queue_url=redis_url)
     with app.test_client() as client:
@@ -239,7 +209,8 @@ def test_nothing_in_the_database_files_leads_back_to_an_erased_subject(make_app,
         with database.connection_context():
             key_hash = current_store().subject_key.hash(number).encode()
         markers = [number.encode(), b"7700 911235", b"MARKER-51", key_hash]
-        assert all(files_containing(db_path, m) for m in [*markers[:3], key_hash])
+        for marker in markers:
+            assert files_containing(db_path, marker) == ["redact.db"], marker
 
         job = jobs.ready(subjects=[number], description="erasure request")
         jobs.action(job["id"], "run", expect=202)
@@ -247,56 +218,36 @@ def test_nothing_in_the_database_files_leads_back_to_an_erased_subject(make_app,
         assert jobs.get(job["id"])["status"] == "succeeded"
         for marker in markers:
             assert files_containing(db_path, marker) == [], marker
-    assert files_containing(db_path, b"KEEP-ME-77")
+    assert files_containing(db_path, b"KEEP-ME-77") == ["redact.db"]
 
 
+@pytest.mark.slow
 def test_serve_alone_runs_jobs(env, tmp_path):
     """One command does everything: `redact serve` validates and runs jobs itself."""
-    import httpx
-
-    from .services import free_port
-
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--demo", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    jobs_url = f"http://127.0.0.1:{port}/v1/redact/jobs"
     auth = ("demo0001", "demo-secret-0001")
-    try:
-
-        def created():
-            try:
-                return httpx.post(
-                    jobs_url,
-                    auth=auth,
-                    json={
-                        "objects": {
-                            "transactions": [
-                                {"id": "0A0000000DEMO0001", "product": "sms"},
-                                {"id": "63f61863-4a51-4f6b-86e1-46edebcf9356", "product": "voice"},
-                            ]
-                        }
-                    },
-                )
-            except httpx.TransportError:
-                assert server.poll() is None, "the server stopped"
-                return None
-
-        job = wait_for(created, timeout=30, interval=0.2).json()
+    with served(env, tmp_path, "--demo", timeout=30) as (_, base):
+        jobs_url = f"{base}/v1/redact/jobs"
+        created = httpx.post(
+            jobs_url,
+            auth=auth,
+            json={
+                "objects": {
+                    "transactions": [
+                        {"id": "0A0000000DEMO0001", "product": "sms"},
+                        {"id": "63f61863-4a51-4f6b-86e1-46edebcf9356", "product": "voice"},
+                    ]
+                }
+            },
+        )
+        assert created.status_code == 200, created.text
+        job = created.json()
 
         def status():
             return httpx.get(f"{jobs_url}/{job['id']}", auth=auth).json()["status"]
 
-        wait_for(lambda: status() != "validating", timeout=30)
+        wait_for(lambda: status() != "validating", timeout=30, what="validation")
         assert status() == "ready"
         assert httpx.post(f"{jobs_url}/{job['id']}/run", auth=auth).status_code == 202
-        wait_for(lambda: status() == "succeeded", timeout=30)
+        wait_for(lambda: status() == "succeeded", timeout=30, what="the job to finish")
         done = httpx.get(f"{jobs_url}/{job['id']}", auth=auth).json()
         assert done["counts"]["redacted"] == 2
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

@@ -11,8 +11,7 @@ import pytest
 
 from app.logs import JsonFormatter, quiet_libraries
 
-from .conftest import add_account, add_records, record
-from .jobs_helpers import JOBS, JobsClient
+from .support import JOBS, JobsClient, add_account, add_records, record
 
 NUMBER = "447700955501"
 TEXT = "LOG-MARKER-93c1"

@@ -10,17 +10,33 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
-from .conftest import SUBJECT_KEY, add_account, add_records, basic, record, wait_until_serving
-from .jobs_helpers import JOBS
-from .services import BEARER, GUNICORN_CONF, TOKEN, free_port, samples, value
+from .support import (
+    BEARER,
+    JOBS,
+    ROOT,
+    SUBJECT_KEY,
+    TOKEN,
+    Service,
+    add_account,
+    add_records,
+    basic,
+    free_port,
+    record,
+    redact,
+    samples,
+    stop,
+    value,
+    wait_until_serving,
+)
 
 
 def test_metrics_are_off_without_a_token_and_need_it(make_app, sqlite_url):
     off = make_app(sqlite_url)
     with off.test_client() as client:
         response = client.get("/metrics", headers=BEARER)
-        assert response.status_code == 404 and response.json()["instance"]
+        assert response.status_code == 404 and len(response.json()["instance"]) == 32
     on = make_app(sqlite_url, metrics_token=TOKEN)
     with on.test_client() as client:
         for headers in ({}, {"Authorization": "Bearer nope"}, basic("acct0001")):
@@ -87,65 +103,41 @@ def test_the_figures_follow_what_the_service_does(make_app, sqlite_url, tmp_path
     assert value(after, "redact_job_records_redacted_total") == 0
 
 
-def healthz_counts(server: subprocess.Popen, base: str) -> set[float]:
-    """Once `server` answers: 200 health checks from 8 threads, then 8 scrapes; the
-    /healthz count each scrape reported. The server is stopped on leaving."""
-    try:
-        wait_until_serving(server, base)
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            codes = list(pool.map(lambda _: httpx.get(f"{base}/healthz").status_code, range(200)))
-        assert codes.count(200) == 200
-        scrapes = [samples(httpx.get(f"{base}/metrics", headers=BEARER).text) for _ in range(8)]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+def healthz_counts(base: str) -> set[float]:
+    """200 health checks from 8 threads, then 8 scrapes; the /healthz count each scrape
+    reported."""
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: httpx.get(f"{base}/healthz").status_code, range(200)))
+    assert codes.count(200) == 200
+    scrapes = [samples(httpx.get(f"{base}/metrics", headers=BEARER).text) for _ in range(8)]
     return {
         value(s, "redact_http_requests_total", operation="/healthz", status="200") for s in scrapes
     }
 
 
+@pytest.mark.slow
 def test_several_gunicorn_workers_report_one_sum(tmp_path):
     metrics_dir = tmp_path / "metrics"
-    port = free_port()
     env = {
-        **os.environ,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",
         "REDACT_SUBJECT_KEY": SUBJECT_KEY,
         "REDACT_METRICS_TOKEN": TOKEN,
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
-    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, check=True, timeout=60)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "app.asgi:app",
-            "-c",
-            GUNICORN_CONF,
-            "--workers",
-            "2",
-            "--bind",
-            f"127.0.0.1:{port}",
-        ],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    counts = healthz_counts(server, f"http://127.0.0.1:{port}")
+    with Service(env, tmp_path, workers=2) as service:
+        counts = healthz_counts(service.base)
     workers = {path.name for path in pathlib.Path(metrics_dir).glob("counter_*.db")}
     assert len(workers) >= 2, f"one worker served everything: {workers}"
     assert counts == {200 + 1}  # and the readiness poll that saw the server up
 
 
+@pytest.mark.slow
 def test_the_procfile_web_command_sums_its_workers(tmp_path):
     """The Procfile's `web:` line, run as written (2 workers, no metrics directory set):
     every scrape, whichever worker answers it, counts every worker's requests."""
-    root = pathlib.Path(__file__).resolve().parent.parent
     web = next(
         line.split(":", 1)[1].strip()
-        for line in (root / "Procfile").read_text().splitlines()
+        for line in (ROOT / "Procfile").read_text().splitlines()
         if line.startswith("web:")
     )
     port = free_port()
@@ -160,15 +152,17 @@ def test_the_procfile_web_command_sums_its_workers(tmp_path):
             "PATH": f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}",
         }
     )
-    subprocess.run(
-        [sys.executable, "-m", "app.cli", "migrate"], env=env, cwd=root, check=True, timeout=60
-    )
+    redact(env, "migrate", check=True)  # the Procfile's release step
     server = subprocess.Popen(
         ["bash", "-c", f"exec {web}"],
         env=env,
-        cwd=root,
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    counts = healthz_counts(server, f"http://127.0.0.1:{port}")
+    try:
+        wait_until_serving(server, f"http://127.0.0.1:{port}")
+        counts = healthz_counts(f"http://127.0.0.1:{port}")
+    finally:
+        stop(server)
     assert counts == {200 + 1}  # with per-process counts, each worker would show its own

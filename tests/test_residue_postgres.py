@@ -11,8 +11,9 @@ import pytest
 from models import database
 from models.maintenance import vacuum_erased
 
-from .conftest import POSTGRES_URL, add_account, add_records, record, require_service
-from .jobs_helpers import JobsClient
+from .support import POSTGRES_URL, JobsClient, add_account, add_records, record, require_service
+
+pytestmark = pytest.mark.postgres
 
 MARKER = "PGMARKER-5e1d"
 NUMBER = "447700966601"
