@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from typing import Any
 
 # prometheus-client picks multiprocess mode at import when PROMETHEUS_MULTIPROC_DIR is
 # set, and then needs the directory: any process of the service may be first (release,
@@ -84,11 +85,12 @@ class StoreCollector:
         records = CounterMetricFamily("redact_job_records_redacted", "Records redacted by jobs")
         depth = GaugeMetricFamily("redact_job_queue_depth", "Tasks waiting in the job queue")
         with database.connection_context():
-            counts = dict(
+            rows: list[Any] = list(
                 RedactionJob.select(RedactionJob.status, fn.COUNT(RedactionJob.seq))
                 .group_by(RedactionJob.status)
                 .tuples()
             )
+            counts: dict[str, int] = dict(rows)
             redacted = RedactionJob.select(fn.SUM(RedactionJob.redacted)).scalar() or 0
         for status in STATUSES:
             jobs.add_metric([status], counts.get(status, 0))

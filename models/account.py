@@ -79,7 +79,7 @@ class Account(BaseModel):
             and account.previous_secret_until is not None
             and now < account.previous_secret_until
         )
-        previous = account.previous_secret_hash if in_grace else _DUMMY_HASH
+        previous = (account.previous_secret_hash if in_grace else None) or _DUMMY_HASH
         return account if check_secret(api_secret, previous) and in_grace else None
 
     @classmethod

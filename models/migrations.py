@@ -9,6 +9,7 @@ release phase, the CLI).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import peewee
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
@@ -69,7 +70,7 @@ def _index_numbers(batch: int = 1000) -> int:
     )
     done, after = 0, ""
     while True:
-        rows = list(
+        rows: list[Any] = list(
             Transaction.select(Transaction.id, Transaction.sender, Transaction.recipient)
             .where(needs & (Transaction.id > after))
             .order_by(Transaction.id)

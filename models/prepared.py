@@ -24,7 +24,7 @@ class PreparedQuery:
     `mark("rows", i, j)` takes `values["rows"][i][j]`.
     """
 
-    def __init__(self, build: Callable[[Callable[..., str], Any], peewee.Query]):
+    def __init__(self, build: Callable[[Callable[..., Any], Any], peewee.Query]):
         self._build = build
         self._compiled: dict[tuple[type, Any], tuple[str, list]] = {}
 

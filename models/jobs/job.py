@@ -79,6 +79,7 @@ class RedactionJob(BaseModel):
     account = peewee.ForeignKeyField(
         Account, column_name="api_key", on_delete="CASCADE", object_id_name="account_id"
     )
+    account_id: str  # the account's key, without loading the account
     status = peewee.CharField(max_length=12)
     validation_behavior = peewee.CharField(max_length=8, default="error")
     description = peewee.TextField(null=True)

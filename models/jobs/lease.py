@@ -101,14 +101,14 @@ def sweep(now: datetime.datetime, config: WorkConfig) -> list[str]:
     redacting here), and jobs with work whose lease has expired (a worker died, a queued
     task was lost, or a wait is over). Marks them queued; returns their ids."""
     with database.atomic():
-        due = list(
+        due_jobs = list(
             RedactionJob.select().where(
                 (RedactionJob.status == "ready") & (RedactionJob.run_at <= now)
             )
         )
-        for job in due:
+        for job in due_jobs:
             start_scheduled_run(job)
-        due = [job.id for job in due]
+        due = [job.id for job in due_jobs]
         stale = [
             j.id
             for j in RedactionJob.select(RedactionJob.id).where(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from typing import Any
 
 from peewee import fn
 
@@ -83,7 +84,7 @@ def _erase_subject(job, subject, products, owner, clock, config) -> None:
     min_age = datetime.timedelta(seconds=config.min_age_seconds)
     while True:
         now = clock()
-        records = list(
+        records: list[Any] = list(
             Transaction.select(Transaction.id, Transaction.product, Transaction.direction)
             .where(
                 subject_records(job, subject.subject_key)
@@ -167,7 +168,7 @@ def _run_batch(batch: _Batch) -> None:
             raise Wait(batch.now + datetime.timedelta(seconds=outcome.remaining_seconds))
         else:  # the record is gone from the account or the product unprovisioned since
             skipped += 1
-    changes = {
+    changes: dict[Any, Any] = {
         RedactionJob.redacted: RedactionJob.redacted + redacted,
         RedactionJob.already_redacted: RedactionJob.already_redacted + already,
         RedactionJob.skipped: RedactionJob.skipped + skipped,

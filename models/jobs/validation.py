@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from typing import Any
 
 import peewee
 from peewee import JOIN, fn
@@ -215,7 +216,7 @@ _CHECKS = PreparedQuery(_build_checks)
 def _check_subject(job, subject, products, fix, tally, now, min_age, config):
     """The validation error of one subject, or None (then its records are tallied)."""
     index = subject.position - job.transactions
-    by_product = list(
+    by_product: list[Any] = list(
         Transaction.select(
             Transaction.product, fn.COUNT(Transaction.id), fn.MAX(Transaction.created_at)
         )
