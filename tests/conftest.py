@@ -94,7 +94,7 @@ def make_app(clock):
         overrides.setdefault("subject_key", SUBJECT_KEY)
         settings = Settings.from_env({}, database_url=database_url, **overrides)
         app = create_app(settings, clock=clock)
-        with database.connection_context():
+        with database.connection_context(), database.atomic():  # one commit, one fsync
             database.drop_tables(MODELS, safe=True)
             database.create_tables(MODELS)
         built.append(app)
