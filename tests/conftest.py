@@ -26,17 +26,16 @@ import pytest
 
 from app import create_app
 from app.settings import Settings
-from models import MODELS, Account, database
+from models import MODELS, database
 
 from .support import (
-    PASSWORD,
     POSTGRES_URL,
     REDIS_URL,
     SUBJECT_KEY,
     Clock,
     PrivatePostgres,
     PrivateRedis,
-    basic,
+    add_account,
     require_marker,
     require_service,
 )
@@ -119,10 +118,8 @@ def client(app):
 
 @pytest.fixture
 def account(app):
-    """An account provisioned for every product; returns its auth headers."""
-    with database.connection_context():
-        Account.register("acct0001", PASSWORD)
-    return basic("acct0001")
+    """acct0001, provisioned for every product on `app`; returns its auth headers."""
+    return add_account("acct0001")
 
 
 @pytest.fixture
