@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import marshmallow
 from marshmallow import fields, validate
@@ -111,11 +112,17 @@ def _insert(batch: list[tuple[int, dict]]) -> int:
     if not batch:
         return 0
     ids = [row["id"] for _, row in batch]
-    stored = {t.id for t in Transaction.select(Transaction.id).where(Transaction.id.in_(ids))}
+    found: list[Any] = list(
+        Transaction.select(Transaction.id, Transaction.account)
+        .where(Transaction.id.in_(ids))
+        .tuples()
+    )
+    stored = {(transaction_id, account) for transaction_id, account in found}
     for number, row in batch:
-        if row["id"] in stored:
+        name = (row["id"], row["account"])
+        if name in stored:
             raise InvalidRecord(f"line {number}: id {row['id']!r} is already stored")
-        stored.add(row["id"])
+        stored.add(name)
     Transaction.insert_many([row for _, row in batch]).execute()
     n = len(batch)
     batch.clear()

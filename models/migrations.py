@@ -29,6 +29,8 @@ def create_or_upgrade(models) -> None:
         for model in models:
             if model._meta.table_name in existing:
                 added[model._meta.table_name] = _add_missing_columns(model)
+        if Transaction._meta.table_name in existing:
+            _key_records_by_account()
         upgraded = {table: sorted(columns) for table, columns in added.items() if columns}
         if upgraded:
             log.info("upgrading the store", extra={"fields": {"columns_added": upgraded}})
@@ -58,6 +60,34 @@ def _add_missing_columns(model) -> set:
     return {field.column_name for field in missing}
 
 
+def _key_records_by_account() -> None:
+    """Stores made before records were named within their account keyed them by id alone:
+    key them by (id, account). PostgreSQL swaps the constraint; SQLite, which cannot,
+    rebuilds the table (secure_delete zeroes the old one's pages as it is dropped)."""
+    table = Transaction._meta.table_name
+    if database.get_primary_keys(table) != ["id"]:
+        return
+    log.info("keying records by id and account", extra={"fields": {"table": table}})
+    if isinstance(database.obj, peewee.PostgresqlDatabase):
+        name = database.execute_sql(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+            (f'"{table}"',),
+        ).fetchone()[0]
+        database.execute_sql(
+            f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}", ADD PRIMARY KEY (id, api_key)'
+        )
+        return
+    old = f"{table}_before_account_key"
+    for index in database.get_indexes(table):  # their names are wanted for the new table
+        if not index.name.startswith("sqlite_autoindex"):
+            database.execute_sql(f'DROP INDEX "{index.name}"')
+    database.execute_sql(f'ALTER TABLE "{table}" RENAME TO "{old}"')
+    database.create_tables([Transaction])
+    columns = ", ".join(f'"{field.column_name}"' for field in Transaction._meta.sorted_fields)
+    database.execute_sql(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM "{old}"')
+    database.execute_sql(f'DROP TABLE "{old}"')
+
+
 def _index_numbers(batch: int = 1000) -> int:
     """Hash the numbers of unredacted records that have none (stored before the index
     existed); returns how many records were updated."""
@@ -68,28 +98,34 @@ def _index_numbers(batch: int = 1000) -> int:
         & Transaction.recipient_key.is_null()
         & (Transaction.sender.is_null(False) | Transaction.recipient.is_null(False))
     )
-    done, after = 0, ""
+    done = 0
+    after = peewee.Tuple("", "")
+    name = peewee.Tuple(Transaction.id, Transaction.account)
     while True:
         rows: list[Any] = list(
-            Transaction.select(Transaction.id, Transaction.sender, Transaction.recipient)
-            .where(needs & (Transaction.id > after))
-            .order_by(Transaction.id)
+            Transaction.select(
+                Transaction.id, Transaction.account, Transaction.sender, Transaction.recipient
+            )
+            .where(needs & (name > after))
+            .order_by(Transaction.id, Transaction.account)
             .limit(batch)
             .tuples()
         )
         if not rows:
             return done
         with database.atomic():
-            for transaction_id, sender, recipient in rows:
+            for transaction_id, account, sender, recipient in rows:
                 sender_key, recipient_key = key.hash(sender), key.hash(recipient)
                 if sender_key or recipient_key:
                     (
                         Transaction.update(sender_key=sender_key, recipient_key=recipient_key)
-                        .where(Transaction.id == transaction_id)
+                        .where(
+                            (Transaction.id == transaction_id) & (Transaction.account == account)
+                        )
                         .execute()
                     )
                     done += 1
-        after = rows[-1][0]
+        after = peewee.Tuple(*rows[-1][:2])
 
 
 def probe_write(items: list) -> list:

@@ -87,20 +87,21 @@ def redact_batch(requests: list[RedactionRequest]) -> list:
     (scrubbed now), False (already redacted) or the exception saying why not."""
     ids = sorted({r.transaction_id for r in requests})
     found = _FIND.execute(len(ids), {"id": ids}).fetchall()
-    rows = {row[0]: row for row in found}
+    rows = {(row[0], row[1]): row for row in found}  # an id may name records of several accounts
     outcomes: list = []
-    to_scrub: dict[str, tuple] = {}
+    to_scrub: dict[tuple[str, str], tuple] = {}
     cutoffs: dict[tuple, datetime.datetime] = {}  # the requests of a job share one `now`
     for request in requests:
-        row = rows.get(request.transaction_id)
-        if row is None or row[1:4] != (request.api_key, request.product, request.direction):
+        name = (request.transaction_id, request.api_key)
+        row = rows.get(name)
+        if row is None or row[2:4] != (request.product, request.direction):
             outcomes.append(
                 RecordNotFound(
                     request.transaction_id, record_kind(request.product, request.direction)
                 )
             )
             continue
-        if row[5] is not None or row[0] in to_scrub:  # redacted_at
+        if row[5] is not None or name in to_scrub:  # redacted_at
             outcomes.append(False)
         elif _is_newer(row[4], _cutoff(cutoffs, request.now, request.min_age_seconds)):
             age = (request.now - Transaction.created_at.python_value(row[4])).total_seconds()
@@ -110,21 +111,21 @@ def redact_batch(requests: list[RedactionRequest]) -> list:
                 )
             )
         else:
-            to_scrub[row[0]] = _scrubbed_values(request.product, row)
+            to_scrub[name] = _scrubbed_values(request.product, row)
             outcomes.append(True)
     if not to_scrub:
         return outcomes
 
     now = Transaction.redacted_at.db_value(max(r.now for r in requests))
     values = {"now": now, "scrub": list(to_scrub.values())}
-    scrubbed = {row[0] for row in _SCRUB.execute(len(to_scrub), values)}
+    scrubbed = {(row[0], row[1]) for row in _SCRUB.execute(len(to_scrub), values)}
 
     audit = []
     stamps: dict[datetime.datetime, object] = {}
     for index, request in enumerate(requests):
         if outcomes[index] is not True:
             continue
-        if request.transaction_id not in scrubbed:
+        if (request.transaction_id, request.api_key) not in scrubbed:
             outcomes[index] = False  # a concurrent transaction scrubbed it first
             continue
         stamp = stamps.get(request.now)
@@ -187,7 +188,7 @@ _FIND = PreparedQuery(
 
 
 def _build_scrub(mark, n):
-    columns = ("id", *Transaction.PERSONAL_COLUMNS, "details")
+    columns = ("id", "api_key", *Transaction.PERSONAL_COLUMNS, "details")
     # A CTE with named columns: SQLite cannot name the columns of a VALUES subquery.
     values = peewee.ValuesList(
         [[mark("scrub", i, j) for j in range(len(columns))] for i in range(n)]
@@ -195,14 +196,18 @@ def _build_scrub(mark, n):
     return (
         Transaction.update(
             {
-                **{getattr(Transaction, c): getattr(values.c, c) for c in columns[1:]},
+                **{getattr(Transaction, c): getattr(values.c, c) for c in columns[2:]},
                 Transaction.redacted_at: mark("now"),
                 **{getattr(Transaction, c): None for c in Transaction.SUBJECT_COLUMNS},
             }
         )
         .from_(values)
-        .where((Transaction.id == values.c.id) & Transaction.redacted_at.is_null())
-        .returning(Transaction.id)
+        .where(
+            (Transaction.id == values.c.id)
+            & (Transaction.account == values.c.api_key)
+            & Transaction.redacted_at.is_null()
+        )
+        .returning(Transaction.id, Transaction.account)
         .with_cte(values)
     )
 
@@ -225,13 +230,14 @@ _AUDIT = PreparedQuery(
 
 
 def _scrubbed_values(product: str, row: tuple) -> tuple:
-    """(id, sender, recipient, body, details) as the scrub writes them."""
+    """(id, account, sender, recipient, body, details) as the scrub writes them."""
     sender, recipient, body, details = row[6:10]
     details = Transaction.details.python_value(details)
     if details:
         details = scrub_details(product, details)
     return (
         row[0],
+        row[1],
         *(None if v is None else REDACTED for v in (sender, recipient, body)),
         Transaction.details.db_value(details),
     )

@@ -22,9 +22,13 @@ class JSONField(peewee.TextField):
 
 class Transaction(BaseModel):
     """One record of the long-term store. Personal fields: sender, recipient, body and any
-    product-specific detail the product's scrub policy does not declare kept."""
+    product-specific detail the product's scrub policy does not declare kept.
 
-    id = peewee.CharField(primary_key=True, max_length=64)
+    A record is named by its id within its account: two accounts may hold the same id, and
+    neither sees the other's. The key is (id, account), id first, so that a lookup by id
+    (what a redaction names) uses it."""
+
+    id = peewee.CharField(max_length=64)
     account = peewee.ForeignKeyField(
         Account, backref="transactions", column_name="api_key", on_delete="CASCADE"
     )
@@ -44,6 +48,7 @@ class Transaction(BaseModel):
     SUBJECT_COLUMNS = ("sender_key", "recipient_key")
 
     class Meta:
+        primary_key = peewee.CompositeKey("id", "account")
         indexes = (
             (("account", "sender_key"), False),
             (("account", "recipient_key"), False),

@@ -229,9 +229,13 @@ def record(
     return data
 
 
-def row(transaction_id: str) -> Transaction:
+def row(transaction_id: str, api_key: str | None = None) -> Transaction:
+    """The stored record `transaction_id` (of account `api_key`, when several hold the id)."""
+    named = Transaction.id == transaction_id
+    if api_key is not None:
+        named &= Transaction.account == api_key
     with database.connection_context():
-        return Transaction.get_by_id(transaction_id)
+        return Transaction.get(named)
 
 
 @contextlib.contextmanager

@@ -113,7 +113,7 @@ def test_transactions_load_from_file_and_stdin(env, tmp_path):
     assert (result.returncode, result.stdout) == (0, "loaded 1 transaction\n")
     assert stored(env)[1] == ["a1", "a2", "a3"]
     with store_at(env["DATABASE_URL"]):
-        first = Transaction.get_by_id("a1")
+        first = Transaction.get(Transaction.id == "a1")
         assert (first.direction, first.details) == ("inbound", {"status": "delivered"})
 
 

@@ -63,7 +63,7 @@ def test_concurrent_requests_each_get_their_outcome(app):
         assert Transaction.select().where(Transaction.redacted_at.is_null(False)).count() == 60
         assert RedactionAudit.select().count() == 60
         assert {a.transaction_id for a in RedactionAudit.select()} == set(ids)
-        assert Transaction.get_by_id("0A00000000OTHER01").sender == "447700900001"
+        assert Transaction.get(Transaction.id == "0A00000000OTHER01").sender == "447700900001"
 
 
 def run_concurrently(batch_fn, items, expected: type[Exception]) -> list:

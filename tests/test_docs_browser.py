@@ -73,7 +73,7 @@ def test_try_it_out_redacts_a_demo_record(chromium, demo_server):
     assert status.first.inner_text().strip().startswith("204")
 
     with store_at(database_url):
-        record = Transaction.get_by_id("0A0000000DEMO0001")
+        record = Transaction.get(Transaction.id == "0A0000000DEMO0001")
     assert record.redacted_at is not None and record.body == "REDACTED"
 
 

@@ -100,14 +100,14 @@ def test_a_full_disk_fails_the_redaction_cleanly_and_service_recovers(
         assert set(problem) >= PROBLEM_FIELDS
         assert int(failed.headers["Retry-After"]) >= 1
         with database.connection_context():
-            untouched = Transaction.get_by_id("FULL1")
+            untouched = Transaction.get(Transaction.id == "FULL1")
         assert (untouched.body, untouched.redacted_at) == (body, None)
 
         os.unlink(filler)
         done = client.post(URL, json={"id": "FULL1", "product": "sms"}, headers=headers)
         assert done.status_code == 204
     with database.connection_context():
-        scrubbed = Transaction.get_by_id("FULL1")
+        scrubbed = Transaction.get(Transaction.id == "FULL1")
     assert scrubbed.body == "REDACTED" and scrubbed.redacted_at is not None
 
 

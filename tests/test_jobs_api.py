@@ -717,7 +717,7 @@ def test_records_about_the_subject_that_arrive_before_the_run_are_erased_too(job
 def test_a_number_in_a_transaction_is_indexed_only_as_a_keyed_hash(jobs):
     add_records(record("K1", to=SUBJECT))
     with database.connection_context():
-        stored = Transaction.get_by_id("K1")
+        stored = Transaction.get(Transaction.id == "K1")
         key = current_store().subject_key
     assert stored.recipient_key == key.hash("+44 7700 900123") != key.hash("447700900124")
     assert SUBJECT not in stored.recipient_key

@@ -16,7 +16,7 @@ UPSTREAM = "https://developer.nexmo.com/api-errors"
 
 def stored(transaction_id: str) -> Transaction:
     with database.connection_context():
-        return Transaction.get_by_id(transaction_id)
+        return Transaction.get(Transaction.id == transaction_id)
 
 
 def audit_rows() -> list[RedactionAudit]:

@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from .support import JOBS, JobsClient, add_account, add_records, operation_ids, record, spec
+from .support import (
+    JOBS,
+    JobsClient,
+    add_account,
+    add_records,
+    operation_ids,
+    record,
+    row,
+    spec,
+)
 
 NUMBER = "447700988801"
 NOBODY_JOB = "rj_000000000000000000000000"
@@ -106,6 +115,20 @@ def test_a_job_cannot_name_another_accounts_records_or_find_its_subjects(two_acc
         "/v1/redact/transaction", json={"id": "A-REC", "product": "sms"}, headers=owner.headers
     )
     assert owner_record.status_code == 204  # it was still there, unredacted, for its owner
+
+
+def test_two_accounts_may_hold_the_same_id_and_each_redacts_only_its_own(two_accounts):
+    _owner, prober, _ = two_accounts
+    add_records(record("A-REC2", api_key="acctbbbb", text="bee's own text"))
+    # A's ready job names A-REC2: it holds A's record, not B's.
+    job = prober.ready(["A-REC2"])
+    assert prober.errors(job["id"])["data"] == []
+    redacted = prober.client.post(
+        "/v1/redact/transaction", json={"id": "A-REC2", "product": "sms"}, headers=prober.headers
+    )
+    assert redacted.status_code == 204
+    assert row("A-REC2", "acctbbbb").body == "REDACTED"
+    assert row("A-REC2", "acctaaaa").body == "hello there"
 
 
 def test_every_operation_is_covered_here():

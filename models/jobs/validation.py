@@ -142,7 +142,16 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
 def _transaction_checks(job: RedactionJob, after: int, limit: int):
     """For each transaction object after position `after`: the object, the record it
     names (if any), and whether another holding job names it too."""
-    rows = _CHECKS.execute(None, {"job": job.seq, "after": after, "limit": limit})
+    rows = _CHECKS.execute(
+        None,
+        {
+            "job": job.seq,
+            "account": job.account_id,
+            "holder": job.account_id,
+            "after": after,
+            "limit": limit,
+        },
+    )
     convert = Transaction.created_at.python_value
     for (
         position,
@@ -181,6 +190,7 @@ def _build_checks(mark, _):
         .where(
             (other.transaction_id == JobObject.transaction_id)
             & (other.job != JobObject.job)
+            & (holder.account == mark("holder"))
             & holder.status.in_(HOLDING)
         )
     )
@@ -198,7 +208,14 @@ def _build_checks(mark, _):
             Transaction.redacted_at,
             fn.EXISTS(held),
         )
-        .join(Transaction, JOIN.LEFT_OUTER, on=(Transaction.id == JobObject.transaction_id))
+        .join(
+            Transaction,
+            JOIN.LEFT_OUTER,
+            on=(
+                (Transaction.id == JobObject.transaction_id)
+                & (Transaction.account == mark("account"))
+            ),
+        )
         .where(
             (JobObject.job == mark("job"))
             & (JobObject.position > mark("after"))
@@ -244,6 +261,7 @@ def _check_subject(job, subject, products, fix, tally, now, min_age, config):
         .where(
             (other.subject_key == subject.subject_key)
             & (other.job != job.seq)
+            & (RedactionJob.account == job.account_id)
             & RedactionJob.status.in_(HOLDING)
         )
         .exists()
