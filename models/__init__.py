@@ -7,24 +7,46 @@ A newcomer's map (docs/architecture.md has the whole of it):
 - group_commit.py, prepared.py: how writes share transactions; SQL generated once
 - account.py, transaction.py: accounts and the records with their audit trail
 - policy.py, redaction.py: what a redaction scrubs, and doing it
-- subjects.py: the keyed index of phone numbers; loading.py: `redact transactions load`
+- subjects.py: the keyed index of phone numbers
+- records.py: the record schema, storing records (API and command) and reading one back;
+  loading.py: `redact transactions load`
+- retention.py: Auto-redact policies and the retention pass; holds.py: legal holds;
+  audit.py: the audit trail of policy and hold changes
 - migrations.py: creating and upgrading tables; maintenance.py: PostgreSQL's VACUUM
 - jobs/: redaction jobs, from their rows to the queue and the service the API and the
   CLI share
 """
 
 from .account import Account
+from .audit import AuditEvent
 from .base import BaseModel, database, utcnow
-from .errors import InvalidRecord, PrematureRedaction, RecordNotFound, RedactionError, Unprovisioned
+from .errors import (
+    InvalidRecord,
+    PrematureRedaction,
+    RecordHeld,
+    RecordNotFound,
+    RedactionError,
+    Unprovisioned,
+)
+from .holds import HOLD_MODELS
 from .jobs.job import JOB_MODELS
 from .loading import load_records
 from .migrations import create_or_upgrade
 from .policy import DIRECTIONS, POLICIES, PRODUCTS, REDACTED
 from .redaction import redact_transaction, redact_transaction_async
+from .retention import RETENTION_MODELS
 from .store import Store, current_store, open_store
 from .transaction import RedactionAudit, Transaction
 
-MODELS = (Account, Transaction, RedactionAudit, *JOB_MODELS)
+MODELS = (
+    Account,
+    Transaction,
+    RedactionAudit,
+    AuditEvent,
+    *JOB_MODELS,
+    *HOLD_MODELS,
+    *RETENTION_MODELS,
+)
 """Every table, in the order they are created (drop in reverse)."""
 
 
@@ -44,6 +66,7 @@ __all__ = [
     "BaseModel",
     "InvalidRecord",
     "PrematureRedaction",
+    "RecordHeld",
     "RecordNotFound",
     "RedactionAudit",
     "RedactionError",

@@ -29,8 +29,55 @@ class PrematureRedaction(RedactionError):
         self.remaining_seconds = remaining_seconds
 
 
+class RecordHeld(RedactionError):
+    """A legal hold covers the record: nothing redacts it until the hold is released."""
+
+    def __init__(self, transaction_id: str):
+        super().__init__(
+            f"ID '{transaction_id}' is under a legal hold and cannot be redacted until it is "
+            "released"
+        )
+        self.transaction_id = transaction_id
+
+
 class InvalidRecord(ValueError):
     """A record offered to the store is malformed; the message says which field and why."""
+
+
+class InvalidRecords(RedactionError):
+    """Records offered to the store are malformed: `errors` lists (index, field, message)
+    for each problem (the first `MAX_LISTED`), `count` how many there were."""
+
+    MAX_LISTED = 100
+
+    def __init__(self, errors: list[tuple[int, str, str]], count: int):
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{count} {noun} in the records; nothing was stored")
+        self.errors, self.count = errors[: self.MAX_LISTED], count
+
+
+class RecordConflict(RedactionError):
+    """A record names an id the account already holds (or names twice) with other content."""
+
+    def __init__(self, transaction_id: str):
+        super().__init__(
+            f"ID '{transaction_id}' is already stored with other content; nothing was stored"
+        )
+        self.transaction_id = transaction_id
+
+
+class HoldNotFound(RedactionError):
+    def __init__(self, hold_id: str):
+        super().__init__(f"No hold with id '{hold_id}'")
+        self.hold_id = hold_id
+
+
+class InvalidHold(RedactionError):
+    """A hold request that cannot be honoured as written (a number that is no number)."""
+
+
+class InvalidPolicy(RedactionError):
+    """A retention policy change that cannot be honoured as written."""
 
 
 def _wait_phrase(seconds: int) -> str:

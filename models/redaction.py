@@ -1,5 +1,5 @@
-"""Redacting transactions: the rules (provisioning, ownership, the premature window) and
-the scrub itself, atomic, audited and erased from the database files.
+"""Redacting transactions: the rules (provisioning, ownership, legal holds, the premature
+window) and the scrub itself, atomic, audited and erased from the database files.
 
 Concurrent requests are redacted together: each batch is one SELECT, one UPDATE and one
 INSERT in one transaction (see GroupCommit), so the cost of a commit and of the
@@ -14,7 +14,8 @@ from collections.abc import Collection
 
 import peewee
 
-from .errors import PrematureRedaction, RecordNotFound, Unprovisioned
+from .errors import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
+from .holds import held_records
 from .policy import REDACTED, direction_of, record_kind, scrub_details
 from .prepared import PreparedQuery
 from .store import current_store
@@ -70,8 +71,8 @@ def redact_transaction(**request) -> bool:
 
     Returns True if this call scrubbed the record, False if it was already redacted.
     Raises Unprovisioned, RecordNotFound (also for another account's record, so as not to
-    reveal it exists) or PrematureRedaction. The scrub and its audit entry commit
-    together, before this returns.
+    reveal it exists), RecordHeld (a legal hold covers it) or PrematureRedaction. The
+    scrub and its audit entry commit together, before this returns.
     """
     return current_store().group_commit.run(redact_batch, redaction_request(**request))
 
@@ -88,6 +89,7 @@ def redact_batch(requests: list[RedactionRequest]) -> list:
     ids = sorted({r.transaction_id for r in requests})
     found = _FIND.execute(len(ids), {"id": ids}).fetchall()
     rows = {(row[0], row[1]): row for row in found}  # an id may name records of several accounts
+    held = held_records([(row[0], row[1], row[10], row[11]) for row in found if row[5] is None])
     outcomes: list = []
     to_scrub: dict[tuple[str, str], tuple] = {}
     cutoffs: dict[tuple, datetime.datetime] = {}  # the requests of a job share one `now`
@@ -103,6 +105,8 @@ def redact_batch(requests: list[RedactionRequest]) -> list:
             continue
         if row[5] is not None or name in to_scrub:  # redacted_at
             outcomes.append(False)
+        elif name in held:
+            outcomes.append(RecordHeld(request.transaction_id))
         elif _is_newer(row[4], _cutoff(cutoffs, request.now, request.min_age_seconds)):
             age = (request.now - Transaction.created_at.python_value(row[4])).total_seconds()
             outcomes.append(
@@ -177,6 +181,8 @@ _SELECTED = (
     Transaction.recipient,
     Transaction.body,
     Transaction.details,
+    Transaction.sender_key,
+    Transaction.recipient_key,
 )
 
 # The three statements of a batch, built once per batch size (see PreparedQuery).

@@ -32,6 +32,7 @@ class Transaction(BaseModel):
     account = peewee.ForeignKeyField(
         Account, backref="transactions", column_name="api_key", on_delete="CASCADE"
     )
+    api_key: str  # the account's key, without loading the account
     product = peewee.CharField(max_length=20)
     direction = peewee.CharField(max_length=10, null=True)
     created_at = UTCDateTimeField()
@@ -58,9 +59,23 @@ class Transaction(BaseModel):
 class RedactionAudit(BaseModel):
     """Who redacted which record, when, under which trace id. Holds no personal data."""
 
+    id = peewee.AutoField()
     at = UTCDateTimeField()
     api_key = peewee.CharField(max_length=64, index=True)
     transaction_id = peewee.CharField(max_length=64, index=True)
     product = peewee.CharField(max_length=20)
     trace_id = peewee.CharField(max_length=64)
     source = peewee.CharField(max_length=20, default="api")
+
+
+# Retention finds the records of an account and product past a moment, oldest first, among
+# those not yet redacted (which leave this index as they are redacted).
+Transaction.add_index(
+    Transaction.index(
+        Transaction.account,
+        Transaction.product,
+        Transaction.created_at,
+        Transaction.id,
+        name="transaction_unredacted_by_age",
+    ).where(Transaction.redacted_at.is_null())
+)

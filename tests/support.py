@@ -208,7 +208,7 @@ def add_account(api_key: str, products=PRODUCTS) -> dict:
 
 def add_records(*records: dict) -> int:
     with database.connection_context():
-        return load_records(json.dumps(r) for r in records)
+        return load_records(json.dumps(r) for r in records).stored
 
 
 def record(

@@ -125,7 +125,7 @@ def test_transactions_load_from_file_and_stdin(env, tmp_path):
         (good_line("b2", product="fax"), "line 2: product"),
         (good_line("b2", created_at="yesterday"), "line 2: created_at"),
         (good_line("b2", api_key="nobody"), "line 2: api_key: no account 'nobody'"),
-        (good_line("b1"), "line 2: id 'b1' is already stored"),
+        (good_line("b1", text="other"), "line 2: id 'b1' is already stored with other content"),
         (
             json.dumps(
                 {

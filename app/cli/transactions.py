@@ -20,9 +20,16 @@ def transactions_load(file):
     """Load JSON Lines records from FILE ('-' for stdin), all or nothing."""
     open_store_or_exit(load_settings())
     try:
-        count = load_records(file)
+        counts = load_records(file)
     except InvalidRecord as exc:
         fail(f"{exc}; nothing was loaded")
     except UnicodeDecodeError:
         fail(f"{file.name}: not UTF-8 text; nothing was loaded")
-    click.echo(f"loaded {count} transaction{'s' if count != 1 else ''}")
+    count = counts.received
+    line = f"loaded {count} transaction{'s' if count != 1 else ''}"
+    if counts.unchanged or counts.redacted_on_arrival:
+        line += (
+            f" ({counts.stored} stored, {counts.unchanged} already stored, "
+            f"{counts.redacted_on_arrival} redacted on arrival)"
+        )
+    click.echo(line)

@@ -82,7 +82,7 @@ class Page:
     has_more: bool
 
 
-def _page(query, key, descending: bool, limit: int, after, before) -> Page:
+def paginate(query, key, descending: bool, limit: int, after, before) -> Page:
     """A page of `query` ordered by `key`, Stripe-style: `after` pages forward from a
     cursor value, `before` backward; `has_more` says whether more lie that way."""
     forward = key.desc() if descending else key.asc()
@@ -121,7 +121,7 @@ def list_jobs(
             raise InvalidCursor(parameter, job_id)
         return job.seq
 
-    return _page(
+    return paginate(
         query,
         RedactionJob.seq,
         True,
@@ -169,7 +169,7 @@ def list_validation_errors(
         )
         .where(JobValidationError.job == job.seq)
     )
-    return _page(
+    return paginate(
         query,
         JobValidationError.position,
         False,

@@ -11,7 +11,8 @@ from peewee import JOIN, fn
 
 from ..account import Account
 from ..base import Clock, database
-from ..errors import PrematureRedaction, RecordNotFound, Unprovisioned
+from ..errors import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
+from ..holds import held_condition, held_records
 from ..policy import record_kind
 from ..prepared import PreparedQuery
 from ..transaction import Transaction
@@ -35,9 +36,10 @@ class _Tally:
 def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig) -> RedactionJob:
     """Check every object of the job and move it to ready (no error) or failed.
 
-    Errors per object: unprovisioned, unknown_transaction, already_redacted, premature,
-    held_by_other_job, subject_has_no_records. With `fix`, already-redacted records are
-    dropped and premature ones make the run wait (`eligible_at`); the others stay errors.
+    Errors per object: unprovisioned, unknown_transaction, already_redacted, held (a legal
+    hold covers it), premature, held_by_other_job, subject_has_no_records. With `fix`,
+    already-redacted records are dropped and premature ones make the run wait
+    (`eligible_at`); the others (held included) stay errors.
     Starts afresh each time (an interrupted validation is simply done again)."""
     with database.atomic():
         transition(job, "created", "validating")  # if the API has not moved it yet
@@ -53,6 +55,9 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
         rows = list(_transaction_checks(job, position, config.batch_size))
         if not rows:
             break
+        legal = held_records(
+            [(r[1], r[5], r[11], r[12]) for r in rows if r[4] is not None and r[9] is None]
+        )
         errors = []
         for (
             position,
@@ -66,6 +71,8 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
             created_at,
             redacted_at,
             held,
+            _sender_key,
+            _recipient_key,
         ) in rows:
             if product not in products:
                 errors.append(
@@ -90,6 +97,8 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
                     errors.append(
                         (position, "already_redacted", f"ID '{transaction_id}' is already redacted")
                     )
+            elif (transaction_id, job.account_id) in legal:
+                errors.append((position, "held", str(RecordHeld(transaction_id))))
             elif held:
                 errors.append(
                     (
@@ -165,6 +174,8 @@ def _transaction_checks(job: RedactionJob, after: int, limit: int):
         created_at,
         redacted_at,
         held,
+        sender_key,
+        recipient_key,
     ) in rows:
         yield (
             position,
@@ -178,6 +189,8 @@ def _transaction_checks(job: RedactionJob, after: int, limit: int):
             convert(created_at),
             redacted_at,
             held,
+            sender_key,
+            recipient_key,
         )
 
 
@@ -207,6 +220,8 @@ def _build_checks(mark, _):
             Transaction.created_at,
             Transaction.redacted_at,
             fn.EXISTS(held),
+            Transaction.sender_key,
+            Transaction.recipient_key,
         )
         .join(
             Transaction,
@@ -253,6 +268,16 @@ def _check_subject(job, subject, products, fix, tally, now, min_age, config):
             subject.position,
             "unprovisioned",
             f"subjects[{index}]: " + str(Unprovisioned(job.account_id, unprovisioned[0])),
+        )
+    if (
+        Transaction.select()
+        .where(subject_records(job, subject.subject_key) & held_condition(job.account_id))
+        .exists()
+    ):
+        return (
+            subject.position,
+            "held",
+            f"subjects[{index}]: a legal hold covers records of this number",
         )
     other = JobObject.alias()
     held = (

@@ -1,0 +1,338 @@
+"""Records in and out: the one schema a record is read with (the records API and `redact
+transactions load`), storing records all or nothing and idempotently, redaction on
+arrival (`immediate` policies), and a record read back as stored.
+
+Storing goes through the group commit (models/group_commit.py), as redactions do: the
+requests of the moment share a transaction, each in a savepoint of its own, so one
+request's conflict leaves the others untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import typing
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import marshmallow
+from marshmallow import fields, validate
+
+from .errors import InvalidRecords, RecordConflict, RecordNotFound
+from .holds import TRANSACTION, HoldItem, LegalHold, held_records
+from .policy import DIRECTIONS, PRODUCTS, REDACTED, direction_of, record_kind, scrub_details
+from .retention import arrival_policies
+from .store import current_store
+from .transaction import RedactionAudit, Transaction
+
+RESERVED = frozenset({"redaction", "held", "holds"})
+"""Names a record may not use for a field of its own: the read-back answer adds them."""
+
+
+class RecordSchema(marshmallow.Schema):
+    """One transaction record. Fields other than these are product-specific details
+    (personal unless the product's scrub policy declares them kept)."""
+
+    class Meta:
+        unknown = marshmallow.INCLUDE
+
+    id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    product = fields.String(required=True, validate=validate.OneOf(PRODUCTS))
+    type = fields.String(validate=validate.OneOf(DIRECTIONS), load_default=None)
+    created_at = fields.AwareDateTime(required=True, default_timezone=datetime.UTC)
+    from_ = fields.String(data_key="from", allow_none=True, load_default=None)
+    to = fields.String(allow_none=True, load_default=None)
+    text = fields.String(allow_none=True, load_default=None)
+    api_key = fields.String(validate=validate.Length(min=1, max=64), load_default=None)
+
+    @marshmallow.validates_schema
+    def _type_only_for_sms(self, data, **kwargs):
+        if data.get("type") is not None and data.get("product") != "sms":
+            raise marshmallow.ValidationError("only SMS records have a type", "type")
+
+    @marshmallow.validates_schema
+    def _no_reserved_names(self, data, **kwargs):
+        for name in sorted(RESERVED & data.keys()):
+            raise marshmallow.ValidationError("a name the service uses; not a record field", name)
+
+
+SCHEMA = RecordSchema()
+_KNOWN = {"id", "api_key", "product", "type", "created_at", "from_", "to", "text"}
+
+
+def parse_records(records: Sequence[Any], api_key: str | None) -> list[dict]:
+    """The rows for `records`, owned by `api_key` (None: each names its own `api_key`, as
+    a load file's lines do). Raises InvalidRecords listing every problem as (index,
+    field, message)."""
+    problems: list[tuple[int, str, str]] = []
+    rows = []
+    subject_key = current_store().subject_key
+    for index, raw in enumerate(records):
+        if not isinstance(raw, dict):
+            problems.append((index, "", "a record must be a JSON object"))
+            continue
+        try:
+            data = SCHEMA.load(raw)
+        except marshmallow.ValidationError as exc:
+            problems.extend((index, field, message) for field, message in _flat(exc.messages))
+            continue
+        owner = data["api_key"]
+        if api_key is None and owner is None:
+            problems.append((index, "api_key", "Missing data for required field"))
+            continue
+        if api_key is not None and owner not in (None, api_key):
+            problems.append(
+                (index, "api_key", "records are stored for the account that sends them")
+            )
+            continue
+        details = {k: v for k, v in data.items() if k not in _KNOWN}
+        rows.append(
+            {
+                "id": data["id"],
+                "account": api_key or owner,
+                "product": data["product"],
+                "direction": direction_of(data["product"], data["type"]),
+                "created_at": data["created_at"].astimezone(datetime.UTC),
+                "sender": data["from_"],
+                "recipient": data["to"],
+                "body": data["text"],
+                "details": details or None,
+                "sender_key": subject_key.hash(data["from_"]),
+                "recipient_key": subject_key.hash(data["to"]),
+            }
+        )
+    if problems:
+        raise InvalidRecords(problems, len(problems))
+    return rows
+
+
+def _flat(messages, prefix: str = "") -> Iterable[tuple[str, str]]:
+    """marshmallow's nested messages as (field, message) pairs."""
+    if isinstance(messages, dict):
+        for field, inner in messages.items():
+            name = "" if field == "_schema" else str(field)
+            yield from _flat(inner, f"{prefix}.{name}" if prefix and name else prefix or name)
+    elif isinstance(messages, list):
+        for inner in messages:
+            yield from _flat(inner, prefix)
+    else:
+        yield prefix, str(messages).rstrip(".")
+
+
+@dataclasses.dataclass
+class StoreCounts:
+    received: int = 0
+    stored: int = 0
+    unchanged: int = 0
+    redacted_on_arrival: int = 0
+
+    def add(self, other: StoreCounts) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+class StoreRequest(typing.NamedTuple):
+    rows: list[dict]
+    now: datetime.datetime
+    trace_id: str
+
+
+def store_records(rows: list[dict], *, now: datetime.datetime, trace_id: str) -> StoreCounts:
+    """Store `rows` (from `parse_records`) in one transaction, all or nothing; RecordConflict
+    for an id the account holds with other content (nothing is stored then)."""
+    return current_store().group_commit.run(store_batch, StoreRequest(rows, now, trace_id))
+
+
+async def store_records_async(
+    rows: list[dict], *, now: datetime.datetime, trace_id: str
+) -> StoreCounts:
+    """`store_records` for a coroutine: it awaits the commit without holding a thread."""
+    return await current_store().group_commit.run_async(
+        store_batch, StoreRequest(rows, now, trace_id)
+    )
+
+
+def store_batch(requests: list[StoreRequest]) -> list:
+    """Group-commit batch function: each request in a savepoint of its own."""
+    outcomes: list = []
+    for request in requests:
+        try:
+            with current_store().database.atomic():
+                outcomes.append(store_in_transaction(request))
+        except RecordConflict as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+_CHUNK = 500  # rows per statement (SQLite's variable limit is far above 500 x 12)
+_COMPARED = ("product", "direction", "created_at", "sender", "recipient", "body", "details")
+
+
+def store_in_transaction(request: StoreRequest) -> StoreCounts:
+    """`store_records` inside the caller's transaction (the load command holds a whole
+    file in one)."""
+    counts = StoreCounts(received=len(request.rows))
+    fresh: dict[tuple[str, str], dict] = {}
+    for row in request.rows:
+        name = (row["id"], row["account"])
+        earlier = fresh.get(name)
+        if earlier is None:
+            fresh[name] = row
+        elif _content(earlier) == _content(row):
+            counts.unchanged += 1
+        else:
+            raise RecordConflict(row["id"])
+    for name, stored in _stored(list(fresh)).items():
+        offered = fresh.pop(name)
+        if not _same(offered, stored):
+            raise RecordConflict(name[0])
+        counts.unchanged += 1
+    if not fresh:
+        return counts
+
+    immediate = arrival_policies(sorted({account for _, account in fresh}))
+    held: set = set()
+    if immediate:
+        held = held_records(
+            [
+                (row["id"], row["account"], row["sender_key"], row["recipient_key"])
+                for row in fresh.values()
+                if (row["account"], row["product"]) in immediate
+            ]
+        )
+    rows = []
+    audit = []
+    for name, row in fresh.items():
+        if (row["account"], row["product"]) in immediate and name not in held:
+            row = redacted_row(row, request.now)
+            audit.append(
+                (request.now, row["account"], row["id"], row["product"], request.trace_id, "policy")
+            )
+        rows.append(row)
+    for start in range(0, len(rows), _CHUNK):
+        Transaction.insert_many(rows[start : start + _CHUNK]).execute()
+    if audit:
+        RedactionAudit.insert_many(
+            audit,
+            fields=(
+                RedactionAudit.at,
+                RedactionAudit.api_key,
+                RedactionAudit.transaction_id,
+                RedactionAudit.product,
+                RedactionAudit.trace_id,
+                RedactionAudit.source,
+            ),
+        ).execute()
+    counts.stored = len(rows)
+    counts.redacted_on_arrival = len(audit)
+    return counts
+
+
+def redacted_row(row: dict, now: datetime.datetime) -> dict:
+    """`row` as a redaction leaves it: personal fields REDACTED, numbers unindexed."""
+    details = row["details"]
+    return {
+        **row,
+        "sender": None if row["sender"] is None else REDACTED,
+        "recipient": None if row["recipient"] is None else REDACTED,
+        "body": None if row["body"] is None else REDACTED,
+        "details": scrub_details(row["product"], details) if details else details,
+        "redacted_at": now,
+        "sender_key": None,
+        "recipient_key": None,
+    }
+
+
+def _content(row: dict) -> tuple:
+    return tuple(row[field] for field in _COMPARED)
+
+
+def _same(offered: dict, stored: dict) -> bool:
+    """Whether `offered` is the record `stored` holds: the same fields, or, once it is
+    redacted, the same fields as a redaction leaves them."""
+    if stored["redacted_at"] is not None:
+        offered = redacted_row(offered, stored["redacted_at"])
+    return _content(offered) == _content(stored)
+
+
+def _stored(names: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    found = {}
+    for start in range(0, len(names), _CHUNK):
+        chunk = names[start : start + _CHUNK]
+        ids = sorted({transaction_id for transaction_id, _ in chunk})
+        wanted = set(chunk)
+        query = Transaction.select(
+            Transaction.id,
+            Transaction.account,
+            Transaction.redacted_at,
+            *(getattr(Transaction, field) for field in _COMPARED),
+        ).where(Transaction.id.in_(ids))
+        rows: list[Any] = list(query.dicts())
+        for row in rows:
+            name = (row["id"], row["account"])
+            if name in wanted:
+                found[name] = row
+    return found
+
+
+def read_record(api_key: str, transaction_id: str, product: str, type_: str | None) -> dict:
+    """The account's record as stored (scrubbed fields read REDACTED), how it was redacted
+    (None if it is not) and which active holds cover it. RecordNotFound for an unknown
+    id, another account's record, or another product or type."""
+    direction = direction_of(product, type_)
+    record = Transaction.get_or_none(
+        (Transaction.id == transaction_id) & (Transaction.account == api_key)
+    )
+    if record is None or (record.product, record.direction) != (product, direction):
+        raise RecordNotFound(transaction_id, record_kind(product, direction))
+    shown: dict[str, Any] = {"id": record.id, "product": record.product}
+    if record.product == "sms":
+        shown["type"] = record.direction
+    shown["created_at"] = record.created_at.isoformat()
+    shown.update({"from": record.sender, "to": record.recipient, "text": record.body})
+    shown.update(record.details or {})
+    shown["redaction"] = _redaction(record)
+    holds = _covering_holds(record)
+    shown["held"] = bool(holds)
+    shown["holds"] = holds
+    return shown
+
+
+def _redaction(record: Transaction) -> dict | None:
+    if record.redacted_at is None:
+        return None
+    entry = (
+        RedactionAudit.select(RedactionAudit.source, RedactionAudit.trace_id)
+        .where(
+            (RedactionAudit.api_key == record.api_key)
+            & (RedactionAudit.transaction_id == record.id)
+        )
+        .order_by(RedactionAudit.id.desc())
+        .first()
+    )
+    source = entry.source if entry is not None else "api"
+    return {
+        "redacted_at": record.redacted_at.isoformat(),
+        "source": source,
+        "job": entry.trace_id if entry is not None and source == "job" else None,
+    }
+
+
+def _covering_holds(record: Transaction) -> list[str]:
+    if record.redacted_at is not None:
+        return []
+    values = [v for v in (record.id, record.sender_key, record.recipient_key) if v is not None]
+    rows: list[Any] = list(
+        LegalHold.select(LegalHold.id, HoldItem.kind, HoldItem.value)
+        .join(HoldItem)
+        .where(
+            (HoldItem.api_key == record.api_key)
+            & HoldItem.value.in_(values)
+            & (LegalHold.status == "active")
+        )
+        .order_by(LegalHold.seq)
+        .tuples()
+    )
+    return sorted(
+        {hold_id for hold_id, kind, value in rows if (kind == TRANSACTION) == (value == record.id)}
+    )

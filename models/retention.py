@@ -1,0 +1,335 @@
+"""Auto-redact: retention policies per account and product, and the pass that redacts
+records once their retention is over.
+
+A policy is `off` (the default: records stay until someone redacts them), `immediate`
+(a record is stored already redacted: models/records.py) or `after` N days. The pass
+(`run_retention`) redacts, batch by batch, the records older than their retention, and
+never one younger than the premature window. Each batch is one atomic redaction, audited
+with source `retention`; a held record is skipped and counted. A pass killed at any point
+loses nothing: what it redacted is committed, and the next pass goes on with what is left
+(records leave the partial index of unredacted records as they are redacted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import peewee
+
+from .account import Account
+from .audit import record_event
+from .base import BaseModel, Clock, UTCDateTimeField, database
+from .errors import InvalidPolicy, RecordHeld, Unprovisioned
+from .holds import held_condition
+from .redaction import RedactionRequest, redact_batch
+from .store import current_store
+from .transaction import Transaction
+
+MODES = ("off", "immediate", "after")
+MAX_AFTER_DAYS = 3650
+
+
+class RetentionPolicy(BaseModel):
+    """An account's policy for one product (no row: `off`)."""
+
+    account = peewee.ForeignKeyField(
+        Account, column_name="api_key", on_delete="CASCADE", object_id_name="account_id"
+    )
+    account_id: str
+    product = peewee.CharField(max_length=20)
+    mode = peewee.CharField(max_length=10)
+    after_days = peewee.IntegerField(null=True)
+    updated = UTCDateTimeField()
+
+    class Meta:
+        primary_key = peewee.CompositeKey("account", "product")
+
+    @property
+    def days(self) -> int:
+        """The retention of an `after` policy, in days."""
+        return int(self.after_days or 0)
+
+
+class WorkerLease(BaseModel):
+    """Work that one worker at a time does (the retention pass): who holds it, until when."""
+
+    name = peewee.CharField(primary_key=True, max_length=40)
+    owner = peewee.CharField(max_length=200)
+    expires = UTCDateTimeField()
+
+
+RETENTION_MODELS = (RetentionPolicy, WorkerLease)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    auto_redact: str = "off"
+    after_days: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"auto_redact": self.auto_redact, "after_days": self.after_days}
+
+
+def policies_of(api_key: str) -> dict[str, Policy]:
+    """The account's policy for each product it may redact (`off` where none is set)."""
+    account = Account.get_by_id(api_key)
+    stored = {
+        p.product: Policy(p.mode, p.after_days)
+        for p in RetentionPolicy.select().where(RetentionPolicy.account == api_key)
+    }
+    return {product: stored.get(product, Policy()) for product in sorted(account.product_set)}
+
+
+def arrival_policies(accounts: list[str]) -> set[tuple[str, str]]:
+    """(account, product) pairs whose records are redacted on arrival (`immediate`)."""
+    rows: list[Any] = list(
+        RetentionPolicy.select(RetentionPolicy.account, RetentionPolicy.product)
+        .where(RetentionPolicy.account.in_(accounts) & (RetentionPolicy.mode == "immediate"))
+        .tuples()
+    )
+    return {(account, product) for account, product in rows}
+
+
+def set_policies(
+    api_key: str,
+    changes: Mapping[str, Mapping[str, Any]],
+    *,
+    now: datetime.datetime,
+    actor: str,
+    trace_id: str | None = None,
+) -> dict[str, Policy]:
+    """Change the account's policies for the products in `changes` ({product:
+    {"auto_redact", "after_days"}}), each change audited with what it was before. All or
+    nothing: InvalidPolicy or Unprovisioned (a product the account may not redact)."""
+    wanted = {product: _policy(product, change) for product, change in changes.items()}
+    with database.atomic():
+        current = policies_of(api_key)
+        for product in wanted:
+            if product not in current:
+                raise Unprovisioned(api_key, product)
+        for product, policy in wanted.items():
+            if policy == current[product]:
+                continue
+            (
+                RetentionPolicy.insert(
+                    account=api_key,
+                    product=product,
+                    mode=policy.auto_redact,
+                    after_days=policy.after_days,
+                    updated=now,
+                )
+                .on_conflict(
+                    conflict_target=[RetentionPolicy.account, RetentionPolicy.product],
+                    update={
+                        RetentionPolicy.mode: policy.auto_redact,
+                        RetentionPolicy.after_days: policy.after_days,
+                        RetentionPolicy.updated: now,
+                    },
+                )
+                .execute()
+            )
+            record_event(
+                api_key=api_key,
+                action="policy.changed",
+                target=product,
+                at=now,
+                actor=actor,
+                before=current[product].as_dict(),
+                after=policy.as_dict(),
+                trace_id=trace_id,
+            )
+        return policies_of(api_key)
+
+
+def _policy(product: str, change: Mapping[str, Any]) -> Policy:
+    mode = change.get("auto_redact")
+    days = change.get("after_days")
+    if mode not in MODES:
+        raise InvalidPolicy(f"{product}: auto_redact is one of {', '.join(MODES)}")
+    if mode == "after":
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_AFTER_DAYS:
+            raise InvalidPolicy(
+                f"{product}: auto_redact 'after' needs after_days, 1 to {MAX_AFTER_DAYS}"
+            )
+        return Policy(mode, days)
+    if days is not None:
+        raise InvalidPolicy(f"{product}: after_days goes only with auto_redact 'after'")
+    return Policy(mode)
+
+
+def retention_cutoff(
+    now: datetime.datetime, after_days: int, min_age_seconds: int
+) -> datetime.datetime:
+    """Records created up to this moment are past their retention (never younger than the
+    premature window)."""
+    return now - max(
+        datetime.timedelta(days=after_days), datetime.timedelta(seconds=min_age_seconds)
+    )
+
+
+def _due(account: str, product: str, cutoff: datetime.datetime):
+    return (
+        (Transaction.account == account)
+        & (Transaction.product == product)
+        & Transaction.redacted_at.is_null()
+        & (Transaction.created_at <= cutoff)
+    )
+
+
+@dataclasses.dataclass
+class Backlog:
+    due: int = 0
+    """Records past their retention, not yet redacted (held ones included)."""
+    held: int = 0
+    """Of those, the ones a legal hold keeps."""
+
+
+def backlog(
+    now: datetime.datetime, min_age_seconds: int, api_key: str | None = None
+) -> dict[tuple[str, str], Backlog]:
+    """Records past retention and not yet redacted, by (account, product) of each `after`
+    policy (of `api_key` only, if given)."""
+    query = RetentionPolicy.select().where(RetentionPolicy.mode == "after")
+    if api_key is not None:
+        query = query.where(RetentionPolicy.account == api_key)
+    found = {}
+    for policy in query:
+        due = _due(
+            policy.account_id,
+            policy.product,
+            retention_cutoff(now, policy.days, min_age_seconds),
+        )
+        found[(policy.account_id, policy.product)] = Backlog(
+            Transaction.select().where(due).count(),
+            Transaction.select().where(due & held_condition(policy.account_id)).count(),
+        )
+    return found
+
+
+@dataclasses.dataclass
+class RetentionReport:
+    redacted: int = 0
+    held: int = 0
+    finished: bool = True
+    """False when the pass stopped for its time budget with records left."""
+
+
+LEASE = "retention"
+
+
+def run_retention(
+    *,
+    clock: Clock,
+    min_age_seconds: int,
+    batch_size: int,
+    owner: str,
+    budget_seconds: float | None = None,
+    lease_seconds: int = 60,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> RetentionReport | None:
+    """One pass over every `after` policy: redact what is past retention. Returns None if
+    another worker's pass holds the lease; stops early (`finished` False) once
+    `budget_seconds` have passed, so that other work queued meanwhile has its turn."""
+    if not _claim(owner, clock(), lease_seconds):
+        return None
+    started = monotonic()
+    report = RetentionReport()
+    trace_id = "retention:" + secrets.token_hex(8)
+    try:
+        policies = list(RetentionPolicy.select().where(RetentionPolicy.mode == "after"))
+        for policy in policies:
+            products = Account.get_by_id(policy.account_id).product_set
+            if policy.product not in products:
+                continue
+            after: tuple | None = None
+            while True:
+                if budget_seconds is not None and monotonic() - started > budget_seconds:
+                    report.finished = False
+                    return report
+                now = clock()
+                cutoff = retention_cutoff(now, policy.days, min_age_seconds)
+                query = Transaction.select(
+                    Transaction.id, Transaction.direction, Transaction.created_at
+                ).where(_due(policy.account_id, policy.product, cutoff))
+                if after is not None:
+                    query = query.where(
+                        peewee.Tuple(Transaction.created_at, Transaction.id) > peewee.Tuple(*after)
+                    )
+                rows: list[Any] = list(
+                    query.order_by(Transaction.created_at, Transaction.id)
+                    .limit(batch_size)
+                    .tuples()
+                )
+                if not rows:
+                    break
+                requests = [
+                    RedactionRequest(
+                        policy.account_id,
+                        transaction_id,
+                        policy.product,
+                        direction,
+                        now,
+                        min_age_seconds,
+                        trace_id,
+                        "retention",
+                    )
+                    for transaction_id, direction, _ in rows
+                ]
+                outcomes = current_store().group_commit.run(
+                    _retention_batches, _Batch(requests, owner, now, lease_seconds)
+                )
+                report.redacted += sum(1 for o in outcomes if o is True)
+                report.held += sum(1 for o in outcomes if isinstance(o, RecordHeld))
+                after = (Transaction.created_at.db_value(rows[-1][2]), rows[-1][0])
+        return report
+    finally:
+        _release(owner)
+
+
+@dataclasses.dataclass
+class _Batch:
+    requests: list[RedactionRequest]
+    owner: str
+    now: datetime.datetime
+    lease_seconds: int
+
+
+def _retention_batches(batches: list[_Batch]) -> list:
+    """Group-commit batch function: each batch's redactions, in a savepoint, with the
+    lease renewed in the same transaction."""
+    outcomes = []
+    for batch in batches:
+        with database.atomic():
+            _renew(batch.owner, batch.now, batch.lease_seconds)
+            outcomes.append(redact_batch(batch.requests))
+    return outcomes
+
+
+def _claim(owner: str, now: datetime.datetime, seconds: int) -> bool:
+    expires = now + datetime.timedelta(seconds=seconds)
+    with database.atomic():
+        WorkerLease.insert(name=LEASE, owner=owner, expires=expires).on_conflict_ignore().execute()
+        taken = (
+            WorkerLease.update(owner=owner, expires=expires)
+            .where(
+                (WorkerLease.name == LEASE)
+                & ((WorkerLease.expires < now) | (WorkerLease.owner == owner))
+            )
+            .execute()
+        )
+    return taken == 1
+
+
+def _renew(owner: str, now: datetime.datetime, seconds: int) -> None:
+    WorkerLease.update(expires=now + datetime.timedelta(seconds=seconds)).where(
+        (WorkerLease.name == LEASE) & (WorkerLease.owner == owner)
+    ).execute()
+
+
+def _release(owner: str) -> None:
+    WorkerLease.delete().where((WorkerLease.name == LEASE) & (WorkerLease.owner == owner)).execute()
