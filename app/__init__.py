@@ -1,7 +1,8 @@
 """The Redact service: a Connexion 3 AsyncApp, built by `create_app`.
 
 A newcomer's map (docs/architecture.md has the whole of it): the contracts in openapi/
-are bound by app/contracts.py to the handlers in app/redact_api.py and app/jobs_api.py;
+are bound by app/contracts.py to the handlers in app/redact_api.py, app/jobs_api.py and
+app/records_api.py;
 requests pass app/edge.py (trace id, body size, admission), app/auth.py (basic auth and
 the rate limit) and app/validation.py before a handler calls the domain in models/;
 app/problems.py renders every error. The `redact` command is app/cli/.
@@ -24,7 +25,6 @@ from connexion.lifecycle import ConnexionRequest
 from connexion.middleware.context import ContextMiddleware
 from connexion.middleware.exceptions import ExceptionMiddleware
 from connexion.middleware.request_validation import RequestValidationMiddleware
-from connexion.middleware.routing import RoutingMiddleware
 from connexion.middleware.security import SecurityMiddleware
 from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
@@ -36,12 +36,20 @@ from models.base import Clock
 from . import docs, health, metrics
 from .admission import Admission
 from .auth import Authenticator, basic_security_handler
-from .contracts import BASE_PATH, SPEC_DIR, OperationResolver, allowed_methods, routes
+from .contracts import (
+    BASE_PATH,
+    SPEC_DIR,
+    ChainedRoutingMiddleware,
+    OperationResolver,
+    allowed_methods,
+    routes,
+)
 from .direct import DirectOperations
 from .edge import RequestContextMiddleware
 from .jobs_api import JOBS_PATH, JobsApi
 from .problems import HTTPProblem, render
 from .ratelimit import RateLimits
+from .records_api import RECORDS_PATH, RecordsApi
 from .redact_api import RedactApi
 from .services import Services, open_services
 from .settings import Settings
@@ -74,6 +82,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
     authenticator = Authenticator(rate_limits, admission, settings.credential_cache_seconds, clock)
     api = RedactApi(settings.min_age_seconds, clock)
     jobs_api = JobsApi(services.jobs)
+    records_api = RecordsApi(settings.min_age_seconds, clock)
 
     # Connexion's default stack minus what this service does not use (response validation,
     # lifespan); our edge middleware outermost, so that every response, errors included,
@@ -82,7 +91,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
         functools.partial(
             RequestContextMiddleware,
             max_body_bytes=settings.max_body_bytes,
-            body_limits={JOBS_PATH: settings.max_job_body_bytes},
+            body_limits={
+                JOBS_PATH: settings.max_job_body_bytes,
+                RECORDS_PATH: settings.max_records_body_bytes,
+            },
             routes=routes(),
             fixed_paths=FIXED_PATHS,
             observe=metrics.observe_request,
@@ -92,7 +104,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
         ServerErrorMiddleware,
         ExceptionMiddleware,
         SwaggerUIMiddleware,
-        RoutingMiddleware,
+        ChainedRoutingMiddleware,
         SecurityMiddleware,
         RequestValidationMiddleware,
         # The Redact API's operation is answered here, without Connexion's per-request
@@ -109,7 +121,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
     # Routes outside the contracts. Connexion mounts the contracts at /v1/redact when the
     # app is first called, after these routes, so a GET of a document's path finds its
     # route first (another method on it meets the mount, and gets a 404 problem).
-    metrics.register(app, services.queue, settings.metrics_token)
+    metrics.register(app, services.queue, settings.metrics_token, settings.min_age_seconds, clock)
     docs.register(app)
     health.register(
         app,
@@ -119,21 +131,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
             "queue": services.queue.reachable,
         },
     )
-    # One Swagger UI for both contracts, at /v1/redact/ui/ with a contract picker. The
+    # One Swagger UI for the contracts, at /v1/redact/ui/ with a contract picker. The
     # contracts share their base path, where Connexion would serve only one document (and
-    # which one depends on its sorting), so both documents are served by docs.py and both
-    # contracts carry the same UI.
+    # which one depends on its sorting), so the documents are served by docs.py and every
+    # contract carries the same UI.
     ui = SwaggerUIOptions(serve_spec=False, swagger_ui_template_arguments={"urls": docs.PICKER})
     app.add_api(
         SPEC_DIR / "redact.yml", resolver=OperationResolver(api.operations()), swagger_ui_options=ui
     )
-    app.add_api(
-        SPEC_DIR / "jobs.yml",
-        name="jobs",
-        strict_validation=True,
-        resolver=OperationResolver(jobs_api.operations()),
-        swagger_ui_options=ui,
-    )
+    for name, handlers in (("jobs", jobs_api.operations()), ("records", records_api.operations())):
+        app.add_api(
+            SPEC_DIR / f"{name}.yml",
+            name=name,
+            strict_validation=True,
+            resolver=OperationResolver(handlers),
+            swagger_ui_options=ui,
+        )
     # Connexion registers its own handlers for these; ours replace them.
     for error in (Exception, ProblemException):
         app.add_error_handler(error, render)

@@ -1,5 +1,5 @@
-"""The API documentation: Swagger UI for both contracts at /v1/redact/ui/ (Connexion's
-swagger-ui extra), and the two documents it shows, served here with their `servers`
+"""The API documentation: Swagger UI for the contracts at /v1/redact/ui/ (Connexion's
+swagger-ui extra), and the documents it shows, served here with their `servers`
 pointing at this service so that "Try it out" calls it."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from .contracts import BASE_PATH, SPEC_DIR
 DOCUMENTS = {
     f"{BASE_PATH}/openapi.json": ("redact.yml", "Redact API"),
     f"{BASE_PATH}/jobs-openapi.json": ("jobs.yml", "Redaction jobs"),
+    f"{BASE_PATH}/records-openapi.json": ("records.yml", "Records, retention and holds"),
 }
 PICKER = [{"name": name, "url": url} for url, (_, name) in DOCUMENTS.items()]
 

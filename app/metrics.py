@@ -36,8 +36,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
 
-from models import database
+from models import PRODUCTS, database
 from models.jobs.job import STATUSES, RedactionJob
+from models.retention import backlog
 
 from .problems import HTTPProblem
 
@@ -51,6 +52,7 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 REDACTIONS = Counter("redact_redactions", "Records redacted through the Redact API", ["product"])
+RECORDS_STORED = Counter("redact_records_stored", "Records stored through the records API")
 RATE_LIMITED = Counter(
     "redact_rate_limited_requests", "Requests refused by an account's rate limit", ["api_key"]
 )
@@ -77,8 +79,10 @@ def observe_request(operation: str | None, status: int, seconds: float) -> None:
 class StoreCollector:
     """What the database and the queue know, read at each scrape."""
 
-    def __init__(self, queue):
+    def __init__(self, queue, min_age_seconds: int, clock):
         self.queue = queue
+        self.min_age_seconds = min_age_seconds
+        self.clock = clock
 
     def collect(self):
         jobs = GaugeMetricFamily("redact_jobs", "Redaction jobs by status", labels=["status"])
@@ -92,11 +96,28 @@ class StoreCollector:
             )
             counts: dict[str, int] = dict(rows)
             redacted = RedactionJob.select(fn.SUM(RedactionJob.redacted)).scalar() or 0
+            waiting = backlog(self.clock(), self.min_age_seconds)
         for status in STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
         records.add_metric([], redacted)
         yield jobs
         yield records
+        due = GaugeMetricFamily(
+            "redact_retention_backlog",
+            "Records past their retention policy and not yet redacted (held ones included)",
+            labels=["product"],
+        )
+        held = GaugeMetricFamily(
+            "redact_retention_held",
+            "Of the retention backlog, records a legal hold keeps",
+            labels=["product"],
+        )
+        for product in PRODUCTS:
+            found = [b for (_, p), b in waiting.items() if p == product]
+            due.add_metric([product], sum(b.due for b in found))
+            held.add_metric([product], sum(b.held for b in found))
+        yield due
+        yield held
         try:
             depth.add_metric([], self.queue.depth())
             yield depth
@@ -104,8 +125,8 @@ class StoreCollector:
             pass
 
 
-def register(app, queue, token: str) -> None:
-    store = StoreCollector(queue)
+def register(app, queue, token: str, min_age_seconds: int, clock) -> None:
+    store = StoreCollector(queue, min_age_seconds, clock)
 
     def metrics(request: Request) -> Response:
         # A plain function: Starlette runs it in a thread, as the scrape reads the database.

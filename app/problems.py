@@ -15,7 +15,8 @@ import peewee
 import starlette.exceptions
 from connexion.lifecycle import ConnexionResponse
 
-from models import PrematureRedaction, RecordNotFound, Unprovisioned
+from models import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
+from models.errors import HoldNotFound, InvalidHold, InvalidPolicy, InvalidRecords, RecordConflict
 from models.jobs import (
     IdempotencyMismatch,
     InvalidCursor,
@@ -85,8 +86,9 @@ class RateLimitHit(Problem):
 
 
 class JobProblem(Problem):
-    """Errors of the jobs API, which the upstream catalogue does not name: their types
-    are URNs of this service (listed in docs/jobs.md)."""
+    """Errors the upstream catalogue does not name (the jobs and records APIs, legal
+    holds): their types are URNs of this service (listed in docs/jobs.md and
+    docs/records.md)."""
 
     code: str
 
@@ -133,6 +135,33 @@ class QueueUnavailableProblem(JobProblem):
         super().__init__(detail, {"Retry-After": "5"})
 
 
+class LegalHoldProblem(JobProblem):
+    """The Redact API's answer for a held record: the contract's 403 shape, so that
+    existing clients see a normal client error."""
+
+    status, code, title = 403, "legal-hold", "Legal Hold"
+
+
+class InvalidRecordsProblem(JobProblem):
+    status, code, title = 422, "invalid-records", "Invalid Records"
+
+
+class RecordConflictProblem(JobProblem):
+    status, code, title = 409, "record-conflict", "Record Conflict"
+
+
+class HoldNotFoundProblem(JobProblem):
+    status, code, title = 404, "hold-not-found", "No Such Hold"
+
+
+class InvalidHoldProblem(JobProblem):
+    status, code, title = 422, "invalid-hold", "Invalid Hold"
+
+
+class InvalidPolicyProblem(JobProblem):
+    status, code, title = 422, "invalid-policy", "Invalid Policy"
+
+
 class Unauthorized(Exception):
     """Missing or wrong credentials: the contract's 401, not a problem body."""
 
@@ -173,6 +202,11 @@ _DOMAIN = {
     InvalidCursor: InvalidCursorProblem,
     TooManyJobs: TooManyJobsProblem,
     TooLargeForSync: TooLargeForSyncProblem,
+    RecordHeld: LegalHoldProblem,
+    RecordConflict: RecordConflictProblem,
+    HoldNotFound: HoldNotFoundProblem,
+    InvalidHold: InvalidHoldProblem,
+    InvalidPolicy: InvalidPolicyProblem,
 }
 
 
@@ -180,6 +214,17 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
     """The catalogue entry for any exception that reached the edge of the app."""
     if isinstance(exc, (Problem, Unauthorized)):
         return exc
+    if isinstance(exc, InvalidRecords):
+        return InvalidRecordsProblem(
+            str(exc),
+            extensions={
+                "count": exc.count,
+                "errors": [
+                    {"index": index, "field": field, "message": message}
+                    for index, field, message in exc.errors
+                ],
+            },
+        )
     for domain_class, problem_class in _DOMAIN.items():
         if isinstance(exc, domain_class):
             return problem_class(str(exc))

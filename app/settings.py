@@ -146,6 +146,12 @@ class Settings:
     max_job_body_bytes: int = setting(
         "REDACT_MAX_JOB_BODY_BYTES", 2 * 1024 * 1024, "the body limit of the jobs API", least=0
     )
+    max_records_body_bytes: int = setting(
+        "REDACT_MAX_RECORDS_BODY_BYTES",
+        4 * 1024 * 1024,
+        "the body limit of `POST /v1/redact/records` (up to 1,000 records a request)",
+        least=0,
+    )
     metrics_token: str = setting(
         "REDACT_METRICS_TOKEN",
         "",

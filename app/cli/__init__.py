@@ -5,6 +5,7 @@
 - accounts.py: `accounts create|rotate-secret`
 - transactions.py: `transactions load`
 - jobs.py: `jobs create|list|show|run|cancel`
+- records.py: `policies show|set`, `holds create|list|show|release`, `retention run`
 - common.py: what they share (one-line errors, opening the store and the queue)
 
 Every error is one line on stderr and a non-zero exit; nothing half-written is kept.
@@ -20,6 +21,7 @@ from .accounts import accounts
 from .admin import config, maintenance, migrate
 from .common import fail
 from .jobs import jobs
+from .records import holds, policies, retention
 from .serve import serve, worker
 from .transactions import transactions
 
@@ -29,7 +31,19 @@ def main():
     """Redact: a self-hostable, Vonage-compatible redaction service."""
 
 
-for command in (serve, worker, migrate, maintenance, config, accounts, transactions, jobs):
+for command in (
+    serve,
+    worker,
+    migrate,
+    maintenance,
+    config,
+    accounts,
+    transactions,
+    jobs,
+    policies,
+    holds,
+    retention,
+):
     main.add_command(command)
 
 

@@ -4,7 +4,7 @@ One task, `advance(job_id)`, does whatever a job needs next and schedules itself
 when the job must wait (a `run_at`, records not yet old enough). A periodic `sweep`, once
 a minute and when a worker starts, queues jobs whose `run_at` has come and jobs whose
 worker died (their lease expired), so that no lost task or killed worker leaves a job
-stuck.
+stuck. A periodic `retention` task runs the Auto-redact pass (models/retention.py).
 
 Storage: an SQLite file on the embedded default, Redis in scale-out (REDACT_QUEUE_URL).
 """
@@ -23,6 +23,7 @@ from huey import crontab
 
 from ..base import Clock, database, utcnow
 from ..maintenance import vacuum_erased
+from ..retention import run_retention
 from .errors import QueueUnavailable
 from .lease import (
     LeaseLost,
@@ -38,6 +39,9 @@ from .run import finish_cancel, run
 from .validation import validate
 
 log = logging.getLogger("redact.jobs")
+
+RETENTION_SLICE_SECONDS = 10.0
+"""How long a retention task works before it queues the rest behind other tasks."""
 
 
 def advance(
@@ -101,6 +105,11 @@ class JobQueue:
         self.huey = make_huey(url)
         self._advance = self.huey.task(name="advance", retries=3, retry_delay=5)(self._advance_job)
         self.huey.periodic_task(crontab(minute="*"), name="sweep")(self.sweep)
+        # Auto-redact: a pass every minute, in slices (a slice that leaves work queues the
+        # next one behind whatever was queued meanwhile, so jobs are not kept waiting).
+        self._retention = self.huey.periodic_task(crontab(minute="*"), name="retention")(
+            self.retention
+        )
         if vacuum:
             # Daily, so that dead row versions holding scrubbed values do not linger.
             self.huey.periodic_task(crontab(minute="15", hour="3"), name="vacuum")(self.vacuum)
@@ -167,6 +176,31 @@ class JobQueue:
         if due:
             log.info("sweep queued %d job(s)", len(due))
         return due
+
+    def retention(self, budget_seconds: float | None = RETENTION_SLICE_SECONDS):
+        """One slice of the retention pass (models/retention.py); None if another worker's
+        pass is under way."""
+        with database.connection_context():
+            report = run_retention(
+                clock=self.clock,
+                min_age_seconds=self.config.min_age_seconds,
+                batch_size=self.config.batch_size,
+                owner=self.owner,
+                budget_seconds=budget_seconds,
+                lease_seconds=self.config.lease_seconds,
+            )
+        if report is None:
+            return None
+        if report.redacted or report.held:
+            log.info(
+                "retention redacted %d record(s), %d held",
+                report.redacted,
+                report.held,
+                extra={"fields": {"redacted": report.redacted, "held": report.held}},
+            )
+        if not report.finished:
+            self._retention()
+        return report
 
     def vacuum(self) -> list[str]:
         tables = vacuum_erased(database.obj)
