@@ -53,7 +53,7 @@ from .records_api import RECORDS_PATH, RecordsApi
 from .redact_api import RedactApi
 from .services import Services, open_services
 from .settings import Settings
-from .validation import ContractBodyValidator
+from .validation import ContractBodyValidator, RecordsBodyValidator
 
 FIXED_PATHS = ("/healthz", "/readyz", "/metrics", *docs.DOCUMENTS, f"{BASE_PATH}/ui/")
 """Routes outside the contracts."""
@@ -139,14 +139,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
     app.add_api(
         SPEC_DIR / "redact.yml", resolver=OperationResolver(api.operations()), swagger_ui_options=ui
     )
-    for name, handlers in (("jobs", jobs_api.operations()), ("records", records_api.operations())):
-        app.add_api(
-            SPEC_DIR / f"{name}.yml",
-            name=name,
-            strict_validation=True,
-            resolver=OperationResolver(handlers),
-            swagger_ui_options=ui,
-        )
+    app.add_api(
+        SPEC_DIR / "jobs.yml",
+        name="jobs",
+        strict_validation=True,
+        resolver=OperationResolver(jobs_api.operations()),
+        swagger_ui_options=ui,
+    )
+    app.add_api(
+        SPEC_DIR / "records.yml",
+        name="records",
+        strict_validation=True,
+        resolver=OperationResolver(records_api.operations()),
+        swagger_ui_options=ui,
+        validator_map={"body": MediaTypeDict({"*/*json": RecordsBodyValidator})},
+    )
     # Connexion registers its own handlers for these; ours replace them.
     for error in (Exception, ProblemException):
         app.add_error_handler(error, render)

@@ -62,8 +62,8 @@ _KNOWN = {"id", "api_key", "product", "type", "created_at", "from_", "to", "text
 
 def parse_records(records: Sequence[Any], api_key: str | None) -> list[dict]:
     """The rows for `records`, owned by `api_key` (None: each names its own `api_key`, as
-    a load file's lines do). Raises InvalidRecords listing every problem as (index,
-    field, message)."""
+    a load file's lines do; records sent by an account name none). Raises InvalidRecords
+    listing every problem as (index, field, message)."""
     problems: list[tuple[int, str, str]] = []
     rows = []
     subject_key = current_store().subject_key
@@ -80,10 +80,15 @@ def parse_records(records: Sequence[Any], api_key: str | None) -> list[dict]:
         if api_key is None and owner is None:
             problems.append((index, "api_key", "Missing data for required field"))
             continue
-        if api_key is not None and owner not in (None, api_key):
+        if api_key is not None and owner is not None:
             problems.append(
-                (index, "api_key", "records are stored for the account that sends them")
+                (index, "api_key", "leave it out: records belong to the account that sends them")
             )
+            continue
+        try:
+            created_at = data["created_at"].astimezone(datetime.UTC)
+        except OverflowError:
+            problems.append((index, "created_at", "out of range in UTC"))
             continue
         details = {k: v for k, v in data.items() if k not in _KNOWN}
         rows.append(
@@ -92,7 +97,7 @@ def parse_records(records: Sequence[Any], api_key: str | None) -> list[dict]:
                 "account": api_key or owner,
                 "product": data["product"],
                 "direction": direction_of(data["product"], data["type"]),
-                "created_at": data["created_at"].astimezone(datetime.UTC),
+                "created_at": created_at,
                 "sender": data["from_"],
                 "recipient": data["to"],
                 "body": data["text"],

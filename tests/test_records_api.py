@@ -131,7 +131,7 @@ def test_a_bad_record_in_the_middle_stores_nothing_and_each_problem_is_listed(cl
         "not an object",
         {**api_record("B4", product="voice"), "type": "inbound"},
         {**api_record("B5"), "held": True},
-        {**api_record("B6"), "api_key": "someone-else"},
+        {**api_record("B6"), "api_key": "acct0001"},  # even its own: the sender owns them
     ]
     response = client.post(RECORDS, json={"records": good[:2] + bad + good[2:]}, headers=account)
     body = matches(response, "/records", "post")

@@ -1,5 +1,6 @@
-"""Tenancy: through every operation of both contracts, one account can neither read,
-redact, list nor learn the existence of another account's records or jobs. What it gets
+"""Tenancy: through every operation of the three contracts, one account can neither read,
+redact, hold, list nor learn the existence of another account's records, jobs or holds,
+and one account's policies and holds do not touch another's records of the same id. What it gets
 for another account's object is exactly what it gets for one that does not exist."""
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from .support import (
 
 NUMBER = "447700988801"
 NOBODY_JOB = "rj_000000000000000000000000"
+NOBODY_HOLD = "hold_000000000000000000000000"
+RECORDS = "/v1/redact/records"
+HOLDS = "/v1/redact/holds"
 
 
 @pytest.fixture
@@ -131,6 +135,113 @@ def test_two_accounts_may_hold_the_same_id_and_each_redacts_only_its_own(two_acc
     assert row("A-REC2", "acctaaaa").body == "hello there"
 
 
+@pytest.fixture
+def holds_of_a(two_accounts):
+    """Account A's hold on its number, A's policy, and the two clients."""
+    owner, prober, _ = two_accounts
+    response = owner.client.post(
+        HOLDS, json={"subjects": [NUMBER], "reason": "A's matter"}, headers=owner.headers
+    )
+    owner.client.post(
+        "/v1/redact/policies",
+        json={"products": {"sms": {"auto_redact": "immediate"}}},
+        headers=owner.headers,
+    )
+    return owner, prober, response.json()["id"]
+
+
+HOLD_OPERATIONS = {
+    "retrieve-hold": ("get", "/v1/redact/holds/{hold}"),
+    "release-hold": ("post", "/v1/redact/holds/{hold}/release"),
+}
+
+
+@pytest.mark.parametrize("operation", list(HOLD_OPERATIONS))
+def test_another_accounts_hold_is_answered_as_a_missing_one(holds_of_a, operation):
+    owner, prober, hold_id = holds_of_a
+    method, path = HOLD_OPERATIONS[operation]
+    theirs = probe_job(prober, method, path.replace("{hold}", "{job}"), hold_id)
+    missing = probe_job(prober, method, path.replace("{hold}", "{job}"), NOBODY_HOLD)
+    assert theirs.status_code == 404
+    same_answer(theirs, missing)
+    shown = owner.client.get(f"{HOLDS}/{hold_id}", headers=owner.headers).json()
+    assert shown["status"] == "active"
+
+
+def test_holds_list_and_page_through_only_ones_own(holds_of_a):
+    _owner, prober, hold_id = holds_of_a
+    assert prober.client.get(HOLDS, headers=prober.headers).json()["data"] == []
+    theirs = prober.client.get(HOLDS, params={"starting_after": hold_id}, headers=prober.headers)
+    missing = prober.client.get(
+        HOLDS, params={"starting_after": NOBODY_HOLD}, headers=prober.headers
+    )
+    assert theirs.status_code == 404
+    same_answer(theirs, missing)
+
+
+def test_another_accounts_record_cannot_be_read_or_held(holds_of_a):
+    _owner, prober, _ = holds_of_a
+    read = [
+        prober.client.get(f"{RECORDS}/{name}", params={"product": "sms"}, headers=prober.headers)
+        for name in ("A-REC", "NO-SUCH-REC")
+    ]
+    assert read[0].status_code == 404
+    same_answer(*read)
+    held = [
+        prober.client.post(
+            HOLDS,
+            json={"transactions": [{"id": name, "product": "sms"}], "reason": "probe"},
+            headers=prober.headers,
+        )
+        for name in ("A-REC", "NO-SUCH-REC")
+    ]
+    assert held[0].status_code == 404
+    same_answer(*held)
+
+
+def test_one_accounts_holds_and_policies_do_not_reach_another(holds_of_a):
+    owner, prober, _ = holds_of_a
+    # A holds the number and redacts sms on arrival; B's record about it is neither.
+    stored = prober.client.post(
+        RECORDS,
+        json={"records": [{k: v for k, v in record("A-REC", to=NUMBER).items() if k != "api_key"}]},
+        headers=prober.headers,
+    )
+    assert stored.json() == {
+        "received": 1,
+        "stored": 1,
+        "unchanged": 0,
+        "redacted_on_arrival": 0,
+    }
+    shown = prober.client.get(
+        RECORDS + "/A-REC", params={"product": "sms"}, headers=prober.headers
+    ).json()
+    assert (shown["held"], shown["holds"], shown["text"]) == (False, [], "hello there")
+    policies = prober.client.get("/v1/redact/policies", headers=prober.headers).json()
+    assert policies["products"]["sms"]["auto_redact"] == "off"
+    redacted = prober.client.post(
+        "/v1/redact/transaction", json={"id": "A-REC", "product": "sms"}, headers=prober.headers
+    )
+    assert redacted.status_code == 204
+    # A's record of the same id stays as it was, held.
+    assert row("A-REC", "acctaaaa").body == "hello there"
+    refused = owner.client.post(
+        "/v1/redact/transaction", json={"id": "A-REC", "product": "sms"}, headers=owner.headers
+    )
+    assert refused.json()["title"] == "Legal Hold"
+
+
 def test_every_operation_is_covered_here():
-    covered = set(JOB_OPERATIONS) | {"list-jobs", "create-job", "redact-message"}
-    assert operation_ids(spec("redact.yml")) | operation_ids(spec("jobs.yml")) == covered
+    covered = (
+        set(JOB_OPERATIONS)
+        | set(HOLD_OPERATIONS)
+        | {"list-jobs", "create-job", "redact-message"}
+        | {"store-records", "retrieve-record", "create-hold", "list-holds"}
+        | {"retrieve-policies", "update-policies"}
+    )
+    assert (
+        operation_ids(spec("redact.yml"))
+        | operation_ids(spec("jobs.yml"))
+        | operation_ids(spec("records.yml"))
+        == covered
+    )
