@@ -4,6 +4,7 @@ with what the service does; several gunicorn workers report one sum."""
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import os
 import pathlib
 import subprocess
@@ -101,6 +102,55 @@ def test_the_figures_follow_what_the_service_does(make_app, sqlite_url, tmp_path
     assert value(after, "redact_jobs", status="succeeded") == 0
     assert value(after, "redact_job_queue_depth") == 1
     assert value(after, "redact_job_records_redacted_total") == 0
+
+
+def test_the_retention_backlog_and_records_stored_are_reported(make_app, sqlite_url, clock):
+    app = make_app(sqlite_url, metrics_token=TOKEN)
+    headers = add_account("acct0001")
+    old = datetime.timedelta(days=40)
+    with app.test_client() as client:
+
+        def scrape():
+            return samples(client.get("/metrics", headers=BEARER).text)
+
+        records = [
+            {
+                k: v
+                for k, v in record(f"B{n}", age=old, to=f"44770090055{n}").items()
+                if k != "api_key"
+            }
+            for n in range(3)
+        ]
+        before = scrape()
+        assert (
+            client.post("/v1/redact/records", json={"records": records}, headers=headers).json()[
+                "stored"
+            ]
+            == 3
+        )
+        client.post(
+            "/v1/redact/holds",
+            json={"subjects": ["447700900550"], "reason": "r"},
+            headers=headers,
+        )
+        client.post(
+            "/v1/redact/policies",
+            json={"products": {"sms": {"auto_redact": "after", "after_days": 30}}},
+            headers=headers,
+        )
+        due = scrape()
+        app.services.queue.retention()
+        after = scrape()
+    assert (
+        value(due, "redact_records_stored_total") - value(before, "redact_records_stored_total")
+        == 3
+    )
+    assert (value(before, "redact_retention_backlog", product="sms")) == 0
+    assert (value(due, "redact_retention_backlog", product="sms")) == 3
+    assert (value(due, "redact_retention_held", product="sms")) == 1
+    assert (value(after, "redact_retention_backlog", product="sms")) == 1
+    assert (value(after, "redact_retention_held", product="sms")) == 1
+    assert (value(after, "redact_retention_backlog", product="voice")) == 0
 
 
 def healthz_counts(base: str) -> set[float]:
