@@ -1,7 +1,7 @@
-"""Schemathesis over both contracts against a live server, as the Procfile runs it
+"""Schemathesis over the three contracts against a live server, as the Procfile runs it
 (gunicorn with 2 workers, real HTTP): positive and negative data, every default check.
-REDACT_FUZZ_EXAMPLES sets the examples per operation and mode (default 120: 2,160 cases
-over the nine operations); the limits are set high so fuzzing is never throttled."""
+REDACT_FUZZ_EXAMPLES sets the examples per operation and mode (default 120: up to 4,080
+cases over the 17 operations); the limits are set high so fuzzing is never throttled."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def live(tmp_path_factory):
         yield service
 
 
-@pytest.mark.parametrize("spec", ["redact.yml", "jobs.yml"])
+@pytest.mark.parametrize("spec", ["redact.yml", "jobs.yml", "records.yml"])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_contract_on_a_live_server(live, spec, mode):
     schema = schemathesis.openapi.from_path(SPEC_DIR / spec)

@@ -105,3 +105,31 @@ def test_the_picker_offers_the_jobs_contract(chromium, demo_server):
     assert status.first.inner_text().strip().startswith("200")
     body = operation.locator(".live-responses-table .response-col_description pre").first
     assert json.loads(body.inner_text())["data"] == []
+
+
+def test_the_picker_offers_the_records_contract(chromium, demo_server):
+    """The records contract, chosen in the picker, is shown and can be tried: reading a
+    account's policies answers 200 with every product off."""
+    base, _ = demo_server
+    page = chromium.new_page()
+    page.goto(f"{base}/v1/redact/ui/")
+    page.wait_for_selector("#operations-default-redact-message", timeout=30000)
+    page.select_option("select#select", label="Records, retention and holds")
+    page.wait_for_selector("#operations-default-store-records", timeout=30000)
+    assert page.locator("#operations-default-create-job").count() == 0
+
+    page.click("button.authorize")
+    page.fill(".auth-container input[type=text]", "demo0001")
+    page.fill(".auth-container input[type=password]", "demo-secret-0001")
+    page.click(".auth-container .auth-btn-wrapper button.authorize")
+    page.click(".auth-container .auth-btn-wrapper button.btn-done")
+
+    operation = page.locator("#operations-default-retrieve-policies")
+    operation.locator(".opblock-summary").click()
+    operation.locator("button.try-out__btn").click()
+    operation.locator("button.execute").click()
+    status = operation.locator(".live-responses-table .response .response-col_status")
+    status.first.wait_for(timeout=30000)
+    assert status.first.inner_text().strip().startswith("200")
+    body = operation.locator(".live-responses-table .response-col_description pre").first
+    assert json.loads(body.inner_text())["products"]["sms"]["auto_redact"] == "off"
