@@ -50,10 +50,14 @@ class RecordSchema(marshmallow.Schema):
         if data.get("type") is not None and data.get("product") != "sms":
             raise marshmallow.ValidationError("only SMS records have a type", "type")
 
-    @marshmallow.validates_schema
+    @marshmallow.pre_load
     def _no_reserved_names(self, data, **kwargs):
-        for name in sorted(RESERVED & data.keys()):
-            raise marshmallow.ValidationError("a name the service uses; not a record field", name)
+        # `from_` is the attribute `from` loads into: a field of that name would replace it.
+        names = sorted((RESERVED | {"from_"}) & data.keys()) if isinstance(data, dict) else []
+        if names:
+            message = "a name the service uses; not a record field"
+            raise marshmallow.ValidationError({name: [message] for name in names})
+        return data
 
 
 SCHEMA = RecordSchema()

@@ -130,19 +130,20 @@ def test_a_bad_record_in_the_middle_stores_nothing_and_each_problem_is_listed(cl
         {"id": "", "product": "fax", "created_at": "2026-11-01T00:00:00Z"},
         "not an object",
         {**api_record("B4", product="voice"), "type": "inbound"},
-        {**api_record("B5"), "held": True},
+        {**api_record("B5"), "held": True, "from_": "x"},
         {**api_record("B6"), "api_key": "acct0001"},  # even its own: the sender owns them
     ]
     response = client.post(RECORDS, json={"records": good[:2] + bad + good[2:]}, headers=account)
     body = matches(response, "/records", "post")
     assert response.status_code == 422
-    assert body["title"] == "Invalid Records" and body["count"] == 7
+    assert body["title"] == "Invalid Records" and body["count"] == 8
     assert [(e["index"], e["field"]) for e in body["errors"]] == [
         (2, "created_at"),
         (3, "id"),
         (3, "product"),
         (4, ""),
         (5, "type"),
+        (6, "from_"),
         (6, "held"),
         (7, "api_key"),
     ]
