@@ -12,7 +12,7 @@ from models import database
 from models.base import Clock
 from models.holds import create_hold, find_hold, hold_resource, list_holds, release_hold
 from models.records import parse_records, read_record, store_records_async
-from models.retention import backlog, policies_of, set_policies
+from models.retention import policies_shown, set_policies
 
 from .metrics import RECORDS_STORED
 
@@ -76,16 +76,7 @@ class RecordsApi:
             return self._policies(api_key)
 
     def _policies(self, api_key: str) -> dict:
-        due = backlog(self.clock(), self.min_age_seconds, api_key)
-        products = {}
-        for product, policy in policies_of(api_key).items():
-            waiting = due.get((api_key, product))
-            products[product] = {
-                **policy.as_dict(),
-                "backlog": waiting.due if waiting else 0,
-                "held": waiting.held if waiting else 0,
-            }
-        return {"object": "retention_policies", "products": products}
+        return policies_shown(api_key, self.clock(), self.min_age_seconds)
 
     def create_hold(self, body: dict, token_info: dict, trace_id: str):
         api_key = token_info["sub"]

@@ -211,6 +211,18 @@ def backlog(
     return found
 
 
+def policies_shown(api_key: str, now: datetime.datetime, min_age_seconds: int) -> dict:
+    """The account's policies as the API and the CLI show them: each product's policy
+    with its backlog (records past retention, not yet redacted) and how many of those
+    are held."""
+    due = backlog(now, min_age_seconds, api_key)
+    products = {}
+    for product, policy in policies_of(api_key).items():
+        waiting = due.get((api_key, product), Backlog())
+        products[product] = {**policy.as_dict(), "backlog": waiting.due, "held": waiting.held}
+    return {"object": "retention_policies", "products": products}
+
+
 @dataclasses.dataclass
 class RetentionReport:
     redacted: int = 0

@@ -13,7 +13,7 @@ import click
 from models import PRODUCTS, Account, RedactionError, utcnow
 from models.audit import operator
 from models.holds import STATUSES, create_hold, find_hold, hold_resource, list_holds, release_hold
-from models.retention import MODES, backlog, policies_of, run_retention, set_policies
+from models.retention import MODES, policies_shown, run_retention, set_policies
 
 from .common import fail, load_settings, open_store_or_exit
 
@@ -33,16 +33,7 @@ def policies():
 
 
 def _show_policies(api_key: str, min_age_seconds: int) -> None:
-    due = backlog(utcnow(), min_age_seconds, api_key)
-    shown = {}
-    for product, policy in policies_of(api_key).items():
-        waiting = due.get((api_key, product))
-        shown[product] = {
-            **policy.as_dict(),
-            "backlog": waiting.due if waiting else 0,
-            "held": waiting.held if waiting else 0,
-        }
-    _echo({"object": "retention_policies", "products": shown})
+    _echo(policies_shown(api_key, utcnow(), min_age_seconds))
 
 
 @policies.command("show")
