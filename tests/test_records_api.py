@@ -201,8 +201,8 @@ def test_connexion_refuses_what_is_not_a_list_of_up_to_1000_objects(client, acco
     assert count(Transaction.select()) == 0
 
 
-def test_read_back_after_each_kind_of_redaction(make_app, sqlite_url, tmp_path, clock):
-    app = make_app(sqlite_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+def test_read_back_after_each_kind_of_redaction(make_app, database_url, tmp_path, clock):
+    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
     account = add_account("acct0001")
     with app.test_client() as client:
         store(client, account, api_record("API"), api_record("JOB"))
@@ -347,8 +347,10 @@ def test_immediate_stores_records_redacted_and_their_bytes_never_reach_the_files
         assert sorted(a.transaction_id for a in audit) == ["R1", "R2"]
 
 
-def test_retention_redacts_what_is_past_its_days_in_batches(make_app, sqlite_url, clock, tmp_path):
-    app = make_app(sqlite_url, job_batch_size=7, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+def test_retention_redacts_what_is_past_its_days_in_batches(
+    make_app, database_url, clock, tmp_path
+):
+    app = make_app(database_url, job_batch_size=7, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
     account = add_account("acct0001")
     other = add_account("acct0002")
     with app.test_client() as client:
@@ -373,8 +375,8 @@ def test_retention_redacts_what_is_past_its_days_in_batches(make_app, sqlite_url
         assert row("NEW").body == "REDACTED"
 
 
-def test_retention_never_redacts_within_the_premature_window(make_app, sqlite_url):
-    app = make_app(sqlite_url, min_age_seconds=3 * 86400)
+def test_retention_never_redacts_within_the_premature_window(make_app, database_url):
+    app = make_app(database_url, min_age_seconds=3 * 86400)
     account = add_account("acct0001")
     with app.test_client() as client:
         store(
@@ -497,8 +499,10 @@ def test_a_hold_stops_the_redact_api_until_it_is_released(client, account):
 
 
 @pytest.mark.parametrize("behavior", ["error", "fix"])
-def test_job_validation_reports_held_records_and_numbers(make_app, sqlite_url, tmp_path, behavior):
-    app = make_app(sqlite_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+def test_job_validation_reports_held_records_and_numbers(
+    make_app, database_url, tmp_path, behavior
+):
+    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
     account = add_account("acct0001")
     with app.test_client() as client:
         store(
@@ -547,8 +551,8 @@ def test_a_hold_placed_after_validation_makes_the_run_skip_the_record(
     assert (row("A").body, row("B").body) == ("REDACTED", "hello there")
 
 
-def test_retention_skips_and_counts_held_records_until_released(make_app, sqlite_url):
-    app = make_app(sqlite_url)
+def test_retention_skips_and_counts_held_records_until_released(make_app, database_url):
+    app = make_app(database_url)
     account = add_account("acct0001")
     with app.test_client() as client:
         store(client, account, api_record("FREE", age=OLD, to="447700900555"))
