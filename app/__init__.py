@@ -107,9 +107,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
         ChainedRoutingMiddleware,
         SecurityMiddleware,
         RequestValidationMiddleware,
-        # The Redact API's operation is answered here, without Connexion's per-request
-        # handler decorators (app/direct.py says why); the jobs API goes on.
-        functools.partial(DirectOperations, handlers=api.operations()),
+        # The Redact API's operation and storing records are answered here, without
+        # Connexion's per-request handler decorators (app/direct.py says why); the rest
+        # goes on.
+        functools.partial(
+            DirectOperations,
+            handlers={**api.operations(), "store-records": records_api.store},
+        ),
         ContextMiddleware,
     ]
     app = RedactApp(

@@ -21,17 +21,32 @@ from marshmallow import fields, validate
 from .errors import InvalidRecords, RecordConflict, RecordNotFound
 from .holds import TRANSACTION, HoldItem, LegalHold, held_records
 from .policy import DIRECTIONS, PRODUCTS, REDACTED, direction_of, record_kind, scrub_details
+from .prepared import PreparedQuery
 from .retention import arrival_policies
 from .store import current_store
 from .transaction import RedactionAudit, Transaction
 
-RESERVED = frozenset({"redaction", "held", "holds"})
-"""Names a record may not use for a field of its own: the read-back answer adds them."""
+RESERVED = ("redaction", "held", "holds", "from_")
+"""Names a record may not use for a field of its own: the read-back answer adds the first
+three, and `from_` is the attribute `from` loads into (a field of that name would replace
+the sender)."""
+
+
+class _Refused(fields.Field):
+    """A name a record may not use: present, it is an error; absent, nothing."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        raise marshmallow.ValidationError(self.metadata["why"])
+
+
+def _refused(why: str, name: str | None = None) -> _Refused:
+    return _Refused(load_only=True, data_key=name, metadata={"why": why})
 
 
 class RecordSchema(marshmallow.Schema):
-    """One transaction record. Fields other than these are product-specific details
-    (personal unless the product's scrub policy declares them kept)."""
+    """One transaction record, as the records API takes it (the account that sends it
+    owns it). Fields other than these are product-specific details (personal unless the
+    product's scrub policy declares them kept)."""
 
     class Meta:
         unknown = marshmallow.INCLUDE
@@ -43,62 +58,64 @@ class RecordSchema(marshmallow.Schema):
     from_ = fields.String(data_key="from", allow_none=True, load_default=None)
     to = fields.String(allow_none=True, load_default=None)
     text = fields.String(allow_none=True, load_default=None)
-    api_key = fields.String(validate=validate.Length(min=1, max=64), load_default=None)
+    api_key: fields.Field = _refused("leave it out: records belong to the account that sends them")
+    redaction = _refused("a name the service uses; not a record field")
+    held = _refused("a name the service uses; not a record field")
+    holds = _refused("a name the service uses; not a record field")
+    refused_from = _refused("a name the service uses; not a record field", "from_")
 
-    @marshmallow.validates_schema
+    # Run for every record, also when others of the lot have errors (so that each is named).
+    @marshmallow.validates_schema(skip_on_field_errors=False)
     def _type_only_for_sms(self, data, **kwargs):
-        if data.get("type") is not None and data.get("product") != "sms":
+        if data.get("type") is not None and data.get("product") not in (None, "sms"):
             raise marshmallow.ValidationError("only SMS records have a type", "type")
 
-    @marshmallow.pre_load
-    def _no_reserved_names(self, data, **kwargs):
-        # `from_` is the attribute `from` loads into: a field of that name would replace it.
-        names = sorted((RESERVED | {"from_"}) & data.keys()) if isinstance(data, dict) else []
-        if names:
-            message = "a name the service uses; not a record field"
-            raise marshmallow.ValidationError({name: [message] for name in names})
-        return data
+
+class LoadRecordSchema(RecordSchema):
+    """A line of a load file (`redact transactions load`): a record naming its account."""
+
+    api_key = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
 SCHEMA = RecordSchema()
+LOAD_SCHEMA = LoadRecordSchema()
 _KNOWN = {"id", "api_key", "product", "type", "created_at", "from_", "to", "text"}
 
 
 def parse_records(records: Sequence[Any], api_key: str | None) -> list[dict]:
     """The rows for `records`, owned by `api_key` (None: each names its own `api_key`, as
-    a load file's lines do; records sent by an account name none). Raises InvalidRecords
-    listing every problem as (index, field, message)."""
+    a load file's lines do). Raises InvalidRecords listing every problem as (index,
+    field, message), in order."""
     problems: list[tuple[int, str, str]] = []
+    objects = [index for index, raw in enumerate(records) if isinstance(raw, dict)]
+    if len(objects) < len(records):
+        problems.extend(
+            (index, "", "a record must be a JSON object")
+            for index, raw in enumerate(records)
+            if not isinstance(raw, dict)
+        )
+        records = [records[index] for index in objects]
+    # One call for the lot: marshmallow's per-call overhead is paid once.
+    try:
+        loaded = (SCHEMA if api_key is not None else LOAD_SCHEMA).load(records, many=True)
+    except marshmallow.ValidationError as exc:
+        assert isinstance(exc.messages, dict)
+        for position, messages in exc.messages.items():
+            problems.extend((objects[position], f, m) for f, m in _flat(messages))
+        raise InvalidRecords(sorted(problems), len(problems)) from None
     rows = []
     subject_key = current_store().subject_key
-    for index, raw in enumerate(records):
-        if not isinstance(raw, dict):
-            problems.append((index, "", "a record must be a JSON object"))
-            continue
-        try:
-            data = SCHEMA.load(raw)
-        except marshmallow.ValidationError as exc:
-            problems.extend((index, field, message) for field, message in _flat(exc.messages))
-            continue
-        owner = data["api_key"]
-        if api_key is None and owner is None:
-            problems.append((index, "api_key", "Missing data for required field"))
-            continue
-        if api_key is not None and owner is not None:
-            problems.append(
-                (index, "api_key", "leave it out: records belong to the account that sends them")
-            )
-            continue
+    for position, data in enumerate(loaded):
         try:
             created_at = data["created_at"].astimezone(datetime.UTC)
         except OverflowError:
-            problems.append((index, "created_at", "out of range in UTC"))
+            problems.append((objects[position], "created_at", "out of range in UTC"))
             continue
         details = {k: v for k, v in data.items() if k not in _KNOWN}
         rows.append(
             {
                 "id": data["id"],
-                "account": api_key or owner,
+                "account": api_key or data["api_key"],
                 "product": data["product"],
                 "direction": direction_of(data["product"], data["type"]),
                 "created_at": created_at,
@@ -111,7 +128,7 @@ def parse_records(records: Sequence[Any], api_key: str | None) -> list[dict]:
             }
         )
     if problems:
-        raise InvalidRecords(problems, len(problems))
+        raise InvalidRecords(sorted(problems), len(problems))
     return rows
 
 
@@ -173,7 +190,6 @@ def store_batch(requests: list[StoreRequest]) -> list:
     return outcomes
 
 
-_CHUNK = 500  # rows per statement (SQLite's variable limit is far above 500 x 12)
 _COMPARED = ("product", "direction", "created_at", "sender", "recipient", "body", "details")
 
 
@@ -218,8 +234,11 @@ def store_in_transaction(request: StoreRequest) -> StoreCounts:
                 (request.now, row["account"], row["id"], row["product"], request.trace_id, "policy")
             )
         rows.append(row)
-    for start in range(0, len(rows), _CHUNK):
-        Transaction.insert_many(rows[start : start + _CHUNK]).execute()
+    values = [_db_values(row) for row in rows]
+    start = 0
+    for size in _chunks(len(values)):
+        _INSERT.execute(size, {"rows": values[start : start + size]})
+        start += size
     if audit:
         RedactionAudit.insert_many(
             audit,
@@ -265,23 +284,79 @@ def _same(offered: dict, stored: dict) -> bool:
 
 
 def _stored(names: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    """The records of `names` the store holds, as dicts of python values."""
+    wanted = set(names)
+    ids = sorted({transaction_id for transaction_id, _ in names})
+    fields = [getattr(Transaction, name) for name in _STORED]
     found = {}
-    for start in range(0, len(names), _CHUNK):
-        chunk = names[start : start + _CHUNK]
-        ids = sorted({transaction_id for transaction_id, _ in chunk})
-        wanted = set(chunk)
-        query = Transaction.select(
-            Transaction.id,
-            Transaction.account,
-            Transaction.redacted_at,
-            *(getattr(Transaction, field) for field in _COMPARED),
-        ).where(Transaction.id.in_(ids))
-        rows: list[Any] = list(query.dicts())
-        for row in rows:
-            name = (row["id"], row["account"])
-            if name in wanted:
-                found[name] = row
+    start = 0
+    for size in _chunks(len(ids)):
+        for raw in _FIND.execute(size, {"id": ids[start : start + size]}).fetchall():
+            if (raw[0], raw[1]) in wanted:
+                row = {f.name: f.python_value(v) for f, v in zip(fields, raw, strict=True)}
+                found[(raw[0], raw[1])] = row
+        start += size
     return found
+
+
+def _chunks(count: int, largest: int = 512) -> list[int]:
+    """`count` as statement sizes that are powers of two (at most `largest`): a handful of
+    shapes, each prepared once."""
+    sizes = []
+    while count:
+        size = min(largest, 1 << (count.bit_length() - 1))
+        sizes.append(size)
+        count -= size
+    return sizes
+
+
+_INSERTED = (
+    "id",
+    "account",
+    "product",
+    "direction",
+    "created_at",
+    "sender",
+    "recipient",
+    "body",
+    "details",
+    "redacted_at",
+    "sender_key",
+    "recipient_key",
+)
+
+
+def _db_values(row: dict) -> tuple:
+    return (
+        row["id"],
+        row["account"],
+        row["product"],
+        row["direction"],
+        Transaction.created_at.db_value(row["created_at"]),
+        row["sender"],
+        row["recipient"],
+        row["body"],
+        Transaction.details.db_value(row["details"]),
+        Transaction.redacted_at.db_value(row.get("redacted_at")),
+        row["sender_key"],
+        row["recipient_key"],
+    )
+
+
+# Storing 1,000 records: the SQL of a statement is generated once per size (see
+# PreparedQuery), not for every request while the writer holds the lock.
+_INSERT = PreparedQuery(
+    lambda mark, n: Transaction.insert_many(
+        [[mark("rows", i, j) for j in range(len(_INSERTED))] for i in range(n)],
+        fields=[getattr(Transaction, name) for name in _INSERTED],
+    )
+)
+_STORED = ("id", "account", "redacted_at", *_COMPARED)
+_FIND = PreparedQuery(
+    lambda mark, n: Transaction.select(*(getattr(Transaction, name) for name in _STORED)).where(
+        Transaction.id.in_([mark("id", i) for i in range(n)])
+    )
+)
 
 
 def read_record(api_key: str, transaction_id: str, product: str, type_: str | None) -> dict:
