@@ -40,9 +40,9 @@ def serve(host: str, port: int, workers: int, demo: bool):
     if workers > 1:
         # uvicorn's workers are new processes: they sum their metrics through files, as
         # app/gunicorn_conf.py arranges for gunicorn's.
-        directory = os.environ.setdefault(
-            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="redact-metrics-")
-        )
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # made only when none is given
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="redact-metrics-")
+        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
         for stale in pathlib.Path(directory).glob("*.db"):  # counts of an earlier run
             stale.unlink()
         if settings.ratelimit_storage_uri.startswith("memory"):
