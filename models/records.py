@@ -207,13 +207,6 @@ def store_in_transaction(request: StoreRequest) -> StoreCounts:
             counts.unchanged += 1
         else:
             raise RecordConflict(row["id"])
-    for name, stored in _stored(list(fresh)).items():
-        offered = fresh.pop(name)
-        if not _same(offered, stored):
-            raise RecordConflict(name[0])
-        counts.unchanged += 1
-    if not fresh:
-        return counts
 
     immediate = arrival_policies(sorted({account for _, account in fresh}))
     held: set = set()
@@ -225,20 +218,33 @@ def store_in_transaction(request: StoreRequest) -> StoreCounts:
                 if (row["account"], row["product"]) in immediate
             ]
         )
-    rows = []
-    audit = []
-    for name, row in fresh.items():
-        if (row["account"], row["product"]) in immediate and name not in held:
-            row = redacted_row(row, request.now)
-            audit.append(
-                (request.now, row["account"], row["id"], row["product"], request.trace_id, "policy")
-            )
-        rows.append(row)
-    values = [_db_values(row) for row in rows]
+    rows = {
+        name: redacted_row(row, request.now)
+        if (row["account"], row["product"]) in immediate and name not in held
+        else row
+        for name, row in fresh.items()
+    }
+    # Inserted unless the account holds the id already: those are compared afterwards
+    # (rarely any), and one that differs undoes the lot (the caller's savepoint).
+    values = [_db_values(row) for row in rows.values()]
+    inserted: set[tuple[str, str]] = set()
     start = 0
     for size in _chunks(len(values)):
-        _INSERT.execute(size, {"rows": values[start : start + size]})
+        cursor = _INSERT.execute(size, {"rows": values[start : start + size]})
+        inserted.update((transaction_id, account) for transaction_id, account in cursor)
         start += size
+    existing = [name for name in fresh if name not in inserted]
+    if existing:
+        stored = _stored(existing)
+        for name in existing:
+            if not _same(fresh[name], stored[name]):
+                raise RecordConflict(name[0])
+        counts.unchanged += len(existing)
+    audit = [
+        (request.now, account, transaction_id, row["product"], request.trace_id, "policy")
+        for (transaction_id, account), row in rows.items()
+        if (transaction_id, account) in inserted and row.get("redacted_at") is not None
+    ]
     if audit:
         RedactionAudit.insert_many(
             audit,
@@ -251,7 +257,7 @@ def store_in_transaction(request: StoreRequest) -> StoreCounts:
                 RedactionAudit.source,
             ),
         ).execute()
-    counts.stored = len(rows)
+    counts.stored = len(inserted)
     counts.redacted_on_arrival = len(audit)
     return counts
 
@@ -346,9 +352,13 @@ def _db_values(row: dict) -> tuple:
 # Storing 1,000 records: the SQL of a statement is generated once per size (see
 # PreparedQuery), not for every request while the writer holds the lock.
 _INSERT = PreparedQuery(
-    lambda mark, n: Transaction.insert_many(
-        [[mark("rows", i, j) for j in range(len(_INSERTED))] for i in range(n)],
-        fields=[getattr(Transaction, name) for name in _INSERTED],
+    lambda mark, n: (
+        Transaction.insert_many(
+            [[mark("rows", i, j) for j in range(len(_INSERTED))] for i in range(n)],
+            fields=[getattr(Transaction, name) for name in _INSERTED],
+        )
+        .on_conflict(conflict_target=[Transaction.id, Transaction.account], action="NOTHING")
+        .returning(Transaction.id, Transaction.account)
     )
 )
 _STORED = ("id", "account", "redacted_at", *_COMPARED)
