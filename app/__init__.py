@@ -49,7 +49,7 @@ from .edge import RequestContextMiddleware
 from .jobs_api import JOBS_PATH, JobsApi
 from .problems import HTTPProblem, render
 from .ratelimit import RateLimits
-from .records_api import RECORDS_PATH, RecordsApi
+from .records_api import HOLDS_PATH, RECORDS_PATH, RecordsApi
 from .redact_api import RedactApi
 from .services import Services, open_services
 from .settings import Settings
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
             max_body_bytes=settings.max_body_bytes,
             body_limits={
                 JOBS_PATH: settings.max_job_body_bytes,
+                HOLDS_PATH: settings.max_job_body_bytes,  # holds name records as jobs do
                 RECORDS_PATH: settings.max_records_body_bytes,
             },
             routes=routes(),

@@ -144,7 +144,10 @@ class Settings:
         least=1,
     )
     max_job_body_bytes: int = setting(
-        "REDACT_MAX_JOB_BODY_BYTES", 2 * 1024 * 1024, "the body limit of the jobs API", least=0
+        "REDACT_MAX_JOB_BODY_BYTES",
+        2 * 1024 * 1024,
+        "the body limit of the jobs API and of creating a legal hold",
+        least=0,
     )
     max_records_body_bytes: int = setting(
         "REDACT_MAX_RECORDS_BODY_BYTES",

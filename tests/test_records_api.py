@@ -597,3 +597,11 @@ def test_the_jobs_contract_still_answers_beside_the_records_one(client, account)
     assert client.get(JOBS, headers=account).status_code == 200
     assert client.get(HOLDS, headers=account).status_code == 200
     assert redact(client, account, "NOPE").status_code == 404
+
+
+def test_a_hold_body_the_contract_allows_is_read_past_the_redact_apis_limit(client, account):
+    # 3,000 named records: ~130 KB, over the 64 KB of the Redact API, under the jobs' limit.
+    named = [{"id": f"0A{n:015d}", "product": "sms"} for n in range(3000)]
+    response = client.post(HOLDS, json={"reason": "big", "transactions": named}, headers=account)
+    assert response.status_code == 404, response.text  # read, and the first is unknown
+    assert "0A000000000000000" in response.json()["detail"]
