@@ -95,6 +95,7 @@ def create_hold(
     if not hashes and not named:
         raise InvalidHold("a hold names at least one subject or transaction")
     with database.atomic():
+        _lock_accounts([api_key], shared=False)
         _check_records(api_key, named)
         hold = LegalHold.create(
             id=new_hold_id(),
@@ -249,6 +250,7 @@ def held_records(candidates: Collection[tuple[str, str, str | None, str | None]]
     if not candidates:
         return set()
     accounts = sorted({c[1] for c in candidates})
+    _lock_accounts(accounts, shared=True)
     # Most accounts hold nothing most of the time: a cheap look first, before the lookup
     # of every id and number of the batch.
     if not _ANY_ACTIVE.execute(len(accounts), {"account": accounts}).fetchone():
@@ -274,6 +276,22 @@ def held_records(candidates: Collection[tuple[str, str, str | None, str | None]]
         or (sender_key is not None and (account, SUBJECT, sender_key) in held)
         or (recipient_key is not None and (account, SUBJECT, recipient_key) in held)
     }
+
+
+def _lock_accounts(accounts: list[str], *, shared: bool) -> None:
+    """On PostgreSQL, serialise creating a hold with the redactions of its account: a
+    redaction takes a shared lock per account before it looks for holds, and keeps it to
+    its commit; creating a hold takes the account's lock exclusively. Otherwise, under
+    READ COMMITTED, a batch could look before the hold commits and scrub after, and the
+    hold's creator would be told of a record that is then redacted. (SQLite serialises
+    all writers already.)"""
+    if not isinstance(database.obj, peewee.PostgresqlDatabase):
+        return
+    lock = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    database.execute_sql(
+        f"SELECT {lock}(hashtext('redact-hold:' || a)) FROM unnest(%s::text[]) AS a",
+        (sorted(accounts),),
+    )
 
 
 _ANY_ACTIVE = PreparedQuery(

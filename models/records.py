@@ -185,7 +185,7 @@ def store_batch(requests: list[StoreRequest]) -> list:
         try:
             with current_store().database.atomic():
                 outcomes.append(store_in_transaction(request))
-        except RecordConflict as exc:
+        except Exception as exc:  # this request's alone: its savepoint is rolled back
             outcomes.append(exc)
     return outcomes
 
@@ -226,7 +226,8 @@ def store_in_transaction(request: StoreRequest) -> StoreCounts:
     }
     # Inserted unless the account holds the id already: those are compared afterwards
     # (rarely any), and one that differs undoes the lot (the caller's savepoint).
-    values = [_db_values(row) for row in rows.values()]
+    # In key order: two processes storing overlapping records cannot deadlock (PostgreSQL).
+    values = [_db_values(rows[name]) for name in sorted(rows)]
     inserted: set[tuple[str, str]] = set()
     start = 0
     for size in _chunks(len(values)):

@@ -24,7 +24,7 @@ import peewee
 from .account import Account
 from .audit import record_event
 from .base import BaseModel, Clock, UTCDateTimeField, database
-from .errors import InvalidPolicy, RecordHeld, Unprovisioned
+from .errors import InvalidPolicy, Unprovisioned
 from .holds import held_condition
 from .redaction import RedactionRequest, redact_batch
 from .store import current_store
@@ -51,7 +51,7 @@ class RetentionPolicy(BaseModel):
 
     @property
     def days(self) -> int:
-        """The retention of an `after` policy, in days."""
+        """The retention in days (0 for `immediate`)."""
         return int(self.after_days or 0)
 
 
@@ -193,8 +193,9 @@ def backlog(
     now: datetime.datetime, min_age_seconds: int, api_key: str | None = None
 ) -> dict[tuple[str, str], Backlog]:
     """Records past retention and not yet redacted, by (account, product) of each `after`
-    policy (of `api_key` only, if given)."""
-    query = RetentionPolicy.select().where(RetentionPolicy.mode == "after")
+    or `immediate` policy (of `api_key` only, if given). Under `immediate` they are the
+    records a hold kept from being redacted on arrival."""
+    query = RetentionPolicy.select().where(RetentionPolicy.mode.in_(("after", "immediate")))
     if api_key is not None:
         query = query.where(RetentionPolicy.account == api_key)
     found = {}
@@ -244,67 +245,103 @@ def run_retention(
     lease_seconds: int = 60,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> RetentionReport | None:
-    """One pass over every `after` policy: redact what is past retention. Returns None if
-    another worker's pass holds the lease; stops early (`finished` False) once
-    `budget_seconds` have passed, so that other work queued meanwhile has its turn."""
+    """One pass over the policies: redact what is past retention. Returns None if another
+    worker's pass holds the lease; stops early (`finished` False) once `budget_seconds`
+    have passed, so that other work queued meanwhile has its turn.
+
+    The policies take turns, a batch each, so that one account's large backlog does not
+    keep another's waiting. Held records are left out of the batches (and counted once
+    per policy), so that they never stand in the way of the rest. Besides `after`
+    policies, `immediate` ones are passed too: a record a hold kept from being redacted on
+    arrival is redacted once the hold is released (not within the premature window)."""
     if not _claim(owner, clock(), lease_seconds):
         return None
     started = monotonic()
     report = RetentionReport()
     trace_id = "retention:" + secrets.token_hex(8)
     try:
-        policies = list(RetentionPolicy.select().where(RetentionPolicy.mode == "after"))
-        for policy in policies:
-            products = Account.get_by_id(policy.account_id).product_set
-            if policy.product not in products:
-                continue
-            after: tuple | None = None
-            while True:
+        turns = [_Turn(policy) for policy in _policies_to_pass()]
+        for turn in turns:
+            due = _due(turn.account, turn.product, turn.cutoff(clock(), min_age_seconds))
+            report.held += Transaction.select().where(due & held_condition(turn.account)).count()
+        while turns:
+            for turn in list(turns):
                 if budget_seconds is not None and monotonic() - started > budget_seconds:
                     report.finished = False
                     return report
-                now = clock()
-                cutoff = retention_cutoff(now, policy.days, min_age_seconds)
-                query = Transaction.select(
-                    Transaction.id, Transaction.direction, Transaction.created_at
-                ).where(_due(policy.account_id, policy.product, cutoff))
-                if after is not None:
-                    query = query.where(
-                        peewee.Tuple(Transaction.created_at, Transaction.id) > peewee.Tuple(*after)
-                    )
-                rows: list[Any] = list(
-                    query.order_by(Transaction.created_at, Transaction.id)
-                    .limit(batch_size)
-                    .tuples()
-                )
-                if not rows:
-                    break
-                requests = [
-                    RedactionRequest(
-                        policy.account_id,
-                        transaction_id,
-                        policy.product,
-                        direction,
-                        now,
-                        min_age_seconds,
-                        trace_id,
-                        "retention",
-                    )
-                    for transaction_id, direction, _ in rows
-                ]
-                outcomes = current_store().group_commit.run(
-                    _retention_batches, _Batch(requests, owner, now, lease_seconds)
-                )
-                report.redacted += sum(1 for o in outcomes if o is True)
-                report.held += sum(1 for o in outcomes if isinstance(o, RecordHeld))
-                after = (Transaction.created_at.db_value(rows[-1][2]), rows[-1][0])
+                redacted = _one_batch(turn, clock(), min_age_seconds, batch_size, owner,
+                                      lease_seconds, trace_id)  # fmt: skip
+                if redacted is None:
+                    turns.remove(turn)
+                else:
+                    report.redacted += redacted
         return report
     finally:
         _release(owner)
 
 
+def _policies_to_pass() -> list[RetentionPolicy]:
+    policies = RetentionPolicy.select().where(RetentionPolicy.mode.in_(("after", "immediate")))
+    return [
+        policy
+        for policy in policies
+        if policy.product in Account.get_by_id(policy.account_id).product_set
+    ]
+
+
+class _Turn:
+    """Where a policy's part of a pass stands: its keyset cursor (created_at, id)."""
+
+    def __init__(self, policy: RetentionPolicy):
+        self.account, self.product = policy.account_id, policy.product
+        self.mode, self.days = policy.mode, policy.days
+        self.after: tuple | None = None
+
+    def cutoff(self, now: datetime.datetime, min_age_seconds: int) -> datetime.datetime:
+        return retention_cutoff(now, self.days, min_age_seconds)
+
+
+def _one_batch(turn, now, min_age_seconds, batch_size, owner, lease_seconds, trace_id):
+    """Redact the policy's next batch; how many were redacted, or None when it has none
+    left (or the policy changed since the pass began)."""
+    query = Transaction.select(Transaction.id, Transaction.direction, Transaction.created_at).where(
+        _due(turn.account, turn.product, turn.cutoff(now, min_age_seconds))
+        & ~held_condition(turn.account)
+    )
+    if turn.after is not None:
+        query = query.where(
+            peewee.Tuple(Transaction.created_at, Transaction.id) > peewee.Tuple(*turn.after)
+        )
+    rows: list[Any] = list(
+        query.order_by(Transaction.created_at, Transaction.id).limit(batch_size).tuples()
+    )
+    if not rows:
+        return None
+    requests = [
+        RedactionRequest(
+            turn.account,
+            transaction_id,
+            turn.product,
+            direction,
+            now,
+            min_age_seconds,
+            trace_id,
+            "retention",
+        )
+        for transaction_id, direction, _ in rows
+    ]
+    outcomes = current_store().group_commit.run(
+        _retention_batches, _Batch(turn, requests, owner, now, lease_seconds)
+    )
+    if outcomes is None:
+        return None
+    turn.after = (Transaction.created_at.db_value(rows[-1][2]), rows[-1][0])
+    return sum(1 for outcome in outcomes if outcome is True)
+
+
 @dataclasses.dataclass
 class _Batch:
+    turn: _Turn
     requests: list[RedactionRequest]
     owner: str
     now: datetime.datetime
@@ -313,13 +350,24 @@ class _Batch:
 
 def _retention_batches(batches: list[_Batch]) -> list:
     """Group-commit batch function: each batch's redactions, in a savepoint, with the
-    lease renewed in the same transaction."""
-    outcomes = []
+    lease renewed in the same transaction; None for a batch whose policy is no longer
+    the one the pass began with (changed meanwhile: nothing is redacted)."""
+    outcomes: list = []
     for batch in batches:
         with database.atomic():
+            if not _unchanged(batch.turn):
+                outcomes.append(None)
+                continue
             _renew(batch.owner, batch.now, batch.lease_seconds)
             outcomes.append(redact_batch(batch.requests))
     return outcomes
+
+
+def _unchanged(turn: _Turn) -> bool:
+    policy = RetentionPolicy.get_or_none(
+        (RetentionPolicy.account == turn.account) & (RetentionPolicy.product == turn.product)
+    )
+    return policy is not None and (policy.mode, policy.days) == (turn.mode, turn.days)
 
 
 def _claim(owner: str, now: datetime.datetime, seconds: int) -> bool:

@@ -605,3 +605,103 @@ def test_a_hold_body_the_contract_allows_is_read_past_the_redact_apis_limit(clie
     response = client.post(HOLDS, json={"reason": "big", "transactions": named}, headers=account)
     assert response.status_code == 404, response.text  # read, and the first is unknown
     assert "0A000000000000000" in response.json()["detail"]
+
+
+def test_a_subject_job_leaves_held_records_and_finishes(make_app, database_url, tmp_path):
+    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+    account = add_account("acct0001")
+    with app.test_client() as client:
+        store(client, account, api_record("S1"), api_record("S2"), api_record("S3"))
+        jobs = JobsClient(client, account, app.services.queue)
+        job = jobs.ready(subjects=[NUMBER])
+        hold(client, account, transactions=[{"id": "S2", "product": "sms"}])
+        ran = jobs.action(job["id"], "run", expect=200, processing_mode="sync").json()
+        assert (ran["status"], ran["counts"]["redacted"]) == ("succeeded", 2)
+    assert [row(i).body for i in ("S1", "S2", "S3")] == ["REDACTED", "hello there", "REDACTED"]
+
+
+def pass_with_budget(batches: int, between=lambda n: None):
+    """A retention pass that stops after `batches` batches (its clock for the budget
+    moves one second a batch); `between(n)` runs before the n-th batch."""
+    from models.retention import run_retention
+
+    calls = iter(range(10_000))
+
+    def monotonic():
+        n = next(calls)
+        between(n)
+        return float(n)
+
+    with database.connection_context():
+        return run_retention(
+            clock=lambda: datetime.datetime.now(datetime.UTC),
+            min_age_seconds=3600,
+            batch_size=2,
+            owner="test",
+            budget_seconds=batches,  # the first call starts the clock
+            monotonic=monotonic,
+        )
+
+
+def test_held_records_do_not_stand_in_the_way_and_policies_take_turns(make_app, database_url):
+    app = make_app(database_url)
+    first, second = add_account("acct0001"), add_account("acct0002")
+    with app.test_client() as client:
+        # acct0001's four oldest records are held; both accounts have a backlog.
+        store(
+            client,
+            first,
+            *(api_record(f"H{n}", age=OLD + datetime.timedelta(days=1)) for n in range(4)),
+        )
+        store(client, first, *(api_record(f"F{n}", age=OLD, to="447700900555") for n in range(4)))
+        store(client, second, *(api_record(f"T{n}", age=OLD) for n in range(4)))
+        hold(client, first, subjects=[NUMBER])
+        for headers in (first, second):
+            set_policy(client, headers, sms={"auto_redact": "after", "after_days": 30})
+        report = pass_with_budget(2)  # two batches of two
+        assert (report.redacted, report.held, report.finished) == (4, 4, False)
+        with database.connection_context():
+            done = Transaction.select().where(Transaction.redacted_at.is_null(False))
+            assert sorted(t.api_key for t in done) == ["acct0001"] * 2 + ["acct0002"] * 2
+
+
+def test_a_pass_stops_a_policy_changed_meanwhile(make_app, database_url):
+    app = make_app(database_url)
+    account = add_account("acct0001")
+    with app.test_client() as client:
+        store(client, account, *(api_record(f"R{n}", age=OLD) for n in range(6)))
+        set_policy(client, account, sms={"auto_redact": "after", "after_days": 30})
+
+        def turn_it_off(n):
+            if n == 2:  # before the second batch
+                set_policy(client, account, sms={"auto_redact": "off"})
+
+        report = pass_with_budget(100, turn_it_off)
+        assert (report.redacted, report.finished) == (2, True)
+    with database.connection_context():
+        assert Transaction.select().where(Transaction.redacted_at.is_null()).count() == 4
+
+
+def test_a_record_held_on_arrival_under_immediate_is_redacted_once_released(client, account):
+    set_policy(client, account, sms={"auto_redact": "immediate"})
+    held = hold(client, account, subjects=[NUMBER])
+    store(client, account, api_record("KEPT"))
+    assert row("KEPT").body == "hello there"
+    shown = client.get(POLICIES, headers=account).json()["products"]["sms"]
+    assert (shown["backlog"], shown["held"]) == (1, 1)
+    client.post(f"{HOLDS}/{held['id']}/release", headers=account)
+    assert pass_with_budget(100).redacted == 1
+    assert row("KEPT").body == "REDACTED"
+
+
+@pytest.mark.parametrize("where", ["id", "text", "detail"])
+def test_a_nul_character_is_a_422_and_stores_nothing(client, account, where):
+    bad = api_record("R1")
+    if where == "detail":
+        bad["note"] = "a\u0000b"
+    else:
+        bad[where] = "a\u0000b"
+    response = client.post(RECORDS, json={"records": [bad]}, headers=account)
+    assert response.status_code == 422 and "NUL" in response.json()["detail"]
+    assert redact(client, account, "a\u0000b").status_code == 422  # the Redact API too
+    assert count(Transaction.select()) == 0

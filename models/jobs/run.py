@@ -16,6 +16,7 @@ from peewee import fn
 from ..account import Account
 from ..base import Clock, database
 from ..errors import PrematureRedaction
+from ..holds import held_condition
 from ..redaction import RedactionRequest, redact_batch
 from ..store import current_store
 from ..transaction import Transaction
@@ -90,6 +91,7 @@ def _erase_subject(job, subject, products, owner, clock, config) -> None:
                 subject_records(job, subject.subject_key)
                 & Transaction.product.in_(sorted(products))
                 & (Transaction.created_at <= now - min_age)
+                & ~held_condition(job.account_id)  # left alone (they would come back)
             )
             .limit(config.batch_size)
             .tuples()
@@ -113,6 +115,7 @@ def _erase_subject(job, subject, products, owner, clock, config) -> None:
             .where(
                 subject_records(job, subject.subject_key)
                 & Transaction.product.in_(sorted(products))
+                & ~held_condition(job.account_id)
             )
             .scalar()
         )
