@@ -50,18 +50,6 @@ def openapi_to_json_schema(schema: t.Any) -> t.Any:
     return converted
 
 
-def _holds_nul(value: t.Any) -> bool:
-    """Whether a string anywhere in a parsed body (keys too) holds NUL, which PostgreSQL
-    cannot store in text."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
-
-
 class ContractBodyValidator(AbstractRequestBodyValidator):
     async def wrap_receive(self, receive, *, scope):
         """Connexion takes a body without Content-Length for no body at all; a chunked body
@@ -101,10 +89,6 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
             body = json.loads(raw.decode("utf-8"))
             if b"\\u" in raw:  # escapes may spell unpaired surrogates, which nothing can store
                 json.dumps(body, ensure_ascii=False).encode("utf-8")
-                if b"\\u0000" in raw and _holds_nul(body):
-                    raise InvalidJson(
-                        "The request body holds a NUL character (\\u0000), which no field takes"
-                    )
             # Kept for app/direct.py, which answers once the body is validated (the
             # validation raises before the request goes on otherwise).
             request_state(scope)[BODY] = body

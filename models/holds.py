@@ -167,6 +167,8 @@ def release_hold(
 def find_hold(hold_id: str, api_key: str | None = None) -> LegalHold:
     """The hold `hold_id` of account `api_key` (None: any, for operators); HoldNotFound for
     an unknown id or another account's hold."""
+    if "\x00" in hold_id:  # no hold id holds NUL (PostgreSQL's text cannot)
+        raise HoldNotFound(hold_id)
     where = LegalHold.id == hold_id
     if api_key is not None:
         where &= LegalHold.account == api_key

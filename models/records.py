@@ -32,6 +32,10 @@ three, and `from_` is the attribute `from` loads into (a field of that name woul
 the sender)."""
 
 
+# PostgreSQL's text cannot hold NUL (details are stored as JSON, which escapes it).
+_NO_NUL = validate.Regexp(r"^[^\x00]*\Z", error="a NUL character is not allowed")
+
+
 class _Refused(fields.Field):
     """A name a record may not use: present, it is an error; absent, nothing."""
 
@@ -51,13 +55,13 @@ class RecordSchema(marshmallow.Schema):
     class Meta:
         unknown = marshmallow.INCLUDE
 
-    id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    id = fields.String(required=True, validate=[validate.Length(min=1, max=64), _NO_NUL])
     product = fields.String(required=True, validate=validate.OneOf(PRODUCTS))
     type = fields.String(validate=validate.OneOf(DIRECTIONS), load_default=None)
     created_at = fields.AwareDateTime(required=True, default_timezone=datetime.UTC)
-    from_ = fields.String(data_key="from", allow_none=True, load_default=None)
-    to = fields.String(allow_none=True, load_default=None)
-    text = fields.String(allow_none=True, load_default=None)
+    from_ = fields.String(data_key="from", allow_none=True, load_default=None, validate=_NO_NUL)
+    to = fields.String(allow_none=True, load_default=None, validate=_NO_NUL)
+    text = fields.String(allow_none=True, load_default=None, validate=_NO_NUL)
     api_key: fields.Field = _refused("leave it out: records belong to the account that sends them")
     redaction = _refused("a name the service uses; not a record field")
     held = _refused("a name the service uses; not a record field")
@@ -375,6 +379,8 @@ def read_record(api_key: str, transaction_id: str, product: str, type_: str | No
     (None if it is not) and which active holds cover it. RecordNotFound for an unknown
     id, another account's record, or another product or type."""
     direction = direction_of(product, type_)
+    if "\x00" in transaction_id:  # no stored id holds NUL (PostgreSQL's text cannot)
+        raise RecordNotFound(transaction_id, record_kind(product, direction))
     record = Transaction.get_or_none(
         (Transaction.id == transaction_id) & (Transaction.account == api_key)
     )

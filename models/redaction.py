@@ -54,6 +54,8 @@ def redaction_request(
     """
     if product not in products:
         raise Unprovisioned(api_key, product)
+    if "\x00" in transaction_id:  # no stored id holds NUL (PostgreSQL's text cannot)
+        raise RecordNotFound(transaction_id, record_kind(product, direction_of(product, direction)))
     return RedactionRequest(
         api_key,
         transaction_id,

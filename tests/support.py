@@ -325,6 +325,18 @@ def _resolve(document: dict, node: dict) -> dict:
     return node
 
 
+def fuzz_headers(case, credentials: dict) -> dict | None:
+    """The headers a fuzzed case is sent with: our credentials, unless the case broke its
+    own headers on purpose (a negative case without or with a malformed Authorization:
+    adding ours would send a valid request where a refusal is expected)."""
+    from schemathesis.core.parameters import ParameterLocation
+
+    header = case.meta.components.get(ParameterLocation.HEADER) if case.meta else None
+    if header is not None and header.mode.is_negative:
+        return None
+    return credentials
+
+
 def assert_matches_contract(
     response, path: str = "/transaction", method: str = "post", spec_name: str = "redact.yml"
 ):

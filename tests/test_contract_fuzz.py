@@ -11,7 +11,7 @@ from schemathesis import GenerationMode
 
 from app.contracts import SPEC_DIR
 
-from .support import add_account, add_records, operation_ids, record
+from .support import add_account, add_records, fuzz_headers, operation_ids, record
 
 # Seconds per operation and mode: the jobs contract's cases take about a minute in all.
 pytestmark = pytest.mark.slow
@@ -55,6 +55,6 @@ def test_contract(api_schema, credentials, mode):
             suppress_health_check=list(hypothesis.HealthCheck),
         )
         def check(case):
-            case.call_and_validate(headers=credentials)
+            case.call_and_validate(headers=fuzz_headers(case, credentials))
 
         check()
