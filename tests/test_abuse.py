@@ -18,6 +18,8 @@ from .support import PASSWORD, SUBJECT_KEY, Service, basic, cli, store_at, wait_
 pytestmark = pytest.mark.slow
 
 READ_TIMEOUT = 2
+EARLY = READ_TIMEOUT - 0.05  # the deadline, less what asyncio may fire a timer early
+# (a timer runs up to the clock's resolution before its time; seen: 1.9998 s)
 MAX_IN_FLIGHT = 4
 REDACT = "/v1/redact/transaction"
 
@@ -131,7 +133,7 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_deadline(connect):
     sock = connect()
     started = time.monotonic()
     status, _headers, _body = read_response(sock)
-    assert status == 408 and READ_TIMEOUT <= time.monotonic() - started < READ_TIMEOUT + 2
+    assert status == 408 and EARLY <= time.monotonic() - started < READ_TIMEOUT + 2
 
 
 def test_a_body_sent_too_slowly_is_dropped_and_others_are_served(service, connect):
@@ -139,7 +141,7 @@ def test_a_body_sent_too_slowly_is_dropped_and_others_are_served(service, connec
     sock = slow_post(connect, b'{"id": ')
     assert redact(service).status_code == 404  # served meanwhile
     assert sock.recv(65536) == b""  # the service hung up on the slow one
-    assert READ_TIMEOUT <= time.monotonic() - started < READ_TIMEOUT + 2
+    assert EARLY <= time.monotonic() - started < READ_TIMEOUT + 2
 
 
 # ------------------------------------------------------------------------ overload
