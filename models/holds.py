@@ -20,8 +20,7 @@ from .account import Account
 from .audit import record_event
 from .base import BaseModel, UTCDateTimeField, database
 from .errors import HoldNotFound, InvalidHold, RecordNotFound
-from .jobs.errors import InvalidCursor
-from .jobs.queries import Page, paginate
+from .jobs.queries import Page, newest_first
 from .policy import direction_of, record_kind
 from .prepared import PreparedQuery
 from .store import current_store
@@ -187,26 +186,7 @@ def list_holds(
     status: str | None = None,
 ) -> Page:
     """The account's holds, newest first, a page at a time (cursors as jobs take them)."""
-    query = LegalHold.select().where(LegalHold.account == api_key)
-    if status is not None:
-        query = query.where(LegalHold.status == status)
-
-    def cursor(parameter: str, hold_id: str | None) -> int | None:
-        if hold_id is None:
-            return None
-        hold = LegalHold.get_or_none((LegalHold.id == hold_id) & (LegalHold.account == api_key))
-        if hold is None:
-            raise InvalidCursor(parameter, hold_id)
-        return hold.seq
-
-    return paginate(
-        query,
-        LegalHold.seq,
-        True,
-        limit,
-        cursor("starting_after", starting_after),
-        cursor("ending_before", ending_before),
-    )
+    return newest_first(LegalHold, api_key, limit, starting_after, ending_before, status)
 
 
 def hold_resource(hold: LegalHold) -> dict:

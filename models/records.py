@@ -26,12 +26,6 @@ from .retention import arrival_policies
 from .store import current_store
 from .transaction import RedactionAudit, Transaction
 
-RESERVED = ("redaction", "held", "holds", "from_")
-"""Names a record may not use for a field of its own: the read-back answer adds the first
-three, and `from_` is the attribute `from` loads into (a field of that name would replace
-the sender)."""
-
-
 # PostgreSQL's text cannot hold NUL (details are stored as JSON, which escapes it).
 _NO_NUL = validate.Regexp(r"^[^\x00]*\Z", error="a NUL character is not allowed")
 
@@ -63,6 +57,8 @@ class RecordSchema(marshmallow.Schema):
     to = fields.String(allow_none=True, load_default=None, validate=_NO_NUL)
     text = fields.String(allow_none=True, load_default=None, validate=_NO_NUL)
     api_key: fields.Field = _refused("leave it out: records belong to the account that sends them")
+    # The read-back answer's own names, and the attribute `from` loads into (a field named
+    # `from_` would replace the sender).
     redaction = _refused("a name the service uses; not a record field")
     held = _refused("a name the service uses; not a record field")
     holds = _refused("a name the service uses; not a record field")
@@ -167,16 +163,12 @@ class StoreRequest(typing.NamedTuple):
     trace_id: str
 
 
-def store_records(rows: list[dict], *, now: datetime.datetime, trace_id: str) -> StoreCounts:
-    """Store `rows` (from `parse_records`) in one transaction, all or nothing; RecordConflict
-    for an id the account holds with other content (nothing is stored then)."""
-    return current_store().group_commit.run(store_batch, StoreRequest(rows, now, trace_id))
-
-
 async def store_records_async(
     rows: list[dict], *, now: datetime.datetime, trace_id: str
 ) -> StoreCounts:
-    """`store_records` for a coroutine: it awaits the commit without holding a thread."""
+    """Store `rows` (from `parse_records`) in one transaction, all or nothing, and await
+    its commit without holding a thread; RecordConflict for an id the account holds with
+    other content (nothing is stored then)."""
     return await current_store().group_commit.run_async(
         store_batch, StoreRequest(rows, now, trace_id)
     )
@@ -198,8 +190,8 @@ _COMPARED = ("product", "direction", "created_at", "sender", "recipient", "body"
 
 
 def store_in_transaction(request: StoreRequest) -> StoreCounts:
-    """`store_records` inside the caller's transaction (the load command holds a whole
-    file in one)."""
+    """`store_records_async` inside the caller's transaction (the load command holds a
+    whole file in one)."""
     counts = StoreCounts(received=len(request.rows))
     fresh: dict[tuple[str, str], dict] = {}
     for row in request.rows:

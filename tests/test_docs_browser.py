@@ -55,12 +55,7 @@ def test_try_it_out_redacts_a_demo_record(chromium, demo_server):
     page.goto(f"{base}/v1/redact/ui/")
     page.wait_for_selector("#operations-default-redact-message", timeout=30000)
 
-    page.click("button.authorize")
-    page.fill(".auth-container input[type=text]", "demo0001")
-    page.fill(".auth-container input[type=password]", "demo-secret-0001")
-    page.click(".auth-container .auth-btn-wrapper button.authorize")
-    page.click(".auth-container .auth-btn-wrapper button.btn-done")
-
+    authorize(page)
     operation = page.locator("#operations-default-redact-message")
     operation.locator(".opblock-summary").click()
     operation.locator("button.try-out__btn").click()
@@ -90,26 +85,14 @@ def test_the_picker_offers_the_jobs_contract(chromium, demo_server):
     titles = page.locator(".opblock-summary-operation-id, .opblock-summary-path").all_inner_texts()
     assert any("/jobs" in title for title in titles), titles
 
-    page.click("button.authorize")
-    page.fill(".auth-container input[type=text]", "demo0001")
-    page.fill(".auth-container input[type=password]", "demo-secret-0001")
-    page.click(".auth-container .auth-btn-wrapper button.authorize")
-    page.click(".auth-container .auth-btn-wrapper button.btn-done")
-
-    operation = page.locator("#operations-default-list-jobs")
-    operation.locator(".opblock-summary").click()
-    operation.locator("button.try-out__btn").click()
-    operation.locator("button.execute").click()
-    status = operation.locator(".live-responses-table .response .response-col_status")
-    status.first.wait_for(timeout=30000)
-    assert status.first.inner_text().strip().startswith("200")
-    body = operation.locator(".live-responses-table .response-col_description pre").first
-    assert json.loads(body.inner_text())["data"] == []
+    authorize(page)
+    status, body = try_out(page, "list-jobs")
+    assert status.startswith("200") and json.loads(body)["data"] == []
 
 
 def test_the_picker_offers_the_records_contract(chromium, demo_server):
-    """The records contract, chosen in the picker, is shown and can be tried: reading a
-    account's policies answers 200 with every product off."""
+    """The records contract, chosen in the picker, is shown and can be tried: reading the
+    demo account's policies answers 200 with every product off."""
     base, _ = demo_server
     page = chromium.new_page()
     page.goto(f"{base}/v1/redact/ui/")
@@ -118,18 +101,28 @@ def test_the_picker_offers_the_records_contract(chromium, demo_server):
     page.wait_for_selector("#operations-default-store-records", timeout=30000)
     assert page.locator("#operations-default-create-job").count() == 0
 
+    authorize(page)
+    status, body = try_out(page, "retrieve-policies")
+    assert status.startswith("200")
+    assert json.loads(body)["products"]["sms"]["auto_redact"] == "off"
+
+
+def authorize(page) -> None:
+    """Authorise Swagger UI with the demo account."""
     page.click("button.authorize")
     page.fill(".auth-container input[type=text]", "demo0001")
     page.fill(".auth-container input[type=password]", "demo-secret-0001")
     page.click(".auth-container .auth-btn-wrapper button.authorize")
     page.click(".auth-container .auth-btn-wrapper button.btn-done")
 
-    operation = page.locator("#operations-default-retrieve-policies")
+
+def try_out(page, operation_id: str) -> tuple[str, str]:
+    """Run "Try it out" on an operation without parameters: its status and body."""
+    operation = page.locator(f"#operations-default-{operation_id}")
     operation.locator(".opblock-summary").click()
     operation.locator("button.try-out__btn").click()
     operation.locator("button.execute").click()
     status = operation.locator(".live-responses-table .response .response-col_status")
     status.first.wait_for(timeout=30000)
-    assert status.first.inner_text().strip().startswith("200")
     body = operation.locator(".live-responses-table .response-col_description pre").first
-    assert json.loads(body.inner_text())["products"]["sms"]["auto_redact"] == "off"
+    return status.first.inner_text().strip(), body.inner_text()

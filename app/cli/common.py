@@ -9,7 +9,7 @@ from typing import NoReturn
 import click
 import peewee
 
-from models import Store, create_tables, open_store
+from models import Account, Store, create_tables, open_store
 from models.jobs.queue import JobQueue
 
 from ..services import Services, job_queue, open_services
@@ -40,6 +40,12 @@ def open_store_or_exit(settings: Settings, *, tables: bool = True) -> Store:
         # OSError, ValueError: e.g. the SQLite key file cannot be written
         fail(f"cannot open the database {database_error(settings, exc)}")
     return store
+
+
+def account_or_exit(api_key: str) -> None:
+    """One line and exit 1 unless the store holds the account."""
+    if Account.get_or_none(Account.api_key == api_key) is None:
+        fail(f"no account {api_key!r}")
 
 
 def open_queue_or_exit(settings: Settings) -> JobQueue:

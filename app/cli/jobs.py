@@ -8,7 +8,6 @@ import json
 
 import click
 
-from models import Account
 from models.jobs import (
     STATUSES,
     InvalidJobRequest,
@@ -21,7 +20,7 @@ from models.jobs import (
 )
 from models.jobs.queries import find_job, job_resource, list_jobs, shown_objects
 
-from .common import fail, load_settings, open_store_or_exit, services_or_exit
+from .common import account_or_exit, fail, load_settings, open_store_or_exit, services_or_exit
 
 
 @click.group()
@@ -91,8 +90,7 @@ def jobs_create(api_key, file, subjects, behavior, description, run_at):
         fail("give --transactions FILE and/or --subject NUMBER")
     if run_at is not None and run_at.tzinfo is None:
         run_at = run_at.replace(tzinfo=datetime.UTC)
-    if Account.get_or_none(Account.api_key == api_key) is None:
-        fail(f"no account {api_key!r}")
+    account_or_exit(api_key)
     try:
         job, _ = service.create(
             api_key=api_key,

@@ -10,17 +10,12 @@ import socket
 
 import click
 
-from models import PRODUCTS, Account, RedactionError, utcnow
+from models import PRODUCTS, RedactionError, utcnow
 from models.audit import operator
 from models.holds import STATUSES, create_hold, find_hold, hold_resource, list_holds, release_hold
 from models.retention import MODES, policies_shown, run_retention, set_policies
 
-from .common import fail, load_settings, open_store_or_exit
-
-
-def _account_or_exit(api_key: str) -> None:
-    if Account.get_or_none(Account.api_key == api_key) is None:
-        fail(f"no account {api_key!r}")
+from .common import account_or_exit, fail, load_settings, open_store_or_exit
 
 
 def _echo(document: dict) -> None:
@@ -42,7 +37,7 @@ def policies_show(api_key):
     """The account's policy for each product it may redact, with its backlog."""
     settings = load_settings()
     open_store_or_exit(settings)
-    _account_or_exit(api_key)
+    account_or_exit(api_key)
     _show_policies(api_key, settings.min_age_seconds)
 
 
@@ -55,7 +50,7 @@ def policies_set(api_key, product, mode, after_days):
     """Change the account's policy for one product (audited); prints the policies."""
     settings = load_settings()
     open_store_or_exit(settings)
-    _account_or_exit(api_key)
+    account_or_exit(api_key)
     try:
         set_policies(
             api_key,
@@ -97,7 +92,7 @@ def _transaction(value: str) -> dict:
 def holds_create(api_key, reason, subjects, transactions):
     """Hold records and every record about numbers; prints the hold."""
     open_store_or_exit(load_settings())
-    _account_or_exit(api_key)
+    account_or_exit(api_key)
     try:
         named = [_transaction(t) for t in transactions]
         hold = create_hold(
@@ -122,7 +117,7 @@ def holds_create(api_key, reason, subjects, transactions):
 def holds_list(api_key, status, limit):
     """The account's holds, newest first."""
     open_store_or_exit(load_settings())
-    _account_or_exit(api_key)
+    account_or_exit(api_key)
     page = list_holds(api_key, limit=limit, status=status)
     _echo({"data": [hold_resource(h) for h in page.items], "has_more": page.has_more})
 

@@ -107,23 +107,28 @@ def list_jobs(
     status: str | None = None,
 ) -> Page:
     """The account's jobs, newest first."""
-    query = RedactionJob.select().where(RedactionJob.account == api_key)
-    if status is not None:
-        query = query.where(RedactionJob.status == status)
+    return newest_first(RedactionJob, api_key, limit, starting_after, ending_before, status)
 
-    def cursor(parameter: str, job_id: str | None):
-        if job_id is None:
+
+def newest_first(model, api_key: str, limit: int, starting_after, ending_before, status) -> Page:
+    """A page of the account's rows of `model` (jobs, holds: rows with a public `id`, an
+    ordering `seq`, an `account` and a `status`), newest first; a cursor naming no row of
+    the account is InvalidCursor."""
+    query = model.select().where(model.account == api_key)
+    if status is not None:
+        query = query.where(model.status == status)
+
+    def cursor(parameter: str, public_id: str | None):
+        if public_id is None:
             return None
-        job = RedactionJob.get_or_none(
-            (RedactionJob.id == job_id) & (RedactionJob.account == api_key)
-        )
-        if job is None:
-            raise InvalidCursor(parameter, job_id)
-        return job.seq
+        row = model.get_or_none((model.id == public_id) & (model.account == api_key))
+        if row is None:
+            raise InvalidCursor(parameter, public_id)
+        return row.seq
 
     return paginate(
         query,
-        RedactionJob.seq,
+        model.seq,
         True,
         limit,
         cursor("starting_after", starting_after),
