@@ -12,6 +12,8 @@ A newcomer's map (docs/architecture.md has the whole of it):
   loading.py: `redact transactions load`
 - retention.py: Auto-redact policies and the retention pass; holds.py: legal holds;
   audit.py: the audit trail of policy and hold changes
+- merkle.py, log.py, signing.py: the erasure log (RFC 9162 Merkle trees per account),
+  its signed tree heads and the signing key; receipts.py: signed proofs of erasure
 - migrations.py: creating and upgrading tables; maintenance.py: PostgreSQL's VACUUM
 - jobs/: redaction jobs, from their rows to the queue and the service the API and the
   CLI share
@@ -31,10 +33,12 @@ from .errors import (
 from .holds import HOLD_MODELS
 from .jobs.job import JOB_MODELS
 from .loading import load_records
+from .log import LOG_MODELS
 from .migrations import create_or_upgrade
 from .policy import DIRECTIONS, POLICIES, PRODUCTS, REDACTED
 from .redaction import redact_transaction, redact_transaction_async
 from .retention import RETENTION_MODELS
+from .signing import PublishedKey
 from .store import Store, current_store, open_store
 from .transaction import RedactionAudit, Transaction
 
@@ -46,6 +50,8 @@ MODELS = (
     *JOB_MODELS,
     *HOLD_MODELS,
     *RETENTION_MODELS,
+    *LOG_MODELS,
+    PublishedKey,
 )
 """Every table, in the order they are created (drop in reverse)."""
 

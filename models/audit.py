@@ -9,6 +9,7 @@ import getpass
 
 import peewee
 
+from . import log
 from .base import BaseModel, UTCDateTimeField
 from .transaction import JSONField
 
@@ -38,7 +39,25 @@ def record_event(
     after=None,
     trace_id: str | None = None,
 ) -> None:
-    """Add an entry (inside the caller's transaction: it commits with the change)."""
+    """Add an entry (inside the caller's transaction: it commits with the change), and
+    its entry in the account's erasure log (without the free text of a hold's reason or
+    the operator's login)."""
+    log.append(
+        [
+            (
+                api_key,
+                action,
+                {
+                    "target": target,
+                    "by": actor.split(":", 1)[0],
+                    "before": _logged(before),
+                    "after": _logged(after),
+                    "trace_id": trace_id,
+                },
+            )
+        ],
+        at,
+    )
     AuditEvent.create(
         at=at,
         api_key=api_key,
@@ -49,6 +68,12 @@ def record_event(
         actor=actor,
         trace_id=trace_id,
     )
+
+
+def _logged(state):
+    if isinstance(state, dict):
+        return {key: value for key, value in state.items() if key != "reason"}
+    return state
 
 
 def operator() -> str:

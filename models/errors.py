@@ -80,6 +80,23 @@ class InvalidPolicy(RedactionError):
     """A retention policy change that cannot be honoured as written."""
 
 
+class NoSigningKey(RedactionError):
+    """Signing is needed and the store has no signing key (PostgreSQL without
+    REDACT_SIGNING_KEY)."""
+
+    def __init__(self):
+        super().__init__("no signing key: set REDACT_SIGNING_KEY (`redact keys generate`)")
+
+
+class NoReceipt(RedactionError):
+    """There is nothing to prove yet: the record is not redacted, the job not finished,
+    or the redaction predates the erasure log."""
+
+
+class InvalidLogRange(RedactionError):
+    """A log position or tree size outside the account's log."""
+
+
 def _wait_phrase(seconds: int) -> str:
     if seconds % 60 == 0:
         minutes = seconds // 60

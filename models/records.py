@@ -18,10 +18,12 @@ from typing import Any
 import marshmallow
 from marshmallow import fields, validate
 
+from . import log
 from .errors import InvalidRecords, RecordConflict, RecordNotFound
 from .holds import TRANSACTION, HoldItem, LegalHold, held_records
 from .policy import DIRECTIONS, PRODUCTS, REDACTED, direction_of, record_kind, scrub_details
 from .prepared import PreparedQuery
+from .redaction import log_entry, scrubbed_fields
 from .retention import arrival_policies
 from .store import current_store
 from .transaction import RedactionAudit, Transaction
@@ -237,14 +239,35 @@ def store_in_transaction(request: StoreRequest) -> StoreCounts:
             if not _same(fresh[name], stored[name]):
                 raise RecordConflict(name[0])
         counts.unchanged += len(existing)
-    audit = [
-        (request.now, account, transaction_id, row["product"], request.trace_id, "policy")
-        for (transaction_id, account), row in rows.items()
-        if (transaction_id, account) in inserted and row.get("redacted_at") is not None
+    redacted = [
+        fresh[name]
+        for name, row in rows.items()
+        if name in inserted and row.get("redacted_at") is not None
     ]
-    if audit:
+    if redacted:
+        positions = log.append(
+            [
+                log_entry(
+                    row["account"],
+                    (row["id"], row["product"], row["direction"]),
+                    scrubbed_fields(
+                        row["product"], row["sender"], row["recipient"], row["body"], row["details"]
+                    ),
+                    "policy",
+                    request.trace_id,
+                )
+                for row in redacted
+            ],
+            request.now,
+        )
         RedactionAudit.insert_many(
-            audit,
+            [
+                (
+                    *(request.now, row["account"], row["id"], row["product"]),
+                    *(request.trace_id, "policy", position),
+                )
+                for row, position in zip(redacted, positions, strict=True)
+            ],
             fields=(
                 RedactionAudit.at,
                 RedactionAudit.api_key,
@@ -252,10 +275,11 @@ def store_in_transaction(request: StoreRequest) -> StoreCounts:
                 RedactionAudit.product,
                 RedactionAudit.trace_id,
                 RedactionAudit.source,
+                RedactionAudit.log_index,
             ),
         ).execute()
     counts.stored = len(inserted)
-    counts.redacted_on_arrival = len(audit)
+    counts.redacted_on_arrival = len(redacted)
     return counts
 
 

@@ -14,9 +14,10 @@ from collections.abc import Collection
 
 import peewee
 
+from . import log
 from .errors import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
 from .holds import held_records
-from .policy import REDACTED, direction_of, record_kind, scrub_details
+from .policy import POLICIES, REDACTED, direction_of, record_kind, scrub_details
 from .prepared import PreparedQuery
 from .store import current_store
 from .transaction import RedactionAudit, Transaction
@@ -85,9 +86,11 @@ async def redact_transaction_async(**request) -> bool:
     return await current_store().group_commit.run_async(redact_batch, redaction_request(**request))
 
 
-def redact_batch(requests: list[RedactionRequest]) -> list:
+def redact_batch(requests: list[RedactionRequest], positions: list[int] | None = None) -> list:
     """Redact `requests` inside the caller's transaction; one outcome per request: True
-    (scrubbed now), False (already redacted) or the exception saying why not."""
+    (scrubbed now), False (already redacted) or the exception saying why not. Each
+    scrub is audited and appended to its account's erasure log (models/log.py); the
+    log positions are added to `positions` if given."""
     ids = sorted({r.transaction_id for r in requests})
     found = _FIND.execute(len(ids), {"id": ids}).fetchall()
     rows = {(row[0], row[1]): row for row in found}  # an id may name records of several accounts
@@ -127,29 +130,85 @@ def redact_batch(requests: list[RedactionRequest]) -> list:
     scrubbed = {(row[0], row[1]) for row in _SCRUB.execute(len(to_scrub), values)}
 
     audit = []
+    entries = []
     stamps: dict[datetime.datetime, object] = {}
     for index, request in enumerate(requests):
         if outcomes[index] is not True:
             continue
-        if (request.transaction_id, request.api_key) not in scrubbed:
+        name = (request.transaction_id, request.api_key)
+        if name not in scrubbed:
             outcomes[index] = False  # a concurrent transaction scrubbed it first
             continue
         stamp = stamps.get(request.now)
         if stamp is None:
             stamp = stamps[request.now] = RedactionAudit.at.db_value(request.now)
         audit.append(
-            (
+            [
                 stamp,
                 request.api_key,
                 request.transaction_id,
                 request.product,
                 request.trace_id,
                 request.source,
-            )
+            ]
         )
+        entries.append(redaction_entry(request, rows[name]))
     if audit:
+        logged = log.append(entries, max(r.now for r in requests))
+        for row, position in zip(audit, logged, strict=True):
+            row.append(position)
         _AUDIT.execute(len(audit), {"audit": audit})
+        if positions is not None:
+            positions.extend(logged)
     return outcomes
+
+
+def redaction_entry(request: RedactionRequest, row: tuple) -> tuple[str, str, dict]:
+    """The erasure log's entry for a record scrubbed (`row` as _FIND reads it): ids and
+    the names of the fields scrubbed, never their values."""
+    sender, recipient, body, details = row[6:10]
+    fields = scrubbed_fields(
+        request.product, sender, recipient, body, Transaction.details.python_value(details)
+    )
+    return log_entry(
+        request.api_key,
+        (request.transaction_id, request.product, request.direction),
+        fields,
+        request.source,
+        request.trace_id,
+    )
+
+
+def log_entry(
+    api_key: str, record: tuple[str, str, str | None], fields: list[str], source: str, trace_id: str
+) -> tuple[str, str, dict]:
+    """A `redaction` entry of the erasure log: the record (id, product, type), the names
+    of the fields scrubbed, how (source) and under which job or trace id."""
+    transaction_id, product, direction = record
+    return (
+        api_key,
+        "redaction",
+        {
+            "record": {"id": transaction_id, "product": product, "type": direction},
+            "fields": fields,
+            "source": source,
+            "job": trace_id if source == "job" else None,
+            "trace_id": trace_id,
+        },
+    )
+
+
+def scrubbed_fields(product: str, sender, recipient, body, details: dict | None) -> list[str]:
+    """The names of the fields a redaction of such a record scrubs."""
+    names = [
+        name
+        for name, value in (("from", sender), ("to", recipient), ("text", body))
+        if value is not None
+    ]
+    if details:
+        kept = POLICIES[product].kept_details
+        names.extend(f"details.{key}" for key in sorted(details) if key not in kept)
+    return names
 
 
 def _cutoff(cache: dict, now: datetime.datetime, min_age_seconds: int):
@@ -228,6 +287,7 @@ _AUDIT_FIELDS = (
     RedactionAudit.product,
     RedactionAudit.trace_id,
     RedactionAudit.source,
+    RedactionAudit.log_index,
 )
 _AUDIT = PreparedQuery(
     lambda mark, n: RedactionAudit.insert_many(

@@ -18,7 +18,10 @@ import peewee
 from playhouse.db_url import connect
 
 from .base import database
+from .errors import NoSigningKey
 from .group_commit import GroupCommit, ProcessWriteLock
+from .signing import SigningKey
+from .signing import key_file as signing_key_file
 from .subjects import SubjectKey, key_file
 
 SQLITE_PRAGMAS = {
@@ -41,6 +44,14 @@ class Store:
     database: peewee.Database
     group_commit: GroupCommit
     subject_key: SubjectKey
+    # Signs tree heads and receipts (models/signing.py); None on PostgreSQL without
+    # REDACT_SIGNING_KEY, where signing fails with NoSigningKey.
+    signing_key: SigningKey | None = None
+
+    def signer(self) -> SigningKey:
+        if self.signing_key is None:
+            raise NoSigningKey()
+        return self.signing_key
 
 
 _current: Store | None = None
@@ -53,7 +64,12 @@ def current_store() -> Store:
     return _current
 
 
-def open_store(url: str, max_connections: int = 64, subject_key: bytes | None = None) -> Store:
+def open_store(
+    url: str,
+    max_connections: int = 64,
+    subject_key: bytes | None = None,
+    signing_key: str | None = None,
+) -> Store:
     """Open the database at `url` (sqlite:///path or postgresql://...) behind the proxy, and
     make it the current store.
 
@@ -85,7 +101,14 @@ def open_store(url: str, max_connections: int = 64, subject_key: bytes | None = 
         key = SubjectKey(os.urandom(32))
     else:
         raise ValueError("a PostgreSQL store needs a subject key (REDACT_SUBJECT_KEY)")
+    signer: SigningKey | None = None
+    if signing_key:
+        signer = SigningKey.parse(signing_key)
+    elif scheme == "sqlite" and db.database != ":memory:":
+        signer = SigningKey.from_file(signing_key_file(db.database))
+    elif scheme == "sqlite":
+        signer = SigningKey.generate()
     lock = ProcessWriteLock(f"{db.database}.lock") if scheme == "sqlite" else None
     database.initialize(db)
-    _current = Store(db, GroupCommit(db, lock), key)
+    _current = Store(db, GroupCommit(db, lock), key, signer)
     return _current

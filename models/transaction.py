@@ -66,6 +66,9 @@ class RedactionAudit(BaseModel):
     product = peewee.CharField(max_length=20)
     trace_id = peewee.CharField(max_length=64)
     source = peewee.CharField(max_length=20, default="api")
+    # The redaction's entry in the account's erasure log (models/log.py); None for those
+    # made before the log existed.
+    log_index = peewee.BigIntegerField(null=True)
 
 
 # Retention finds the records of an account and product past a moment, oldest first, among

@@ -101,6 +101,8 @@ class RedactionJob(BaseModel):
     validation_errors = peewee.IntegerField(default=0)
     idempotency_key = peewee.CharField(max_length=255, null=True)
     request_digest = peewee.CharField(max_length=64, null=True)
+    # Its `job.finished` entry in the account's erasure log, once finished.
+    log_index = peewee.BigIntegerField(null=True)
 
     class Meta:
         table_name = "redaction_job"
@@ -180,7 +182,20 @@ class JobValidationError(BaseModel):
         primary_key = peewee.CompositeKey("job", "position")
 
 
-JOB_MODELS = (RedactionJob, JobObject, JobValidationError)
+class JobLogRange(BaseModel):
+    """Positions start..start+count-1 of the account's erasure log are redactions of this
+    job (one row a batch): its receipt covers its records by these ranges."""
+
+    job = peewee.ForeignKeyField(RedactionJob, on_delete="CASCADE")
+    start = peewee.BigIntegerField()
+    count = peewee.IntegerField()
+
+    class Meta:
+        table_name = "redaction_job_log_range"
+        primary_key = peewee.CompositeKey("job", "start")
+
+
+JOB_MODELS = (RedactionJob, JobObject, JobValidationError, JobLogRange)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,14 +13,15 @@ from typing import Any
 
 from peewee import fn
 
+from .. import log
 from ..account import Account
-from ..base import Clock, database
+from ..base import Clock, database, utcnow
 from ..errors import PrematureRedaction
 from ..holds import held_condition
 from ..redaction import RedactionRequest, redact_batch
 from ..store import current_store
 from ..transaction import Transaction
-from .job import JobObject, RedactionJob, transition
+from .job import JobLogRange, JobObject, RedactionJob, transition
 from .lease import LeaseLost, Wait, WorkConfig, renew
 from .records import OBJECTS_AFTER, subject_records
 
@@ -162,7 +163,8 @@ def _run_batch(batch: _Batch) -> None:
     job = batch.job
     renew(job, batch.owner, batch.now, batch.config)
     redacted = already = skipped = 0
-    for outcome in redact_batch(batch.requests) if batch.requests else []:
+    positions: list[int] = []
+    for outcome in redact_batch(batch.requests, positions) if batch.requests else []:
         if outcome is True:
             redacted += 1
         elif outcome is False:
@@ -178,6 +180,8 @@ def _run_batch(batch: _Batch) -> None:
     }
     if batch.cursor is not None:
         changes[RedactionJob.cursor] = batch.cursor
+    if positions:  # one account's, appended together: consecutive
+        JobLogRange.insert(job=job.seq, start=positions[0], count=len(positions)).execute()
     RedactionJob.update(changes).where(RedactionJob.seq == job.seq).execute()
     if batch.subject_done is not None:
         (
@@ -205,5 +209,51 @@ def _finish(job: RedactionJob, source: str, target: str) -> None:
             .where((JobObject.job == job.seq) & JobObject.subject_key.is_null(False))
             .execute()
         )
-        transition(job, source, target, request_digest=None)
+        if transition(job, source, target, request_digest=None):
+            [job.log_index] = log.append([job_entry(job, target)], utcnow())
+            RedactionJob.update(log_index=job.log_index).where(
+                RedactionJob.seq == job.seq
+            ).execute()
     job.status = target
+
+
+def job_entry(job: RedactionJob, status: str) -> tuple[str, str, dict]:
+    """The `job.finished` entry of the erasure log: the job's status and counts, and its
+    redactions as ranges of log positions with their count."""
+    counts = (
+        RedactionJob.select(
+            RedactionJob.redacted, RedactionJob.already_redacted, RedactionJob.skipped
+        )
+        .where(RedactionJob.seq == job.seq)
+        .get()
+    )
+    ranges = log_ranges(job)
+    return (
+        job.account_id,
+        "job.finished",
+        {
+            "job": job.id,
+            "status": status,
+            "redacted": counts.redacted,
+            "already_redacted": counts.already_redacted,
+            "skipped": counts.skipped,
+            "entries": {"count": sum(end - start + 1 for start, end in ranges), "ranges": ranges},
+        },
+    )
+
+
+def log_ranges(job: RedactionJob) -> list[list[int]]:
+    """The log positions of the job's redactions as [first, last] ranges, merged."""
+    ranges: list[list[int]] = []
+    rows: list[Any] = list(
+        JobLogRange.select(JobLogRange.start, JobLogRange.count)
+        .where(JobLogRange.job == job.seq)
+        .order_by(JobLogRange.start)
+        .tuples()
+    )
+    for start, count in rows:
+        if ranges and ranges[-1][1] + 1 == start:
+            ranges[-1][1] += count
+        else:
+            ranges.append([start, start + count - 1])
+    return ranges

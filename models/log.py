@@ -1,0 +1,371 @@
+"""The erasure log: per account, every change to what the store holds about people, as
+an append-only RFC 9162 Merkle tree (models/merkle.py) with signed tree heads.
+
+An entry is a canonical JSON document (models/signing.canonical) holding no personal data:
+the account, its position (`index`), `kind`, the time (`at`) and ids, products, types,
+field names, sources, job and trace ids. Its leaf hash is HASH(0x00 || the document's
+UTF-8 bytes). Kinds:
+
+- `redaction`: one record scrubbed (source api, job, retention or policy);
+- `hold.created`, `hold.released`, `policy.changed`: what models/audit.record_event
+  records, without the hold's reason or the operator's login;
+- `job.finished`: a job's final status, counts, and the log ranges of its redactions;
+- `maintenance`: PostgreSQL's VACUUM completed erasure of every redaction before
+  `erased_before` (models/maintenance.py).
+
+Appending happens inside the caller's transaction, so an entry exists exactly when its
+change committed. Each account's `log_state` row holds the tree's size and its right
+edge (the roots of the complete subtrees its size decomposes into), which gives the root
+of the current tree without reading entries; appends of one account are serialised by
+that row (SELECT ... FOR UPDATE on PostgreSQL; SQLite has one writer). Every complete,
+aligned subtree of 256, 65,536, ... leaves is kept in `log_node` as it completes, so any
+proof reads O(log n) small ranges.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import peewee
+
+from . import merkle
+from .base import BaseModel, UTCDateTimeField, database
+from .prepared import PreparedQuery
+from .signing import SigningKey, canonical, publish
+
+# Interior nodes are kept every STRIDE levels: a proof computes the levels between from
+# at most 2**(STRIDE-1) stored hashes.
+STRIDE = 8
+MAX_ENTRIES = 1000  # per GET /log/entries
+
+HEAD_TYPE = "redact-tree-head+jws"
+
+
+class LogState(BaseModel):
+    """An account's log: its size and the right edge of its tree."""
+
+    api_key = peewee.CharField(max_length=64, primary_key=True)
+    size = peewee.BigIntegerField(default=0)
+    frontier = peewee.BlobField(default=b"")  # 32-byte roots, largest subtree first
+    signed_size = peewee.BigIntegerField(default=-1)  # the size of the newest tree head
+    # PostgreSQL: entries before this are erased by maintenance (its own entry included).
+    erased_before = peewee.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "log_state"
+
+
+class LogEntry(BaseModel):
+    api_key = peewee.CharField(max_length=64)
+    position = peewee.BigIntegerField()
+    kind = peewee.CharField(max_length=20)
+    body = peewee.TextField()  # the canonical document: the leaf's data
+    leaf = peewee.BlobField()  # its leaf hash, as appended
+
+    class Meta:
+        table_name = "log_entry"
+        primary_key = peewee.CompositeKey("api_key", "position")
+
+
+class LogNode(BaseModel):
+    """The root of a complete subtree of 2**level leaves, the `position`-th of its level."""
+
+    api_key = peewee.CharField(max_length=64)
+    level = peewee.SmallIntegerField()
+    position = peewee.BigIntegerField()
+    hash = peewee.BlobField()
+
+    class Meta:
+        table_name = "log_node"
+        primary_key = peewee.CompositeKey("api_key", "level", "position")
+
+
+class TreeHead(BaseModel):
+    """A signed tree head: the account's tree of `tree_size` entries has root `root`,
+    as of `timestamp`, signed (`token`, a compact JWS) by key `kid`."""
+
+    api_key = peewee.CharField(max_length=64)
+    tree_size = peewee.BigIntegerField()
+    root = peewee.BlobField()
+    timestamp = UTCDateTimeField()
+    kid = peewee.CharField(max_length=64)
+    token = peewee.TextField()
+
+    class Meta:
+        table_name = "tree_head"
+        primary_key = peewee.CompositeKey("api_key", "tree_size")
+
+
+LOG_MODELS = [LogState, LogEntry, LogNode, TreeHead]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def timestamp(moment: datetime.datetime) -> str:
+    """A log's time: ISO 8601 in UTC to the microsecond."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- appending ---
+
+
+def append(entries: Sequence[tuple[str, str, dict]], now: datetime.datetime) -> list[int]:
+    """Append entries (account, kind, fields) in the caller's transaction; their
+    positions in their accounts' logs, in the order given."""
+    by_account: dict[str, list[int]] = {}
+    for i, (api_key, _, _) in enumerate(entries):
+        by_account.setdefault(api_key, []).append(i)
+    positions = [0] * len(entries)
+    at = timestamp(now)
+    for api_key in sorted(by_account):  # one lock order for every writer (PostgreSQL)
+        state = _locked_state(api_key)
+        size = state.size
+        rows = []
+        for i in by_account[api_key]:
+            _, kind, fields = entries[i]
+            body = canonical({**fields, "account": api_key, "index": size, "kind": kind, "at": at})
+            rows.append((api_key, size, kind, body, merkle.leaf_hash(body.encode())))
+            positions[i] = size
+            size += 1
+        frontier, nodes = _extend(_hashes(state.frontier), state.size, [r[4] for r in rows])
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            _INSERT_ENTRIES.execute(len(chunk), {"rows": chunk})
+        if nodes:
+            LogNode.insert_many(
+                [(api_key, level, position, digest) for level, position, digest in nodes],
+                fields=(LogNode.api_key, LogNode.level, LogNode.position, LogNode.hash),
+            ).execute()
+        _UPDATE_STATE.execute(
+            None, {"size": size, "frontier": b"".join(frontier), "api_key": api_key}
+        )
+    return positions
+
+
+def _locked_state(api_key: str) -> Any:
+    row = _STATE.execute(_on_postgres(), {"api_key": api_key}).fetchone()
+    if row is None:
+        LogState.insert(api_key=api_key).on_conflict_ignore().execute()
+        row = _STATE.execute(_on_postgres(), {"api_key": api_key}).fetchone()
+    return LogState(api_key=api_key, size=row[0], frontier=bytes(row[1]))
+
+
+def _on_postgres() -> bool:
+    return isinstance(database.obj, peewee.PostgresqlDatabase)
+
+
+def _build_state(mark, lock: bool):
+    query = LogState.select(LogState.size, LogState.frontier).where(
+        LogState.api_key == mark("api_key")
+    )
+    return query.for_update() if lock else query
+
+
+_STATE = PreparedQuery(_build_state)
+_UPDATE_STATE = PreparedQuery(
+    lambda mark, _: LogState.update(size=mark("size"), frontier=mark("frontier")).where(
+        LogState.api_key == mark("api_key")
+    )
+)
+_ENTRY_FIELDS = (LogEntry.api_key, LogEntry.position, LogEntry.kind, LogEntry.body, LogEntry.leaf)
+_INSERT_ENTRIES = PreparedQuery(
+    lambda mark, n: LogEntry.insert_many(
+        [[mark("rows", i, j) for j in range(len(_ENTRY_FIELDS))] for i in range(n)],
+        fields=_ENTRY_FIELDS,
+    )
+)
+
+
+def _hashes(blob: bytes) -> list[bytes]:
+    return [bytes(blob[i : i + 32]) for i in range(0, len(blob), 32)]
+
+
+def _extend(
+    frontier: list[bytes], size: int, leaves: Iterable[bytes]
+) -> tuple[list[bytes], list[tuple[int, int, bytes]]]:
+    """The right edge after appending `leaves` to a tree of `size`, and the kept nodes
+    (level, position, hash) completed on the way."""
+    nodes = []
+    for leaf in leaves:
+        frontier.append(leaf)
+        size += 1
+        level = 0
+        while not size >> level & 1:  # each trailing zero of the new size is a merge
+            right = frontier.pop()
+            frontier[-1] = merkle.node_hash(frontier[-1], right)
+            level += 1
+            if level % STRIDE == 0:
+                nodes.append((level, (size >> level) - 1, frontier[-1]))
+    return frontier, nodes
+
+
+def root_of_frontier(frontier: Sequence[bytes]) -> bytes:
+    """MTH of the tree whose right edge is `frontier`."""
+    if not frontier:
+        return merkle.EMPTY_ROOT
+    root = frontier[-1]
+    for digest in reversed(frontier[:-1]):
+        root = merkle.node_hash(digest, root)
+    return root
+
+
+# --- reading ---
+
+
+def log_size(api_key: str) -> int:
+    state = LogState.get_or_none(LogState.api_key == api_key)
+    return state.size if state else 0
+
+
+def entries(api_key: str, start: int, end: int) -> list[LogEntry]:
+    """The account's entries at positions start..end (inclusive), at most MAX_ENTRIES."""
+    end = min(end, start + MAX_ENTRIES - 1)
+    return list(
+        LogEntry.select()
+        .where(
+            (LogEntry.api_key == api_key)
+            & (LogEntry.position >= start)
+            & (LogEntry.position <= end)
+        )
+        .order_by(LogEntry.position)
+    )
+
+
+def entry(api_key: str, position: int) -> LogEntry | None:
+    return LogEntry.get_or_none((LogEntry.api_key == api_key) & (LogEntry.position == position))
+
+
+class StoredTree:
+    """`subtree(start, end)` for an account's tree, from its stored leaves and nodes."""
+
+    def __init__(self, api_key: str):
+        self.api_key = api_key
+        self._cache: dict[tuple[int, int], bytes] = {}
+
+    def subtree(self, start: int, end: int) -> bytes:
+        cached = self._cache.get((start, end))
+        if cached is not None:
+            return cached
+        level = (end - start).bit_length() - 1
+        base = level - level % STRIDE
+        items = self._level(base, start >> base, end >> base)
+        while len(items) > 1:
+            items = [merkle.node_hash(items[i], items[i + 1]) for i in range(0, len(items), 2)]
+        self._cache[(start, end)] = items[0]
+        return items[0]
+
+    def _level(self, level: int, first: int, end: int) -> list[bytes]:
+        rows: Any
+        if level == 0:
+            rows = (
+                LogEntry.select(LogEntry.leaf)
+                .where(
+                    (LogEntry.api_key == self.api_key)
+                    & (LogEntry.position >= first)
+                    & (LogEntry.position < end)
+                )
+                .order_by(LogEntry.position)
+                .tuples()
+            )
+        else:
+            rows = (
+                LogNode.select(LogNode.hash)
+                .where(
+                    (LogNode.api_key == self.api_key)
+                    & (LogNode.level == level)
+                    & (LogNode.position >= first)
+                    & (LogNode.position < end)
+                )
+                .order_by(LogNode.position)
+                .tuples()
+            )
+        hashes = [bytes(row[0]) for row in rows]
+        if len(hashes) != end - first:
+            raise LookupError(f"the log of {self.api_key} is missing hashes at level {level}")
+        return hashes
+
+
+def inclusion_proof(api_key: str, position: int, tree_size: int) -> list[bytes]:
+    return merkle.inclusion_path(StoredTree(api_key).subtree, position, tree_size)
+
+
+def consistency_proof(api_key: str, first: int, second: int) -> list[bytes]:
+    return merkle.consistency_path(StoredTree(api_key).subtree, first, second)
+
+
+# --- tree heads ---
+
+
+def head_document(head: TreeHead) -> dict:
+    """What a tree head's signature covers (its JWS payload)."""
+    return {
+        "account": head.api_key,
+        "tree_size": head.tree_size,
+        "root_hash": b64(bytes(head.root)),
+        "timestamp": timestamp(head.timestamp),
+        "key_id": head.kid,
+    }
+
+
+def latest_head(api_key: str) -> TreeHead | None:
+    return (
+        TreeHead.select()
+        .where(TreeHead.api_key == api_key)
+        .order_by(TreeHead.tree_size.desc())
+        .first()
+    )
+
+
+def signed_head(api_key: str, key: SigningKey, now: datetime.datetime) -> TreeHead:
+    """The account's newest tree head, signing one now if the log has grown since."""
+    latest = latest_head(api_key)
+    state = LogState.get_or_none(LogState.api_key == api_key)
+    size = state.size if state else 0
+    if latest is not None and latest.tree_size >= size:
+        return latest
+    with database.atomic():
+        state = LogState.get_or_none(LogState.api_key == api_key)  # as of this transaction
+        size, frontier = (state.size, _hashes(bytes(state.frontier))) if state else (0, [])
+        head = TreeHead(
+            api_key=api_key,
+            tree_size=size,
+            root=root_of_frontier(frontier),
+            timestamp=now,
+            kid=key.kid,
+        )
+        head.token = key.sign(head_document(head), HEAD_TYPE)
+        publish(key, now)
+        TreeHead.insert(
+            api_key=api_key,
+            tree_size=size,
+            root=head.root,
+            timestamp=now,
+            kid=key.kid,
+            token=head.token,
+        ).on_conflict_ignore().execute()  # another process may have signed this size
+        if state is not None:
+            LogState.update(signed_size=size).where(
+                (LogState.api_key == api_key) & (LogState.signed_size < size)
+            ).execute()
+    return TreeHead.get((TreeHead.api_key == api_key) & (TreeHead.tree_size == size))
+
+
+def sign_grown_logs(key: SigningKey, now: datetime.datetime) -> int:
+    """Sign a tree head for every log that grew since its last one (the worker runs this
+    every minute); how many were signed."""
+    grown = [
+        row.api_key
+        for row in LogState.select(LogState.api_key).where(LogState.size > LogState.signed_size)
+    ]
+    for api_key in grown:
+        signed_head(api_key, key, now)
+    return len(grown)
+
+
+def heads(api_key: str) -> Iterator[TreeHead]:
+    return iter(TreeHead.select().where(TreeHead.api_key == api_key).order_by(TreeHead.tree_size))

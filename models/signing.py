@@ -1,0 +1,136 @@
+"""The service's signing key: Ed25519, used through joserfc for every signed document
+(tree heads, receipts) as a compact JWS.
+
+The key comes from REDACT_SIGNING_KEY (a private JWK or PEM, the same in every process of
+a scale-out), or, for an SQLite store without it, from `<database>.signing-key` beside the
+database, created on first use as the subject key is. Its id is its RFC 7638 thumbprint.
+Every key that has signed is kept, public half only, in `signing_key`, so a rotated key
+stays listed for verification (GET /v1/redact/keys).
+
+The algorithm is named `Ed25519` in the JWS header: RFC 9864's fully specified name for
+EdDSA over Ed25519 (joserfc deprecates the polymorphic `EdDSA`). Verifiers pass
+`algorithms=["Ed25519"]`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+import peewee
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, OKPKey
+
+from .base import BaseModel, UTCDateTimeField
+
+ALGORITHM = "Ed25519"
+
+
+def canonical(document: dict) -> str:
+    """The canonical JSON text of a document of strings, integers, booleans, lists and
+    objects: RFC 8785 (JCS) for these types, keys sorted, no whitespace."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def key_file(database_path: str) -> str:
+    """Where an SQLite store without REDACT_SIGNING_KEY keeps its signing key."""
+    return f"{database_path}.signing-key"
+
+
+class SigningKey:
+    """An Ed25519 private key and its id."""
+
+    def __init__(self, key: OKPKey):
+        if key.as_dict(private=False).get("crv") != "Ed25519" or not key.is_private:
+            raise ValueError("the signing key must be an Ed25519 private key")
+        self.key = key
+        self.kid = key.thumbprint()
+
+    @classmethod
+    def parse(cls, text: str) -> SigningKey:
+        """A key given as a private JWK (JSON) or PEM; ValueError if it is neither."""
+        text = text.strip()
+        try:
+            data: str | dict = json.loads(text) if text.startswith("{") else text
+            key = OKPKey.import_key(data)
+        except (ValueError, JoseError, TypeError) as exc:
+            raise ValueError(
+                "the signing key must be an Ed25519 private key as a JWK or PEM"
+            ) from exc
+        return cls(key)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(OKPKey.generate_key("Ed25519"))
+
+    def export(self) -> str:
+        """The private key as a JWK, for REDACT_SIGNING_KEY or the key file."""
+        return json.dumps(self.key.as_dict(private=True), sort_keys=True)
+
+    @classmethod
+    def from_file(cls, path: str) -> SigningKey:
+        """The key kept in `path`, created (readable by the owner only) if missing."""
+        if not os.path.exists(path):
+            # As SubjectKey.from_file: written whole, then linked; the first link wins.
+            temporary = f"{path}.{os.getpid()}.tmp"
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(cls.generate().export() + "\n")
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(temporary)
+        with open(path, encoding="ascii") as stored:
+            return cls.parse(stored.read())
+
+    def public_jwk(self) -> dict:
+        return {**self.key.as_dict(private=False), "kid": self.kid, "alg": ALGORITHM}
+
+    def sign(self, document: dict, typ: str) -> str:
+        """`document` (canonical JSON) as a compact JWS under this key."""
+        header = {"alg": ALGORITHM, "kid": self.kid, "typ": typ}
+        return jws.serialize_compact(
+            header, canonical(document).encode(), self.key, algorithms=[ALGORITHM]
+        )
+
+
+class PublishedKey(BaseModel):
+    """A key that has signed, public half only: listed for verification for good."""
+
+    kid = peewee.CharField(max_length=64, primary_key=True)
+    jwk = peewee.TextField()
+    first_used = UTCDateTimeField()
+
+    class Meta:
+        table_name = "signing_key"
+
+
+def publish(key: SigningKey, now: datetime.datetime) -> None:
+    """Record that `key` signs from now on (once per key)."""
+    PublishedKey.insert(
+        kid=key.kid, jwk=json.dumps(key.public_jwk()), first_used=now
+    ).on_conflict_ignore().execute()
+
+
+def published_keys() -> list[dict]:
+    """Every key that has signed, oldest first, as JWKs (with `kid` and `alg`)."""
+    return [json.loads(row.jwk) for row in PublishedKey.select().order_by(PublishedKey.first_used)]
+
+
+def key_set(keys: list[dict]) -> KeySet:
+    """A joserfc key set of public JWKs (from GET /v1/redact/keys or a file)."""
+    return KeySet.import_key_set({"keys": keys})
+
+
+def verify(token: str, keys: KeySet) -> tuple[dict, dict]:
+    """(header, document) of a compact JWS signed by one of `keys`; ValueError if the
+    signature does not verify or the token is not one."""
+    try:
+        signed = jws.deserialize_compact(token, keys, algorithms=[ALGORITHM])
+        return dict(signed.protected), json.loads(signed.payload)
+    except (JoseError, ValueError, TypeError) as exc:
+        raise ValueError(f"the signature does not verify ({exc})") from None
