@@ -2,7 +2,8 @@
 
 A newcomer's map (docs/architecture.md has the whole of it): the contracts in openapi/
 are bound by app/contracts.py to the handlers in app/redact_api.py, app/jobs_api.py and
-app/records_api.py;
+app/records_api.py and
+app/proof_api.py;
 requests pass app/edge.py (trace id, body size, admission), app/auth.py (basic auth and
 the rate limit) and app/validation.py before a handler calls the domain in models/;
 app/problems.py renders every error. The `redact` command is app/cli/.
@@ -48,6 +49,7 @@ from .direct import DirectOperations
 from .edge import RequestContextMiddleware
 from .jobs_api import JOBS_PATH, JobsApi
 from .problems import HTTPProblem, render
+from .proof_api import ProofApi
 from .ratelimit import RateLimits
 from .records_api import HOLDS_PATH, RECORDS_PATH, RecordsApi
 from .redact_api import RedactApi
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
     api = RedactApi(settings.min_age_seconds, clock)
     jobs_api = JobsApi(services.jobs)
     records_api = RecordsApi(settings.min_age_seconds, clock)
+    proof_api = ProofApi(clock)
 
     # Connexion's default stack minus what this service does not use (response validation,
     # lifespan); our edge middleware outermost, so that every response, errors included,
@@ -149,6 +152,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
         name="jobs",
         strict_validation=True,
         resolver=OperationResolver(jobs_api.operations()),
+        swagger_ui_options=ui,
+    )
+    app.add_api(
+        SPEC_DIR / "proof.yml",
+        name="proof",
+        strict_validation=True,
+        resolver=OperationResolver(proof_api.operations()),
         swagger_ui_options=ui,
     )
     app.add_api(

@@ -16,7 +16,16 @@ import starlette.exceptions
 from connexion.lifecycle import ConnexionResponse
 
 from models import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
-from models.errors import HoldNotFound, InvalidHold, InvalidPolicy, InvalidRecords, RecordConflict
+from models.errors import (
+    HoldNotFound,
+    InvalidHold,
+    InvalidLogRange,
+    InvalidPolicy,
+    InvalidRecords,
+    NoReceipt,
+    NoSigningKey,
+    RecordConflict,
+)
 from models.jobs import (
     IdempotencyMismatch,
     InvalidCursor,
@@ -162,6 +171,18 @@ class InvalidPolicyProblem(JobProblem):
     status, code, title = 422, "invalid-policy", "Invalid Policy"
 
 
+class NoReceiptProblem(JobProblem):
+    status, code, title = 409, "no-receipt", "No Receipt"
+
+
+class InvalidLogRangeProblem(JobProblem):
+    status, code, title = 422, "invalid-log-range", "Invalid Log Range"
+
+
+class NoSigningKeyProblem(JobProblem):
+    status, code, title = 503, "no-signing-key", "No Signing Key"
+
+
 class Unauthorized(Exception):
     """Missing or wrong credentials: the contract's 401, not a problem body."""
 
@@ -207,6 +228,9 @@ _DOMAIN = {
     HoldNotFound: HoldNotFoundProblem,
     InvalidHold: InvalidHoldProblem,
     InvalidPolicy: InvalidPolicyProblem,
+    NoReceipt: NoReceiptProblem,
+    InvalidLogRange: InvalidLogRangeProblem,
+    NoSigningKey: NoSigningKeyProblem,
 }
 
 

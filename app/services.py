@@ -32,7 +32,11 @@ def open_services(
     (neither is contacted yet: a service whose database is not up starts, and says so on
     /readyz)."""
     if store is None:
-        store = open_store(settings.database_url, subject_key=settings.subject_key_bytes)
+        store = open_store(
+            settings.database_url,
+            subject_key=settings.subject_key_bytes,
+            signing_key=settings.signing_key or None,
+        )
     queue = job_queue(settings, clock)
     limits = JobLimits(
         max_active_jobs=settings.max_active_jobs, sync_max_records=settings.sync_max_records

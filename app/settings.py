@@ -17,6 +17,8 @@ from typing import Any
 
 import limits
 
+from models.signing import SigningKey
+from models.signing import key_file as signing_key_file
 from models.subjects import key_file
 
 
@@ -106,6 +108,15 @@ class Settings:
         secret=True,
         shown_default="(SQLite: `redact.db.key`)",
     )
+    signing_key: str = setting(
+        "REDACT_SIGNING_KEY",
+        "",
+        "the Ed25519 private key (a JWK or PEM; `redact keys generate` makes one) that signs "
+        "the erasure log's tree heads and receipts, the same for every process; without it "
+        "on PostgreSQL, tree heads and receipts answer 503",
+        secret=True,
+        shown_default="(SQLite: `redact.db.signing-key`)",
+    )
     queue_url: str = setting(
         "REDACT_QUEUE_URL",
         "",
@@ -184,6 +195,11 @@ class Settings:
             _check(field, getattr(self, field.name))
         if self.subject_key and len(self.subject_key.encode()) < 16:
             raise ConfigError("REDACT_SUBJECT_KEY must be at least 16 characters")
+        if self.signing_key:
+            try:
+                SigningKey.parse(self.signing_key)
+            except ValueError as exc:
+                raise ConfigError(f"REDACT_SIGNING_KEY: {exc}") from None
         if not self.subject_key and not self.database_url.startswith("sqlite"):
             raise ConfigError(
                 "REDACT_SUBJECT_KEY must be set with PostgreSQL (a random secret of at least"
@@ -232,6 +248,9 @@ class Settings:
         if not self.subject_key:
             path = self.database_url.split(":///", 1)[-1]
             report["REDACT_SUBJECT_KEY"] = f"(key file {key_file(path)})"
+        if not self.signing_key and self.on_sqlite:
+            path = self.database_url.split(":///", 1)[-1]
+            report["REDACT_SIGNING_KEY"] = f"(key file {signing_key_file(path)})"
         return report
 
     @property

@@ -31,6 +31,7 @@ from models import MODELS, database
 from .support import (
     POSTGRES_URL,
     REDIS_URL,
+    SIGNING_KEY,
     SUBJECT_KEY,
     Clock,
     PrivatePostgres,
@@ -84,18 +85,22 @@ def clock():
 
 @pytest.fixture
 def make_app(clock):
-    """Build an app on `database_url` with empty tables; keyword arguments are settings.
+    """Build an app on `database_url` with empty tables (unless `keep_tables`: the last
+    app's, for a restart); keyword arguments are settings.
     The app's store is the current one (the models' proxy points at it) until another app
     is built; each app's connections are closed after the test."""
     built = []
 
-    def make(database_url: str, **overrides):
+    def make(database_url: str, *, keep_tables: bool = False, **overrides):
         overrides.setdefault("subject_key", SUBJECT_KEY)
+        if not database_url.startswith("sqlite"):  # SQLite's comes from its key file
+            overrides.setdefault("signing_key", SIGNING_KEY)
         settings = Settings.from_env({}, database_url=database_url, **overrides)
         app = create_app(settings, clock=clock)
         with database.connection_context(), database.atomic():  # one commit, one fsync
-            database.drop_tables(MODELS, safe=True)
-            database.create_tables(MODELS)
+            if not keep_tables:
+                database.drop_tables(MODELS, safe=True)
+            database.create_tables(MODELS, safe=True)
         built.append(app)
         return app
 

@@ -78,6 +78,11 @@ GUNICORN_CONF = str(ROOT / "app" / "gunicorn_conf.py")  # by its path, as the Pr
 START = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.UTC)
 PASSWORD = "s3cret-Pa55"
 SUBJECT_KEY = "test-subject-key-0123456789"
+# A fixed signing key for the stores that have no key file (PostgreSQL).
+SIGNING_KEY = (
+    '{"crv": "Ed25519", "d": "CxtlmMs54B0opWRCXGWO2hirMnzaeEfjMWUuzmfgF_Q", "kty": "OKP",'
+    ' "x": "Y1gMp3cCuDxHVuVRNUKVwetfoXDX3nkQu8wEn-pUb8c"}'
+)
 
 # app/ratelimit.py keeps an asyncio Redis client per event loop and never closes it: the
 # test client's loop ends with its `with` block and leaves the client's connection, its

@@ -8,6 +8,8 @@ import pytest
 
 from app.settings import ConfigError, Settings, declared
 
+from .support import SIGNING_KEY
+
 TABLE = pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
 NOT_SETTINGS = {"PROMETHEUS_MULTIPROC_DIR"}
@@ -43,6 +45,8 @@ def test_every_setting_is_read_from_its_variable():
             value = "5/minute"
         elif field.metadata["schemes"]:
             value = f"{field.metadata['schemes'][-1]}://host.example/0"
+        elif field.name == "signing_key":
+            value = SIGNING_KEY
         else:
             value = "a-secret-of-twenty-chars"
         environ = {variable: str(value)}
@@ -79,11 +83,12 @@ def test_secrets_are_masked_wherever_settings_are_printed():
         {
             "REDACT_SUBJECT_KEY": "subject-key-0123456789",
             "REDACT_METRICS_TOKEN": "metrics-token-42",
+            "REDACT_SIGNING_KEY": SIGNING_KEY,
             "RATELIMIT_STORAGE_URI": "redis://:hunter22@redis.example:6379/0",
         }
     )
     for printed in (repr(settings), str(settings.masked()), str(settings.report())):
-        for secret in ("subject-key-0123456789", "metrics-token-42", "hunter22"):
+        for secret in ("subject-key-0123456789", "metrics-token-42", "hunter22", "CxtlmMs54B0"):
             assert secret not in printed
     assert settings.masked()["REDACT_SUBJECT_KEY"] == "***"
     assert settings.masked()["RATELIMIT_STORAGE_URI"] == "redis://:***@redis.example:6379/0"

@@ -33,7 +33,11 @@ def open_store_or_exit(settings: Settings, *, tables: bool = True) -> Store:
     """Open the store the settings name, with its tables created or upgraded unless
     `tables` is false; one line and exit 1 if it cannot be."""
     try:
-        store = open_store(settings.database_url, subject_key=settings.subject_key_bytes)
+        store = open_store(
+            settings.database_url,
+            subject_key=settings.subject_key_bytes,
+            signing_key=settings.signing_key or None,
+        )
         if tables:
             create_tables()
     except (peewee.PeeweeException, OSError, ValueError) as exc:

@@ -1,0 +1,112 @@
+"""Handlers of the proof API (openapi/proof.yml): the account's erasure log, its signed
+tree heads and proofs, the public keys, and receipts. The domain is models/log.py and
+models/receipts.py; every read is the authenticated account's own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from models import database
+from models.base import Clock
+from models.errors import InvalidLogRange
+from models.jobs.queries import find_job
+from models.log import b64, consistency_proof, entries, inclusion_proof, log_size, signed_head
+from models.receipts import job_receipt, record_receipt
+from models.signing import key_set, published_keys, verify
+from models.store import current_store
+
+
+class ProofApi:
+    def __init__(self, clock: Clock):
+        self.clock = clock
+
+    def operations(self) -> dict[str, Callable]:
+        return {
+            "retrieve-tree-head": self.tree_head,
+            "list-log-entries": self.entries,
+            "retrieve-inclusion-proof": self.inclusion,
+            "retrieve-consistency-proof": self.consistency,
+            "list-keys": self.keys,
+            "retrieve-record-receipt": self.record_receipt,
+            "retrieve-job-receipt": self.job_receipt,
+        }
+
+    def tree_head(self, token_info: dict):
+        with database.connection_context():
+            head = signed_head(token_info["sub"], current_store().signer(), self.clock())
+        return {
+            "tree_size": head.tree_size,
+            "root_hash": b64(bytes(head.root)),
+            "timestamp": head.timestamp.isoformat().replace("+00:00", "Z"),
+            "key_id": head.kid,
+            "signature": head.token,
+        }
+
+    def entries(self, start: int, end: int, token_info: dict):
+        api_key = token_info["sub"]
+        with database.connection_context():
+            _within(log_size(api_key), start)
+            if end < start:
+                raise InvalidLogRange(f"end {end} is before start {start}")
+            found = entries(api_key, start, end)
+        return {
+            "entries": [
+                {"index": e.position, "entry": e.body, "leaf_hash": b64(bytes(e.leaf))}
+                for e in found
+            ]
+        }
+
+    def inclusion(self, index: int, tree_size: int, token_info: dict):
+        api_key = token_info["sub"]
+        with database.connection_context():
+            _within(log_size(api_key) + 1, tree_size)
+            if index >= tree_size:
+                raise InvalidLogRange(f"index {index} is not within a tree of {tree_size}")
+            path = inclusion_proof(api_key, index, tree_size)
+            leaf = entries(api_key, index, index)[0].leaf
+        return {
+            "index": index,
+            "tree_size": tree_size,
+            "leaf_hash": b64(bytes(leaf)),
+            "inclusion_proof": [b64(h) for h in path],
+        }
+
+    def consistency(self, first: int, second: int, token_info: dict):
+        api_key = token_info["sub"]
+        with database.connection_context():
+            _within(log_size(api_key) + 1, second)
+            if first > second:
+                raise InvalidLogRange(f"first {first} is larger than second {second}")
+            path = consistency_proof(api_key, first, second)
+        return {"first": first, "second": second, "consistency_proof": [b64(h) for h in path]}
+
+    def keys(self):
+        with database.connection_context():
+            keys = published_keys()
+        current = current_store().signing_key
+        if current is not None and current.kid not in {k["kid"] for k in keys}:
+            keys.append(current.public_jwk())
+        return {"keys": keys}
+
+    def record_receipt(self, id: str, product: str, token_info: dict, type: str | None = None):
+        with database.connection_context():
+            token = record_receipt(
+                token_info["sub"], id, product, type, current_store().signer(), self.clock()
+            )
+        return _receipt(token)
+
+    def job_receipt(self, job: str, token_info: dict):
+        with database.connection_context():
+            found = find_job(job, token_info["sub"])
+            token = job_receipt(found, current_store().signer(), self.clock())
+        return _receipt(token)
+
+
+def _within(size: int, position: int) -> None:
+    if position >= size:
+        raise InvalidLogRange(f"{position} is beyond the account's log ({size - 1} at most)")
+
+
+def _receipt(token: str) -> dict:
+    _, document = verify(token, key_set([current_store().signer().public_jwk()]))
+    return {"receipt": token, "document": document}
