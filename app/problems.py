@@ -176,7 +176,9 @@ class NoReceiptProblem(JobProblem):
 
 
 class InvalidLogRangeProblem(JobProblem):
-    status, code, title = 422, "invalid-log-range", "Invalid Log Range"
+    # 404: the positions name no entry or tree of the account's log (another account's
+    # log included: its positions are not this account's).
+    status, code, title = 404, "invalid-log-range", "No Such Log Range"
 
 
 class NoSigningKeyProblem(JobProblem):

@@ -134,11 +134,11 @@ def test_a_later_tree_head_is_proven_to_extend_an_earlier_one(client, account, c
         ("/proofs/consistency", {"first": 1, "second": 5}),
     ],
 )
-def test_positions_outside_the_log_are_422(client, account, path, params):
+def test_positions_outside_the_log_are_404(client, account, path, params):
     add_records(*(record(f"T{n}") for n in range(4)))
     for n in range(4):
         redact(client, account, f"T{n}")
-    problem = get(client, account, LOG + path, 422, **params)
+    problem = get(client, account, LOG + path, 404, **params)
     assert problem["type"] == "urn:redact:problem:invalid-log-range"
 
 
@@ -196,7 +196,7 @@ def test_an_empty_log_has_a_signed_head_of_size_zero(client, account):
     answer, _ = head(client, account)
     assert answer["tree_size"] == 0
     assert b64d(answer["root_hash"]) == hashlib.sha256(b"").digest()
-    get(client, account, f"{LOG}/entries", 422, start=0, end=0)
+    get(client, account, f"{LOG}/entries", 404, start=0, end=0)
 
 
 def test_a_job_receipt_covers_its_records_by_log_ranges(make_app, database_url, tmp_path):

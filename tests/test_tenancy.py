@@ -1,5 +1,6 @@
-"""Tenancy: through every operation of the three contracts, one account can neither read,
-redact, hold, list nor learn the existence of another account's records, jobs or holds,
+"""Tenancy: through every operation of the contracts, one account can neither read,
+redact, hold, list nor learn the existence of another account's records, jobs, holds,
+erasure log or receipts,
 and one account's policies and holds do not touch another's records of the same id. What it gets
 for another account's object is exactly what it gets for one that does not exist."""
 
@@ -231,6 +232,56 @@ def test_one_accounts_holds_and_policies_do_not_reach_another(holds_of_a):
     assert refused.json()["title"] == "Legal Hold"
 
 
+PROOF_OPERATIONS = {
+    "retrieve-tree-head",
+    "list-log-entries",
+    "retrieve-inclusion-proof",
+    "retrieve-consistency-proof",
+    "retrieve-record-receipt",
+    "retrieve-job-receipt",
+    "list-keys",  # public: the service's keys, no account's
+}
+
+
+def test_one_account_sees_nothing_of_anothers_log_or_receipts(two_accounts):
+    owner, prober, job_id = two_accounts
+    redacted = owner.client.post(
+        "/v1/redact/transaction", json={"id": "A-REC2", "product": "sms"}, headers=owner.headers
+    )
+    assert redacted.status_code == 204
+    log = "/v1/redact/log"
+    owners = owner.client.get(f"{log}/tree-head", headers=owner.headers).json()
+    probers = prober.client.get(f"{log}/tree-head", headers=prober.headers).json()
+    assert owners["tree_size"] >= 1 and probers["tree_size"] == 0
+    assert probers["root_hash"] != owners["root_hash"]
+    for path, params in (
+        ("/entries", {"start": 0, "end": 5}),
+        ("/proofs/inclusion", {"index": 0, "tree_size": 1}),
+        ("/proofs/consistency", {"first": 1, "second": 1}),
+    ):
+        theirs = prober.client.get(log + path, params=params, headers=prober.headers)
+        assert theirs.status_code == 404  # B's log is empty: A's positions are not B's
+        assert owner.client.get(log + path, params=params, headers=owner.headers).is_success
+    receipt = "/v1/redact/records/{}/receipt"
+    assert owner.client.get(
+        receipt.format("A-REC2"), params={"product": "sms"}, headers=owner.headers
+    ).is_success
+    same_answer(
+        prober.client.get(
+            receipt.format("A-REC2"), params={"product": "sms"}, headers=prober.headers
+        ),
+        prober.client.get(
+            receipt.format("NOBODY"), params={"product": "sms"}, headers=prober.headers
+        ),
+    )
+    theirs = prober.client.get(f"/v1/redact/jobs/{job_id}/receipt", headers=prober.headers)
+    assert theirs.status_code == 404
+    same_answer(
+        theirs,
+        prober.client.get(f"/v1/redact/jobs/{NOBODY_JOB}/receipt", headers=prober.headers),
+    )
+
+
 def test_every_operation_is_covered_here():
     covered = (
         set(JOB_OPERATIONS)
@@ -238,10 +289,12 @@ def test_every_operation_is_covered_here():
         | {"list-jobs", "create-job", "redact-message"}
         | {"store-records", "retrieve-record", "create-hold", "list-holds"}
         | {"retrieve-policies", "update-policies"}
+        | PROOF_OPERATIONS
     )
     assert (
         operation_ids(spec("redact.yml"))
         | operation_ids(spec("jobs.yml"))
         | operation_ids(spec("records.yml"))
+        | operation_ids(spec("proof.yml"))
         == covered
     )
