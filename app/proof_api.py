@@ -12,7 +12,7 @@ from models.errors import InvalidLogRange
 from models.jobs.queries import find_job
 from models.log import b64, consistency_proof, entries, inclusion_proof, log_size, signed_head
 from models.receipts import job_receipt, record_receipt
-from models.signing import key_set, published_keys, verify
+from models.signing import key_set, listed_keys, verify
 from models.store import current_store
 
 
@@ -82,11 +82,7 @@ class ProofApi:
 
     def keys(self):
         with database.connection_context():
-            keys = published_keys()
-        current = current_store().signing_key
-        if current is not None and current.kid not in {k["kid"] for k in keys}:
-            keys.append(current.public_jwk())
-        return {"keys": keys}
+            return {"keys": listed_keys(current_store().signing_key)}
 
     def record_receipt(self, id: str, product: str, token_info: dict, type: str | None = None):
         with database.connection_context():

@@ -132,7 +132,7 @@ def append(entries: Sequence[tuple[str, str, dict]], now: datetime.datetime) -> 
             rows.append((api_key, size, kind, body, merkle.leaf_hash(body.encode())))
             positions[i] = size
             size += 1
-        frontier, nodes = _extend(_hashes(state.frontier), state.size, [r[4] for r in rows])
+        frontier, nodes = extend(hashes(state.frontier), state.size, [r[4] for r in rows])
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
             _INSERT_ENTRIES.execute(len(chunk), {"rows": chunk})
@@ -181,11 +181,11 @@ _INSERT_ENTRIES = PreparedQuery(
 )
 
 
-def _hashes(blob: bytes) -> list[bytes]:
+def hashes(blob: bytes) -> list[bytes]:
     return [bytes(blob[i : i + 32]) for i in range(0, len(blob), 32)]
 
 
-def _extend(
+def extend(
     frontier: list[bytes], size: int, leaves: Iterable[bytes]
 ) -> tuple[list[bytes], list[tuple[int, int, bytes]]]:
     """The right edge after appending `leaves` to a tree of `size`, and the kept nodes
@@ -330,7 +330,7 @@ def signed_head(api_key: str, key: SigningKey, now: datetime.datetime) -> TreeHe
         return latest
     with database.atomic():
         state = LogState.get_or_none(LogState.api_key == api_key)  # as of this transaction
-        size, frontier = (state.size, _hashes(bytes(state.frontier))) if state else (0, [])
+        size, frontier = (state.size, hashes(bytes(state.frontier))) if state else (0, [])
         head = TreeHead(
             api_key=api_key,
             tree_size=size,

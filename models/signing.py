@@ -121,6 +121,14 @@ def published_keys() -> list[dict]:
     return [json.loads(row.jwk) for row in PublishedKey.select().order_by(PublishedKey.first_used)]
 
 
+def listed_keys(current: SigningKey | None) -> list[dict]:
+    """The keys to verify with: every key that has signed, and the current one."""
+    keys = published_keys()
+    if current is not None and current.kid not in {k["kid"] for k in keys}:
+        keys.append(current.public_jwk())
+    return keys
+
+
 def key_set(keys: list[dict]) -> KeySet:
     """A joserfc key set of public JWKs (from GET /v1/redact/keys or a file)."""
     return KeySet.import_key_set({"keys": keys})

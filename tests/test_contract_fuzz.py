@@ -1,6 +1,7 @@
-"""Schemathesis over the contracts (openapi/redact.yml, jobs.yml, records.yml, proof.yml) against the app
-in-process: positive and negative data, every default check. The limiter and the job limit
-are set high so fuzzing is never throttled (its checks do not expect 429)."""
+"""Schemathesis over the contracts (openapi/redact.yml, jobs.yml, records.yml, proof.yml)
+against the app in-process: positive and negative data, every default check. The limiter
+and the job limit are set high so fuzzing is never throttled (its checks do not expect
+429)."""
 
 from __future__ import annotations
 

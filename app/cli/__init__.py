@@ -6,6 +6,7 @@
 - transactions.py: `transactions load`
 - jobs.py: `jobs create|list|show|run|cancel`
 - records.py: `policies show|set`, `holds create|list|show|release`, `retention run`
+- proof.py: `audit verify`, `receipts verify`, `keys generate|list`
 - common.py: what they share (one-line errors, opening the store and the queue)
 
 Every error is one line on stderr and a non-zero exit; nothing half-written is kept.
@@ -21,6 +22,7 @@ from .accounts import accounts
 from .admin import config, maintenance, migrate
 from .common import fail
 from .jobs import jobs
+from .proof import audit, keys, receipts
 from .records import holds, policies, retention
 from .serve import serve, worker
 from .transactions import transactions
@@ -43,6 +45,9 @@ for command in (
     policies,
     holds,
     retention,
+    audit,
+    receipts,
+    keys,
 ):
     main.add_command(command)
 

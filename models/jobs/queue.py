@@ -4,7 +4,8 @@ One task, `advance(job_id)`, does whatever a job needs next and schedules itself
 when the job must wait (a `run_at`, records not yet old enough). A periodic `sweep`, once
 a minute and when a worker starts, queues jobs whose `run_at` has come and jobs whose
 worker died (their lease expired), so that no lost task or killed worker leaves a job
-stuck. A periodic `retention` task runs the Auto-redact pass (models/retention.py).
+stuck. A periodic `retention` task runs the Auto-redact pass (models/retention.py), and
+`tree_heads` signs a tree head of every erasure log that grew (models/log.py).
 
 Storage: an SQLite file on the embedded default, Redis in scale-out (REDACT_QUEUE_URL).
 """
@@ -22,8 +23,10 @@ import redis
 from huey import crontab
 
 from ..base import Clock, database, utcnow
-from ..maintenance import vacuum_erased
+from ..log import sign_grown_logs
+from ..maintenance import SCHEDULE_HOUR, SCHEDULE_MINUTE, vacuum_erased
 from ..retention import run_retention
+from ..store import current_store
 from .errors import QueueUnavailable
 from .lease import (
     LeaseLost,
@@ -110,9 +113,13 @@ class JobQueue:
         self._retention = self.huey.periodic_task(crontab(minute="*"), name="retention")(
             self.retention
         )
+        # The erasure log: a signed tree head at least every minute while entries arrive.
+        self.huey.periodic_task(crontab(minute="*"), name="tree_heads")(self.sign_tree_heads)
         if vacuum:
             # Daily, so that dead row versions holding scrubbed values do not linger.
-            self.huey.periodic_task(crontab(minute="15", hour="3"), name="vacuum")(self.vacuum)
+            self.huey.periodic_task(
+                crontab(minute=str(SCHEDULE_MINUTE), hour=str(SCHEDULE_HOUR)), name="vacuum"
+            )(self.vacuum)
 
     @property
     def owner(self) -> str:
@@ -201,6 +208,15 @@ class JobQueue:
         if not report.finished:
             self._retention()
         return report
+
+    def sign_tree_heads(self) -> int:
+        """Sign a tree head for every account whose erasure log grew since its last."""
+        key = current_store().signing_key
+        if key is None:
+            log.warning("no signing key (REDACT_SIGNING_KEY): tree heads are not signed")
+            return 0
+        with database.connection_context():
+            return sign_grown_logs(key, self.clock())
 
     def vacuum(self) -> list[str]:
         tables = vacuum_erased(database.obj)

@@ -1,0 +1,136 @@
+"""`redact audit verify`, `redact receipts verify` and `redact keys`: checking the
+erasure log and receipts (models/log_check.py, models/receipts.py), and the signing key
+(models/signing.py)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import urllib.error
+import urllib.request
+
+import click
+
+from models import database
+from models.log_check import accounts, check_log
+from models.receipts import verify_receipt
+from models.signing import SigningKey, key_set, listed_keys
+
+from .common import fail, load_settings, open_store_or_exit
+
+
+@click.group()
+def audit():
+    """Check the erasure log."""
+
+
+@audit.command("verify")
+def audit_verify():
+    """Recompute every account's log from its stored entries and check every signed tree
+    head; names the first entry altered, removed or inserted, and exits 1 if any is."""
+    store = open_store_or_exit(load_settings())
+    faults = 0
+    with database.connection_context():
+        keys = listed_keys(store.signing_key)
+        for api_key in accounts():
+            report = check_log(api_key, key_set(keys))
+            if report.problem is None:
+                click.echo(f"{api_key}: {report.entries} entries, {report.heads} tree heads: ok")
+            else:
+                faults += 1
+                click.echo(f"error: {api_key}: {report.problem}", err=True)
+    if faults:
+        raise SystemExit(1)
+
+
+@click.group()
+def receipts():
+    """Check receipts."""
+
+
+@receipts.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--keys",
+    "keys_from",
+    help="The public keys: a JWK set file, or the URL of GET /v1/redact/keys. Default: the"
+    " keys of the store the environment names.",
+)
+def receipts_verify(file, keys_from):
+    """Verify a receipt offline: its signature, the tree head's, and the inclusion proof
+    of its log entry. FILE holds the receipt (the JWS, or the API's JSON answer)."""
+    token = _receipt_token(sys.stdin.read() if file == "-" else _read(file))
+    if keys_from:
+        keys = _keys_from(keys_from)
+    else:
+        store = open_store_or_exit(load_settings())
+        with database.connection_context():
+            keys = listed_keys(store.signing_key)
+    try:
+        document = verify_receipt(token, keys)
+    except (ValueError, KeyError, TypeError) as exc:
+        fail(f"the receipt does not verify: {exc}")
+    log = document["log"]
+    what = (
+        f"record {document['record']['id']}"
+        if document["receipt"] == "record"
+        else f"job {document['job']['id']} ({document['records']['count']} records)"
+    )
+    click.echo(
+        f"valid: {what} of {document['account']}, log entry {log['index']} of"
+        f" {log['tree_size']}, erasure {document['erasure']['status']}"
+    )
+
+
+def _read(path: str) -> str:
+    try:
+        return pathlib.Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {path}: {exc}")
+
+
+def _receipt_token(text: str) -> str:
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return str(json.loads(text)["receipt"])
+        except (ValueError, KeyError, TypeError):
+            fail("the file holds JSON without a `receipt`")
+    return text
+
+
+def _keys_from(source: str) -> list[dict]:
+    try:
+        if source.startswith(("http://", "https://")):
+            with urllib.request.urlopen(source, timeout=10) as answer:
+                text = answer.read().decode()
+        else:
+            text = pathlib.Path(source).read_text()
+        keys = json.loads(text)["keys"]
+        if not isinstance(keys, list):
+            raise TypeError
+        return keys
+    except (OSError, urllib.error.URLError) as exc:
+        fail(f"cannot read the keys from {source}: {exc}")
+    except (ValueError, KeyError, TypeError):
+        fail(f"{source} holds no JWK set")
+
+
+@click.group()
+def keys():
+    """The signing key of tree heads and receipts."""
+
+
+@keys.command("generate")
+def keys_generate():
+    """Print a new Ed25519 private key (a JWK) for REDACT_SIGNING_KEY."""
+    click.echo(SigningKey.generate().export())
+
+
+@keys.command("list")
+def keys_list():
+    """The public keys, as GET /v1/redact/keys answers them (a JWK set)."""
+    store = open_store_or_exit(load_settings())
+    with database.connection_context():
+        click.echo(json.dumps({"keys": listed_keys(store.signing_key)}, indent=2))
