@@ -12,6 +12,7 @@ A newcomer's map (docs/architecture.md has the whole of it):
   loading.py: `redact transactions load`
 - retention.py: Auto-redact policies and the retention pass; holds.py: legal holds;
   audit.py: the audit trail of policy and hold changes
+- webhooks.py: webhook endpoints, the outbox of their events, and delivering it
 - migrations.py: creating and upgrading tables; maintenance.py: PostgreSQL's VACUUM
 - jobs/: redaction jobs, from their rows to the queue and the service the API and the
   CLI share
@@ -37,6 +38,7 @@ from .redaction import redact_transaction, redact_transaction_async
 from .retention import RETENTION_MODELS
 from .store import Store, current_store, open_store
 from .transaction import RedactionAudit, Transaction
+from .webhooks import WEBHOOK_MODELS
 
 MODELS = (
     Account,
@@ -46,6 +48,7 @@ MODELS = (
     *JOB_MODELS,
     *HOLD_MODELS,
     *RETENTION_MODELS,
+    *WEBHOOK_MODELS,
 )
 """Every table, in the order they are created (drop in reverse)."""
 

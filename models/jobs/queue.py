@@ -4,7 +4,8 @@ One task, `advance(job_id)`, does whatever a job needs next and schedules itself
 when the job must wait (a `run_at`, records not yet old enough). A periodic `sweep`, once
 a minute and when a worker starts, queues jobs whose `run_at` has come and jobs whose
 worker died (their lease expired), so that no lost task or killed worker leaves a job
-stuck. A periodic `retention` task runs the Auto-redact pass (models/retention.py).
+stuck. A periodic `retention` task runs the Auto-redact pass (models/retention.py). The
+consumer delivers the webhook outbox too (models/webhooks.py's Dispatcher, a thread).
 
 Storage: an SQLite file on the embedded default, Redis in scale-out (REDACT_QUEUE_URL).
 """
@@ -18,12 +19,14 @@ import socket
 import threading
 
 import huey
+import huey.consumer
 import redis
 from huey import crontab
 
 from ..base import Clock, database, utcnow
 from ..maintenance import vacuum_erased
 from ..retention import run_retention
+from ..webhooks import DeliveryConfig, Dispatcher
 from .errors import QueueUnavailable
 from .lease import (
     LeaseLost,
@@ -67,7 +70,7 @@ def advance(
         if job.status == "redacting":
             come_back = run(job, owner=owner, clock=clock, config=config)
         elif job.status == "canceling":
-            finish_cancel(job)
+            finish_cancel(job, clock())
     except Wait as wait:
         come_back = wait.until
     except LeaseLost:
@@ -98,9 +101,11 @@ class JobQueue:
         max_depth: int,
         vacuum: bool = False,
         clock: Clock = utcnow,
+        webhooks: DeliveryConfig | None = None,
     ):
         self.clock = clock
         self.config = config
+        self.webhooks = webhooks or DeliveryConfig()
         self.max_depth = max_depth
         self.huey = make_huey(url)
         self._advance = self.huey.task(name="advance", retries=3, retry_delay=5)(self._advance_job)
@@ -208,8 +213,10 @@ class JobQueue:
         return tables
 
     def consumer(self, workers: int) -> huey.consumer.Consumer:
-        """Huey's consumer with `workers` threads (and the periodic sweep)."""
-        return self.huey.create_consumer(
+        """Huey's consumer with `workers` threads (and the periodic sweep), and the
+        webhook dispatcher, which starts and stops with it."""
+        consumer = _Consumer(
+            self.huey,
             workers=workers,
             worker_type="thread",
             periodic=True,
@@ -217,6 +224,8 @@ class JobQueue:
             max_delay=1.0,
             check_worker_health=True,
         )
+        consumer.dispatcher = Dispatcher(self.clock, self.webhooks)
+        return consumer
 
     def drain(self) -> int:
         """Run every task that is queued or due by the queue's clock, in this thread,
@@ -233,3 +242,19 @@ class JobQueue:
             for task in tasks:
                 self.huey.execute(task, now)
                 ran += 1
+
+
+class _Consumer(huey.consumer.Consumer):
+    """Huey's consumer, running the webhook dispatcher beside its workers: a thread that
+    looks at the outbox every few seconds (a periodic task runs at most once a minute,
+    and would hold one of the job workers while an endpoint is slow)."""
+
+    dispatcher: Dispatcher
+
+    def start(self) -> None:
+        super().start()
+        self.dispatcher.start()
+
+    def stop(self, graceful: bool = False) -> None:
+        self.dispatcher.stop()
+        super().stop(graceful)

@@ -20,6 +20,7 @@ from ..holds import held_condition
 from ..redaction import RedactionRequest, redact_batch
 from ..store import current_store
 from ..transaction import Transaction
+from ..webhooks import enqueue, job_event_data
 from .job import JobObject, RedactionJob, transition
 from .lease import LeaseLost, Wait, WorkConfig, renew
 from .records import OBJECTS_AFTER, subject_records
@@ -77,7 +78,7 @@ def run(
     for subject in subjects:
         _erase_subject(job, subject, products, owner, clock, config)
 
-    finish_run(job)
+    finish_run(job, clock())
     return None
 
 
@@ -187,23 +188,27 @@ def _run_batch(batch: _Batch) -> None:
         )
 
 
-def finish_run(job: RedactionJob) -> None:
+def finish_run(job: RedactionJob, now: datetime.datetime) -> None:
     """redacting -> succeeded, forgetting the job's numbers and request digest."""
-    _finish(job, "redacting", "succeeded")
+    _finish(job, "redacting", "succeeded", now)
 
 
-def finish_cancel(job: RedactionJob) -> None:
+def finish_cancel(job: RedactionJob, now: datetime.datetime) -> None:
     """canceling -> canceled: nothing is redacted; the job's numbers are forgotten."""
-    _finish(job, "canceling", "canceled")
+    _finish(job, "canceling", "canceled", now)
 
 
-def _finish(job: RedactionJob, source: str, target: str) -> None:
-    """Move a job to a final status; a finished job keeps no number, not even hashed."""
+def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime) -> None:
+    """Move a job to a final status, its webhook event written with it; a finished job
+    keeps no number, not even hashed."""
     with database.atomic():
         (
             JobObject.update(subject=None, subject_key=None)
             .where((JobObject.job == job.seq) & JobObject.subject_key.is_null(False))
             .execute()
         )
-        transition(job, source, target, request_digest=None)
+        if transition(job, source, target, request_digest=None):
+            finished = RedactionJob.get_by_id(job.seq)
+            data = job_event_data(finished)
+            enqueue(job.account_id, f"job.{target}", data, f"job:{job.id}", now)
     job.status = target
