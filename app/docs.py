@@ -16,6 +16,7 @@ DOCUMENTS = {
     f"{BASE_PATH}/openapi.json": ("redact.yml", "Redact API"),
     f"{BASE_PATH}/jobs-openapi.json": ("jobs.yml", "Redaction jobs"),
     f"{BASE_PATH}/records-openapi.json": ("records.yml", "Records, retention and holds"),
+    f"{BASE_PATH}/webhooks-openapi.json": ("webhooks.yml", "Webhooks"),
 }
 PICKER = [{"name": name, "url": url} for url, (_, name) in DOCUMENTS.items()]
 

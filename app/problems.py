@@ -28,6 +28,7 @@ from models.jobs import (
     TooLargeForSync,
     TooManyJobs,
 )
+from models.webhooks import InvalidWebhook, WebhookNotFound
 
 from .admission import Overloaded
 from .edge import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of
@@ -86,9 +87,9 @@ class RateLimitHit(Problem):
 
 
 class JobProblem(Problem):
-    """Errors the upstream catalogue does not name (the jobs and records APIs, legal
-    holds): their types are URNs of this service (listed in docs/jobs.md and
-    docs/records.md)."""
+    """Errors the upstream catalogue does not name (the jobs, records and webhooks APIs,
+    legal holds): their types are URNs of this service (listed in docs/jobs.md,
+    docs/records.md and docs/webhooks.md)."""
 
     code: str
 
@@ -162,6 +163,14 @@ class InvalidPolicyProblem(JobProblem):
     status, code, title = 422, "invalid-policy", "Invalid Policy"
 
 
+class WebhookNotFoundProblem(JobProblem):
+    status, code, title = 404, "webhook-not-found", "No Such Webhook"
+
+
+class InvalidWebhookProblem(JobProblem):
+    status, code, title = 422, "invalid-webhook", "Invalid Webhook"
+
+
 class Unauthorized(Exception):
     """Missing or wrong credentials: the contract's 401, not a problem body."""
 
@@ -207,6 +216,8 @@ _DOMAIN = {
     HoldNotFound: HoldNotFoundProblem,
     InvalidHold: InvalidHoldProblem,
     InvalidPolicy: InvalidPolicyProblem,
+    WebhookNotFound: WebhookNotFoundProblem,
+    InvalidWebhook: InvalidWebhookProblem,
 }
 
 
