@@ -571,9 +571,12 @@ class Dispatcher:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop looking, and wait for the attempts under way (each ends within its
+        timeout): what they did is recorded."""
         self._stop.set()
-        self._thread.join(timeout=self.config.poll_seconds + 1)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._thread.is_alive():
+            self._thread.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
