@@ -5,6 +5,7 @@ the events that changes of jobs, holds and retention write to the outbox."""
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 
 import pytest
@@ -282,3 +283,45 @@ def test_deliveries_list_an_endpoints_events_with_their_attempts(client, account
     ]
     shown = client.get(f"{WEBHOOKS}/{created['id']}", headers=account).json()
     assert shown["deliveries"] == {"pending": 3, "delivered": 0, "failed": 0}
+
+
+def test_a_retention_pass_writes_each_account_its_own_counts(make_app, database_url, tmp_path):
+    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+    old = datetime.timedelta(days=40)
+    with app.test_client() as client:
+        first, second, idle = (add_account(f"acct000{n}") for n in (1, 2, 3))
+        for headers in (first, second, idle):
+            register(client, headers, events=["retention.completed"])
+        add_records(
+            *(record(f"A{n}", age=old) for n in range(3)),
+            record("AV", api_key="acct0001", product="voice", age=old),
+            record("AH", age=old, to="447700900777"),
+            record("B1", api_key="acct0002", age=old),
+            record("C1", api_key="acct0003", age=old),
+        )
+        client.post(HOLDS, json={"subjects": ["447700900777"], "reason": "r"}, headers=first)
+        policy = {"auto_redact": "after", "after_days": 30}
+        for headers in (first, second):
+            client.post(
+                "/v1/redact/policies",
+                json={"products": {"sms": policy, "voice": policy}},
+                headers=headers,
+            )
+        report = app.services.queue.retention()
+        assert report.redacted == 5
+        app.services.queue.retention()  # nothing left: no event
+    sent = {event.api_key: json.loads(event.payload) for event in outbox()}
+    assert set(sent) == {"acct0001", "acct0002"}
+    assert sent["acct0001"]["type"] == "retention.completed"
+    assert sent["acct0001"]["data"] == {
+        "retention": {
+            "redacted": 4,
+            "held": 1,
+            "products": {"sms": 3, "voice": 1},
+            "finished": True,
+        }
+    }
+    assert sent["acct0002"]["data"]["retention"] == {
+        "redacted": 1, "held": 0, "products": {"sms": 1}, "finished": True
+    }  # fmt: skip
+    assert {event.key for event in outbox()} == {"retention"}

@@ -6,6 +6,7 @@
 - transactions.py: `transactions load`
 - jobs.py: `jobs create|list|show|run|cancel`
 - records.py: `policies show|set`, `holds create|list|show|release`, `retention run`
+- webhooks.py: `webhooks create|list|show|delete`
 - common.py: what they share (one-line errors, opening the store and the queue)
 
 Every error is one line on stderr and a non-zero exit; nothing half-written is kept.
@@ -24,6 +25,7 @@ from .jobs import jobs
 from .records import holds, policies, retention
 from .serve import serve, worker
 from .transactions import transactions
+from .webhooks import webhooks
 
 
 @click.group()
@@ -43,6 +45,7 @@ for command in (
     policies,
     holds,
     retention,
+    webhooks,
 ):
     main.add_command(command)
 
