@@ -28,7 +28,7 @@ from models.jobs import (
     TooLargeForSync,
     TooManyJobs,
 )
-from models.webhooks import InvalidWebhook, WebhookNotFound
+from models.webhooks import InvalidWebhook, TooManyWebhooks, WebhookNotFound
 
 from .admission import Overloaded
 from .edge import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of
@@ -171,6 +171,10 @@ class InvalidWebhookProblem(JobProblem):
     status, code, title = 422, "invalid-webhook", "Invalid Webhook"
 
 
+class TooManyWebhooksProblem(JobProblem):
+    status, code, title = 409, "too-many-webhooks", "Too Many Webhooks"
+
+
 class Unauthorized(Exception):
     """Missing or wrong credentials: the contract's 401, not a problem body."""
 
@@ -218,6 +222,7 @@ _DOMAIN = {
     InvalidPolicy: InvalidPolicyProblem,
     WebhookNotFound: WebhookNotFoundProblem,
     InvalidWebhook: InvalidWebhookProblem,
+    TooManyWebhooks: TooManyWebhooksProblem,
 }
 
 

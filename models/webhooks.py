@@ -64,6 +64,15 @@ class InvalidWebhook(RedactionError):
     """A webhook endpoint that cannot be registered as written."""
 
 
+class TooManyWebhooks(RedactionError):
+    """The account has MAX_ENDPOINTS endpoints already."""
+
+    def __init__(self):
+        super().__init__(
+            f"an account has at most {MAX_ENDPOINTS} webhook endpoints: delete one first"
+        )
+
+
 class WebhookEndpoint(BaseModel):
     """Where an account wants its events: `url`, for the `events` it names. `seq` orders
     endpoints (newest first in lists); `id` is the public name. `secret` signs what is
@@ -136,8 +145,10 @@ def new_secret() -> str:
 def check_url(url: str) -> str:
     """The URL, if events can be sent to it (http or https, with a host); InvalidWebhook
     otherwise."""
-    if len(url) > MAX_URL_LENGTH or any(ord(c) <= 32 or ord(c) == 127 for c in url):
-        raise InvalidWebhook(f"url: at most {MAX_URL_LENGTH} characters, no spaces")
+    if len(url) > MAX_URL_LENGTH or any(not 33 <= ord(c) <= 126 for c in url):
+        raise InvalidWebhook(
+            f"url: at most {MAX_URL_LENGTH} characters, printable ASCII (percent-encode the rest)"
+        )
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port that is no port)
@@ -159,8 +170,8 @@ def create_webhook(
     now: datetime.datetime,
 ) -> WebhookEndpoint:
     """Register an endpoint of the account for `events`, with a new signing secret.
-    InvalidWebhook for a URL events cannot be sent to, no event or an unknown one, or an
-    account with MAX_ENDPOINTS endpoints already."""
+    InvalidWebhook for a URL events cannot be sent to, or no event or an unknown one;
+    TooManyWebhooks for an account with MAX_ENDPOINTS endpoints already."""
     check_url(url)
     wanted = list(dict.fromkeys(events))
     if not wanted:
@@ -174,7 +185,7 @@ def create_webhook(
         if WebhookEndpoint.select().where(WebhookEndpoint.account == api_key).count() >= (
             MAX_ENDPOINTS
         ):
-            raise InvalidWebhook(f"an account has at most {MAX_ENDPOINTS} webhook endpoints")
+            raise TooManyWebhooks()
         return WebhookEndpoint.create(
             id=new_webhook_id(),
             account=api_key,

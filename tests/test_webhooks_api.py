@@ -115,6 +115,8 @@ def test_deleting_an_endpoint_drops_its_pending_events(client, account):
         {"url": "https://example.com/a b"},
         {"url": "https://example.com:99999/"},
         {"url": "https://example.com/\u0000"},
+        {"url": "https://example.com/caf\u00e9"},
+        {"url": "https://[::1]/"},
         {"url": "https://example.com/" + "x" * 2000},
         {"events": []},
         {"events": ["job.started"]},
@@ -135,8 +137,8 @@ def test_a_bad_endpoint_is_a_422_and_registers_nothing(client, account, body):
 def test_an_account_has_at_most_ten_endpoints(client, account):
     for n in range(MAX_ENDPOINTS):
         register(client, account, url=f"https://example.com/{n}")
-    refused = register(client, account, expect=422)
-    assert refused["title"] == "Invalid Webhook" and "at most" in refused["detail"]
+    refused = register(client, account, expect=409)
+    assert refused["title"] == "Too Many Webhooks" and "at most" in refused["detail"]
 
 
 def test_a_missing_endpoint_or_cursor_is_a_404(client, account):
