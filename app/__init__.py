@@ -1,9 +1,8 @@
 """The Redact service: a Connexion 3 AsyncApp, built by `create_app`.
 
 A newcomer's map (docs/architecture.md has the whole of it): the contracts in openapi/
-are bound by app/contracts.py to the handlers in app/redact_api.py, app/jobs_api.py and
-app/records_api.py and
-app/proof_api.py;
+are bound by app/contracts.py to the handlers in app/redact_api.py, app/jobs_api.py,
+app/records_api.py, app/proof_api.py and app/webhooks_api.py;
 requests pass app/edge.py (trace id, body size, admission), app/auth.py (basic auth and
 the rate limit) and app/validation.py before a handler calls the domain in models/;
 app/problems.py renders every error. The `redact` command is app/cli/.
@@ -56,6 +55,7 @@ from .redact_api import RedactApi
 from .services import Services, open_services
 from .settings import Settings
 from .validation import ContractBodyValidator, RecordsBodyValidator
+from .webhooks_api import WebhooksApi
 
 FIXED_PATHS = ("/healthz", "/readyz", "/metrics", *docs.DOCUMENTS, f"{BASE_PATH}/ui/")
 """Routes outside the contracts."""
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
     jobs_api = JobsApi(services.jobs)
     records_api = RecordsApi(settings.min_age_seconds, clock)
     proof_api = ProofApi(clock)
+    webhooks_api = WebhooksApi(clock)
 
     # Connexion's default stack minus what this service does not use (response validation,
     # lifespan); our edge middleware outermost, so that every response, errors included,
@@ -168,6 +169,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
         resolver=OperationResolver(records_api.operations()),
         swagger_ui_options=ui,
         validator_map={"body": MediaTypeDict({"*/*json": RecordsBodyValidator})},
+    )
+    app.add_api(
+        SPEC_DIR / "webhooks.yml",
+        name="webhooks",
+        strict_validation=True,
+        resolver=OperationResolver(webhooks_api.operations()),
+        swagger_ui_options=ui,
     )
     # Connexion registers its own handlers for these; ours replace them.
     for error in (Exception, ProblemException):

@@ -17,7 +17,7 @@ from connexion.middleware.routing import RoutingMiddleware
 from connexion.resolver import Resolver
 
 SPEC_DIR = pathlib.Path(__file__).resolve().parent.parent / "openapi"
-CONTRACTS = ("redact.yml", "jobs.yml", "proof.yml", "records.yml")
+CONTRACTS = ("redact.yml", "jobs.yml", "proof.yml", "records.yml", "webhooks.yml")
 BASE_PATH = "/v1/redact"
 
 

@@ -17,6 +17,7 @@ DOCUMENTS = {
     f"{BASE_PATH}/jobs-openapi.json": ("jobs.yml", "Redaction jobs"),
     f"{BASE_PATH}/records-openapi.json": ("records.yml", "Records, retention and holds"),
     f"{BASE_PATH}/proof-openapi.json": ("proof.yml", "Proof of erasure"),
+    f"{BASE_PATH}/webhooks-openapi.json": ("webhooks.yml", "Webhooks"),
 }
 PICKER = [{"name": name, "url": url} for url, (_, name) in DOCUMENTS.items()]
 

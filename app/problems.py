@@ -37,6 +37,7 @@ from models.jobs import (
     TooLargeForSync,
     TooManyJobs,
 )
+from models.webhooks import InvalidWebhook, TooManyWebhooks, WebhookNotFound
 
 from .admission import Overloaded
 from .edge import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of
@@ -95,9 +96,9 @@ class RateLimitHit(Problem):
 
 
 class JobProblem(Problem):
-    """Errors the upstream catalogue does not name (the jobs and records APIs, legal
-    holds): their types are URNs of this service (listed in docs/jobs.md and
-    docs/records.md)."""
+    """Errors the upstream catalogue does not name (the jobs, records and webhooks APIs,
+    legal holds): their types are URNs of this service (listed in docs/jobs.md,
+    docs/records.md and docs/webhooks.md)."""
 
     code: str
 
@@ -185,6 +186,18 @@ class NoSigningKeyProblem(JobProblem):
     status, code, title = 503, "no-signing-key", "No Signing Key"
 
 
+class WebhookNotFoundProblem(JobProblem):
+    status, code, title = 404, "webhook-not-found", "No Such Webhook"
+
+
+class InvalidWebhookProblem(JobProblem):
+    status, code, title = 422, "invalid-webhook", "Invalid Webhook"
+
+
+class TooManyWebhooksProblem(JobProblem):
+    status, code, title = 409, "too-many-webhooks", "Too Many Webhooks"
+
+
 class Unauthorized(Exception):
     """Missing or wrong credentials: the contract's 401, not a problem body."""
 
@@ -233,6 +246,9 @@ _DOMAIN = {
     NoReceipt: NoReceiptProblem,
     InvalidLogRange: InvalidLogRangeProblem,
     NoSigningKey: NoSigningKeyProblem,
+    WebhookNotFound: WebhookNotFoundProblem,
+    InvalidWebhook: InvalidWebhookProblem,
+    TooManyWebhooks: TooManyWebhooksProblem,
 }
 
 

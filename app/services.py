@@ -11,6 +11,7 @@ from models.base import Clock
 from models.jobs.lease import WorkConfig
 from models.jobs.queue import JobQueue
 from models.jobs.service import JobLimits, JobsService
+from models.webhooks import DeliveryConfig
 
 from .settings import Settings
 
@@ -45,7 +46,8 @@ def open_services(
 
 
 def job_queue(settings: Settings, clock: Clock = utcnow) -> JobQueue:
-    """The job queue the settings name, with the work's batch size and lease."""
+    """The job queue the settings name, with the work's batch size and lease, and how its
+    consumer delivers webhook events."""
     return JobQueue(
         settings.effective_queue_url,
         config=WorkConfig(
@@ -56,4 +58,12 @@ def job_queue(settings: Settings, clock: Clock = utcnow) -> JobQueue:
         max_depth=settings.max_queue_depth,
         vacuum=not settings.on_sqlite,
         clock=clock,
+        webhooks=DeliveryConfig(
+            timeout_seconds=settings.webhook_timeout_seconds,
+            retry_base_seconds=settings.webhook_retry_base_seconds,
+            retry_max_seconds=settings.webhook_retry_max_seconds,
+            give_up_seconds=settings.webhook_give_up_seconds,
+            poll_seconds=settings.webhook_poll_seconds,
+            threads=settings.webhook_threads,
+        ),
     )

@@ -189,6 +189,43 @@ class Settings:
         "a request is shed before its credentials are read (see Overload)",
         least=1,
     )
+    webhook_timeout_seconds: int = setting(
+        "REDACT_WEBHOOK_TIMEOUT_SECONDS",
+        10,
+        "how long a webhook endpoint has to answer a delivery before the attempt counts as failed",
+        least=1,
+    )
+    webhook_retry_base_seconds: int = setting(
+        "REDACT_WEBHOOK_RETRY_BASE_SECONDS",
+        5,
+        "the wait after a webhook event's first failed attempt, doubling after each next "
+        "one up to `REDACT_WEBHOOK_RETRY_MAX_SECONDS`",
+        least=1,
+    )
+    webhook_retry_max_seconds: int = setting(
+        "REDACT_WEBHOOK_RETRY_MAX_SECONDS",
+        6 * 3600,
+        "the longest wait between two attempts of a webhook event",
+        least=1,
+    )
+    webhook_give_up_seconds: int = setting(
+        "REDACT_WEBHOOK_GIVE_UP_SECONDS",
+        3 * 24 * 3600,
+        "how old a webhook event gets before a failed attempt is its last (three days)",
+        least=0,
+    )
+    webhook_poll_seconds: int = setting(
+        "REDACT_WEBHOOK_POLL_SECONDS",
+        2,
+        "how often a worker (and `redact serve`) looks for webhook events to deliver",
+        least=1,
+    )
+    webhook_threads: int = setting(
+        "REDACT_WEBHOOK_THREADS",
+        8,
+        "webhook endpoints a worker delivers to at once (one slow endpoint keeps one busy)",
+        least=1,
+    )
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

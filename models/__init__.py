@@ -14,6 +14,7 @@ A newcomer's map (docs/architecture.md has the whole of it):
   audit.py: the audit trail of policy and hold changes
 - merkle.py, log.py, signing.py: the erasure log (RFC 9162 Merkle trees per account),
   its signed tree heads and the signing key; receipts.py: signed proofs of erasure
+- webhooks.py: webhook endpoints, the outbox of their events, and delivering it
 - migrations.py: creating and upgrading tables; maintenance.py: PostgreSQL's VACUUM
 - jobs/: redaction jobs, from their rows to the queue and the service the API and the
   CLI share
@@ -41,6 +42,7 @@ from .retention import RETENTION_MODELS
 from .signing import PublishedKey
 from .store import Store, current_store, open_store
 from .transaction import RedactionAudit, Transaction
+from .webhooks import WEBHOOK_MODELS
 
 MODELS = (
     Account,
@@ -52,6 +54,7 @@ MODELS = (
     *RETENTION_MODELS,
     *LOG_MODELS,
     PublishedKey,
+    *WEBHOOK_MODELS,
 )
 """Every table, in the order they are created (drop in reverse)."""
 

@@ -26,6 +26,7 @@ from .prepared import PreparedQuery
 from .store import current_store
 from .subjects import normalise_number
 from .transaction import Transaction
+from .webhooks import enqueue
 
 STATUSES = ("active", "released")
 TRANSACTION, SUBJECT = "transaction", "subject"
@@ -79,7 +80,8 @@ def create_hold(
     trace_id: str | None = None,
 ) -> LegalHold:
     """Hold the account's records named in `transactions` ({"id", "product", "type"}) and
-    every record about the numbers in `subjects`; audited. Raises InvalidHold (nothing
+    every record about the numbers in `subjects`; audited, its webhook event written with
+    it. Raises InvalidHold (nothing
     named, a subject that is no phone number) or RecordNotFound (a record the account
     does not hold: another account's is not revealed), and stores nothing then."""
     key = current_store().subject_key
@@ -119,6 +121,7 @@ def create_hold(
             after={"transactions": len(named), "subjects": len(hashes), "reason": reason},
             trace_id=trace_id,
         )
+        enqueue(api_key, "hold.created", hold_event_data(hold), f"hold:{hold.id}", now)
     return hold
 
 
@@ -160,7 +163,21 @@ def release_hold(
             after={"status": "released"},
             trace_id=trace_id,
         )
-    return find_hold(hold_id, api_key)
+        released = find_hold(hold_id, api_key)
+        enqueue(hold.account_id, "hold.released", hold_event_data(released), f"hold:{hold.id}", now)
+    return released
+
+
+def hold_event_data(hold: LegalHold) -> dict:
+    """A hold as its webhook events show it: id, status and counts (not its reason, which
+    may name a person)."""
+    return {
+        "hold": {
+            "id": hold.id,
+            "status": hold.status,
+            "counts": {"transactions": hold.transactions, "subjects": hold.subjects},
+        }
+    }
 
 
 def find_hold(hold_id: str, api_key: str | None = None) -> LegalHold:

@@ -29,6 +29,7 @@ from .holds import held_condition
 from .redaction import RedactionRequest, redact_batch
 from .store import current_store
 from .transaction import Transaction
+from .webhooks import enqueue
 
 MODES = ("off", "immediate", "after")
 MAX_AFTER_DAYS = 3650
@@ -230,6 +231,18 @@ class RetentionReport:
     held: int = 0
     finished: bool = True
     """False when the pass stopped for its time budget with records left."""
+    accounts: dict[str, AccountReport] = dataclasses.field(default_factory=dict)
+    """What the pass did for each account, for its own webhook event."""
+
+    def of(self, account: str) -> AccountReport:
+        return self.accounts.setdefault(account, AccountReport())
+
+
+@dataclasses.dataclass
+class AccountReport:
+    redacted: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Records redacted, by product."""
+    held: int = 0
 
 
 LEASE = "retention"
@@ -263,11 +276,14 @@ def run_retention(
         turns = [_Turn(policy) for policy in _policies_to_pass()]
         for turn in turns:
             due = _due(turn.account, turn.product, turn.cutoff(clock(), min_age_seconds))
-            report.held += Transaction.select().where(due & held_condition(turn.account)).count()
+            held = Transaction.select().where(due & held_condition(turn.account)).count()
+            report.held += held
+            report.of(turn.account).held += held
         while turns:
             for turn in list(turns):
                 if budget_seconds is not None and monotonic() - started > budget_seconds:
                     report.finished = False
+                    _end_pass(owner, report, clock())
                     return report
                 redacted = _one_batch(turn, clock(), min_age_seconds, batch_size, owner,
                                       lease_seconds, trace_id)  # fmt: skip
@@ -275,8 +291,30 @@ def run_retention(
                     turns.remove(turn)
                 else:
                     report.redacted += redacted
+                    products = report.of(turn.account).redacted
+                    products[turn.product] = products.get(turn.product, 0) + redacted
+        _end_pass(owner, report, clock())
         return report
     finally:
+        _release(owner)
+
+
+def _end_pass(owner: str, report: RetentionReport, now: datetime.datetime) -> None:
+    """Give the lease back, with a `retention.completed` webhook event for each account
+    the pass (or this slice of it) redacted records of: its own counts only."""
+    with database.atomic():
+        for account, done in sorted(report.accounts.items()):
+            redacted = sum(done.redacted.values())
+            if redacted:
+                data = {
+                    "retention": {
+                        "redacted": redacted,
+                        "held": done.held,
+                        "products": dict(sorted(done.redacted.items())),
+                        "finished": report.finished,
+                    }
+                }
+                enqueue(account, "retention.completed", data, "retention", now)
         _release(owner)
 
 

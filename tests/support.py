@@ -21,6 +21,7 @@ imports another: what two of them need is here.
 - Real servers: `Service` (the release step and gunicorn, as the Procfile runs them),
   `PrivatePostgres` and `PrivateRedis` (servers of the test's own, to stop and start).
 - Metrics: `samples` and `value` read a Prometheus scrape.
+- Webhooks: `Receiver`, a real HTTP endpoint on 127.0.0.1 that keeps what it is sent.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import http.server
 import json
 import os
 import pathlib
@@ -38,6 +40,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import NoReturn, TypeVar
@@ -702,3 +705,71 @@ def samples(text: str) -> dict:
 
 def value(scrape: dict, name: str, **labels) -> float:
     return scrape.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+# ----------------------------------------------------------------------------- webhooks
+
+
+@dataclasses.dataclass
+class Delivery:
+    """One request a Receiver was sent: its headers (names in lower case) and body."""
+
+    headers: dict[str, str]
+    body: str
+
+    @property
+    def event(self) -> dict:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """A webhook endpoint: an HTTP server on 127.0.0.1 (`port`, any free one by default)
+    in a thread, keeping each request it is sent (`deliveries`), answering `status`.
+    `hold` (an Event), when set to a cleared Event, keeps each request waiting until it
+    is set; `arrived` is set by every request."""
+
+    def __init__(self, port: int = 0, status: int = 200):
+        self.deliveries: list[Delivery] = []
+        self.status = status
+        self.hold: threading.Event | None = None
+        self.arrived = threading.Event()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length).decode()
+                receiver.deliveries.append(
+                    Delivery({k.lower(): v for k, v in self.headers.items()}, body)
+                )
+                receiver.arrived.set()
+                if receiver.hold is not None:
+                    receiver.hold.wait(60)
+                try:
+                    self.send_response(receiver.status)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                except OSError:  # the sender is gone (a worker killed mid-request)
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,7 +1,7 @@
-"""Schemathesis over the contracts (openapi/redact.yml, jobs.yml, records.yml, proof.yml)
-against the app in-process: positive and negative data, every default check. The limiter
-and the job limit are set high so fuzzing is never throttled (its checks do not expect
-429)."""
+"""Schemathesis over the contracts (openapi/redact.yml, jobs.yml, records.yml, proof.yml,
+webhooks.yml) against the app in-process: positive and negative data, every default check.
+The limiter and the job limit are set high so fuzzing is never throttled (its checks do not
+expect 429)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def fuzz_app(make_app, sqlite_url):
     )
 
 
-@pytest.fixture(params=["redact.yml", "jobs.yml", "records.yml", "proof.yml"])
+@pytest.fixture(params=["redact.yml", "jobs.yml", "records.yml", "proof.yml", "webhooks.yml"])
 def api_schema(request, fuzz_app):
     loaded = schemathesis.openapi.from_path(SPEC_DIR / request.param)
     loaded.app = fuzz_app

@@ -55,7 +55,9 @@ def live(tmp_path_factory):
         yield service
 
 
-@pytest.mark.parametrize("spec", ["redact.yml", "jobs.yml", "records.yml", "proof.yml"])
+@pytest.mark.parametrize(
+    "spec", ["redact.yml", "jobs.yml", "records.yml", "proof.yml", "webhooks.yml"]
+)
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_contract_on_a_live_server(live, spec, mode):
     schema = schemathesis.openapi.from_path(SPEC_DIR / spec)

@@ -1,6 +1,6 @@
 """Tenancy: through every operation of the contracts, one account can neither read,
 redact, hold, list nor learn the existence of another account's records, jobs, holds,
-erasure log or receipts,
+erasure log, receipts or webhook endpoints (nor be told of another's events),
 and one account's policies and holds do not touch another's records of the same id. What it gets
 for another account's object is exactly what it gets for one that does not exist."""
 
@@ -282,6 +282,76 @@ def test_one_account_sees_nothing_of_anothers_log_or_receipts(two_accounts):
     )
 
 
+NOBODY_WEBHOOK = "whk_000000000000000000000000"
+WEBHOOKS = "/v1/redact/webhooks"
+
+
+@pytest.fixture
+def webhook_of_a(holds_of_a):
+    """Account A's webhook endpoint, with an event of A's hold in its outbox."""
+    owner, prober, _ = holds_of_a
+    response = owner.client.post(
+        WEBHOOKS,
+        json={"url": "https://a.example/hooks", "events": ["hold.released"]},
+        headers=owner.headers,
+    )
+    endpoint = response.json()
+    hold = owner.client.post(
+        HOLDS, json={"subjects": [NUMBER], "reason": "another"}, headers=owner.headers
+    ).json()
+    owner.client.post(f"{HOLDS}/{hold['id']}/release", headers=owner.headers)
+    return owner, prober, endpoint
+
+
+WEBHOOK_OPERATIONS = {
+    "retrieve-webhook": ("get", "/v1/redact/webhooks/{webhook}"),
+    "delete-webhook": ("delete", "/v1/redact/webhooks/{webhook}"),
+    "list-webhook-deliveries": ("get", "/v1/redact/webhooks/{webhook}/deliveries"),
+}
+
+
+@pytest.mark.parametrize("operation", list(WEBHOOK_OPERATIONS))
+def test_another_accounts_webhook_is_answered_as_a_missing_one(webhook_of_a, operation):
+    owner, prober, endpoint = webhook_of_a
+    method, path = WEBHOOK_OPERATIONS[operation]
+    theirs = probe_job(prober, method, path.replace("{webhook}", "{job}"), endpoint["id"])
+    missing = probe_job(prober, method, path.replace("{webhook}", "{job}"), NOBODY_WEBHOOK)
+    assert theirs.status_code == 404
+    same_answer(theirs, missing)
+    shown = owner.client.get(f"{WEBHOOKS}/{endpoint['id']}", headers=owner.headers).json()
+    assert shown["deliveries"]["pending"] == 1
+
+
+def test_webhooks_list_and_page_through_only_ones_own_and_hear_only_their_events(
+    webhook_of_a,
+):
+    owner, prober, endpoint = webhook_of_a
+    assert prober.client.get(WEBHOOKS, headers=prober.headers).json()["data"] == []
+    theirs = prober.client.get(
+        WEBHOOKS, params={"starting_after": endpoint["id"]}, headers=prober.headers
+    )
+    missing = prober.client.get(
+        WEBHOOKS, params={"starting_after": NOBODY_WEBHOOK}, headers=prober.headers
+    )
+    assert theirs.status_code == 404
+    same_answer(theirs, missing)
+    # B's endpoint for every event hears of B's hold, not of A's.
+    mine = prober.client.post(
+        WEBHOOKS,
+        json={"url": "https://b.example/hooks", "events": ["hold.created", "hold.released"]},
+        headers=prober.headers,
+    ).json()
+    owner.client.post(HOLDS, json={"subjects": [NUMBER], "reason": "A's"}, headers=owner.headers)
+    prober.client.post(HOLDS, json={"subjects": [NUMBER], "reason": "B's"}, headers=prober.headers)
+    deliveries = prober.client.get(
+        f"{WEBHOOKS}/{mine['id']}/deliveries", headers=prober.headers
+    ).json()["data"]
+    assert [d["type"] for d in deliveries] == ["hold.created"]
+    assert (
+        owner.client.get(WEBHOOKS, headers=owner.headers).json()["data"][0]["id"] == endpoint["id"]
+    )
+
+
 def test_every_operation_is_covered_here():
     covered = (
         set(JOB_OPERATIONS)
@@ -290,11 +360,14 @@ def test_every_operation_is_covered_here():
         | {"store-records", "retrieve-record", "create-hold", "list-holds"}
         | {"retrieve-policies", "update-policies"}
         | PROOF_OPERATIONS
+        | set(WEBHOOK_OPERATIONS)
+        | {"create-webhook", "list-webhooks"}
     )
     assert (
         operation_ids(spec("redact.yml"))
         | operation_ids(spec("jobs.yml"))
         | operation_ids(spec("records.yml"))
         | operation_ids(spec("proof.yml"))
+        | operation_ids(spec("webhooks.yml"))
         == covered
     )

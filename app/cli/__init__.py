@@ -7,6 +7,7 @@
 - jobs.py: `jobs create|list|show|run|cancel`
 - records.py: `policies show|set`, `holds create|list|show|release`, `retention run`
 - proof.py: `audit verify`, `receipts verify`, `keys generate|list`
+- webhooks.py: `webhooks create|list|show|delete`
 - common.py: what they share (one-line errors, opening the store and the queue)
 
 Every error is one line on stderr and a non-zero exit; nothing half-written is kept.
@@ -26,6 +27,7 @@ from .proof import audit, keys, receipts
 from .records import holds, policies, retention
 from .serve import serve, worker
 from .transactions import transactions
+from .webhooks import webhooks
 
 
 @click.group()
@@ -48,6 +50,7 @@ for command in (
     audit,
     receipts,
     keys,
+    webhooks,
 ):
     main.add_command(command)
 

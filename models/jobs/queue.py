@@ -5,7 +5,8 @@ when the job must wait (a `run_at`, records not yet old enough). A periodic `swe
 a minute and when a worker starts, queues jobs whose `run_at` has come and jobs whose
 worker died (their lease expired), so that no lost task or killed worker leaves a job
 stuck. A periodic `retention` task runs the Auto-redact pass (models/retention.py), and
-`tree_heads` signs a tree head of every erasure log that grew (models/log.py).
+`tree_heads` signs a tree head of every erasure log that grew (models/log.py). The
+consumer delivers the webhook outbox too (models/webhooks.py's Dispatcher, a thread).
 
 Storage: an SQLite file on the embedded default, Redis in scale-out (REDACT_QUEUE_URL).
 """
@@ -19,6 +20,7 @@ import socket
 import threading
 
 import huey
+import huey.consumer
 import redis
 from huey import crontab
 
@@ -27,6 +29,7 @@ from ..log import sign_grown_logs
 from ..maintenance import SCHEDULE_HOUR, SCHEDULE_MINUTE, vacuum_erased
 from ..retention import run_retention
 from ..store import current_store
+from ..webhooks import DeliveryConfig, Dispatcher
 from .errors import QueueUnavailable
 from .lease import (
     LeaseLost,
@@ -70,7 +73,7 @@ def advance(
         if job.status == "redacting":
             come_back = run(job, owner=owner, clock=clock, config=config)
         elif job.status == "canceling":
-            finish_cancel(job)
+            finish_cancel(job, clock())
     except Wait as wait:
         come_back = wait.until
     except LeaseLost:
@@ -101,9 +104,11 @@ class JobQueue:
         max_depth: int,
         vacuum: bool = False,
         clock: Clock = utcnow,
+        webhooks: DeliveryConfig | None = None,
     ):
         self.clock = clock
         self.config = config
+        self.webhooks = webhooks or DeliveryConfig()
         self.max_depth = max_depth
         self.huey = make_huey(url)
         self._advance = self.huey.task(name="advance", retries=3, retry_delay=5)(self._advance_job)
@@ -224,8 +229,10 @@ class JobQueue:
         return tables
 
     def consumer(self, workers: int) -> huey.consumer.Consumer:
-        """Huey's consumer with `workers` threads (and the periodic sweep)."""
-        return self.huey.create_consumer(
+        """Huey's consumer with `workers` threads (and the periodic sweep), and the
+        webhook dispatcher, which starts and stops with it."""
+        consumer = _Consumer(
+            self.huey,
             workers=workers,
             worker_type="thread",
             periodic=True,
@@ -233,6 +240,8 @@ class JobQueue:
             max_delay=1.0,
             check_worker_health=True,
         )
+        consumer.dispatcher = Dispatcher(self.clock, self.webhooks)
+        return consumer
 
     def drain(self) -> int:
         """Run every task that is queued or due by the queue's clock, in this thread,
@@ -249,3 +258,19 @@ class JobQueue:
             for task in tasks:
                 self.huey.execute(task, now)
                 ran += 1
+
+
+class _Consumer(huey.consumer.Consumer):
+    """Huey's consumer, running the webhook dispatcher beside its workers: a thread that
+    looks at the outbox every few seconds (a periodic task runs at most once a minute,
+    and would hold one of the job workers while an endpoint is slow)."""
+
+    dispatcher: Dispatcher
+
+    def start(self) -> None:
+        super().start()
+        self.dispatcher.start()
+
+    def stop(self, graceful: bool = False) -> None:
+        self.dispatcher.stop()
+        super().stop(graceful)

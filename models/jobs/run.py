@@ -15,12 +15,13 @@ from peewee import fn
 
 from .. import log
 from ..account import Account
-from ..base import Clock, database, utcnow
+from ..base import Clock, database
 from ..errors import PrematureRedaction
 from ..holds import held_condition
 from ..redaction import RedactionRequest, redact_batch
 from ..store import current_store
 from ..transaction import Transaction
+from ..webhooks import enqueue, job_event_data
 from .job import JobLogRange, JobObject, RedactionJob, transition
 from .lease import LeaseLost, Wait, WorkConfig, renew
 from .records import OBJECTS_AFTER, subject_records
@@ -78,7 +79,7 @@ def run(
     for subject in subjects:
         _erase_subject(job, subject, products, owner, clock, config)
 
-    finish_run(job)
+    finish_run(job, clock())
     return None
 
 
@@ -191,18 +192,19 @@ def _run_batch(batch: _Batch) -> None:
         )
 
 
-def finish_run(job: RedactionJob) -> None:
+def finish_run(job: RedactionJob, now: datetime.datetime) -> None:
     """redacting -> succeeded, forgetting the job's numbers and request digest."""
-    _finish(job, "redacting", "succeeded")
+    _finish(job, "redacting", "succeeded", now)
 
 
-def finish_cancel(job: RedactionJob) -> None:
+def finish_cancel(job: RedactionJob, now: datetime.datetime) -> None:
     """canceling -> canceled: nothing is redacted; the job's numbers are forgotten."""
-    _finish(job, "canceling", "canceled")
+    _finish(job, "canceling", "canceled", now)
 
 
-def _finish(job: RedactionJob, source: str, target: str) -> None:
-    """Move a job to a final status; a finished job keeps no number, not even hashed."""
+def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime) -> None:
+    """Move a job to a final status, its webhook event written with it; a finished job
+    keeps no number, not even hashed."""
     with database.atomic():
         (
             JobObject.update(subject=None, subject_key=None)
@@ -210,33 +212,29 @@ def _finish(job: RedactionJob, source: str, target: str) -> None:
             .execute()
         )
         if transition(job, source, target, request_digest=None):
-            [job.log_index] = log.append([job_entry(job, target)], utcnow())
+            finished = RedactionJob.get_by_id(job.seq)
+            [job.log_index] = log.append([job_entry(finished)], now)
             RedactionJob.update(log_index=job.log_index).where(
                 RedactionJob.seq == job.seq
             ).execute()
+            data = job_event_data(finished)
+            enqueue(job.account_id, f"job.{target}", data, f"job:{job.id}", now)
     job.status = target
 
 
-def job_entry(job: RedactionJob, status: str) -> tuple[str, str, dict]:
-    """The `job.finished` entry of the erasure log: the job's status and counts, and its
-    redactions as ranges of log positions with their count."""
-    counts = (
-        RedactionJob.select(
-            RedactionJob.redacted, RedactionJob.already_redacted, RedactionJob.skipped
-        )
-        .where(RedactionJob.seq == job.seq)
-        .get()
-    )
+def job_entry(job: RedactionJob) -> tuple[str, str, dict]:
+    """The `job.finished` entry of the erasure log (`job` as it finished): its status and
+    counts, and its redactions as ranges of log positions with their count."""
     ranges = log_ranges(job)
     return (
         job.account_id,
         "job.finished",
         {
             "job": job.id,
-            "status": status,
-            "redacted": counts.redacted,
-            "already_redacted": counts.already_redacted,
-            "skipped": counts.skipped,
+            "status": job.status,
+            "redacted": job.redacted,
+            "already_redacted": job.already_redacted,
+            "skipped": job.skipped,
             "entries": {"count": sum(end - start + 1 for start, end in ranges), "ranges": ranges},
         },
     )

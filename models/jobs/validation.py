@@ -16,6 +16,7 @@ from ..holds import held_condition, held_records
 from ..policy import record_kind
 from ..prepared import PreparedQuery
 from ..transaction import Transaction
+from ..webhooks import enqueue, job_event_data
 from .job import HOLDING, JobObject, JobValidationError, RedactionJob, transition
 from .lease import WorkConfig, renew
 from .records import subject_records
@@ -136,7 +137,7 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
 
     with database.atomic():
         renew(job, owner, clock(), config)
-        transition(
+        moved = transition(
             job,
             "validating",
             "failed" if tally.errors else "ready",
@@ -145,7 +146,11 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
             validation_errors=tally.errors,
             eligible_at=tally.eligible_at if not tally.errors else None,
         )
-    return RedactionJob.get_by_id(job.seq)
+        validated = RedactionJob.get_by_id(job.seq)
+        if moved and tally.errors:  # its webhook event commits with the status
+            data = job_event_data(validated)
+            enqueue(job.account_id, "job.failed", data, f"job:{job.id}", clock())
+    return validated
 
 
 def _transaction_checks(job: RedactionJob, after: int, limit: int):
