@@ -51,8 +51,7 @@ class ProofApi:
             found = entries(api_key, start, end)
         return {
             "entries": [
-                {"index": e.position, "entry": e.body, "leaf_hash": b64(bytes(e.leaf))}
-                for e in found
+                {"index": e.position, "entry": e.body, "leaf_hash": b64(e.leaf)} for e in found
             ]
         }
 
@@ -67,7 +66,7 @@ class ProofApi:
         return {
             "index": index,
             "tree_size": tree_size,
-            "leaf_hash": b64(bytes(leaf)),
+            "leaf_hash": b64(leaf),
             "inclusion_proof": [b64(h) for h in path],
         }
 

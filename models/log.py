@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import peewee
 
@@ -40,6 +42,7 @@ from .signing import SigningKey, canonical, publish
 # at most 2**(STRIDE-1) stored hashes.
 STRIDE = 8
 MAX_ENTRIES = 1000  # per GET /log/entries
+CHUNK = 500  # entries per log_chunk row, at most
 
 HEAD_TYPE = "redact-tree-head+jws"
 
@@ -58,16 +61,31 @@ class LogState(BaseModel):
         table_name = "log_state"
 
 
-class LogEntry(BaseModel):
+class LogChunk(BaseModel):
+    """Consecutive entries of one kind appended together (at most CHUNK): their documents
+    joined by newlines (canonical JSON holds none) and their leaf hashes, as appended,
+    end to end. One row for a batch of redactions, not one per record: a job appends
+    millions. On SQLite a table without rowids, keyed by (account, first position)
+    alone (models/migrations.py)."""
+
     api_key = peewee.CharField(max_length=64)
-    position = peewee.BigIntegerField()
+    position = peewee.BigIntegerField()  # of its first entry
+    count = peewee.IntegerField()
     kind = peewee.CharField(max_length=20)
-    body = peewee.TextField()  # the canonical document: the leaf's data
-    leaf = peewee.BlobField()  # its leaf hash, as appended
+    body = peewee.TextField()
+    leaves = peewee.BlobField()
 
     class Meta:
-        table_name = "log_entry"
+        table_name = "log_chunk"
         primary_key = peewee.CompositeKey("api_key", "position")
+
+
+class Entry(NamedTuple):
+    """One entry as read back: its position, its document and its leaf hash."""
+
+    position: int
+    body: str
+    leaf: bytes
 
 
 class LogNode(BaseModel):
@@ -99,7 +117,7 @@ class TreeHead(BaseModel):
         primary_key = peewee.CompositeKey("api_key", "tree_size")
 
 
-LOG_MODELS = [LogState, LogEntry, LogNode, TreeHead]
+LOG_MODELS = [LogState, LogChunk, LogNode, TreeHead]
 
 
 def b64(data: bytes) -> str:
@@ -126,16 +144,38 @@ def append(entries: Sequence[tuple[str, str, dict]], now: datetime.datetime) -> 
         state = _locked_state(api_key)
         size = state.size
         rows = []
+        templates: dict = {}
         for i in by_account[api_key]:
             _, kind, fields = entries[i]
-            body = canonical({**fields, "account": api_key, "index": size, "kind": kind, "at": at})
-            rows.append((api_key, size, kind, body, merkle.leaf_hash(body.encode())))
+            if kind == "redaction":
+                body = _redaction_body(api_key, size, at, fields, templates)
+            else:
+                body = canonical(
+                    {**fields, "account": api_key, "index": size, "kind": kind, "at": at}
+                )
+            rows.append((kind, body, merkle.leaf_hash(body.encode())))
             positions[i] = size
             size += 1
-        frontier, nodes = extend(hashes(state.frontier), state.size, [r[4] for r in rows])
-        for start in range(0, len(rows), 500):
-            chunk = rows[start : start + 500]
-            _INSERT_ENTRIES.execute(len(chunk), {"rows": chunk})
+        frontier, nodes = extend(hashes(state.frontier), state.size, [r[2] for r in rows])
+        first = 0
+        while first < len(rows):  # chunks of one kind, at most CHUNK
+            kind = rows[first][0]
+            last = first + 1
+            while last < len(rows) and last - first < CHUNK and rows[last][0] == kind:
+                last += 1
+            chunk = rows[first:last]
+            _INSERT_CHUNK.execute(
+                None,
+                {
+                    "api_key": api_key,
+                    "position": state.size + first,
+                    "count": len(chunk),
+                    "kind": kind,
+                    "body": "\n".join(row[1] for row in chunk),
+                    "leaves": b"".join(row[2] for row in chunk),
+                },
+            )
+            first = last
         if nodes:
             LogNode.insert_many(
                 [(api_key, level, position, digest) for level, position, digest in nodes],
@@ -145,6 +185,32 @@ def append(entries: Sequence[tuple[str, str, dict]], now: datetime.datetime) -> 
             None, {"size": size, "frontier": b"".join(frontier), "api_key": api_key}
         )
     return positions
+
+
+_string = json.encoder.encode_basestring  # as json.dumps(ensure_ascii=False) quotes
+
+
+def _optional(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
+def _redaction_body(api_key: str, index: int, at: str, fields: dict, cache: dict) -> str:
+    """canonical() of a `redaction` entry, written out from a template per kind of
+    redaction (a job's are all alike but for the record's id and the index): a job
+    appends millions (tests/test_log.py checks it is canonical())."""
+    record = fields["record"]
+    kind: tuple = (record["product"], record["type"], tuple(fields["fields"]))
+    kind += (fields["source"], fields["job"], fields["trace_id"])
+    parts = cache.get(kind)
+    if parts is None:
+        parts = cache[kind] = (
+            f'{{"account":{_string(api_key)},"at":"{at}",'
+            f'"fields":[{",".join(map(_string, fields["fields"]))}],"index":',
+            f',"job":{_optional(fields["job"])},"kind":"redaction","record":{{"id":',
+            f',"product":{_string(record["product"])},"type":{_optional(record["type"])}}},'
+            f'"source":{_string(fields["source"])},"trace_id":{_string(fields["trace_id"])}}}',
+        )
+    return f"{parts[0]}{index}{parts[1]}{_string(record['id'])}{parts[2]}"
 
 
 def _locked_state(api_key: str) -> Any:
@@ -172,11 +238,14 @@ _UPDATE_STATE = PreparedQuery(
         LogState.api_key == mark("api_key")
     )
 )
-_ENTRY_FIELDS = (LogEntry.api_key, LogEntry.position, LogEntry.kind, LogEntry.body, LogEntry.leaf)
-_INSERT_ENTRIES = PreparedQuery(
-    lambda mark, n: LogEntry.insert_many(
-        [[mark("rows", i, j) for j in range(len(_ENTRY_FIELDS))] for i in range(n)],
-        fields=_ENTRY_FIELDS,
+_INSERT_CHUNK = PreparedQuery(
+    lambda mark, _: LogChunk.insert(
+        api_key=mark("api_key"),
+        position=mark("position"),
+        count=mark("count"),
+        kind=mark("kind"),
+        body=mark("body"),
+        leaves=mark("leaves"),
     )
 )
 
@@ -191,13 +260,14 @@ def extend(
     """The right edge after appending `leaves` to a tree of `size`, and the kept nodes
     (level, position, hash) completed on the way."""
     nodes = []
+    sha256 = hashlib.sha256  # merkle.node_hash, inlined: it runs for every leaf
     for leaf in leaves:
         frontier.append(leaf)
         size += 1
         level = 0
         while not size >> level & 1:  # each trailing zero of the new size is a merge
             right = frontier.pop()
-            frontier[-1] = merkle.node_hash(frontier[-1], right)
+            frontier[-1] = sha256(b"\x01" + frontier[-1] + right).digest()
             level += 1
             if level % STRIDE == 0:
                 nodes.append((level, (size >> level) - 1, frontier[-1]))
@@ -222,22 +292,34 @@ def log_size(api_key: str) -> int:
     return state.size if state else 0
 
 
-def entries(api_key: str, start: int, end: int) -> list[LogEntry]:
+def entries(api_key: str, start: int, end: int) -> list[Entry]:
     """The account's entries at positions start..end (inclusive), at most MAX_ENTRIES."""
     end = min(end, start + MAX_ENTRIES - 1)
+    found = []
+    for chunk in chunks(api_key, start, end + 1):
+        bodies = chunk.body.split("\n")
+        leaves = bytes(chunk.leaves)
+        for i in range(max(start - chunk.position, 0), min(end + 1 - chunk.position, chunk.count)):
+            found.append(Entry(chunk.position + i, bodies[i], leaves[32 * i : 32 * i + 32]))
+    return found
+
+
+def chunks(api_key: str, start: int, end: int, *columns) -> list[Any]:
+    """The rows holding the account's entries [start, end), in order."""
     return list(
-        LogEntry.select()
+        LogChunk.select(*columns)
         .where(
-            (LogEntry.api_key == api_key)
-            & (LogEntry.position >= start)
-            & (LogEntry.position <= end)
+            (LogChunk.api_key == api_key)
+            & (LogChunk.position > start - CHUNK)
+            & (LogChunk.position < end)
         )
-        .order_by(LogEntry.position)
+        .order_by(LogChunk.position)
     )
 
 
-def entry(api_key: str, position: int) -> LogEntry | None:
-    return LogEntry.get_or_none((LogEntry.api_key == api_key) & (LogEntry.position == position))
+def entry(api_key: str, position: int) -> Entry | None:
+    found = entries(api_key, position, position)
+    return found[0] if found else None
 
 
 class StoredTree:
@@ -262,16 +344,11 @@ class StoredTree:
     def _level(self, level: int, first: int, end: int) -> list[bytes]:
         rows: Any
         if level == 0:
-            rows = (
-                LogEntry.select(LogEntry.leaf)
-                .where(
-                    (LogEntry.api_key == self.api_key)
-                    & (LogEntry.position >= first)
-                    & (LogEntry.position < end)
-                )
-                .order_by(LogEntry.position)
-                .tuples()
+            leaves = b"".join(
+                bytes(c.leaves)[32 * max(first - c.position, 0) : 32 * (end - c.position)]
+                for c in chunks(self.api_key, first, end, LogChunk.position, LogChunk.leaves)
             )
+            rows = [(leaves[i : i + 32],) for i in range(0, len(leaves), 32)]
         else:
             rows = (
                 LogNode.select(LogNode.hash)

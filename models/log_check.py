@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from joserfc.jwk import KeySet
 
 from . import merkle
-from .log import HEAD_TYPE, LogEntry, LogState, TreeHead, b64, extend, hashes, root_of_frontier
+from .log import HEAD_TYPE, LogChunk, LogState, TreeHead, b64, extend, hashes, root_of_frontier
 from .signing import verify
 
 
@@ -35,7 +35,7 @@ class LogReport:
 def accounts() -> list[str]:
     """Every account with a log, or with entries or heads (a state row may be gone)."""
     names: set[str] = set()
-    for model in (LogState, LogEntry, TreeHead):
+    for model in (LogState, LogChunk, TreeHead):
         rows: list[Any] = list(model.select(model.api_key).distinct().tuples())
         names.update(row[0] for row in rows)
     return sorted(names)
@@ -92,23 +92,23 @@ class _Recomputed:
 
     def add_entries(self) -> None:
         rows: Iterator[Any] = (
-            LogEntry.select(LogEntry.position, LogEntry.body, LogEntry.leaf)
-            .where(LogEntry.api_key == self.api_key)
-            .order_by(LogEntry.position)
+            LogChunk.select(LogChunk.position, LogChunk.count, LogChunk.body, LogChunk.leaves)
+            .where(LogChunk.api_key == self.api_key)
+            .order_by(LogChunk.position)
             .tuples()
             .iterator()
         )
         self._check_heads()
-        for position, body, leaf in rows:
-            try:
-                self._add(position, body, bytes(leaf))
-            except _Fault as fault:
-                # A head that failed earlier wins unless this names an entry it covers:
-                # an insertion shows as a mismatch first, and its place one entry later.
-                if self.mismatch is not None and fault.position >= self.mismatch[0]:
-                    raise _Fault(self.mismatch[1]) from None
-                raise
-            self._check_heads()
+        for first, count, body, leaves in rows:
+            bodies, leaves = body.split("\n"), bytes(leaves)
+            if len(bodies) != count or len(leaves) != 32 * count:
+                self._fail(_Fault(f"entries {first}..{first + count - 1} were altered", first))
+            for i, text in enumerate(bodies):
+                try:
+                    self._add(first + i, text, leaves[32 * i : 32 * i + 32])
+                except _Fault as fault:
+                    self._fail(fault)
+                self._check_heads()
         if self.mismatch is not None:
             raise _Fault(self.mismatch[1])
         if self.heads:
@@ -117,9 +117,18 @@ class _Recomputed:
         if self.size < self.recorded:
             raise _Fault(f"entry {self.size} was removed (the log recorded {self.recorded})")
 
+    def _fail(self, fault: _Fault) -> NoReturn:
+        # A head that failed earlier wins unless this names an entry it covers: an
+        # insertion shows as a mismatch first, and its place one entry later.
+        if self.mismatch is not None and fault.position >= self.mismatch[0]:
+            raise _Fault(self.mismatch[1]) from None
+        raise fault
+
     def _add(self, position: int, body: str, leaf: bytes) -> None:
         if position > self.size:
             raise _Fault(f"entry {self.size} was removed", self.size)
+        if position < self.size:
+            raise _Fault(f"entry {position} was inserted (a second entry at its place)", position)
         if position >= self.recorded:
             raise _Fault(
                 f"entry {position} was inserted (the log recorded {self.recorded})", position

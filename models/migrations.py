@@ -8,13 +8,16 @@ release phase, the CLI).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import peewee
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
 from .base import database
+from .log import LogChunk, LogNode
 from .store import current_store
 from .transaction import Transaction
 
@@ -34,12 +37,30 @@ def create_or_upgrade(models) -> None:
         upgraded = {table: sorted(columns) for table, columns in added.items() if columns}
         if upgraded:
             log.info("upgrading the store", extra={"fields": {"columns_added": upgraded}})
-        database.create_tables(models, safe=True)  # new tables, and indexes not yet there
+        with _without_rowid(KEYED_ONLY if isinstance(database.obj, peewee.SqliteDatabase) else ()):
+            database.create_tables(models, safe=True)  # new tables, indexes not yet there
         indexed = (
             _index_numbers() if "sender_key" in added.get(Transaction._meta.table_name, ()) else 0
         )
         if added:
             log.info("store upgraded", extra={"fields": {"records_indexed": indexed}})
+
+
+# Appended to with every redaction, read by their key alone: on SQLite, tables without
+# rowids (Peewee's `without_rowid` option, which PostgreSQL has no syntax for, so it is
+# set only while SQLite's tables are created).
+KEYED_ONLY = (LogChunk, LogNode)
+
+
+@contextlib.contextmanager
+def _without_rowid(models) -> Iterator[None]:
+    for model in models:
+        model._meta.without_rowid = True
+    try:
+        yield
+    finally:
+        for model in models:
+            model._meta.without_rowid = False
 
 
 def _add_missing_columns(model) -> set:

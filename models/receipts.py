@@ -114,7 +114,7 @@ def job_receipt(job: RedactionJob, key: SigningKey, now: datetime.datetime) -> s
     return key.sign(document, RECEIPT_TYPE)
 
 
-def _entry(api_key: str, position: int) -> log.LogEntry:
+def _entry(api_key: str, position: int) -> log.Entry:
     entry = log.entry(api_key, position)
     if entry is None:
         raise LookupError(f"log entry {position} of {api_key} is missing")
@@ -127,7 +127,7 @@ def proof(api_key: str, position: int, head: log.TreeHead) -> dict:
     return {
         "index": position,
         "entry": entry.body,
-        "leaf_hash": log.b64(bytes(entry.leaf)),
+        "leaf_hash": log.b64(entry.leaf),
         "tree_size": head.tree_size,
         "inclusion_proof": [
             log.b64(h) for h in log.inclusion_proof(api_key, position, head.tree_size)
@@ -170,19 +170,20 @@ def erasure(api_key: str, position: int | None, head: log.TreeHead, now: datetim
 def _maintenance_after(api_key: str, position: int, tree_size: int) -> int | None:
     """The position of the first `maintenance` entry that erased entry `position`."""
     rows: Any = (
-        log.LogEntry.select(log.LogEntry.position, log.LogEntry.body)
+        log.LogChunk.select(log.LogChunk.position, log.LogChunk.body)
         .where(
-            (log.LogEntry.api_key == api_key)
-            & (log.LogEntry.position > position)
-            & (log.LogEntry.position < tree_size)
-            & (log.LogEntry.kind == "maintenance")
+            (log.LogChunk.api_key == api_key)
+            & (log.LogChunk.position > position)
+            & (log.LogChunk.position < tree_size)
+            & (log.LogChunk.kind == "maintenance")
         )
-        .order_by(log.LogEntry.position)
+        .order_by(log.LogChunk.position)
         .tuples()
     )
-    for row in rows:
-        if json.loads(row[1])["erased_before"] > position:
-            return row[0]
+    for first, bodies in rows:
+        for i, body in enumerate(bodies.split("\n")):
+            if json.loads(body)["erased_before"] > position:
+                return first + i
     return None
 
 

@@ -96,7 +96,8 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
     rows = {(row[0], row[1]): row for row in found}  # an id may name records of several accounts
     held = held_records([(row[0], row[1], row[10], row[11]) for row in found if row[5] is None])
     outcomes: list = []
-    to_scrub: dict[tuple[str, str], tuple] = {}
+    to_scrub: dict[tuple[str, str], tuple] = {}  # the scrub's values by record
+    fields: dict[tuple[str, str], list[str]] = {}  # the names of the fields it scrubs
     cutoffs: dict[tuple, datetime.datetime] = {}  # the requests of a job share one `now`
     for request in requests:
         name = (request.transaction_id, request.api_key)
@@ -120,7 +121,7 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
                 )
             )
         else:
-            to_scrub[name] = _scrubbed_values(request.product, row)
+            to_scrub[name], fields[name] = _scrubbed_values(request.product, row)
             outcomes.append(True)
     if not to_scrub:
         return outcomes
@@ -152,7 +153,15 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
                 request.source,
             ]
         )
-        entries.append(redaction_entry(request, rows[name]))
+        entries.append(
+            log_entry(
+                request.api_key,
+                (request.transaction_id, request.product, request.direction),
+                fields[name],
+                request.source,
+                request.trace_id,
+            )
+        )
     if audit:
         logged = log.append(entries, max(r.now for r in requests))
         for row, position in zip(audit, logged, strict=True):
@@ -161,22 +170,6 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
         if positions is not None:
             positions.extend(logged)
     return outcomes
-
-
-def redaction_entry(request: RedactionRequest, row: tuple) -> tuple[str, str, dict]:
-    """The erasure log's entry for a record scrubbed (`row` as _FIND reads it): ids and
-    the names of the fields scrubbed, never their values."""
-    sender, recipient, body, details = row[6:10]
-    fields = scrubbed_fields(
-        request.product, sender, recipient, body, Transaction.details.python_value(details)
-    )
-    return log_entry(
-        request.api_key,
-        (request.transaction_id, request.product, request.direction),
-        fields,
-        request.source,
-        request.trace_id,
-    )
 
 
 def log_entry(
@@ -200,11 +193,13 @@ def log_entry(
 
 def scrubbed_fields(product: str, sender, recipient, body, details: dict | None) -> list[str]:
     """The names of the fields a redaction of such a record scrubs."""
-    names = [
-        name
-        for name, value in (("from", sender), ("to", recipient), ("text", body))
-        if value is not None
-    ]
+    names = []
+    if sender is not None:
+        names.append("from")
+    if recipient is not None:
+        names.append("to")
+    if body is not None:
+        names.append("text")
     if details:
         kept = POLICIES[product].kept_details
         names.extend(f"details.{key}" for key in sorted(details) if key not in kept)
@@ -297,15 +292,18 @@ _AUDIT = PreparedQuery(
 )
 
 
-def _scrubbed_values(product: str, row: tuple) -> tuple:
-    """(id, account, sender, recipient, body, details) as the scrub writes them."""
+def _scrubbed_values(product: str, row: tuple) -> tuple[tuple, list[str]]:
+    """(id, account, sender, recipient, body, details) as the scrub writes them, and the
+    names of the fields it scrubs."""
     sender, recipient, body, details = row[6:10]
     details = Transaction.details.python_value(details)
+    names = scrubbed_fields(product, sender, recipient, body, details)
     if details:
         details = scrub_details(product, details)
-    return (
+    values = (
         row[0],
         row[1],
         *(None if v is None else REDACTED for v in (sender, recipient, body)),
         Transaction.details.db_value(details),
     )
+    return values, names

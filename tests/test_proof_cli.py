@@ -53,7 +53,7 @@ def sql(env, statement: str, *args) -> None:
 def body_of(env, position: int) -> str:
     with sqlite3.connect(db_path(env)) as connection:
         (body,) = connection.execute(
-            "SELECT body FROM log_entry WHERE api_key = 'acct0001' AND position = ?", (position,)
+            "SELECT body FROM log_chunk WHERE api_key = 'acct0001' AND position = ?", (position,)
         ).fetchone()
     return body
 
@@ -76,7 +76,7 @@ def test_an_untouched_log_verifies(logged):
 
 def test_an_edited_entry_is_named(logged):
     edited = body_of(logged, 4).replace('"after_days":34', '"after_days":3')
-    sql(logged, "UPDATE log_entry SET body = ? WHERE position = 4 AND api_key = 'acct0001'", edited)
+    sql(logged, "UPDATE log_chunk SET body = ? WHERE position = 4 AND api_key = 'acct0001'", edited)
     tampered(cli(logged, "audit", "verify"), "acct0001: entry 4 was altered")
 
 
@@ -84,7 +84,7 @@ def test_an_edit_with_its_leaf_rewritten_breaks_the_tree_head(logged):
     edited = body_of(logged, 4).replace('"after_days":34', '"after_days":3')
     sql(
         logged,
-        "UPDATE log_entry SET body = ?, leaf = ? WHERE position = 4 AND api_key = 'acct0001'",
+        "UPDATE log_chunk SET body = ?, leaves = ? WHERE position = 4 AND api_key = 'acct0001'",
         edited,
         leaf_hash(edited.encode()),
     )
@@ -94,12 +94,12 @@ def test_an_edit_with_its_leaf_rewritten_breaks_the_tree_head(logged):
 
 
 def test_a_deleted_entry_is_named(logged):
-    sql(logged, "DELETE FROM log_entry WHERE position = 5 AND api_key = 'acct0001'")
+    sql(logged, "DELETE FROM log_chunk WHERE position = 5 AND api_key = 'acct0001'")
     tampered(cli(logged, "audit", "verify"), "acct0001: entry 5 was removed")
 
 
 def test_the_last_entry_deleted_is_named(logged):
-    sql(logged, "DELETE FROM log_entry WHERE position = 7 AND api_key = 'acct0001'")
+    sql(logged, "DELETE FROM log_chunk WHERE position = 7 AND api_key = 'acct0001'")
     tampered(cli(logged, "audit", "verify"), "acct0001: entry 7 was removed")
 
 
@@ -108,14 +108,15 @@ def test_an_entry_inserted_in_the_middle_is_named(logged):
     for position in range(7, 1, -1):
         sql(
             logged,
-            "UPDATE log_entry SET position = ? WHERE position = ? AND api_key = 'acct0001'",
+            "UPDATE log_chunk SET position = ? WHERE position = ? AND api_key = 'acct0001'",
             position + 1,
             position,
         )
     forged = canonical({"account": "acct0001", "index": 2, "kind": "policy.changed"})
     sql(
         logged,
-        "INSERT INTO log_entry (api_key, position, kind, body, leaf) VALUES (?, 2, ?, ?, ?)",
+        "INSERT INTO log_chunk (api_key, position, count, kind, body, leaves)"
+        " VALUES (?, 2, 1, ?, ?, ?)",
         "acct0001",
         "policy.changed",
         forged,
@@ -129,7 +130,8 @@ def test_an_entry_appended_behind_the_logs_back_is_named(logged):
     forged = canonical({"account": "acct0002", "index": 1, "kind": "redaction"})
     sql(
         logged,
-        "INSERT INTO log_entry (api_key, position, kind, body, leaf) VALUES (?, 1, ?, ?, ?)",
+        "INSERT INTO log_chunk (api_key, position, count, kind, body, leaves)"
+        " VALUES (?, 1, 1, ?, ?, ?)",
         "acct0002",
         "redaction",
         forged,
