@@ -13,6 +13,7 @@ import json
 import pytest
 
 from models import current_store, database
+from models.log import TreeHead
 from models.maintenance import vacuum_erased
 from models.merkle import leaf_hash, verify_consistency, verify_inclusion
 from models.receipts import verify_receipt
@@ -316,3 +317,25 @@ def test_postgres_receipt_is_pending_until_maintenance_then_complete(make_app, c
         assert complete["erasure"]["status"] == "complete"
         entry = json.loads(complete["erasure"]["maintenance"]["entry"])
         assert entry["kind"] == "maintenance" and entry["erased_before"] == 1
+
+
+def test_the_worker_signs_a_head_for_every_log_that_grew(make_app, database_url, clock, tmp_path):
+    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+    headers = add_account("acct0001")
+    other = add_account("acct0002")
+    add_records(record("T1"), record("T2"), record("THEIRS", api_key="acct0002"))
+    queue = app.services.queue
+    with app.test_client() as client:
+        redact(client, headers, "T1")
+        redact(client, other, "THEIRS")
+        assert queue.sign_tree_heads() == 2
+        assert queue.sign_tree_heads() == 0  # nothing grew since
+        clock.advance(minutes=1)
+        redact(client, headers, "T2")
+        assert queue.sign_tree_heads() == 1
+        answer, document = head(client, headers)  # the worker's, not a new one
+        assert answer["tree_size"] == 2
+        assert document["timestamp"] == "2026-11-01T12:01:00.000000Z"
+        with database.connection_context():
+            sizes = [h.tree_size for h in TreeHead.select().where(TreeHead.api_key == "acct0001")]
+        assert sorted(sizes) == [1, 2]
