@@ -14,12 +14,14 @@ UTF-8 bytes). Kinds:
   `erased_before` (models/maintenance.py).
 
 Appending happens inside the caller's transaction, so an entry exists exactly when its
-change committed. Each account's `log_state` row holds the tree's size and its right
-edge (the roots of the complete subtrees its size decomposes into), which gives the root
-of the current tree without reading entries; appends of one account are serialised by
-that row (SELECT ... FOR UPDATE on PostgreSQL; SQLite has one writer). Every complete,
-aligned subtree of 256, 65,536, ... leaves is kept in `log_node` as it completes, so any
-proof reads O(log n) small ranges.
+change committed: the entry and its leaf hash, a batch to a `log_chunk` row. Each
+account's `log_state` row counts the entries and serialises appends (SELECT ... FOR
+UPDATE on PostgreSQL; SQLite has one writer). The tree itself is built by `integrate`,
+off the redaction's path: by the tree-head task every minute, and before any tree head
+or proof is made. It folds the new leaves into the right edge kept in `log_state` (the
+roots of the complete subtrees the size decomposes into, which give the root without
+reading entries) and keeps every complete, aligned subtree of 256, 65,536, ... leaves in
+`log_node`, so any proof reads O(log n) small ranges.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ class LogState(BaseModel):
     """An account's log: its size and the right edge of its tree."""
 
     api_key = peewee.CharField(max_length=64, primary_key=True)
-    size = peewee.BigIntegerField(default=0)
-    frontier = peewee.BlobField(default=b"")  # 32-byte roots, largest subtree first
+    size = peewee.BigIntegerField(default=0)  # entries appended
+    integrated = peewee.BigIntegerField(default=0)  # entries in the tree below
+    frontier = peewee.BlobField(default=b"")  # its right edge: 32-byte roots, largest first
     signed_size = peewee.BigIntegerField(default=-1)  # the size of the newest tree head
     # PostgreSQL: entries before this are erased by maintenance (its own entry included).
     erased_before = peewee.BigIntegerField(default=0)
@@ -156,7 +159,6 @@ def append(entries: Sequence[tuple[str, str, dict]], now: datetime.datetime) -> 
             rows.append((kind, body, merkle.leaf_hash(body.encode())))
             positions[i] = size
             size += 1
-        frontier, nodes = extend(hashes(state.frontier), state.size, [r[2] for r in rows])
         first = 0
         while first < len(rows):  # chunks of one kind, at most CHUNK
             kind = rows[first][0]
@@ -176,14 +178,7 @@ def append(entries: Sequence[tuple[str, str, dict]], now: datetime.datetime) -> 
                 },
             )
             first = last
-        if nodes:
-            LogNode.insert_many(
-                [(api_key, level, position, digest) for level, position, digest in nodes],
-                fields=(LogNode.api_key, LogNode.level, LogNode.position, LogNode.hash),
-            ).execute()
-        _UPDATE_STATE.execute(
-            None, {"size": size, "frontier": b"".join(frontier), "api_key": api_key}
-        )
+        _UPDATE_SIZE.execute(None, {"size": size, "api_key": api_key})
     return positions
 
 
@@ -218,7 +213,7 @@ def _locked_state(api_key: str) -> Any:
     if row is None:
         LogState.insert(api_key=api_key).on_conflict_ignore().execute()
         row = _STATE.execute(_on_postgres(), {"api_key": api_key}).fetchone()
-    return LogState(api_key=api_key, size=row[0], frontier=bytes(row[1]))
+    return LogState(api_key=api_key, size=row[0])
 
 
 def _on_postgres() -> bool:
@@ -226,17 +221,13 @@ def _on_postgres() -> bool:
 
 
 def _build_state(mark, lock: bool):
-    query = LogState.select(LogState.size, LogState.frontier).where(
-        LogState.api_key == mark("api_key")
-    )
+    query = LogState.select(LogState.size).where(LogState.api_key == mark("api_key"))
     return query.for_update() if lock else query
 
 
 _STATE = PreparedQuery(_build_state)
-_UPDATE_STATE = PreparedQuery(
-    lambda mark, _: LogState.update(size=mark("size"), frontier=mark("frontier")).where(
-        LogState.api_key == mark("api_key")
-    )
+_UPDATE_SIZE = PreparedQuery(
+    lambda mark, _: LogState.update(size=mark("size")).where(LogState.api_key == mark("api_key"))
 )
 _INSERT_CHUNK = PreparedQuery(
     lambda mark, _: LogChunk.insert(
@@ -282,6 +273,47 @@ def root_of_frontier(frontier: Sequence[bytes]) -> bytes:
     for digest in reversed(frontier[:-1]):
         root = merkle.node_hash(digest, root)
     return root
+
+
+INTEGRATE_STEP = 100_000  # entries integrated per transaction, at most
+
+
+def integrate(api_key: str, upto: int | None = None) -> int:
+    """Bring the account's tree up to `upto` entries (default: all appended): their leaf
+    hashes, as recorded at append, folded into the right edge, and the subtrees they
+    complete kept. Appending only records entries and leaves; the tree is built here,
+    off the redaction's path, by the tree-head task every minute and before any head or
+    proof is made. Returns the size of the tree."""
+    while True:
+        with database.atomic():
+            state = _STATE_FOR_TREE.execute(_on_postgres(), {"api_key": api_key}).fetchone()
+            if state is None:
+                return 0
+            size, integrated, frontier = state[0], state[1], hashes(bytes(state[2]))
+            target = size if upto is None else min(upto, size)
+            if integrated >= target:
+                return integrated
+            end = min(target, integrated + INTEGRATE_STEP)
+            leaves = StoredTree(api_key).leaves(integrated, end)
+            frontier, nodes = extend(frontier, integrated, leaves)
+            for start in range(0, len(nodes), 500):
+                LogNode.insert_many(
+                    [(api_key, *node) for node in nodes[start : start + 500]],
+                    fields=(LogNode.api_key, LogNode.level, LogNode.position, LogNode.hash),
+                ).execute()
+            LogState.update(integrated=end, frontier=b"".join(frontier)).where(
+                LogState.api_key == api_key
+            ).execute()
+
+
+def _build_state_for_tree(mark, lock: bool):
+    query = LogState.select(LogState.size, LogState.integrated, LogState.frontier).where(
+        LogState.api_key == mark("api_key")
+    )
+    return query.for_update() if lock else query
+
+
+_STATE_FOR_TREE = PreparedQuery(_build_state_for_tree)
 
 
 # --- reading ---
@@ -341,14 +373,18 @@ class StoredTree:
         self._cache[(start, end)] = items[0]
         return items[0]
 
+    def leaves(self, first: int, end: int) -> list[bytes]:
+        """The leaf hashes of entries [first, end), as recorded when they were appended."""
+        leaves = b"".join(
+            bytes(c.leaves)[32 * max(first - c.position, 0) : 32 * (end - c.position)]
+            for c in chunks(self.api_key, first, end, LogChunk.position, LogChunk.leaves)
+        )
+        return [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
+
     def _level(self, level: int, first: int, end: int) -> list[bytes]:
         rows: Any
         if level == 0:
-            leaves = b"".join(
-                bytes(c.leaves)[32 * max(first - c.position, 0) : 32 * (end - c.position)]
-                for c in chunks(self.api_key, first, end, LogChunk.position, LogChunk.leaves)
-            )
-            rows = [(leaves[i : i + 32],) for i in range(0, len(leaves), 32)]
+            rows = [(leaf,) for leaf in self.leaves(first, end)]
         else:
             rows = (
                 LogNode.select(LogNode.hash)
@@ -368,10 +404,12 @@ class StoredTree:
 
 
 def inclusion_proof(api_key: str, position: int, tree_size: int) -> list[bytes]:
+    integrate(api_key, tree_size)
     return merkle.inclusion_path(StoredTree(api_key).subtree, position, tree_size)
 
 
 def consistency_proof(api_key: str, first: int, second: int) -> list[bytes]:
+    integrate(api_key, second)
     return merkle.consistency_path(StoredTree(api_key).subtree, first, second)
 
 
@@ -401,13 +439,15 @@ def latest_head(api_key: str) -> TreeHead | None:
 def signed_head(api_key: str, key: SigningKey, now: datetime.datetime) -> TreeHead:
     """The account's newest tree head, signing one now if the log has grown since."""
     latest = latest_head(api_key)
-    state = LogState.get_or_none(LogState.api_key == api_key)
-    size = state.size if state else 0
-    if latest is not None and latest.tree_size >= size:
+    if latest is not None and latest.tree_size >= log_size(api_key):
         return latest
+    integrate(api_key)
     with database.atomic():
-        state = LogState.get_or_none(LogState.api_key == api_key)  # as of this transaction
-        size, frontier = (state.size, hashes(bytes(state.frontier))) if state else (0, [])
+        state = LogState.get_or_none(LogState.api_key == api_key)
+        if state is not None:  # the tree as integrated (appends since wait for the next)
+            size, frontier = state.integrated, hashes(bytes(state.frontier))
+        else:
+            size, frontier = 0, []
         head = TreeHead(
             api_key=api_key,
             tree_size=size,

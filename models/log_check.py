@@ -47,12 +47,12 @@ def check_log(api_key: str, keys: KeySet) -> LogReport:
     state = LogState.get_or_none(LogState.api_key == api_key)
     heads = list(TreeHead.select().where(TreeHead.api_key == api_key).order_by(TreeHead.tree_size))
     report.heads = len(heads)
-    tree = _Recomputed(api_key, state.size if state else 0)
+    tree = _Recomputed(api_key, state.size if state else 0, state.integrated if state else 0)
     try:
         for head in heads:
             tree.expect_head(head, keys)
         tree.add_entries()
-        if state is not None and root_of_frontier(hashes(bytes(state.frontier))) != tree.root():
+        if state is not None and root_of_frontier(hashes(bytes(state.frontier))) != tree.edge:
             raise _Fault("the log's recorded right edge does not match its entries")
     except _Fault as fault:
         report.problem = str(fault)
@@ -69,9 +69,11 @@ class _Fault(Exception):
 class _Recomputed:
     """The account's tree rebuilt entry by entry, checking each signed head on the way."""
 
-    def __init__(self, api_key: str, recorded: int):
+    def __init__(self, api_key: str, recorded: int, integrated: int):
         self.api_key = api_key
         self.recorded = recorded
+        self.integrated = integrated
+        self.edge = merkle.EMPTY_ROOT  # the root at the integrated size
         self.frontier: list[bytes] = []
         self.size = 0
         self.heads: list[tuple[int, str, str]] = []  # (size, root, timestamp) as signed
@@ -156,6 +158,8 @@ class _Recomputed:
             )
         self.frontier, _ = extend(self.frontier, self.size, [digest])
         self.size += 1
+        if self.size == self.integrated:
+            self.edge = self.root()
 
     def _check_heads(self) -> None:
         """Check the heads of the current size against the recomputed root."""
