@@ -109,8 +109,9 @@ def test_every_inclusion_and_consistency_proof_verifies_and_no_other_does(size):
 
 def test_the_stored_tree_is_the_rfcs_across_its_kept_subtrees(sqlite_url):
     """Appends of uneven sizes, to 66,038 entries, integrated after one or two appends:
-    the root of the recorded right edge is then the in-memory tree's; at the end, proofs read from stored chunks and
-    kept subtrees (levels 8 and 16) are the in-memory tree's."""
+    the root of the recorded right edge is then the in-memory tree's; at the end, proofs
+    read from stored chunks and kept subtrees (levels 8 and 16) are the in-memory
+    tree's."""
     with kept_store():
         open_store(sqlite_url, subject_key=b"k" * 32)
         create_tables()
