@@ -345,6 +345,18 @@ def fuzz_headers(case, credentials: dict) -> dict | None:
     return credentials
 
 
+def fuzzable(schema, operation, mode) -> bool:
+    """Whether Schemathesis can make a case of `operation` in `mode`: a negative case needs
+    something to send wrong (a parameter, a body, or credentials); the public keys'
+    operation has none."""
+    from schemathesis.generation import GenerationMode
+
+    raw = schema.raw_schema["paths"][operation.path][operation.method.lower()]
+    return mode != GenerationMode.NEGATIVE or bool(
+        raw.get("parameters") or raw.get("requestBody") or raw.get("security")
+    )
+
+
 def assert_matches_contract(
     response, path: str = "/transaction", method: str = "post", spec_name: str = "redact.yml"
 ):

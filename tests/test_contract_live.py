@@ -24,6 +24,7 @@ from .support import (
     basic,
     cli,
     fuzz_headers,
+    fuzzable,
     operation_ids,
     record,
 )
@@ -64,6 +65,8 @@ def test_contract_on_a_live_server(live, spec, mode):
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == len(operation_ids(schema.raw_schema))
     for operation in operations:
+        if not fuzzable(schema, operation, mode):
+            continue
 
         @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
         @hypothesis.settings(
