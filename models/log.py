@@ -182,7 +182,7 @@ def append(entries: Sequence[tuple[str, str, dict]], now: datetime.datetime) -> 
     return positions
 
 
-_string = json.encoder.encode_basestring  # as json.dumps(ensure_ascii=False) quotes
+_string = json.encoder.encode_basestring_ascii  # as canonical() quotes a string
 
 
 def _optional(value: str | None) -> str:
@@ -192,7 +192,7 @@ def _optional(value: str | None) -> str:
 def _redaction_body(api_key: str, index: int, at: str, fields: dict, cache: dict) -> str:
     """canonical() of a `redaction` entry, written out from a template per kind of
     redaction (a job's are all alike but for the record's id and the index): a job
-    appends millions (tests/test_log.py checks it is canonical())."""
+    appends millions (tests/test_merkle.py checks it is canonical())."""
     record = fields["record"]
     kind: tuple = (record["product"], record["type"], tuple(fields["fields"]))
     kind += (fields["source"], fields["job"], fields["trace_id"])
@@ -295,6 +295,8 @@ def integrate(api_key: str, upto: int | None = None) -> int:
                 return integrated
             end = min(target, integrated + INTEGRATE_STEP)
             leaves = StoredTree(api_key).leaves(integrated, end)
+            if len(leaves) != end - integrated:
+                raise LookupError(f"the log of {api_key} is missing entries before {end}")
             frontier, nodes = extend(frontier, integrated, leaves)
             for start in range(0, len(nodes), 500):
                 LogNode.insert_many(
@@ -347,6 +349,25 @@ def chunks(api_key: str, start: int, end: int, *columns) -> list[Any]:
         )
         .order_by(LogChunk.position)
     )
+
+
+def entries_of_kind(api_key: str, kind: str, start: int, end: int) -> Iterator[Entry]:
+    """The account's entries of `kind` at positions [start, end), in order."""
+    rows: Any = (
+        LogChunk.select(LogChunk.position, LogChunk.body, LogChunk.leaves)
+        .where(
+            (LogChunk.api_key == api_key)
+            & (LogChunk.kind == kind)
+            & (LogChunk.position > start - CHUNK)
+            & (LogChunk.position < end)
+        )
+        .order_by(LogChunk.position)
+        .tuples()
+    )
+    for first, body, leaves in rows:
+        for i, text in enumerate(body.split("\n")):
+            if start <= first + i < end:
+                yield Entry(first + i, text, bytes(leaves)[32 * i : 32 * i + 32])
 
 
 def entry(api_key: str, position: int) -> Entry | None:

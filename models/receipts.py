@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-from typing import Any
 
 import peewee
 
@@ -46,13 +45,15 @@ def record_receipt(
     """The receipt of the account's redacted record; RecordNotFound (another account's
     too), NoReceipt if it is not redacted or was redacted before the log existed."""
     direction = direction_of(product, type_)
+    if "\x00" in transaction_id:  # no stored id holds NUL (PostgreSQL's text cannot)
+        raise RecordNotFound(transaction_id, record_kind(product, direction))
     record = Transaction.get_or_none(
         (Transaction.id == transaction_id)
         & (Transaction.account == api_key)
         & (Transaction.product == product)
         & (Transaction.direction == direction if direction else Transaction.direction.is_null())
     )
-    if record is None or "\x00" in transaction_id:
+    if record is None:
         raise RecordNotFound(transaction_id, record_kind(product, direction))
     if record.redacted_at is None:
         raise NoReceipt(f"Record '{transaction_id}' is not redacted")
@@ -88,13 +89,12 @@ def record_receipt(
 def job_receipt(job: RedactionJob, key: SigningKey, now: datetime.datetime) -> str:
     """The receipt of a finished job: its records by their log entries (ranges and
     count), proven by the job's `job.finished` entry; NoReceipt if it is not finished."""
-    if job.status not in FINISHED or job.log_index is None:
+    position = job.log_index
+    if job.status not in FINISHED or position is None:
         raise NoReceipt(f"Job '{job.id}' is {job.status}: receipts are for finished jobs")
     api_key = job.account_id
-    entry = json.loads(_entry(api_key, job.log_index).body)
+    entry = json.loads(_entry(api_key, position).body)
     head = log.signed_head(api_key, key, now)
-    ranges = entry["entries"]["ranges"]
-    last = ranges[-1][1] if ranges else None
     document = {
         "receipt": "job",
         "issued_at": log.timestamp(now),
@@ -108,8 +108,9 @@ def job_receipt(job: RedactionJob, key: SigningKey, now: datetime.datetime) -> s
             "skipped": entry["skipped"],
         },
         "records": entry["entries"],
-        "log": proof(api_key, job.log_index, head),
-        "erasure": erasure(api_key, last, head, now),
+        "log": proof(api_key, position, head),
+        # Up to the job's own entry: finishing forgets its numbers, which must be erased too.
+        "erasure": erasure(api_key, position, head, now),
     }
     return key.sign(document, RECEIPT_TYPE)
 
@@ -136,9 +137,9 @@ def proof(api_key: str, position: int, head: log.TreeHead) -> dict:
     }
 
 
-def erasure(api_key: str, position: int | None, head: log.TreeHead, now: datetime.datetime) -> dict:
+def erasure(api_key: str, position: int, head: log.TreeHead, now: datetime.datetime) -> dict:
     """What erasure means in this store, and whether it is complete for the entries up to
-    `position` (None: there was nothing to erase)."""
+    `position`."""
     if not isinstance(database.obj, peewee.PostgresqlDatabase):
         return {
             "store": "sqlite",
@@ -148,8 +149,8 @@ def erasure(api_key: str, position: int | None, head: log.TreeHead, now: datetim
                 " truncated when the redaction committed"
             ),
         }
-    done = None if position is None else _maintenance_after(api_key, position, head.tree_size)
-    if position is not None and done is None:
+    done = _maintenance_after(api_key, position, head.tree_size)
+    if done is None:
         return {
             "store": "postgresql",
             "status": "pending",
@@ -163,27 +164,16 @@ def erasure(api_key: str, position: int | None, head: log.TreeHead, now: datetim
         "store": "postgresql",
         "status": "complete",
         "detail": "maintenance vacuumed the tables after the redaction",
-        "maintenance": None if done is None else proof(api_key, done, head),
+        "maintenance": proof(api_key, done, head),
     }
 
 
 def _maintenance_after(api_key: str, position: int, tree_size: int) -> int | None:
-    """The position of the first `maintenance` entry that erased entry `position`."""
-    rows: Any = (
-        log.LogChunk.select(log.LogChunk.position, log.LogChunk.body)
-        .where(
-            (log.LogChunk.api_key == api_key)
-            & (log.LogChunk.position > position)
-            & (log.LogChunk.position < tree_size)
-            & (log.LogChunk.kind == "maintenance")
-        )
-        .order_by(log.LogChunk.position)
-        .tuples()
-    )
-    for first, bodies in rows:
-        for i, body in enumerate(bodies.split("\n")):
-            if json.loads(body)["erased_before"] > position:
-                return first + i
+    """The position of the first `maintenance` entry (within the tree) that erased entry
+    `position`."""
+    for entry in log.entries_of_kind(api_key, "maintenance", position + 1, tree_size):
+        if json.loads(entry.body)["erased_before"] > position:
+            return entry.position
     return None
 
 
@@ -192,25 +182,51 @@ def _maintenance_after(api_key: str, position: int, tree_size: int) -> int | Non
 
 def verify_receipt(token: str, keys: list[dict]) -> dict:
     """Check a receipt with nothing but the public keys: its signature, the tree head's,
-    and each inclusion proof (the entry's and, on PostgreSQL, the maintenance entry's).
-    Returns the receipt's document; ValueError naming what does not hold."""
+    each inclusion proof (the entry's and, on PostgreSQL, the maintenance entry's), and
+    that the log entries say what the receipt says. Returns the receipt's document;
+    ValueError naming what does not hold."""
     keyset = key_set(keys)
     header, document = verify(token, keyset)
     if header.get("typ") != RECEIPT_TYPE:
         raise ValueError("not a receipt (its JWS typ is not " + RECEIPT_TYPE + ")")
-    _check_proof(document["log"], document["account"], keyset)
-    entry = json.loads(document["log"]["entry"])
-    expected: dict[str, Any]
+    proven = document["log"]
+    _check_proof(proven, document["account"], keyset)
+    entry = json.loads(proven["entry"])
     if document["receipt"] == "record":
-        expected = {"kind": "redaction", "record": document["record"]}
+        claims = {
+            "kind": "redaction",
+            "record": document["record"],
+            "at": document["redacted_at"],
+            "source": document["source"],
+            "job": document["job"],
+            "trace_id": document["trace_id"],
+            "fields": document["fields"],
+        }
     else:
-        expected = {"kind": "job.finished", "job": document["job"]["id"]}
-    for name, value in expected.items():
+        job = document["job"]
+        claims = {
+            "kind": "job.finished",
+            "job": job["id"],
+            "status": job["status"],
+            "at": job["finished_at"],
+            "redacted": job["redacted"],
+            "already_redacted": job["already_redacted"],
+            "skipped": job["skipped"],
+            "entries": document["records"],
+        }
+    for name, value in claims.items():
         if entry.get(name) != value:
-            raise ValueError(f"the log entry's {name} is not the receipt's")
+            raise ValueError(f"the receipt's {name} is not its log entry's")
     maintenance = document["erasure"].get("maintenance")
     if maintenance:
         _check_proof(maintenance, document["account"], keyset)
+        done = json.loads(maintenance["entry"])
+        if done.get("kind") != "maintenance" or not done.get("erased_before", 0) > proven["index"]:
+            raise ValueError("the maintenance entry does not cover the erasure")
+    elif document["erasure"].get("status") == "complete" and document["erasure"]["store"] != (
+        "sqlite"
+    ):
+        raise ValueError("a complete erasure on PostgreSQL names no maintenance entry")
     return document
 
 

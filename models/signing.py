@@ -30,8 +30,10 @@ ALGORITHM = "Ed25519"
 
 def canonical(document: dict) -> str:
     """The canonical JSON text of a document of strings, integers, booleans, lists and
-    objects: RFC 8785 (JCS) for these types, keys sorted, no whitespace."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    objects: keys sorted, no whitespace, and every character outside ASCII escaped
+    (\\uXXXX), so that any string a client sent, a lone surrogate included, has bytes
+    to hash."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
 def key_file(database_path: str) -> str:

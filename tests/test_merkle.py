@@ -5,6 +5,7 @@ definition computed in memory, across the sizes where its kept subtrees begin.""
 from __future__ import annotations
 
 import datetime
+import json
 
 import pytest
 
@@ -21,6 +22,7 @@ from models.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from models.signing import canonical
 
 from .support import kept_store
 
@@ -146,3 +148,42 @@ def test_the_stored_tree_is_the_rfcs_across_its_kept_subtrees(sqlite_url):
                 assert erasure_log.consistency_proof("acct0001", first, size) == (
                     consistency_path(memory, first, size)
                 )
+
+
+TEXTS = ["0A0000000123ABCD1", 'a"b\\c', "é ünïcode", "\u2028\x01\n", "\ud800lone", "%d %s {}"]
+
+
+def test_redaction_entries_are_canonical_json_whatever_their_strings(sqlite_url):
+    """A job's entries are written from templates, for speed: each is the canonical JSON
+    of its fields, ASCII (a lone surrogate a client sent included), and reads back."""
+    now = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
+
+    def fields(text: str) -> dict:  # a client names the details, and the ids
+        return {
+            "record": {
+                "id": text.encode("utf-8", "replace").decode(),
+                "product": "sms",
+                "type": None,
+            },
+            "fields": ["from", f"details.{text}"],
+            "source": "api",
+            "job": None,
+            "trace_id": "trace",
+        }
+
+    with kept_store():
+        open_store(sqlite_url, subject_key=b"k" * 32)
+        create_tables()
+        with database.connection_context():
+            with database.atomic():  # twice each: a template made, then reused
+                erasure_log.append(
+                    [(f"acct{TEXTS.index(t)}", "redaction", fields(t)) for t in TEXTS * 2], now
+                )
+            for n, text in enumerate(TEXTS):
+                stored = erasure_log.entries(f"acct{n}", 0, 9)
+                assert [found.position for found in stored] == [0, 1]
+                for found in stored:
+                    expected = {**fields(text), "account": f"acct{n}", "kind": "redaction"}
+                    expected |= {"index": found.position, "at": "2026-11-01T00:00:00.000000Z"}
+                    assert found.body == canonical(expected) and found.body.isascii()
+                    assert json.loads(found.body)["fields"][1] == f"details.{text}"

@@ -339,3 +339,29 @@ def test_the_worker_signs_a_head_for_every_log_that_grew(make_app, database_url,
         with database.connection_context():
             sizes = [h.tree_size for h in TreeHead.select().where(TreeHead.api_key == "acct0001")]
         assert sorted(sizes) == [1, 2]
+
+
+def test_a_detail_named_with_a_lone_surrogate_is_redacted_and_receipted(client, account):
+    """JSON may escape half a surrogate pair; such a detail's name is scrubbed and logged
+    like any other (the log's JSON escapes it in turn), and the batch fails no one."""
+    add_records(record("T1", **{"\ud800x": "personal"}), record("T2"))
+    redact(client, account, "T1")
+    redact(client, account, "T2")
+    document = verify_receipt(receipt(client, account, "T1")["receipt"], keys(client))
+    assert document["fields"] == ["from", "to", "text", "details.\ud800x"]
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [("redacted_at", "2020-01-01T00:00:00.000000Z"), ("fields", ["from"]), ("source", "job")],
+)
+def test_a_receipt_that_says_other_than_its_log_entry_is_refused(client, account, claim, value):
+    """A receipt signed with the service's own key but claiming what its proven log entry
+    does not (as a service that lied would sign) fails verification."""
+    add_records(record("T1"))
+    redact(client, account, "T1")
+    _, document = verify(receipt(client, account, "T1")["receipt"], key_set(keys(client)))
+    document[claim] = value
+    lie = current_store().signer().sign(document, "redact-receipt+jws")
+    with pytest.raises(ValueError, match="not its log entry's"):
+        verify_receipt(lie, keys(client))
