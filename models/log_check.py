@@ -12,6 +12,7 @@ not.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -20,7 +21,17 @@ from typing import Any, NoReturn
 from joserfc.jwk import KeySet
 
 from . import merkle
-from .log import HEAD_TYPE, LogChunk, LogState, TreeHead, b64, extend, hashes, root_of_frontier
+from .log import (
+    HEAD_TYPE,
+    LogChunk,
+    LogNode,
+    LogState,
+    TreeHead,
+    b64,
+    extend,
+    hashes,
+    root_of_frontier,
+)
 from .signing import verify
 
 
@@ -51,6 +62,9 @@ def check_log(api_key: str, keys: KeySet) -> LogReport:
     try:
         for head in heads:
             tree.expect_head(head, keys)
+        signed = state.signed_size if state else -1
+        if signed >= 0 and all(head.tree_size != signed for head in heads):
+            raise _Fault(f"the tree head of size {signed} was removed")
         tree.add_entries()
         if state is not None and root_of_frontier(hashes(bytes(state.frontier))) != tree.edge:
             raise _Fault("the log's recorded right edge does not match its entries")
@@ -74,9 +88,16 @@ class _Recomputed:
         self.recorded = recorded
         self.integrated = integrated
         self.edge = merkle.EMPTY_ROOT  # the root at the integrated size
+        rows: list[Any] = list(
+            LogNode.select(LogNode.level, LogNode.position, LogNode.hash)
+            .where(LogNode.api_key == api_key)
+            .tuples()
+        )
+        self.kept = {(level, index): bytes(node) for level, index, node in rows}
         self.frontier: list[bytes] = []
         self.size = 0
-        self.heads: list[tuple[int, str, str]] = []  # (size, root, timestamp) as signed
+        # (size, root, timestamp) as signed, by size (the query's order)
+        self.heads: collections.deque[tuple[int, str, str]] = collections.deque()
         self.verified = 0  # the size of the last head that held
         self.mismatch: tuple[int, str] | None = None  # the first head that did not
 
@@ -156,7 +177,14 @@ class _Recomputed:
             raise _Fault(
                 f"entry {position} was altered (it no longer hashes to its leaf)", position
             )
-        self.frontier, _ = extend(self.frontier, self.size, [digest])
+        self.frontier, nodes = extend(self.frontier, self.size, [digest])
+        for level, index, node in nodes:
+            if self.size < self.integrated and self.kept.get((level, index)) != node:
+                raise _Fault(
+                    f"the kept subtree of entries {index << level}..{((index + 1) << level) - 1}"
+                    " does not match them (proofs through it would fail)",
+                    index << level,
+                )
         self.size += 1
         if self.size == self.integrated:
             self.edge = self.root()
@@ -164,7 +192,7 @@ class _Recomputed:
     def _check_heads(self) -> None:
         """Check the heads of the current size against the recomputed root."""
         while self.heads and self.heads[0][0] <= self.size:
-            size, root, timestamp = self.heads.pop(0)
+            size, root, timestamp = self.heads.popleft()
             if self.mismatch is not None:
                 continue
             if b64(self.root()) != root:

@@ -13,6 +13,7 @@ expire; docs/erasure.md says how operators should handle them.
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Any
 
 import peewee
@@ -24,6 +25,8 @@ from .log import LogState
 from .transaction import Transaction
 
 REWRITTEN = (Transaction, JobObject, RedactionJob)
+
+log_ = logging.getLogger("redact.maintenance")
 """The tables redaction rewrites: scrubbed records, forgotten numbers and digests."""
 
 
@@ -47,13 +50,17 @@ def vacuum_erased(db: peewee.Database) -> list[str]:
     `maintenance` entry: every redaction before `erased_before` (the log's size when the
     VACUUM began: committed, so no longer visible to any new transaction) is erased.
 
-    VACUUM cannot remove a version an open transaction may still see: run it when no
-    long transaction is open (the service holds none longer than a batch)."""
+    VACUUM cannot remove a version an open transaction may still see, and says nothing
+    when it keeps one: so no entry is written when a transaction that began before this
+    run, a replication slot or a prepared transaction still holds back the horizon (seen
+    through pg_stat_activity, which shows other roles' sessions only to a superuser or
+    pg_read_all_stats). The service holds no transaction longer than a batch."""
     if not isinstance(db, peewee.PostgresqlDatabase):
         return []
     tables = [model._meta.table_name for model in REWRITTEN]
     with db.connection_context():
         started = utcnow()
+        (begun,) = db.execute_sql("SELECT clock_timestamp()").fetchone()
         grown: list[Any] = list(
             LogState.select(LogState.api_key, LogState.size)
             .where(LogState.size > LogState.erased_before)
@@ -69,6 +76,12 @@ def vacuum_erased(db: peewee.Database) -> list[str]:
                     cursor.execute(f'VACUUM (ANALYZE) "{table}"')
         finally:
             connection.autocommit = autocommit
+        holding = _holding_back(db, begun)
+        if holding:
+            log_.warning(
+                "maintenance: %s may still see old row versions; erasure not recorded", holding
+            )
+            return tables
         with db.atomic():
             log.append(
                 [
@@ -88,3 +101,25 @@ def vacuum_erased(db: peewee.Database) -> list[str]:
             for api_key, size in grown:
                 LogState.update(erased_before=size + 1).where(LogState.api_key == api_key).execute()
     return tables
+
+
+def _holding_back(db: peewee.Database, begun) -> str | None:
+    """What, if anything, may still see row versions older than `begun`."""
+    (sessions,) = db.execute_sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+        " AND backend_xmin IS NOT NULL AND xact_start <= %s",
+        (begun,),
+    ).fetchone()
+    if sessions:
+        return f"{sessions} transaction(s) open since before the VACUUM"
+    (slots,) = db.execute_sql(
+        "SELECT count(*) FROM pg_replication_slots WHERE xmin IS NOT NULL"
+    ).fetchone()
+    if slots:
+        return f"{slots} replication slot(s) holding the horizon"
+    (prepared,) = db.execute_sql(
+        "SELECT count(*) FROM pg_prepared_xacts WHERE prepared <= %s", (begun,)
+    ).fetchone()
+    if prepared:
+        return f"{prepared} prepared transaction(s)"
+    return None

@@ -234,3 +234,34 @@ def test_keys_generate_and_list(env):
     assert listed == json.loads(cli(env, "keys", "list", check=True).stdout)["keys"]
     bad = {**env, "REDACT_SIGNING_KEY": "not a key"}
     one_line_error(cli(bad, "keys", "list"), "REDACT_SIGNING_KEY", 2)
+
+
+def test_a_deleted_tree_head_is_named(logged):
+    sql(logged, "DELETE FROM tree_head WHERE api_key = 'acct0001' AND tree_size = 8")
+    tampered(cli(logged, "audit", "verify"), "acct0001: the tree head of size 8 was removed")
+
+
+def test_a_kept_subtree_that_does_not_match_its_entries_is_named(env):
+    with store_at(env["DATABASE_URL"], tables=True), database.connection_context():
+        add_account("acct0001")
+        now = utcnow()
+        for n in range(300):
+            mode = {"auto_redact": "after", "after_days": 30 + n}
+            set_policies("acct0001", {"sms": mode}, now=now, actor="cli:test")
+        signed_head("acct0001", current_store().signer(), now)
+    cli(env, "audit", "verify", check=True)
+    sql(env, "UPDATE log_node SET hash = zeroblob(32) WHERE api_key = 'acct0001'")
+    tampered(cli(env, "audit", "verify"), "the kept subtree of entries 0..255 does not match")
+
+
+def test_heads_are_checked_with_the_keys_the_auditor_brings(logged, tmp_path):
+    theirs = tmp_path / "keys.json"
+    with store_at(logged["DATABASE_URL"]), database.connection_context():
+        theirs.write_text(json.dumps({"keys": listed_keys(current_store().signing_key)}))
+    assert cli(logged, "audit", "verify", "--keys", str(theirs)).returncode == 0
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"keys": [SigningKey.generate().public_jwk()]}))
+    tampered(
+        cli(logged, "audit", "verify", "--keys", str(other)),
+        "acct0001: the tree head of size 3: the signature does not verify",
+    )

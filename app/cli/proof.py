@@ -26,13 +26,20 @@ def audit():
 
 
 @audit.command("verify")
-def audit_verify():
+@click.option(
+    "--keys",
+    "keys_from",
+    help="Check the tree heads with these public keys (a JWK set file, or the URL of GET"
+    " /v1/redact/keys) rather than the ones the database lists, which whoever could"
+    " rewrite the log could rewrite too.",
+)
+def audit_verify(keys_from):
     """Recompute every account's log from its stored entries and check every signed tree
     head; names the first entry altered, removed or inserted, and exits 1 if any is."""
     store = open_store_or_exit(load_settings())
     faults = 0
     with database.connection_context():
-        keys = listed_keys(store.signing_key)
+        keys = _keys_from(keys_from) if keys_from else listed_keys(store.signing_key)
         for api_key in accounts():
             report = check_log(api_key, key_set(keys))
             if report.problem is None:
