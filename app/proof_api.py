@@ -8,11 +8,17 @@ from collections.abc import Callable
 
 from models import database
 from models.base import Clock
-from models.errors import InvalidLogRange
 from models.jobs.queries import find_job
-from models.log import b64, consistency_proof, entries, inclusion_proof, log_size, signed_head
+from models.log import (
+    b64,
+    checked_consistency,
+    checked_entries,
+    checked_inclusion,
+    signed_head,
+    timestamp,
+)
 from models.receipts import job_receipt, record_receipt
-from models.signing import key_set, listed_keys, verify
+from models.signing import listed_keys
 from models.store import current_store
 
 
@@ -37,18 +43,14 @@ class ProofApi:
         return {
             "tree_size": head.tree_size,
             "root_hash": b64(bytes(head.root)),
-            "timestamp": head.timestamp.isoformat().replace("+00:00", "Z"),
+            "timestamp": timestamp(head.timestamp),
             "key_id": head.kid,
             "signature": head.token,
         }
 
     def entries(self, start: int, end: int, token_info: dict):
-        api_key = token_info["sub"]
         with database.connection_context():
-            _within(log_size(api_key), start)
-            if end < start:
-                raise InvalidLogRange(f"end {end} is before start {start}")
-            found = entries(api_key, start, end)
+            found = checked_entries(token_info["sub"], start, end)
         return {
             "entries": [
                 {"index": e.position, "entry": e.body, "leaf_hash": b64(e.leaf)} for e in found
@@ -56,13 +58,8 @@ class ProofApi:
         }
 
     def inclusion(self, index: int, tree_size: int, token_info: dict):
-        api_key = token_info["sub"]
         with database.connection_context():
-            _within(log_size(api_key) + 1, tree_size)
-            if index >= tree_size:
-                raise InvalidLogRange(f"index {index} is not within a tree of {tree_size}")
-            path = inclusion_proof(api_key, index, tree_size)
-            leaf = entries(api_key, index, index)[0].leaf
+            leaf, path = checked_inclusion(token_info["sub"], index, tree_size)
         return {
             "index": index,
             "tree_size": tree_size,
@@ -71,12 +68,8 @@ class ProofApi:
         }
 
     def consistency(self, first: int, second: int, token_info: dict):
-        api_key = token_info["sub"]
         with database.connection_context():
-            _within(log_size(api_key) + 1, second)
-            if first > second:
-                raise InvalidLogRange(f"first {first} is larger than second {second}")
-            path = consistency_proof(api_key, first, second)
+            path = checked_consistency(token_info["sub"], first, second)
         return {"first": first, "second": second, "consistency_proof": [b64(h) for h in path]}
 
     def keys(self):
@@ -85,23 +78,13 @@ class ProofApi:
 
     def record_receipt(self, id: str, product: str, token_info: dict, type: str | None = None):
         with database.connection_context():
-            token = record_receipt(
+            receipt = record_receipt(
                 token_info["sub"], id, product, type, current_store().signer(), self.clock()
             )
-        return _receipt(token)
+        return {"receipt": receipt.token, "document": receipt.document}
 
     def job_receipt(self, job: str, token_info: dict):
         with database.connection_context():
             found = find_job(job, token_info["sub"])
-            token = job_receipt(found, current_store().signer(), self.clock())
-        return _receipt(token)
-
-
-def _within(size: int, position: int) -> None:
-    if position >= size:
-        raise InvalidLogRange(f"{position} is beyond the account's log ({size - 1} at most)")
-
-
-def _receipt(token: str) -> dict:
-    _, document = verify(token, key_set([current_store().signer().public_jwk()]))
-    return {"receipt": token, "document": document}
+            receipt = job_receipt(found, current_store().signer(), self.clock())
+        return {"receipt": receipt.token, "document": receipt.document}

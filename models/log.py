@@ -37,6 +37,7 @@ import peewee
 
 from . import merkle
 from .base import BaseModel, UTCDateTimeField, database
+from .errors import InvalidLogRange
 from .prepared import PreparedQuery
 from .signing import SigningKey, canonical, publish
 
@@ -422,6 +423,38 @@ class StoredTree:
         if len(hashes) != end - first:
             raise LookupError(f"the log of {self.api_key} is missing hashes at level {level}")
         return hashes
+
+
+def checked_entries(api_key: str, start: int, end: int) -> list[Entry]:
+    """`entries` for a client: InvalidLogRange if `start` is beyond the log or after
+    `end`."""
+    _within(api_key, start, log_size(api_key) - 1)
+    if end < start:
+        raise InvalidLogRange(f"end {end} is before start {start}")
+    return entries(api_key, start, end)
+
+
+def checked_inclusion(api_key: str, index: int, tree_size: int) -> tuple[bytes, list[bytes]]:
+    """The leaf hash of entry `index` and its path in the tree of `tree_size`, for a
+    client: InvalidLogRange unless 0 <= index < tree_size <= the log's size."""
+    _within(api_key, tree_size, log_size(api_key))
+    if index >= tree_size:
+        raise InvalidLogRange(f"index {index} is not within a tree of {tree_size}")
+    return entries(api_key, index, index)[0].leaf, inclusion_proof(api_key, index, tree_size)
+
+
+def checked_consistency(api_key: str, first: int, second: int) -> list[bytes]:
+    """`consistency_proof` for a client: InvalidLogRange unless 0 < first <= second <= the
+    log's size."""
+    _within(api_key, second, log_size(api_key))
+    if first > second:
+        raise InvalidLogRange(f"first {first} is larger than second {second}")
+    return consistency_proof(api_key, first, second)
+
+
+def _within(api_key: str, position: int, last: int) -> None:
+    if position > last:
+        raise InvalidLogRange(f"{position} is beyond the account's log ({last} at most)")
 
 
 def inclusion_proof(api_key: str, position: int, tree_size: int) -> list[bytes]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+from typing import NamedTuple
 
 import peewee
 
@@ -31,6 +32,13 @@ from .signing import SigningKey, key_set, verify
 from .transaction import RedactionAudit, Transaction
 
 RECEIPT_TYPE = "redact-receipt+jws"
+
+
+class Receipt(NamedTuple):
+    token: str  # the compact JWS: the proof
+    document: dict  # its payload, for reading
+
+
 FINISHED = ("succeeded", "canceled")
 
 
@@ -41,7 +49,7 @@ def record_receipt(
     type_: str | None,
     key: SigningKey,
     now: datetime.datetime,
-) -> str:
+) -> Receipt:
     """The receipt of the account's redacted record; RecordNotFound (another account's
     too), NoReceipt if it is not redacted or was redacted before the log existed."""
     direction = direction_of(product, type_)
@@ -83,10 +91,10 @@ def record_receipt(
         "log": proof(api_key, position, head),
         "erasure": erasure(api_key, position, head, now),
     }
-    return key.sign(document, RECEIPT_TYPE)
+    return Receipt(key.sign(document, RECEIPT_TYPE), document)
 
 
-def job_receipt(job: RedactionJob, key: SigningKey, now: datetime.datetime) -> str:
+def job_receipt(job: RedactionJob, key: SigningKey, now: datetime.datetime) -> Receipt:
     """The receipt of a finished job: its records by their log entries (ranges and
     count), proven by the job's `job.finished` entry; NoReceipt if it is not finished."""
     position = job.log_index
@@ -112,7 +120,7 @@ def job_receipt(job: RedactionJob, key: SigningKey, now: datetime.datetime) -> s
         # Up to the job's own entry: finishing forgets its numbers, which must be erased too.
         "erasure": erasure(api_key, position, head, now),
     }
-    return key.sign(document, RECEIPT_TYPE)
+    return Receipt(key.sign(document, RECEIPT_TYPE), document)
 
 
 def _entry(api_key: str, position: int) -> log.Entry:

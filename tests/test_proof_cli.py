@@ -159,7 +159,7 @@ def receipt_file(env, tmp_path):
             min_age_seconds=3600,
             trace_id="trace-1",
         )
-        token = record_receipt("acct0001", "T1", "sms", None, current_store().signer(), now)
+        token = record_receipt("acct0001", "T1", "sms", None, current_store().signer(), now).token
         keys = listed_keys(current_store().signing_key)
     (tmp_path / "receipt.jws").write_text(token)
     (tmp_path / "receipt.json").write_text(json.dumps({"receipt": token}))
