@@ -64,6 +64,7 @@ def job_queue(settings: Settings, clock: Clock = utcnow) -> JobQueue:
             retry_max_seconds=settings.webhook_retry_max_seconds,
             give_up_seconds=settings.webhook_give_up_seconds,
             poll_seconds=settings.webhook_poll_seconds,
+            allow_private=bool(settings.webhook_allow_private),
             threads=settings.webhook_threads,
         ),
     )

@@ -226,6 +226,14 @@ class Settings:
         "webhook endpoints a worker delivers to at once (one slow endpoint keeps one busy)",
         least=1,
     )
+    webhook_allow_private: int = setting(
+        "REDACT_WEBHOOK_ALLOW_PRIVATE",
+        0,
+        "1 to deliver webhook events to loopback, private and link-local addresses too (a "
+        "receiver on the same host or network); 0 refuses them, so that no tenant reaches "
+        "the service's own network through a webhook",
+        least=0,
+    )
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -16,9 +16,11 @@ import base64
 import concurrent.futures
 import dataclasses
 import datetime
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 import urllib.error
@@ -382,6 +384,9 @@ class DeliveryConfig:
     threads: int = 8
     per_pass: int = 100
     """Events one endpoint is sent in a row before the others have their turn."""
+    allow_private: bool = False
+    """Whether events may go to loopback, private, link-local or reserved addresses: off,
+    so that no tenant reaches the service's own network through a webhook."""
 
     @property
     def claim_seconds(self) -> float:
@@ -417,9 +422,32 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def post(url: str, secret: str, event_id: str, body: str, timeout: float) -> Outcome:
-    """POST `body` to `url`, signed with `secret` (Standard Webhooks headers). The
+def refused_address(url: str) -> str | None:
+    """Why events may not go to `url` unless private addresses are allowed: the reason if
+    its host is, or resolves to, a loopback, private, link-local, multicast or reserved
+    address; None if every address it resolves to is public."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        found = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as exc:
+        return f"cannot resolve {parts.hostname}: {exc}"[:200]
+    for *_, address in found:
+        ip = ipaddress.ip_address(address[0])
+        if not ip.is_global or ip.is_multicast:
+            return f"refused: {parts.hostname} is a non-public address ({ip})"
+    return None
+
+
+def post(
+    url: str, secret: str, event_id: str, body: str, timeout: float, allow_private: bool = False
+) -> Outcome:
+    """POST `body` to `url`, signed with `secret` (Standard Webhooks headers), unless its
+    host is a non-public address and those are not allowed (`refused_address`). The
     timestamp is the wall clock's: receivers reject a signature more than minutes off."""
+    if not allow_private:
+        refused = refused_address(url)
+        if refused:
+            return Outcome(None, refused, 0)
     sent_at = datetime.datetime.now(datetime.UTC)
     headers = {
         "content-type": "application/json",
@@ -445,8 +473,8 @@ def post(url: str, secret: str, event_id: str, body: str, timeout: float) -> Out
     return Outcome(status, error, int((time.monotonic() - started) * 1000))
 
 
-def due_endpoints(now: datetime.datetime, skip: Iterable[int] = ()) -> list[int]:
-    """Endpoints (seq) whose oldest pending event is due by `now`."""
+def due_endpoints(now: datetime.datetime, skip: Iterable[int] = ()) -> list[tuple[int, str]]:
+    """Endpoints (seq, account) whose oldest pending event is due by `now`."""
     heads = (
         WebhookEvent.select(
             WebhookEvent.endpoint.alias("endpoint"), peewee.fn.MIN(WebhookEvent.seq).alias("head")
@@ -455,13 +483,13 @@ def due_endpoints(now: datetime.datetime, skip: Iterable[int] = ()) -> list[int]
         .group_by(WebhookEvent.endpoint)
     )
     rows: list[Any] = list(
-        WebhookEvent.select(WebhookEvent.endpoint)
+        WebhookEvent.select(WebhookEvent.endpoint, WebhookEvent.api_key)
         .join(heads, on=(WebhookEvent.seq == heads.c.head))
         .where(WebhookEvent.next_attempt_at <= now)
         .tuples()
     )
     skipped = set(skip)
-    return [endpoint for (endpoint,) in rows if endpoint not in skipped]
+    return [(endpoint, api_key) for endpoint, api_key in rows if endpoint not in skipped]
 
 
 def deliver_endpoint(endpoint_seq: int, clock: Clock, config: DeliveryConfig) -> int:
@@ -498,7 +526,12 @@ def deliver_endpoint(endpoint_seq: int, clock: Clock, config: DeliveryConfig) ->
             if not claimed:  # another worker's attempt is under way
                 return delivered
         outcome = post(
-            endpoint.url, endpoint.secret, event.id, event.payload, config.timeout_seconds
+            endpoint.url,
+            endpoint.secret,
+            event.id,
+            event.payload,
+            config.timeout_seconds,
+            config.allow_private,
         )
         if not record_attempt(event, outcome, clock(), config):
             return delivered
@@ -552,7 +585,7 @@ def deliver_due(clock: Clock = utcnow, config: DeliveryConfig | None = None) -> 
     if not endpoints:
         return 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=config.threads) as pool:
-        return sum(pool.map(lambda seq: _deliver_in_thread(seq, clock, config), endpoints))
+        return sum(pool.map(lambda due: _deliver_in_thread(due[0], clock, config), endpoints))
 
 
 def _deliver_in_thread(endpoint_seq: int, clock: Clock, config: DeliveryConfig) -> int:
@@ -563,8 +596,9 @@ def _deliver_in_thread(endpoint_seq: int, clock: Clock, config: DeliveryConfig) 
 class Dispatcher:
     """Delivers the outbox in the background: every `poll_seconds` it hands each endpoint
     with a due event to a pool of `threads`, unless one of its threads is sending to that
-    endpoint already. An endpoint that is slow or down keeps one thread busy, never the
-    others: the endpoints of other accounts are not kept waiting. Several workers may run
+    endpoint already, or a quarter of them to that account's endpoints. An endpoint that
+    is slow or down keeps one thread busy, and one account's endpoints a quarter of them
+    at most: the endpoints of other accounts are not kept waiting. Several workers may run
     one each; an event's claim keeps them from sending it twice at once."""
 
     def __init__(self, clock: Clock, config: DeliveryConfig):
@@ -572,6 +606,8 @@ class Dispatcher:
         self.config = config
         self._stop = threading.Event()
         self._busy: set[int] = set()
+        self._per_account: dict[str, int] = {}  # threads busy with each account's endpoints
+        self._account_share = max(1, config.threads // 4)
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=config.threads, thread_name_prefix="webhooks"
@@ -602,12 +638,17 @@ class Dispatcher:
             busy = set(self._busy)
         with database.connection_context():
             due = due_endpoints(self.clock(), skip=busy)
-        for endpoint in due:
+        for endpoint, api_key in due:
             with self._lock:
+                # An account's endpoints take at most a quarter of the threads: slow ones
+                # of one tenant leave the rest to the others.
+                if self._per_account.get(api_key, 0) >= self._account_share:
+                    continue
                 self._busy.add(endpoint)
-            self._pool.submit(self._deliver, endpoint)
+                self._per_account[api_key] = self._per_account.get(api_key, 0) + 1
+            self._pool.submit(self._deliver, endpoint, api_key)
 
-    def _deliver(self, endpoint: int) -> None:
+    def _deliver(self, endpoint: int, api_key: str) -> None:
         try:
             _deliver_in_thread(endpoint, self.clock, self.config)
         except Exception:  # nothing is lost: the event stays pending, claimed a while
@@ -615,3 +656,4 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._busy.discard(endpoint)
+                self._per_account[api_key] -= 1

@@ -30,7 +30,10 @@ from .support import Receiver, add_account, free_port, served, start, stop, stor
 
 WEBHOOKS = "/v1/redact/webhooks"
 HOLDS = "/v1/redact/holds"
-CONFIG = DeliveryConfig(timeout_seconds=2, retry_base_seconds=5, retry_max_seconds=60)
+# The receivers listen on 127.0.0.1, which the service refuses unless allowed.
+CONFIG = DeliveryConfig(
+    timeout_seconds=2, retry_base_seconds=5, retry_max_seconds=60, allow_private=True
+)
 
 
 def register(client, headers, url: str, events=("hold.created", "hold.released")) -> dict:
@@ -92,7 +95,7 @@ def test_a_signature_made_with_another_secret_is_refused(client, account, clock)
         register(client, account, receiver.url)
         other = register(client, account, "https://example.com/other")
         hold(client, account)
-        deliver_due(clock, DeliveryConfig(timeout_seconds=0.5))
+        deliver_due(clock, DeliveryConfig(timeout_seconds=0.5, allow_private=True))
     with pytest.raises(standardwebhooks.WebhookVerificationError):
         verified(receiver, other["secret"])
 
@@ -140,6 +143,25 @@ def test_failed_attempts_back_off_doubling_up_to_the_cap(client, account, clock)
     assert len({d.headers["webhook-id"] for d in receiver.deliveries}) == 1
 
 
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "localhost", "10.1.2.3", "169.254.169.254", "0.0.0.0", "192.168.0.1"]
+)
+def test_a_private_address_is_refused_unless_allowed(client, account, clock, host):
+    """No tenant reaches the service's own network through a webhook: a loopback, private
+    or link-local address (or a name resolving to one) is a failed attempt, never sent."""
+    with Receiver() as receiver:
+        port = receiver.url.split(":")[2].split("/")[0]
+        endpoint = register(client, account, f"http://{host}:{port}/hooks")
+        hold(client, account, 1)
+        deliver_due(clock, DeliveryConfig(timeout_seconds=2))
+        assert receiver.deliveries == []
+    deliveries = client.get(
+        f"/v1/redact/webhooks/{endpoint['id']}/deliveries", headers=account
+    ).json()["data"]
+    (attempt,) = deliveries[0]["attempts"]
+    assert attempt["error"].startswith("refused: ") and attempt["status_code"] is None
+
+
 def test_a_redirect_is_a_failed_attempt(client, account, clock):
     with Receiver(status=302) as receiver:
         register(client, account, receiver.url)
@@ -150,7 +172,9 @@ def test_a_redirect_is_a_failed_attempt(client, account, clock):
 
 
 def test_an_event_is_given_up_after_three_days_and_the_next_goes_on(client, account, clock):
-    config = DeliveryConfig(timeout_seconds=2)  # 5 s doubling, at most 6 h, for 3 days
+    config = DeliveryConfig(
+        timeout_seconds=2, allow_private=True
+    )  # 5 s doubling, at most 6 h, for 3 days
     with Receiver(status=500) as receiver:
         endpoint = register(client, account, receiver.url)
         hold(client, account, 1)
@@ -197,7 +221,9 @@ def test_one_accounts_slow_endpoint_does_not_delay_anothers(client, account, clo
         register(client, other, fast.url)
         hold(client, account, 1)
         hold(client, account, 2)
-        dispatcher = Dispatcher(clock, DeliveryConfig(timeout_seconds=30, poll_seconds=0.05))
+        dispatcher = Dispatcher(
+            clock, DeliveryConfig(timeout_seconds=30, poll_seconds=0.05, allow_private=True)
+        )
         dispatcher.start()
         try:
             assert slow.arrived.wait(10)
@@ -243,6 +269,7 @@ def _event(env: dict) -> WebhookEvent:
 
 WORKER_ENV = {
     "REDACT_WEBHOOK_POLL_SECONDS": "1",
+    "REDACT_WEBHOOK_ALLOW_PRIVATE": "1",
     "REDACT_WEBHOOK_TIMEOUT_SECONDS": "1",  # an attempt's claim: 6 s
 }
 
