@@ -22,9 +22,12 @@ from models.errors import (
     InvalidLogRange,
     InvalidPolicy,
     InvalidRecords,
+    InvalidWebhook,
     NoReceipt,
     NoSigningKey,
     RecordConflict,
+    TooManyWebhooks,
+    WebhookNotFound,
 )
 from models.jobs import (
     IdempotencyMismatch,
@@ -37,7 +40,6 @@ from models.jobs import (
     TooLargeForSync,
     TooManyJobs,
 )
-from models.webhooks import InvalidWebhook, TooManyWebhooks, WebhookNotFound
 
 from .admission import Overloaded
 from .edge import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of

@@ -12,7 +12,8 @@ A newcomer's map (docs/architecture.md has the whole of it):
   loading.py: `redact transactions load`
 - retention.py: Auto-redact policies and the retention pass; holds.py: legal holds;
   audit.py: the audit trail of policy and hold changes
-- merkle.py, log.py, signing.py: the erasure log (RFC 9162 Merkle trees per account),
+- merkle.py, log.py, log_check.py, signing.py, keyfile.py: the erasure log (RFC 9162
+  Merkle trees per account),
   its signed tree heads and the signing key; receipts.py: signed proofs of erasure
 - webhooks.py: webhook endpoints, the outbox of their events, and delivering it
 - migrations.py: creating and upgrading tables; maintenance.py: PostgreSQL's VACUUM

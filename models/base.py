@@ -42,3 +42,19 @@ class BaseModel(peewee.Model):
     class Meta:
         database = database
         legacy_table_names = False
+
+
+def find_owned(model, object_id: str, api_key: str | None, missing: Callable[[str], Exception]):
+    """The row of `model` whose public `id` is `object_id`, of account `api_key` (None: any
+    account, for operators). `missing(object_id)` is raised for an unknown id and for
+    another account's, which is answered as if it did not exist, and for an id holding
+    NUL (none can: PostgreSQL's text cannot hold one)."""
+    if "\x00" in object_id:
+        raise missing(object_id)
+    where = model.id == object_id
+    if api_key is not None:
+        where &= model.account == api_key
+    row = model.get_or_none(where)
+    if row is None:
+        raise missing(object_id)
+    return row

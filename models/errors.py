@@ -97,6 +97,23 @@ class InvalidLogRange(RedactionError):
     """A log position or tree size outside the account's log."""
 
 
+class WebhookNotFound(RedactionError):
+    def __init__(self, webhook_id: str):
+        super().__init__(f"No webhook with id '{webhook_id}'")
+        self.webhook_id = webhook_id
+
+
+class InvalidWebhook(RedactionError):
+    """A webhook endpoint that cannot be registered as written."""
+
+
+class TooManyWebhooks(RedactionError):
+    """The account has as many endpoints as it may (models/webhooks.MAX_ENDPOINTS)."""
+
+    def __init__(self, most: int):
+        super().__init__(f"an account has at most {most} webhook endpoints: delete one first")
+
+
 def _wait_phrase(seconds: int) -> str:
     if seconds % 60 == 0:
         minutes = seconds // 60

@@ -18,7 +18,7 @@ import peewee
 
 from .account import Account
 from .audit import record_event
-from .base import BaseModel, UTCDateTimeField, database
+from .base import BaseModel, UTCDateTimeField, database, find_owned
 from .errors import HoldNotFound, InvalidHold, RecordNotFound
 from .jobs.queries import Page, newest_first
 from .policy import direction_of, record_kind
@@ -183,15 +183,7 @@ def hold_event_data(hold: LegalHold) -> dict:
 def find_hold(hold_id: str, api_key: str | None = None) -> LegalHold:
     """The hold `hold_id` of account `api_key` (None: any, for operators); HoldNotFound for
     an unknown id or another account's hold."""
-    if "\x00" in hold_id:  # no hold id holds NUL (PostgreSQL's text cannot)
-        raise HoldNotFound(hold_id)
-    where = LegalHold.id == hold_id
-    if api_key is not None:
-        where &= LegalHold.account == api_key
-    hold = LegalHold.get_or_none(where)
-    if hold is None:
-        raise HoldNotFound(hold_id)
-    return hold
+    return find_owned(LegalHold, hold_id, api_key, HoldNotFound)
 
 
 def list_holds(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 
 import peewee
 from joserfc import jws
@@ -24,6 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OKPKey
 
 from .base import BaseModel, UTCDateTimeField
+from .keyfile import read_or_create
 
 ALGORITHM = "Ed25519"
 
@@ -74,20 +74,7 @@ class SigningKey:
     @classmethod
     def from_file(cls, path: str) -> SigningKey:
         """The key kept in `path`, created (readable by the owner only) if missing."""
-        if not os.path.exists(path):
-            # As SubjectKey.from_file: written whole, then linked; the first link wins.
-            temporary = f"{path}.{os.getpid()}.tmp"
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(cls.generate().export() + "\n")
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(temporary)
-        with open(path, encoding="ascii") as stored:
-            return cls.parse(stored.read())
+        return cls.parse(read_or_create(path, lambda: cls.generate().export()))
 
     def public_jwk(self) -> dict:
         return {**self.key.as_dict(private=False), "kid": self.kid, "alg": ALGORITHM}

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
+
+from .keyfile import read_or_create
 
 _SEPARATORS = re.compile(r"[\s().\-/]")
 _DIGITS = re.compile(r"^[0-9]{7,15}$")
@@ -62,18 +63,4 @@ class SubjectKey:
     @classmethod
     def from_file(cls, path: str) -> SubjectKey:
         """The key kept in `path`, created (readable by the owner only) if missing."""
-        if not os.path.exists(path):
-            # Written whole under a temporary name, then linked: a concurrent reader sees
-            # no file or the whole key, and of two creators the first link wins.
-            temporary = f"{path}.{os.getpid()}.tmp"
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32) + "\n")
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(temporary)
-        with open(path, encoding="ascii") as stored:
-            return cls(bytes.fromhex(stored.read().strip()))
+        return cls(bytes.fromhex(read_or_create(path, lambda: secrets.token_hex(32))))

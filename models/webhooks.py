@@ -33,8 +33,8 @@ import peewee
 import standardwebhooks
 
 from .account import Account
-from .base import BaseModel, Clock, UTCDateTimeField, database, utcnow
-from .errors import RedactionError
+from .base import BaseModel, Clock, UTCDateTimeField, database, find_owned, utcnow
+from .errors import InvalidWebhook, TooManyWebhooks, WebhookNotFound
 from .jobs.errors import InvalidCursor
 from .jobs.queries import Page, newest_first, paginate
 from .transaction import JSONField
@@ -54,25 +54,6 @@ MAX_ENDPOINTS = 10
 """Endpoints per account: one account's endpoints share the delivery threads with all the
 others'."""
 MAX_URL_LENGTH = 2000
-
-
-class WebhookNotFound(RedactionError):
-    def __init__(self, webhook_id: str):
-        super().__init__(f"No webhook with id '{webhook_id}'")
-        self.webhook_id = webhook_id
-
-
-class InvalidWebhook(RedactionError):
-    """A webhook endpoint that cannot be registered as written."""
-
-
-class TooManyWebhooks(RedactionError):
-    """The account has MAX_ENDPOINTS endpoints already."""
-
-    def __init__(self):
-        super().__init__(
-            f"an account has at most {MAX_ENDPOINTS} webhook endpoints: delete one first"
-        )
 
 
 class WebhookEndpoint(BaseModel):
@@ -187,7 +168,7 @@ def create_webhook(
         if WebhookEndpoint.select().where(WebhookEndpoint.account == api_key).count() >= (
             MAX_ENDPOINTS
         ):
-            raise TooManyWebhooks()
+            raise TooManyWebhooks(MAX_ENDPOINTS)
         return WebhookEndpoint.create(
             id=new_webhook_id(),
             account=api_key,
@@ -202,15 +183,7 @@ def create_webhook(
 def find_webhook(webhook_id: str, api_key: str | None = None) -> WebhookEndpoint:
     """The endpoint `webhook_id` of account `api_key` (None: any, for operators);
     WebhookNotFound for an unknown id or another account's endpoint."""
-    if "\x00" in webhook_id:  # no id holds NUL (PostgreSQL's text cannot)
-        raise WebhookNotFound(webhook_id)
-    where = WebhookEndpoint.id == webhook_id
-    if api_key is not None:
-        where &= WebhookEndpoint.account == api_key
-    endpoint = WebhookEndpoint.get_or_none(where)
-    if endpoint is None:
-        raise WebhookNotFound(webhook_id)
-    return endpoint
+    return find_owned(WebhookEndpoint, webhook_id, api_key, WebhookNotFound)
 
 
 def list_webhooks(

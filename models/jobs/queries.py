@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 from collections.abc import Iterable, Iterator
 
+from ..base import find_owned
 from .errors import InvalidCursor, JobNotFound
 from .job import JobObject, JobValidationError, RedactionJob
 
@@ -14,13 +15,7 @@ from .job import JobObject, JobValidationError, RedactionJob
 def find_job(job_id: str, api_key: str | None = None) -> RedactionJob:
     """The job `job_id`, of account `api_key` (None: any account, for operators);
     JobNotFound for an unknown id or another account's job."""
-    where = RedactionJob.id == job_id
-    if api_key is not None:
-        where &= RedactionJob.account == api_key
-    job = RedactionJob.get_or_none(where)
-    if job is None:
-        raise JobNotFound(job_id)
-    return job
+    return find_owned(RedactionJob, job_id, api_key, JobNotFound)
 
 
 def job_resource(job: RedactionJob, objects: Iterable[tuple[str, object]] | None = None) -> dict:
