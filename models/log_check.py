@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from joserfc.jwk import KeySet
@@ -52,8 +52,10 @@ def accounts() -> list[str]:
     return sorted(names)
 
 
-def check_log(api_key: str, keys: KeySet) -> LogReport:
-    """The account's log recomputed and checked; `problem` names the first fault."""
+def check_log(api_key: str, keys: KeySet, kept: Sequence[dict] = ()) -> LogReport:
+    """The account's log recomputed and checked; `problem` names the first fault. `kept`
+    are tree heads kept outside the database (their signed documents, any account's:
+    this one's are checked like the stored ones)."""
     report = LogReport(api_key)
     state = LogState.get_or_none(LogState.api_key == api_key)
     heads = list(TreeHead.select().where(TreeHead.api_key == api_key).order_by(TreeHead.tree_size))
@@ -62,6 +64,7 @@ def check_log(api_key: str, keys: KeySet) -> LogReport:
     try:
         for head in heads:
             tree.expect_head(head, keys)
+        tree.keep([head for head in kept if head.get("account") == api_key])
         signed = state.signed_size if state else -1
         if signed >= 0 and all(head.tree_size != signed for head in heads):
             raise _Fault(f"the tree head of size {signed} was removed")
@@ -112,6 +115,13 @@ class _Recomputed:
         if header.get("typ") != HEAD_TYPE or document.get("account") != self.api_key:
             raise _Fault(f"the tree head of size {head.tree_size} is not this log's")
         self.heads.append((document["tree_size"], document["root_hash"], document["timestamp"]))
+
+    def keep(self, kept: list[dict]) -> None:
+        """Add heads an auditor kept, in size order with the stored ones."""
+        if kept:
+            merged = list(self.heads)
+            merged += [(h["tree_size"], h["root_hash"], h["timestamp"]) for h in kept]
+            self.heads = collections.deque(sorted(merged))
 
     def add_entries(self) -> None:
         rows: Iterator[Any] = (

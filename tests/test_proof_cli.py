@@ -265,3 +265,29 @@ def test_heads_are_checked_with_the_keys_the_auditor_brings(logged, tmp_path):
         cli(logged, "audit", "verify", "--keys", str(other)),
         "acct0001: the tree head of size 3: the signature does not verify",
     )
+
+
+def test_heads_kept_outside_catch_a_rewrite_that_removed_the_stored_ones(logged, tmp_path):
+    """Whoever can write to the database can rewrite an entry and its leaf, drop the tree
+    heads and the tree built over them: the database then agrees with itself. Heads an
+    auditor kept do not."""
+    with sqlite3.connect(db_path(logged)) as connection:
+        kept = [row[0] for row in connection.execute("SELECT token FROM tree_head")]
+    (tmp_path / "heads.txt").write_text("\n".join(kept) + "\n")
+    edited = body_of(logged, 4).replace('"after_days":34', '"after_days":3')
+    sql(
+        logged,
+        "UPDATE log_chunk SET body = ?, leaves = ? WHERE position = 4 AND api_key = 'acct0001'",
+        edited,
+        leaf_hash(edited.encode()),
+    )
+    sql(logged, "DELETE FROM tree_head")
+    sql(logged, "DELETE FROM log_node")
+    sql(logged, "UPDATE log_state SET integrated = 0, frontier = x'', signed_size = -1")
+    assert cli(logged, "audit", "verify").returncode == 0  # consistent with itself
+    heads = ["--heads", str(tmp_path / "heads.txt")]
+    tampered(cli(logged, "audit", "verify", *heads), "acct0001: the tree head of size 8")
+    (tmp_path / "forged.txt").write_text(kept[0][:-4] + "AAAA\n")
+    one_line_error(
+        cli(logged, "audit", "verify", "--heads", str(tmp_path / "forged.txt")), "line 1", 1
+    )

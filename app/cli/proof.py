@@ -13,9 +13,10 @@ import urllib.request
 import click
 
 from models import database
+from models.log import HEAD_TYPE
 from models.log_check import accounts, check_log
 from models.receipts import verify_receipt
-from models.signing import SigningKey, key_set, listed_keys
+from models.signing import SigningKey, key_set, listed_keys, verify
 
 from .common import fail, load_settings, open_store_or_exit
 
@@ -33,15 +34,23 @@ def audit():
     " /v1/redact/keys) rather than the ones the database lists, which whoever could"
     " rewrite the log could rewrite too.",
 )
-def audit_verify(keys_from):
+@click.option(
+    "--heads",
+    "heads_from",
+    type=click.Path(dir_okay=False),
+    help="Tree heads kept outside the database (the `signature` of GET /v1/redact/log/"
+    "tree-head, one a line): the log must still match each.",
+)
+def audit_verify(keys_from, heads_from):
     """Recompute every account's log from its stored entries and check every signed tree
     head; names the first entry altered, removed or inserted, and exits 1 if any is."""
     store = open_store_or_exit(load_settings())
     faults = 0
     with database.connection_context():
-        keys = _keys_from(keys_from) if keys_from else listed_keys(store.signing_key)
+        keys = key_set(_keys_from(keys_from) if keys_from else listed_keys(store.signing_key))
+        kept = _kept_heads(heads_from, keys) if heads_from else []
         for api_key in accounts():
-            report = check_log(api_key, key_set(keys))
+            report = check_log(api_key, keys, kept)
             if report.problem is None:
                 click.echo(f"{api_key}: {report.entries} entries, {report.heads} tree heads: ok")
             else:
@@ -49,6 +58,23 @@ def audit_verify(keys_from):
                 click.echo(f"error: {api_key}: {report.problem}", err=True)
     if faults:
         raise SystemExit(1)
+
+
+def _kept_heads(path: str, keys) -> list[dict]:
+    """The signed documents of the tree heads in `path`; one line and exit 1 if one's
+    signature does not verify."""
+    heads = []
+    for number, line in enumerate(_read(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            header, document = verify(line.strip(), keys)
+        except ValueError as exc:
+            fail(f"{path}, line {number}: {exc}")
+        if header.get("typ") != HEAD_TYPE:
+            fail(f"{path}, line {number}: not a tree head")
+        heads.append(document)
+    return heads
 
 
 @click.group()
