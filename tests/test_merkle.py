@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 
 import pytest
 
-from models import create_tables, database, open_store
+from models import create_tables, current_store, database, open_store
 from models import log as erasure_log
+from models.log_check import check_log
 from models.merkle import (
     EMPTY_ROOT,
     consistency_path,
@@ -22,7 +24,7 @@ from models.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from models.signing import canonical
+from models.signing import canonical, key_set, listed_keys
 
 from .support import kept_store
 
@@ -187,3 +189,34 @@ def test_redaction_entries_are_canonical_json_whatever_their_strings(sqlite_url)
                     expected |= {"index": found.position, "at": "2026-11-01T00:00:00.000000Z"}
                     assert found.body == canonical(expected) and found.body.isascii()
                     assert json.loads(found.body)["fields"][1] == f"details.{text}"
+
+
+def test_concurrent_appends_to_one_log_take_distinct_consecutive_positions(make_app, database_url):
+    """Writers in their own transactions (threads here, processes in a scale-out) append
+    to one account's log at once: every entry gets its own position, none is lost, and
+    the log checks out (PostgreSQL serialises them on the account's log_state row)."""
+    make_app(database_url)
+    now = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
+    failures = []
+
+    def writer(name: str) -> None:
+        try:
+            for n in range(25):
+                with database.connection_context(), database.atomic():
+                    entries = [("acct0001", "policy.changed", {"w": name, "n": n})] * 3
+                    erasure_log.append(entries, now)
+        except Exception as exc:  # reported below, with the rest
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with database.connection_context():
+        found = [e for start in (0, 1000) for e in erasure_log.entries("acct0001", start, 299)]
+        assert [e.position for e in found] == list(range(300))
+        assert erasure_log.integrate("acct0001") == 300
+        keys = key_set(listed_keys(current_store().signing_key))
+        assert check_log("acct0001", keys).problem is None
