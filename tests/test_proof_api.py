@@ -377,3 +377,19 @@ def test_a_receipt_that_says_other_than_its_log_entry_is_refused(client, account
     lie = current_store().signer().sign(document, "redact-receipt+jws")
     with pytest.raises(ValueError, match="not its log entry's"):
         verify_receipt(lie, keys(client))
+
+
+def test_a_canceled_jobs_receipt_says_it_redacted_nothing(make_app, database_url, tmp_path):
+    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'queue.db'}")
+    headers = add_account("acct0001")
+    add_records(record("T1"))
+    with app.test_client() as client:
+        jobs = JobsClient(client, headers, app.services.queue)
+        job = jobs.ready(["T1"])
+        jobs.action(job["id"], "cancel", expect=200)
+        jobs.drain()
+        assert jobs.get(job["id"])["status"] == "canceled"
+        answer = get(client, headers, f"/v1/redact/jobs/{job['id']}/receipt")
+        document = verify_receipt(answer["receipt"], keys(client))
+        assert document["job"]["status"] == "canceled"
+        assert document["records"] == {"count": 0, "ranges": []}
