@@ -21,10 +21,10 @@ import math
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any
 
 import limits
 import limits.aio.strategies
+import redis
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
@@ -60,7 +60,6 @@ class RateLimits:
             else None
         )
         self._by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._probe: Any = None  # a storage, made on first use
 
     def _limiter(self):
         """The memory limiter, or this event loop's Redis limiter (an asyncio client
@@ -75,15 +74,16 @@ class RateLimits:
         return limiter
 
     def reachable(self) -> bool:
-        """Whether the storage answers (readiness; run in a thread: it blocks)."""
+        """Whether the storage answers (readiness; run in a thread: it blocks). Asked on a
+        connection of its own, closed after it: a probe every few seconds costs one
+        connect, and leaves no socket open."""
         if self._memory is not None:
             return True
-        if self._probe is None:
-            self._probe = storage_from_string(
-                self.storage_uri, socket_timeout=2, socket_connect_timeout=2
-            )
         try:
-            return bool(self._probe.check())
+            with redis.Redis.from_url(
+                self.storage_uri, socket_timeout=2, socket_connect_timeout=2
+            ) as client:
+                return bool(client.ping())
         except Exception:
             return False
 
