@@ -330,45 +330,34 @@ def log_size(api_key: str) -> int:
 def entries(api_key: str, start: int, end: int) -> list[Entry]:
     """The account's entries at positions start..end (inclusive), at most MAX_ENTRIES."""
     end = min(end, start + MAX_ENTRIES - 1)
-    found = []
-    for chunk in chunks(api_key, start, end + 1):
-        bodies = chunk.body.split("\n")
-        leaves = bytes(chunk.leaves)
-        for i in range(max(start - chunk.position, 0), min(end + 1 - chunk.position, chunk.count)):
-            found.append(Entry(chunk.position + i, bodies[i], leaves[32 * i : 32 * i + 32]))
-    return found
+    return [e for chunk in chunks(api_key, start, end + 1) for e in _split(chunk, start, end + 1)]
 
 
-def chunks(api_key: str, start: int, end: int, *columns) -> list[Any]:
-    """The rows holding the account's entries [start, end), in order."""
-    return list(
-        LogChunk.select(*columns)
-        .where(
-            (LogChunk.api_key == api_key)
-            & (LogChunk.position > start - CHUNK)
-            & (LogChunk.position < end)
-        )
-        .order_by(LogChunk.position)
+def chunks(api_key: str, start: int, end: int, *columns, kind: str | None = None) -> list[Any]:
+    """The rows holding the account's entries [start, end) (of `kind` only, if given), in
+    order."""
+    where = (
+        (LogChunk.api_key == api_key)
+        & (LogChunk.position > start - CHUNK)
+        & (LogChunk.position < end)
     )
+    if kind is not None:
+        where &= LogChunk.kind == kind
+    return list(LogChunk.select(*columns).where(where).order_by(LogChunk.position))
+
+
+def _split(chunk: LogChunk, start: int, end: int) -> Iterator[Entry]:
+    """The entries of a chunk at positions [start, end)."""
+    bodies = chunk.body.split("\n")
+    leaves = bytes(chunk.leaves)
+    for i in range(max(start - chunk.position, 0), min(end - chunk.position, chunk.count)):
+        yield Entry(chunk.position + i, bodies[i], leaves[32 * i : 32 * i + 32])
 
 
 def entries_of_kind(api_key: str, kind: str, start: int, end: int) -> Iterator[Entry]:
     """The account's entries of `kind` at positions [start, end), in order."""
-    rows: Any = (
-        LogChunk.select(LogChunk.position, LogChunk.body, LogChunk.leaves)
-        .where(
-            (LogChunk.api_key == api_key)
-            & (LogChunk.kind == kind)
-            & (LogChunk.position > start - CHUNK)
-            & (LogChunk.position < end)
-        )
-        .order_by(LogChunk.position)
-        .tuples()
-    )
-    for first, body, leaves in rows:
-        for i, text in enumerate(body.split("\n")):
-            if start <= first + i < end:
-                yield Entry(first + i, text, bytes(leaves)[32 * i : 32 * i + 32])
+    for chunk in chunks(api_key, start, end, kind=kind):
+        yield from _split(chunk, start, end)
 
 
 def entry(api_key: str, position: int) -> Entry | None:
