@@ -1,11 +1,11 @@
 """The Redact service: a Connexion 3 AsyncApp, built by `create_app`.
 
 A newcomer's map (docs/architecture.md has the whole of it): the contracts in openapi/
-are bound by app/contracts.py to the handlers in app/redact_api.py, app/jobs_api.py,
-app/records_api.py, app/proof_api.py and app/webhooks_api.py;
-requests pass app/edge.py (trace id, body size, admission), app/auth.py (basic auth and
-the rate limit) and app/validation.py before a handler calls the domain in models/;
-app/problems.py renders every error. The `redact` command is app/cli/.
+are bound by app/http/contracts.py to the handlers in app/handlers/redact.py, app/handlers/jobs.py,
+app/handlers/records.py, app/handlers/proof.py and app/handlers/webhooks.py;
+requests pass app/http/edge.py (trace id, body size, admission), app/http/auth.py (basic auth and
+the rate limit) and app/http/validation.py before a handler calls the domain in models/;
+app/http/problems.py renders every error. The `redact` command is app/cli/.
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.options import SwaggerUIOptions
 
-from models import utcnow
-from models.base import Clock
-
-from . import docs, health, metrics
-from .admission import Admission
-from .auth import Authenticator, basic_security_handler
-from .contracts import (
+from app import docs, health, metrics
+from app.handlers.jobs import JOBS_PATH, JobsApi
+from app.handlers.proof import ProofApi
+from app.handlers.records import HOLDS_PATH, RECORDS_PATH, RecordsApi
+from app.handlers.redact import RedactApi
+from app.handlers.webhooks import WebhooksApi
+from app.http.admission import Admission
+from app.http.auth import Authenticator, basic_security_handler
+from app.http.contracts import (
     BASE_PATH,
     SPEC_DIR,
     ChainedRoutingMiddleware,
@@ -44,18 +46,15 @@ from .contracts import (
     allowed_methods,
     routes,
 )
-from .direct import DirectOperations
-from .edge import RequestContextMiddleware
-from .jobs_api import JOBS_PATH, JobsApi
-from .problems import HTTPProblem, render
-from .proof_api import ProofApi
-from .ratelimit import RateLimits
-from .records_api import HOLDS_PATH, RECORDS_PATH, RecordsApi
-from .redact_api import RedactApi
-from .services import Services, open_services
-from .settings import Settings
-from .validation import ContractBodyValidator, RecordsBodyValidator
-from .webhooks_api import WebhooksApi
+from app.http.direct import DirectOperations
+from app.http.edge import RequestContextMiddleware
+from app.http.problems import HTTPProblem, render
+from app.http.ratelimit import RateLimits
+from app.http.validation import ContractBodyValidator, RecordsBodyValidator
+from app.services import Services, open_services
+from app.settings import Settings
+from models import utcnow
+from models.store.base import Clock
 
 FIXED_PATHS = ("/healthz", "/readyz", "/metrics", *docs.DOCUMENTS, f"{BASE_PATH}/ui/")
 """Routes outside the contracts."""
@@ -113,7 +112,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
         SecurityMiddleware,
         RequestValidationMiddleware,
         # The Redact API's operation and storing records are answered here, without
-        # Connexion's per-request handler decorators (app/direct.py says why); the rest
+        # Connexion's per-request handler decorators (app/http/direct.py says why); the rest
         # goes on.
         functools.partial(
             DirectOperations,

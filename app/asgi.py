@@ -2,8 +2,8 @@
 
 import sys
 
-from . import create_app, logs
-from .settings import ConfigError
+from app import create_app, logs
+from app.settings import ConfigError
 
 logs.configure()
 try:

@@ -10,7 +10,7 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .contracts import BASE_PATH, SPEC_DIR
+from app.http.contracts import BASE_PATH, SPEC_DIR
 
 DOCUMENTS = {
     f"{BASE_PATH}/openapi.json": ("redact.yml", "Redact API"),

@@ -16,10 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from app.http.problems import HTTPProblem
 from models import current_store
 from models.migrations import probe_write
-
-from .problems import HTTPProblem
 
 CHECK_TIMEOUT_SECONDS = 5
 

@@ -36,11 +36,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.http.problems import HTTPProblem
 from models import PRODUCTS, database
+from models.erasure.retention import backlog
 from models.jobs.job import STATUSES, RedactionJob
-from models.retention import backlog
-
-from .problems import HTTPProblem
 
 REQUESTS = Counter(
     "redact_http_requests", "HTTP requests by operation and status", ["operation", "status"]

@@ -26,7 +26,7 @@ from typing import ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-from .settings import ConfigError, Settings
+from app.settings import ConfigError, Settings
 
 PROTOCOL = "app.server:GuardedHttpToolsProtocol"
 """For uvicorn's `http` option (a name, so that uvicorn's worker processes import it)."""

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from app.settings import Settings
 from models import Store, open_store, utcnow
-from models.base import Clock
 from models.jobs.lease import WorkConfig
-from models.jobs.queue import JobQueue
 from models.jobs.service import JobLimits, JobsService
-from models.webhooks import DeliveryConfig
-
-from .settings import Settings
+from models.store.base import Clock
+from models.webhooks.outbox import DeliveryConfig
+from models.worker.queue import JobQueue
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,9 +17,7 @@ from typing import Any
 
 import limits
 
-from models.signing import SigningKey
-from models.signing import key_file as signing_key_file
-from models.subjects import key_file
+from models.store.keys import SigningKey, signing_key_file, subject_key_file
 
 
 class ConfigError(ValueError):
@@ -292,7 +290,7 @@ class Settings:
         report["REDACT_QUEUE_URL"] = _mask(self.effective_queue_url)
         if not self.subject_key:
             path = self.database_url.split(":///", 1)[-1]
-            report["REDACT_SUBJECT_KEY"] = f"(key file {key_file(path)})"
+            report["REDACT_SUBJECT_KEY"] = f"(key file {subject_key_file(path)})"
         if not self.signing_key and self.on_sqlite:
             path = self.database_url.split(":///", 1)[-1]
             report["REDACT_SIGNING_KEY"] = f"(key file {signing_key_file(path)})"

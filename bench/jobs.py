@@ -47,7 +47,7 @@ def record_id(n: int) -> str:
 def build_database(path: pathlib.Path, count: int) -> None:
     """Tables by the models; rows by sqlite3's executemany (loading is not measured)."""
     from models import Account, create_tables, database, open_store
-    from models.subjects import SubjectKey
+    from models.store.keys import SubjectKey
 
     db = open_store(f"sqlite:///{path}", subject_key=SUBJECT_KEY).database
     create_tables()
@@ -84,7 +84,7 @@ def build_database(path: pathlib.Path, count: int) -> None:
 def plain_update(path: pathlib.Path) -> float:
     """One UPDATE of every record, in one transaction, with the service's pragmas."""
     connection = sqlite3.connect(path, isolation_level=None)
-    from models.store import SQLITE_PRAGMAS
+    from models.store.state import SQLITE_PRAGMAS
 
     for name, value in SQLITE_PRAGMAS.items():  # the service's own
         connection.execute(f"PRAGMA {name}={value}")
@@ -109,7 +109,7 @@ def child(path: str, ids_path: str, batch: int) -> None:
     from models.jobs import TransactionRef
     from models.jobs.lease import WorkConfig
     from models.jobs.lifecycle import create_job
-    from models.jobs.queue import advance
+    from models.worker.queue import advance
 
     open_store(f"sqlite:///{path}", subject_key=SUBJECT_KEY)
     config = WorkConfig(min_age_seconds=3600, batch_size=batch, lease_seconds=60)

@@ -16,7 +16,7 @@ the same rows, and the Auto-redact retention pass beside a plain UPDATE of the s
    account, created 400 days ago, and the account's SMS policy is `after` 30 days. On a
    copy, one plain UPDATE in one transaction scrubs them (as bench/jobs.py's does, number
    hashes cleared too). On another copy a child process runs the retention pass
-   (`models.retention.run_retention`, batches of --batch, as `redact retention run` with
+   (`models.erasure.retention.run_retention`, batches of --batch, as `redact retention run` with
    REDACT_JOB_BATCH_SIZE): batch by batch, each atomic and audited. The child reports its
    peak memory (VmHWM: ru_maxrss would include this script's own peak, see peak_rss_mb).
    Target: retention >= 0.35x the UPDATE's records/s. --batch takes a comma-separated
@@ -103,7 +103,7 @@ def sqlite_url(path: pathlib.Path) -> str:
 
 
 def service_pragmas(connection: sqlite3.Connection) -> None:
-    from models.store import SQLITE_PRAGMAS
+    from models.store.state import SQLITE_PRAGMAS
 
     for name, value in SQLITE_PRAGMAS.items():  # the service's own
         connection.execute(f"PRAGMA {name}={value}")
@@ -217,7 +217,7 @@ def through_api(
 def plain_insert(work: pathlib.Path, records: list[list[dict]]) -> dict:
     """The same rows by executemany into a fresh file the models made, 1,000 a commit."""
     from models import Account, create_tables, database, open_store
-    from models.subjects import SubjectKey
+    from models.store.keys import SubjectKey
 
     path = work / "insert.db"
     db = open_store(sqlite_url(path), subject_key=SUBJECT_KEY.encode()).database
@@ -327,8 +327,8 @@ def build_database(path: pathlib.Path, count: int, created: datetime.datetime) -
     """Tables by the models, rows by executemany (not measured), then the account's SMS
     policy: `after` RETENTION_DAYS days."""
     from models import Account, create_tables, database, open_store
-    from models.retention import set_policies
-    from models.subjects import SubjectKey
+    from models.erasure.retention import set_policies
+    from models.store.keys import SubjectKey
 
     db = open_store(sqlite_url(path), subject_key=SUBJECT_KEY.encode()).database
     create_tables()
@@ -407,7 +407,7 @@ def peak_rss_mb() -> float:
 def retention_child(path: str, batch: int, profile: str | None) -> None:
     """The retention pass, as the worker runs it; prints its figures as JSON."""
     from models import database, open_store, utcnow
-    from models.retention import run_retention
+    from models.erasure.retention import run_retention
 
     open_store(sqlite_url(pathlib.Path(path)), subject_key=SUBJECT_KEY.encode())
 

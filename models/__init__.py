@@ -1,30 +1,26 @@
 """The transaction store, the redaction rules and redaction jobs. Knows nothing of HTTP.
 
-A newcomer's map (docs/architecture.md has the whole of it):
+Packages, each built only on those before it (docs/architecture.md draws them):
 
-- base.py: the deferred database, the base model, UTC timestamps, the clock
-- store.py: opening the store (`open_store`): database, group commit, subject key
-- group_commit.py, prepared.py: how writes share transactions; SQL generated once
-- account.py, transaction.py: accounts and the records with their audit trail
-- policy.py, redaction.py: what a redaction scrubs, and doing it
-- subjects.py: the keyed index of phone numbers
-- records.py: the record schema, storing records (API and command) and reading one back;
-  loading.py: `redact transactions load`
-- retention.py: Auto-redact policies and the retention pass; holds.py: legal holds;
-  audit.py: the audit trail of policy and hold changes
-- merkle.py, log.py, log_check.py, signing.py, keyfile.py: the erasure log (RFC 9162
-  Merkle trees per account),
-  its signed tree heads and the signing key; receipts.py: signed proofs of erasure
-- webhooks.py: webhook endpoints, the outbox of their events, and delivering it
-- migrations.py: creating and upgrading tables; maintenance.py: PostgreSQL's VACUUM
-- jobs/: redaction jobs, from their rows to the queue and the service the API and the
-  CLI share
+- store/: the deferred database, opening and closing the store, the group commit, the
+  store's secrets, pages
+- records/: accounts, transaction records, products and what a redaction scrubs
+- proof/: the erasure log (RFC 9162 Merkle trees per account), signing, receipts, the check
+- webhooks/: endpoints, the outbox of their events, delivering it
+- erasure/: redacting records, legal holds, retention, the audit trail
+- intake/: storing records (the records API, `redact transactions load`), reading one back
+- jobs/: redaction jobs, from their rows to the service the API and the CLI share
+- worker/: the queue and the periodic tasks; PostgreSQL's maintenance
+- errors.py: the domain's errors; migrations.py: creating and upgrading tables
+
+`from models import ...` is the face the app uses for what is common.
 """
 
-from .account import Account
-from .audit import AuditEvent
-from .base import BaseModel, database, utcnow
-from .errors import (
+from models.erasure.audit import AuditEvent
+from models.erasure.holds import HOLD_MODELS
+from models.erasure.redaction import redact_transaction, redact_transaction_async
+from models.erasure.retention import RETENTION_MODELS
+from models.errors import (
     InvalidRecord,
     PrematureRedaction,
     RecordHeld,
@@ -32,18 +28,17 @@ from .errors import (
     RedactionError,
     Unprovisioned,
 )
-from .holds import HOLD_MODELS
-from .jobs.job import JOB_MODELS
-from .loading import load_records
-from .log import LOG_MODELS
-from .migrations import create_or_upgrade
-from .policy import DIRECTIONS, POLICIES, PRODUCTS, REDACTED
-from .redaction import redact_transaction, redact_transaction_async
-from .retention import RETENTION_MODELS
-from .signing import PublishedKey
-from .store import Store, current_store, open_store
-from .transaction import RedactionAudit, Transaction
-from .webhooks import WEBHOOK_MODELS
+from models.intake.loading import load_records
+from models.jobs.job import JOB_MODELS
+from models.migrations import create_or_upgrade
+from models.proof.log import LOG_MODELS
+from models.proof.signing import PublishedKey
+from models.records.account import Account
+from models.records.products import DIRECTIONS, POLICIES, PRODUCTS, REDACTED
+from models.records.transaction import RedactionAudit, Transaction
+from models.store.base import BaseModel, database, utcnow
+from models.store.state import Store, current_store, open_store
+from models.webhooks.outbox import WEBHOOK_MODELS
 
 MODELS = (
     Account,

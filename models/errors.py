@@ -1,5 +1,5 @@
 """Domain errors: what can stop a redaction, with the data to explain it. No HTTP here;
-app/problems.py decides how each is rendered."""
+app/http/problems.py decides how each is rendered."""
 
 
 class RedactionError(Exception):
@@ -112,6 +112,11 @@ class TooManyWebhooks(RedactionError):
 
     def __init__(self, most: int):
         super().__init__(f"an account has at most {most} webhook endpoints: delete one first")
+
+
+class InvalidCursor(RedactionError):
+    def __init__(self, parameter: str, value: str):
+        super().__init__(f"{parameter}: no such object {value!r} in this list")
 
 
 def _wait_phrase(seconds: int) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 import peewee
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from .base import database
-from .log import LogChunk, LogNode
-from .store import current_store
-from .transaction import Transaction
+from models.proof.log import LogChunk, LogNode
+from models.records.transaction import Transaction
+from models.store.base import database
+from models.store.state import current_store
 
 log = logging.getLogger("redact.schema")
 

@@ -27,8 +27,7 @@ import pytest
 from app import create_app
 from app.settings import Settings
 from models import MODELS, database
-
-from .support import (
+from tests.support import (
     POSTGRES_URL,
     REDIS_URL,
     SIGNING_KEY,

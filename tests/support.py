@@ -52,9 +52,9 @@ import yaml
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-import models.store
+import models.store.state
 from app.cli import run
-from app.validation import openapi_to_json_schema
+from app.http.validation import openapi_to_json_schema
 from models import (
     PRODUCTS,
     Account,
@@ -64,7 +64,7 @@ from models import (
     load_records,
     open_store,
 )
-from models.account import hash_secret
+from models.records.account import hash_secret
 
 T = TypeVar("T")
 
@@ -87,7 +87,7 @@ SIGNING_KEY = (
     ' "x": "Y1gMp3cCuDxHVuVRNUKVwetfoXDX3nkQu8wEn-pUb8c"}'
 )
 
-# app/ratelimit.py keeps an asyncio Redis client per event loop and never closes it: the
+# app/http/ratelimit.py keeps an asyncio Redis client per event loop and never closes it: the
 # test client's loop ends with its `with` block and leaves the client's connection, its
 # transport and socket to the garbage collector, which warns (ResourceWarning). Reported
 # as a bug of the app; until it is mended, the tests that use the limiter on Redis in this
@@ -252,20 +252,20 @@ def kept_store() -> Iterator[None]:
     points it at a database). Whatever store the block opens (a command run in this
     process, a look into a file) is closed after it, and the store that was current
     before it (an app's, built by the `make_app` fixture) is current again."""
-    before = models.store._current
+    before = models.store.state._current
     try:
         yield
     finally:
-        opened = models.store._current
+        opened = models.store.state._current
         if opened is not None and opened is not before:
             opened.database.close_all()
         if before is not None:
             database.initialize(before.database)
-            models.store._current = before
+            models.store.state._current = before
 
 
 @contextlib.contextmanager
-def store_at(url: str, *, tables: bool = False) -> Iterator[models.store.Store]:
+def store_at(url: str, *, tables: bool = False) -> Iterator[models.store.state.Store]:
     """The store at `url` opened in this process (the current one) for the block, its
     tables created or upgraded if `tables`; closed after it, and the store current before
     is current again."""

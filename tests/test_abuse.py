@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from models import Account, database
-
-from .support import PASSWORD, SUBJECT_KEY, Service, basic, cli, store_at, wait_for
+from tests.support import PASSWORD, SUBJECT_KEY, Service, basic, cli, store_at, wait_for
 
 pytestmark = pytest.mark.slow
 

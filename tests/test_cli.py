@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from models import MODELS, PRODUCTS, Account, Transaction, database
-
-from .support import (
+from tests.support import (
     POSTGRES_URL,
     SUBJECT_KEY,
     cli,

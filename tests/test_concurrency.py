@@ -18,8 +18,7 @@ from models import (
     database,
     redact_transaction,
 )
-
-from .support import POSTGRES_URL, START, add_account, add_records, record, require_service
+from tests.support import POSTGRES_URL, START, add_account, add_records, record, require_service
 
 
 def redact(transaction_id: str, api_key: str = "acct0001"):

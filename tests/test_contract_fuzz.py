@@ -10,9 +10,8 @@ import pytest
 import schemathesis
 from schemathesis import GenerationMode
 
-from app.contracts import SPEC_DIR
-
-from .support import add_account, add_records, fuzz_headers, fuzzable, operation_ids, record
+from app.http.contracts import SPEC_DIR
+from tests.support import add_account, add_records, fuzz_headers, fuzzable, operation_ids, record
 
 # Seconds per operation and mode: the jobs contract's cases take about a minute in all.
 pytestmark = pytest.mark.slow

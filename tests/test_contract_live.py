@@ -15,9 +15,8 @@ import pytest
 import schemathesis
 from schemathesis import GenerationMode
 
-from app.contracts import SPEC_DIR
-
-from .support import (
+from app.http.contracts import SPEC_DIR
+from tests.support import (
     PASSWORD,
     SUBJECT_KEY,
     Service,

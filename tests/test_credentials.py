@@ -7,8 +7,7 @@ import datetime
 import json
 
 from models import Account, database
-
-from .support import PASSWORD, START, add_account, basic, cli, one_line_error, store_at
+from tests.support import PASSWORD, START, add_account, basic, cli, one_line_error, store_at
 
 URL = "/v1/redact/transaction"
 NEW = "n3w-s3cret-0002"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .support import ROOT, require_service
+from tests.support import ROOT, require_service
 
 # It asks PyPI about every installed release: seconds, over the network.
 pytestmark = pytest.mark.slow

@@ -12,8 +12,7 @@ import pathlib
 import pytest
 
 from models import Transaction
-
-from .support import served, store_at, unavailable
+from tests.support import served, store_at, unavailable
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -17,7 +17,7 @@ import urllib.parse
 
 import pytest
 
-from .support import PASSWORD, SUBJECT_KEY, Service, basic, cli
+from tests.support import PASSWORD, SUBJECT_KEY, Service, basic, cli
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,7 @@ import pytest
 
 from app import demo
 from models import RedactionAudit, Transaction, database
-
-from .support import (
+from tests.support import (
     FIRST_RELEASE,
     PASSWORD,
     PROBLEM_FIELDS,

@@ -9,8 +9,7 @@ import subprocess
 import pytest
 
 from models import database
-
-from .support import PROBLEM_FIELDS, add_account, add_records, record, unavailable
+from tests.support import PROBLEM_FIELDS, add_account, add_records, record, unavailable
 
 
 def test_healthz_answers_without_credentials_or_limit(make_app, sqlite_url):

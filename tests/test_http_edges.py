@@ -8,10 +8,9 @@ import pytest
 import yaml
 
 from app import create_app
-from app.contracts import SPEC_DIR, OperationResolver
-from app.redact_api import RedactApi
-
-from .support import add_account, add_records, basic, record, wait_for
+from app.handlers.redact import RedactApi
+from app.http.contracts import SPEC_DIR, OperationResolver
+from tests.support import add_account, add_records, basic, record, wait_for
 
 URL = "/v1/redact/transaction"
 
@@ -37,7 +36,7 @@ def test_every_operation_of_every_contract_is_reached(client):
     """The contracts share /v1/redact: each operation's route reaches its own contract
     (unauthenticated, it meets that operation's security: 401, or for the public keys
     200), none answers 404 for a path another contract shadows."""
-    from app.contracts import CONTRACTS, routes
+    from app.http.contracts import CONTRACTS, routes
 
     reached = {}
     for operation_id, route in routes(CONTRACTS).items():
@@ -195,7 +194,7 @@ def test_wrong_method_on_a_jobs_path_allows_every_method_of_the_path(
 
 
 def test_every_contract_path_allows_exactly_its_methods(client, account):
-    from app.contracts import CONTRACTS
+    from app.http.contracts import CONTRACTS
 
     for name in CONTRACTS:
         spec = yaml.safe_load((SPEC_DIR / name).read_text())
@@ -252,7 +251,7 @@ def test_one_address_cannot_queue_more_than_its_share_of_credential_checks(make_
     import concurrent.futures
     import sqlite3
 
-    from app.auth import CHECKS_WAITING_PER_ADDRESS
+    from app.http.auth import CHECKS_WAITING_PER_ADDRESS
 
     path = tmp_path / "redact.db"
     app = make_app(f"sqlite:///{path}")

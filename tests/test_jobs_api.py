@@ -12,8 +12,7 @@ import pytest
 from models import RedactionAudit, Transaction, current_store, database
 from models.jobs.job import JobObject, RedactionJob, TransactionRef
 from models.jobs.lifecycle import create_job
-
-from .support import (
+from tests.support import (
     JOBS,
     START,
     JobsClient,
@@ -724,7 +723,7 @@ def test_a_number_in_a_transaction_is_indexed_only_as_a_keyed_hash(jobs):
 
 
 def test_expanding_a_job_larger_than_the_api_allows_is_422(jobs):
-    from app.jobs_api import EXPAND_LIMIT
+    from app.handlers.jobs import EXPAND_LIMIT
 
     with database.connection_context():  # as `redact jobs create --transactions FILE` may
         job, _ = create_job(

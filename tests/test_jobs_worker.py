@@ -14,8 +14,7 @@ from app.services import job_queue
 from app.settings import Settings
 from models import MODELS, RedactionAudit, Transaction, current_store, database
 from models.jobs import RedactionJob
-
-from .support import (
+from tests.support import (
     PASSWORD,
     POSTGRES_URL,
     JobsClient,

@@ -10,8 +10,7 @@ import logging
 import pytest
 
 from app.logs import JsonFormatter, quiet_libraries
-
-from .support import JOBS, JobsClient, add_account, add_records, record
+from tests.support import JOBS, JobsClient, add_account, add_records, record
 
 NUMBER = "447700955501"
 TEXT = "LOG-MARKER-93c1"

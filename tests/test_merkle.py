@@ -1,5 +1,5 @@
-"""models/merkle.py against RFC 9162 (and the test vectors Certificate Transparency
-publishes for it), and the erasure log's stored tree (models/log.py) against the RFC's
+"""models/proof/merkle.py against RFC 9162 (and the test vectors Certificate Transparency
+publishes for it), and the erasure log's stored tree (models/proof/log.py) against the RFC's
 definition computed in memory, across the sizes where its kept subtrees begin."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import threading
 import pytest
 
 from models import create_tables, current_store, database, open_store
-from models import log as erasure_log
-from models.log_check import check_log
-from models.merkle import (
+from models.proof import log as erasure_log
+from models.proof.check import check_log
+from models.proof.merkle import (
     EMPTY_ROOT,
     consistency_path,
     hashes_subtree,
@@ -24,9 +24,9 @@ from models.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from models.signing import canonical, key_set, listed_keys
-
-from .support import kept_store
+from models.proof.signing import key_set, listed_keys
+from models.store.keys import canonical
+from tests.support import kept_store
 
 # Certificate Transparency's reference leaves and the roots of their first 1..8.
 LEAVES = [

@@ -13,7 +13,7 @@ import sys
 import httpx
 import pytest
 
-from .support import (
+from tests.support import (
     BEARER,
     JOBS,
     ROOT,

@@ -10,8 +10,7 @@ import peewee
 import pytest
 
 from models import MODELS, Account, Transaction, create_tables, current_store, database
-
-from .support import FIRST_RELEASE, store_at
+from tests.support import FIRST_RELEASE, store_at
 
 
 def _make_first_release(url: str, tmp_path) -> None:

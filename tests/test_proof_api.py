@@ -14,13 +14,13 @@ import psycopg2
 import pytest
 
 from models import current_store, database
-from models.log import TreeHead
-from models.maintenance import vacuum_erased
-from models.merkle import leaf_hash, verify_consistency, verify_inclusion
-from models.receipts import verify_receipt
-from models.signing import SigningKey, key_set, verify
-
-from .support import (
+from models.proof.log import TreeHead
+from models.proof.merkle import leaf_hash, verify_consistency, verify_inclusion
+from models.proof.receipts import verify_receipt
+from models.proof.signing import key_set, verify
+from models.store.keys import SigningKey
+from models.worker.maintenance import vacuum_erased
+from tests.support import (
     POSTGRES_URL,
     SIGNING_KEY,
     JobsClient,

@@ -13,13 +13,13 @@ import threading
 import pytest
 
 from models import current_store, database, redact_transaction, utcnow
-from models.log import signed_head
-from models.merkle import leaf_hash
-from models.receipts import record_receipt
-from models.retention import set_policies
-from models.signing import SigningKey, canonical, listed_keys
-
-from .support import add_account, add_records, cli, one_line_error, record, store_at
+from models.erasure.retention import set_policies
+from models.proof.log import signed_head
+from models.proof.merkle import leaf_hash
+from models.proof.receipts import record_receipt
+from models.proof.signing import listed_keys
+from models.store.keys import SigningKey, canonical
+from tests.support import add_account, add_records, cli, one_line_error, record, store_at
 
 
 def db_path(env) -> str:

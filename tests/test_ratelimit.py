@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import time_machine
 
-from .support import LEAKED_LIMITER_CLIENT, add_account
+from tests.support import LEAKED_LIMITER_CLIENT, add_account
 
 URL = "/v1/redact/transaction"
 BODY = {"id": "0A0000000NOTHERE", "product": "sms"}

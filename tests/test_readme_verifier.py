@@ -13,9 +13,8 @@ import sys
 import pytest
 
 from models import current_store
-from models.signing import key_set, verify
-
-from .support import add_records, record
+from models.proof.signing import key_set, verify
+from tests.support import add_records, record
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 

@@ -9,8 +9,7 @@ import datetime
 import pytest
 
 from models import AuditEvent, RedactionAudit, Transaction, current_store, database
-
-from .support import (
+from tests.support import (
     JOBS,
     JobsClient,
     add_account,
@@ -623,7 +622,7 @@ def test_a_subject_job_leaves_held_records_and_finishes(make_app, database_url, 
 def pass_with_budget(batches: int, between=lambda n: None):
     """A retention pass that stops after `batches` batches (its clock for the budget
     moves one second a batch); `between(n)` runs before the n-th batch."""
-    from models.retention import run_retention
+    from models.erasure.retention import run_retention
 
     calls = iter(range(10_000))
 

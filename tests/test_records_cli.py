@@ -13,8 +13,7 @@ import time
 import pytest
 
 from models import AuditEvent, RedactionAudit, Transaction
-
-from .support import cli, one_line_error, record, redact, start, store_at, wait_for
+from tests.support import cli, one_line_error, record, redact, start, store_at, wait_for
 
 NUMBER = "447700900002"
 

@@ -7,8 +7,7 @@ import datetime
 import pytest
 
 from models import RedactionAudit, Transaction, database
-
-from .support import START, add_account, add_records, assert_matches_contract, basic, record
+from tests.support import START, add_account, add_records, assert_matches_contract, basic, record
 
 URL = "/v1/redact/transaction"
 UPSTREAM = "https://developer.nexmo.com/api-errors"

@@ -4,8 +4,7 @@ file and its write-ahead log, and no index holds a copy."""
 from __future__ import annotations
 
 from models import Transaction, database
-
-from .support import add_account, add_records, files_containing, record
+from tests.support import add_account, add_records, files_containing, record
 
 URL = "/v1/redact/transaction"
 MARKER = b"MARKER-7f3a9c"

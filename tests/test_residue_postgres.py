@@ -9,9 +9,15 @@ import secrets
 import pytest
 
 from models import database
-from models.maintenance import vacuum_erased
-
-from .support import POSTGRES_URL, JobsClient, add_account, add_records, record, require_service
+from models.worker.maintenance import vacuum_erased
+from tests.support import (
+    POSTGRES_URL,
+    JobsClient,
+    add_account,
+    add_records,
+    record,
+    require_service,
+)
 
 pytestmark = pytest.mark.postgres
 

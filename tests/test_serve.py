@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from .support import (
+from tests.support import (
     BEARER,
     PASSWORD,
     PROBLEM_FIELDS,

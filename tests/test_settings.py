@@ -7,8 +7,7 @@ import pathlib
 import pytest
 
 from app.settings import ConfigError, Settings, declared
-
-from .support import SIGNING_KEY
+from tests.support import SIGNING_KEY
 
 TABLE = pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from .support import (
+from tests.support import (
     JOBS,
     JobsClient,
     add_account,

@@ -11,9 +11,8 @@ import json
 import pytest
 
 from models import database
-from models.webhooks import MAX_ENDPOINTS, WebhookAttempt, WebhookEvent
-
-from .support import JobsClient, add_account, add_records, assert_matches_contract, record
+from models.webhooks.outbox import MAX_ENDPOINTS, WebhookAttempt, WebhookEvent
+from tests.support import JobsClient, add_account, add_records, assert_matches_contract, record
 
 WEBHOOKS = "/v1/redact/webhooks"
 HOLDS = "/v1/redact/holds"

@@ -8,9 +8,8 @@ import json
 
 import pytest
 
-from models.webhooks import WebhookEndpoint, WebhookEvent
-
-from .support import cli, one_line_error, store_at
+from models.webhooks.outbox import WebhookEndpoint, WebhookEvent
+from tests.support import cli, one_line_error, store_at
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 import standardwebhooks
 
 from models import Account, database
-from models.holds import create_hold
-from models.webhooks import (
+from models.erasure.holds import create_hold
+from models.webhooks.outbox import (
     DeliveryConfig,
     Dispatcher,
     WebhookAttempt,
@@ -25,8 +25,7 @@ from models.webhooks import (
     create_webhook,
     deliver_due,
 )
-
-from .support import Receiver, add_account, free_port, served, start, stop, store_at, wait_for
+from tests.support import Receiver, add_account, free_port, served, start, stop, store_at, wait_for
 
 WEBHOOKS = "/v1/redact/webhooks"
 HOLDS = "/v1/redact/holds"

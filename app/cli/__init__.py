@@ -19,15 +19,15 @@ import sys
 
 import click
 
-from .accounts import accounts
-from .admin import config, maintenance, migrate
-from .common import fail
-from .jobs import jobs
-from .proof import audit, keys, receipts
-from .records import holds, policies, retention
-from .serve import serve, worker
-from .transactions import transactions
-from .webhooks import webhooks
+from app.cli.accounts import accounts
+from app.cli.admin import config, maintenance, migrate
+from app.cli.common import fail
+from app.cli.jobs import jobs
+from app.cli.proof import audit, keys, receipts
+from app.cli.records import holds, policies, retention
+from app.cli.serve import serve, worker
+from app.cli.transactions import transactions
+from app.cli.webhooks import webhooks
 
 
 @click.group()

@@ -1,5 +1,5 @@
 """`python -m app.cli`: the `redact` command (the Procfile's worker runs it this way)."""
 
-from . import run
+from app.cli import run
 
 run()

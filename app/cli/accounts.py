@@ -10,9 +10,8 @@ import secrets
 import click
 import peewee
 
+from app.cli.common import fail, load_settings, open_store_or_exit
 from models import PRODUCTS, Account, database, utcnow
-
-from .common import fail, load_settings, open_store_or_exit
 
 API_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

@@ -8,11 +8,10 @@ import json
 import click
 import peewee
 
+from app.cli.common import fail, load_settings, open_store_or_exit
+from app.settings import ConfigError, Settings
 from models import database
-from models.maintenance import vacuum_erased
-
-from ..settings import ConfigError, Settings
-from .common import fail, load_settings, open_store_or_exit
+from models.worker.maintenance import vacuum_erased
 
 
 @click.command()

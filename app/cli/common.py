@@ -9,11 +9,10 @@ from typing import NoReturn
 import click
 import peewee
 
+from app.services import Services, job_queue, open_services
+from app.settings import ConfigError, Settings
 from models import Account, Store, create_tables, open_store
-from models.jobs.queue import JobQueue
-
-from ..services import Services, job_queue, open_services
-from ..settings import ConfigError, Settings
+from models.worker.queue import JobQueue
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

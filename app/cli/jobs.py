@@ -8,6 +8,13 @@ import json
 
 import click
 
+from app.cli.common import (
+    account_or_exit,
+    fail,
+    load_settings,
+    open_store_or_exit,
+    services_or_exit,
+)
 from models.jobs import (
     STATUSES,
     InvalidJobRequest,
@@ -19,8 +26,6 @@ from models.jobs import (
     TransactionRef,
 )
 from models.jobs.queries import find_job, job_resource, list_jobs, shown_objects
-
-from .common import account_or_exit, fail, load_settings, open_store_or_exit, services_or_exit
 
 
 @click.group()

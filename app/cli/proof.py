@@ -1,6 +1,6 @@
 """`redact audit verify`, `redact receipts verify` and `redact keys`: checking the
-erasure log and receipts (models/log_check.py, models/receipts.py), and the signing key
-(models/signing.py)."""
+erasure log and receipts (models/proof/check.py, models/proof/receipts.py), and the signing key
+(models/proof/signing.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import urllib.request
 
 import click
 
+from app.cli.common import fail, load_settings, open_store_or_exit
 from models import database
-from models.log import HEAD_TYPE
-from models.log_check import accounts, check_log
-from models.receipts import verify_receipt
-from models.signing import SigningKey, key_set, listed_keys, verify
-
-from .common import fail, load_settings, open_store_or_exit
+from models.proof.check import accounts, check_log
+from models.proof.log import HEAD_TYPE
+from models.proof.receipts import verify_receipt
+from models.proof.signing import key_set, listed_keys, verify
+from models.store.keys import SigningKey
 
 
 @click.group()

@@ -13,13 +13,18 @@ import click
 import peewee
 import uvicorn
 
+from app import logs
+from app.cli.common import (
+    database_error,
+    fail,
+    load_settings,
+    open_queue_or_exit,
+    open_store_or_exit,
+)
+from app.demo import curl_line, seed_demo
+from app.server import PROTOCOL, limit_malloc_arenas
 from models import create_tables, database, utcnow
 from models.jobs import QueueUnavailable
-
-from .. import logs
-from ..demo import curl_line, seed_demo
-from ..server import PROTOCOL, limit_malloc_arenas
-from .common import database_error, fail, load_settings, open_queue_or_exit, open_store_or_exit
 
 log = logging.getLogger("redact.store")
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
+from app.cli.common import fail, load_settings, open_store_or_exit
 from models import InvalidRecord, load_records
-
-from .common import fail, load_settings, open_store_or_exit
 
 
 @click.group()

@@ -13,9 +13,8 @@ Only the rows and the errors are named here: importing the package does not load
 queue (Huey, Redis) or the service.
 """
 
-from .errors import (
+from models.jobs.errors import (
     IdempotencyMismatch,
-    InvalidCursor,
     InvalidJobRequest,
     InvalidJobUpdate,
     InvalidMove,
@@ -25,12 +24,11 @@ from .errors import (
     TooLargeForSync,
     TooManyJobs,
 )
-from .job import STATUSES, RedactionJob, TransactionRef
+from models.jobs.job import STATUSES, RedactionJob, TransactionRef
 
 __all__ = [
     "STATUSES",
     "IdempotencyMismatch",
-    "InvalidCursor",
     "InvalidJobRequest",
     "InvalidJobUpdate",
     "InvalidMove",

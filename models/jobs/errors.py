@@ -1,9 +1,9 @@
-"""The errors of redaction jobs, each carrying its data; app/problems.py renders them."""
+"""The errors of redaction jobs, each carrying its data; app/http/problems.py renders them."""
 
 from __future__ import annotations
 
-from ..errors import RedactionError
-from .job import MOVES
+from models.errors import RedactionError
+from models.jobs.job import MOVES
 
 
 class JobError(RedactionError):
@@ -47,11 +47,6 @@ class TooManyJobs(JobError):
 class IdempotencyMismatch(JobError):
     def __init__(self, key: str):
         super().__init__(f"Idempotency-Key {key!r} was used with a different request")
-
-
-class InvalidCursor(JobError):
-    def __init__(self, parameter: str, value: str):
-        super().__init__(f"{parameter}: no such object {value!r} in this list")
 
 
 class QueueUnavailable(JobError):

@@ -3,7 +3,7 @@
 A job names records (`objects.transactions`) and phone numbers (`objects.subjects`: every
 record of the account where the number appears). It is created, validated, run and
 cancelled through the moves in `MOVES` (models/jobs/lifecycle.py); the work itself runs
-in queue workers (models/jobs/queue.py). No HTTP here.
+in queue workers (models/worker/queue.py). No HTTP here.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import logging
 
 import peewee
 
-from ..account import Account
-from ..base import BaseModel, UTCDateTimeField
+from models.records.account import Account
+from models.store.base import BaseModel, UTCDateTimeField
 
 STATUSES = (
     "created",

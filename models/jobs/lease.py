@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
-from ..base import database
-from .job import WORKING, RedactionJob, transition
+from models.jobs.job import WORKING, RedactionJob, transition
+from models.store.base import database
 
 
 @dataclasses.dataclass(frozen=True)

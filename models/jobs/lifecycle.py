@@ -7,18 +7,14 @@ import json
 import secrets
 from collections.abc import Callable, Iterable
 
-from ..base import database
-from ..policy import DIRECTIONS, PRODUCTS, direction_of
-from ..prepared import PreparedQuery
-from ..store import current_store
-from .errors import (
+from models.jobs.errors import (
     IdempotencyMismatch,
     InvalidJobRequest,
     InvalidJobUpdate,
     InvalidMove,
     TooManyJobs,
 )
-from .job import (
+from models.jobs.job import (
     BEHAVIORS,
     MOVES,
     STATUSES,
@@ -30,6 +26,10 @@ from .job import (
     log_transition,
     transition,
 )
+from models.records.products import DIRECTIONS, PRODUCTS, direction_of
+from models.store.base import database
+from models.store.prepared import PreparedQuery
+from models.store.state import current_store
 
 
 def new_job_id() -> str:

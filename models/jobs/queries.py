@@ -3,13 +3,14 @@ validation errors, and a job as the API and the CLI show it."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from collections.abc import Iterable, Iterator
 
-from ..base import find_owned
-from .errors import InvalidCursor, JobNotFound
-from .job import JobObject, JobValidationError, RedactionJob
+from models.errors import InvalidCursor
+from models.jobs.errors import JobNotFound
+from models.jobs.job import JobObject, JobValidationError, RedactionJob
+from models.store.base import find_owned
+from models.store.pages import Page, newest_first, paginate
 
 
 def find_job(job_id: str, api_key: str | None = None) -> RedactionJob:
@@ -71,28 +72,6 @@ def iter_objects(job: RedactionJob) -> Iterator[JobObject]:
         position = page[-1].position
 
 
-@dataclasses.dataclass
-class Page:
-    items: list
-    has_more: bool
-
-
-def paginate(query, key, descending: bool, limit: int, after, before) -> Page:
-    """A page of `query` ordered by `key`, Stripe-style: `after` pages forward from a
-    cursor value, `before` backward; `has_more` says whether more lie that way."""
-    forward = key.desc() if descending else key.asc()
-    backward = key.asc() if descending else key.desc()
-    if before is not None:
-        query = query.where(key > before if descending else key < before)
-        items = list(query.order_by(backward).limit(limit + 1))
-        has_more = len(items) > limit
-        return Page(list(reversed(items[:limit])), has_more)
-    if after is not None:
-        query = query.where(key < after if descending else key > after)
-    items = list(query.order_by(forward).limit(limit + 1))
-    return Page(items[:limit], len(items) > limit)
-
-
 def list_jobs(
     api_key: str,
     *,
@@ -103,32 +82,6 @@ def list_jobs(
 ) -> Page:
     """The account's jobs, newest first."""
     return newest_first(RedactionJob, api_key, limit, starting_after, ending_before, status)
-
-
-def newest_first(model, api_key: str, limit: int, starting_after, ending_before, status) -> Page:
-    """A page of the account's rows of `model` (jobs, holds: rows with a public `id`, an
-    ordering `seq`, an `account` and a `status`), newest first; a cursor naming no row of
-    the account is InvalidCursor."""
-    query = model.select().where(model.account == api_key)
-    if status is not None:
-        query = query.where(model.status == status)
-
-    def cursor(parameter: str, public_id: str | None):
-        if public_id is None:
-            return None
-        row = model.get_or_none((model.id == public_id) & (model.account == api_key))
-        if row is None:
-            raise InvalidCursor(parameter, public_id)
-        return row.seq
-
-    return paginate(
-        query,
-        model.seq,
-        True,
-        limit,
-        cursor("starting_after", starting_after),
-        cursor("ending_before", ending_before),
-    )
 
 
 def list_validation_errors(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..prepared import PreparedQuery
-from ..transaction import Transaction
-from .job import JobObject, RedactionJob
+from models.jobs.job import JobObject, RedactionJob
+from models.records.transaction import Transaction
+from models.store.prepared import PreparedQuery
 
 # A page of the job's transaction objects after a position, in order.
 OBJECTS_AFTER = PreparedQuery(

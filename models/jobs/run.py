@@ -13,18 +13,18 @@ from typing import Any
 
 from peewee import fn
 
-from .. import log
-from ..account import Account
-from ..base import Clock, database
-from ..errors import PrematureRedaction
-from ..holds import held_condition
-from ..redaction import RedactionRequest, redact_batch
-from ..store import current_store
-from ..transaction import Transaction
-from ..webhooks import enqueue, job_event_data
-from .job import JobLogRange, JobObject, RedactionJob, transition
-from .lease import LeaseLost, Wait, WorkConfig, renew
-from .records import OBJECTS_AFTER, subject_records
+from models.erasure.holds import held_condition
+from models.erasure.redaction import RedactionRequest, redact_batch
+from models.errors import PrematureRedaction
+from models.jobs.job import JobLogRange, JobObject, RedactionJob, transition
+from models.jobs.lease import LeaseLost, Wait, WorkConfig, renew
+from models.jobs.records import OBJECTS_AFTER, subject_records
+from models.proof import log
+from models.records.account import Account
+from models.records.transaction import Transaction
+from models.store.base import Clock, database
+from models.store.state import current_store
+from models.webhooks.outbox import enqueue, job_event_data
 
 
 @dataclasses.dataclass

@@ -10,13 +10,20 @@ import dataclasses
 import datetime
 import logging
 from collections.abc import Iterable
+from typing import Protocol
 
-from ..base import Clock
-from .errors import QueueUnavailable, TooLargeForSync
-from .job import RedactionJob, TransactionRef
-from .lifecycle import create_job, delete_job, move, start_validation, undo_move, update_job
-from .queries import Page, find_job, list_jobs, list_validation_errors
-from .queue import JobQueue
+from models.jobs.errors import QueueUnavailable, TooLargeForSync
+from models.jobs.job import RedactionJob, TransactionRef
+from models.jobs.lifecycle import (
+    create_job,
+    delete_job,
+    move,
+    start_validation,
+    undo_move,
+    update_job,
+)
+from models.jobs.queries import Page, find_job, list_jobs, list_validation_errors
+from models.store.base import Clock
 
 log = logging.getLogger("redact.jobs")
 
@@ -29,8 +36,21 @@ class JobLimits:
     """The largest job a sync run takes (REDACT_SYNC_MAX_RECORDS)."""
 
 
+class Queue(Protocol):
+    """Where the service hands work to workers (models.worker.queue.JobQueue)."""
+
+    def check_room(self) -> None:
+        """QueueUnavailable unless the queue can take work now."""
+
+    def submit(self, job_id: str, eta: datetime.datetime | None = None) -> None:
+        """Queue `advance(job_id)`, at `eta` if given."""
+
+    def run_now(self, job_id: str) -> None:
+        """Do what the job needs next in this process (a sync run)."""
+
+
 class JobsService:
-    def __init__(self, queue: JobQueue, limits: JobLimits, clock: Clock):
+    def __init__(self, queue: Queue, limits: JobLimits, clock: Clock):
         self.queue = queue
         self.limits = limits
         self.clock = clock

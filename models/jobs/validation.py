@@ -9,17 +9,17 @@ from typing import Any
 import peewee
 from peewee import JOIN, fn
 
-from ..account import Account
-from ..base import Clock, database
-from ..errors import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
-from ..holds import held_condition, held_records
-from ..policy import record_kind
-from ..prepared import PreparedQuery
-from ..transaction import Transaction
-from ..webhooks import enqueue, job_event_data
-from .job import HOLDING, JobObject, JobValidationError, RedactionJob, transition
-from .lease import WorkConfig, renew
-from .records import subject_records
+from models.erasure.holds import held_condition, held_records
+from models.errors import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
+from models.jobs.job import HOLDING, JobObject, JobValidationError, RedactionJob, transition
+from models.jobs.lease import WorkConfig, renew
+from models.jobs.records import subject_records
+from models.records.account import Account
+from models.records.products import record_kind
+from models.records.transaction import Transaction
+from models.store.base import Clock, database
+from models.store.prepared import PreparedQuery
+from models.webhooks.outbox import enqueue, job_event_data
 
 
 @dataclasses.dataclass

@@ -1,0 +1,90 @@
+"""Handlers of the proof API (openapi/proof.yml): the account's erasure log, its signed
+tree heads and proofs, the public keys, and receipts. The domain is models/proof/log.py and
+models/proof/receipts.py; every read is the authenticated account's own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from models import database
+from models.jobs.queries import find_job
+from models.proof.log import (
+    b64,
+    checked_consistency,
+    checked_entries,
+    checked_inclusion,
+    signed_head,
+    timestamp,
+)
+from models.proof.receipts import job_receipt, record_receipt
+from models.proof.signing import listed_keys
+from models.store.base import Clock
+from models.store.state import current_store
+
+
+class ProofApi:
+    def __init__(self, clock: Clock):
+        self.clock = clock
+
+    def operations(self) -> dict[str, Callable]:
+        return {
+            "retrieve-tree-head": self.tree_head,
+            "list-log-entries": self.entries,
+            "retrieve-inclusion-proof": self.inclusion,
+            "retrieve-consistency-proof": self.consistency,
+            "list-keys": self.keys,
+            "retrieve-record-receipt": self.record_receipt,
+            "retrieve-job-receipt": self.job_receipt,
+        }
+
+    def tree_head(self, token_info: dict):
+        with database.connection_context():
+            head = signed_head(token_info["sub"], current_store().signer(), self.clock())
+        return {
+            "tree_size": head.tree_size,
+            "root_hash": b64(bytes(head.root)),
+            "timestamp": timestamp(head.timestamp),
+            "key_id": head.kid,
+            "signature": head.token,
+        }
+
+    def entries(self, start: int, end: int, token_info: dict):
+        with database.connection_context():
+            found = checked_entries(token_info["sub"], start, end)
+        return {
+            "entries": [
+                {"index": e.position, "entry": e.body, "leaf_hash": b64(e.leaf)} for e in found
+            ]
+        }
+
+    def inclusion(self, index: int, tree_size: int, token_info: dict):
+        with database.connection_context():
+            leaf, path = checked_inclusion(token_info["sub"], index, tree_size)
+        return {
+            "index": index,
+            "tree_size": tree_size,
+            "leaf_hash": b64(leaf),
+            "inclusion_proof": [b64(h) for h in path],
+        }
+
+    def consistency(self, first: int, second: int, token_info: dict):
+        with database.connection_context():
+            path = checked_consistency(token_info["sub"], first, second)
+        return {"first": first, "second": second, "consistency_proof": [b64(h) for h in path]}
+
+    def keys(self):
+        with database.connection_context():
+            return {"keys": listed_keys(current_store().signing_key)}
+
+    def record_receipt(self, id: str, product: str, token_info: dict, type: str | None = None):
+        with database.connection_context():
+            receipt = record_receipt(
+                token_info["sub"], id, product, type, current_store().signer(), self.clock()
+            )
+        return {"receipt": receipt.token, "document": receipt.document}
+
+    def job_receipt(self, job: str, token_info: dict):
+        with database.connection_context():
+            found = find_job(job, token_info["sub"])
+            receipt = job_receipt(found, current_store().signer(), self.clock())
+        return {"receipt": receipt.token, "document": receipt.document}

@@ -1,0 +1,69 @@
+"""`redact transactions load`: records from JSON Lines, read with the records API's schema
+(models/intake/records.py) and stored as it stores them, all or nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from models.errors import InvalidRecord, InvalidRecords, RecordConflict
+from models.intake.records import StoreCounts, StoreRequest, parse_records, store_in_transaction
+from models.records.account import Account
+from models.store.base import database, utcnow
+
+BATCH = 1000
+TRACE_ID = "cli:transactions-load"
+
+
+def load_records(lines: Iterable[str]) -> StoreCounts:
+    """Store every record of `lines` (JSON Lines, each naming its account in `api_key`;
+    blank lines skipped) in one transaction, as the records API stores them: a record the
+    account holds already is left unchanged, and `immediate` policies redact on arrival.
+
+    All or nothing: on the first bad line (malformed, an unknown account, an id stored
+    with other content), raises InvalidRecord naming its line number, and nothing is
+    stored. Returns the counts."""
+    known_accounts: set[str] = set()
+    counts = StoreCounts()
+    now = utcnow()
+    with database.atomic():
+        batch: list[tuple[int, object]] = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except ValueError as exc:
+                raise InvalidRecord(f"line {number}: not JSON: {exc}") from None
+            batch.append((number, raw))
+            if len(batch) >= BATCH:
+                counts.add(_store(batch, known_accounts, now))
+                batch = []
+        counts.add(_store(batch, known_accounts, now))
+    return counts
+
+
+def _store(batch: list[tuple[int, object]], known: set[str], now) -> StoreCounts:
+    if not batch:
+        return StoreCounts()
+    try:
+        rows = parse_records([raw for _, raw in batch], None)
+    except InvalidRecords as exc:
+        index, field, message = exc.errors[0]
+        where = f"{field}: " if field else ""
+        raise InvalidRecord(f"line {batch[index][0]}: {where}{message}") from None
+    for (number, _), row in zip(batch, rows, strict=True):
+        if row["account"] not in known:
+            if not Account.select().where(Account.api_key == row["account"]).exists():
+                raise InvalidRecord(f"line {number}: api_key: no account {row['account']!r}")
+            known.add(row["account"])
+    try:
+        return store_in_transaction(StoreRequest(rows, now, TRACE_ID))
+    except RecordConflict as exc:
+        # The last line naming the id: a conflict within the file is with its later line.
+        number = [
+            n for (n, _), row in zip(batch, rows, strict=True) if row["id"] == exc.transaction_id
+        ][-1]
+        raise InvalidRecord(
+            f"line {number}: id {exc.transaction_id!r} is already stored with other content"
+        ) from None

@@ -1,0 +1,190 @@
+"""Group commit: the writes of every caller in a process share transactions, on one writer
+thread (`GroupCommit`); processes writing one SQLite file take turns through a lock file
+(`ProcessWriteLock`). Committing on SQLite costs fsyncs: models/store/state.py says why it runs
+with a rollback journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import peewee
+
+log = logging.getLogger("redact.store")
+
+
+WRITER_IDLE_SECONDS = 1.0
+
+
+class GroupCommit:
+    """Runs the writes of every caller in the process in shared transactions, on one
+    writer thread.
+
+    Callers queue `(batch_fn, item)`: a coroutine awaits `run_async`, a thread calls `run`.
+    The writer waits for a first unit, takes the write lock (which another process may
+    hold), then takes everything queued by then, calls each `batch_fn` once with its items
+    inside one transaction, commits, and only then completes the callers' futures (an
+    event loop's in one callback per batch). Whatever arrives meanwhile forms the next
+    batch, so batches grow with the load, and the event loop never waits for the
+    database.
+
+    `batch_fn(items)` returns one outcome per item; an outcome that is an exception is
+    raised to that item's caller (it must not have written anything for that item). An
+    exception raised by `batch_fn` rolls the whole batch back and reaches every caller.
+    """
+
+    def __init__(self, db: peewee.Database, process_lock: ProcessWriteLock | None = None):
+        self._db = db
+        self._process_lock = process_lock or contextlib.nullcontext()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._start = threading.Lock()
+        self._writer_pid: int | None = None
+
+    def run(self, batch_fn: Callable[[list], list], item: Any) -> Any:
+        """`item`'s outcome, once the transaction holding it has committed (blocks).
+
+        The writer commits on a connection of its own: the calling thread must hold no
+        transaction and no unfinished read cursor (on SQLite either holds a lock the
+        commit waits for)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._submit((batch_fn, item, future, None))
+        return future.result()
+
+    async def run_async(self, batch_fn: Callable[[list], list], item: Any) -> Any:
+        """`item`'s outcome, once the transaction holding it has committed; the event loop
+        serves other requests meanwhile."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._submit((batch_fn, item, future, loop))
+        return await future
+
+    def _submit(self, unit: tuple) -> None:
+        if self._writer_pid != os.getpid():  # first use, or first use after a fork
+            with self._start:
+                if self._writer_pid != os.getpid():
+                    if self._writer_pid is not None:  # the parent's queue is not ours
+                        self._queue = queue.SimpleQueue()
+                    threading.Thread(
+                        target=self._write_forever, name="group-commit", daemon=True
+                    ).start()
+                    self._writer_pid = os.getpid()
+        self._queue.put(unit)
+
+    def _write_forever(self) -> None:
+        units = self._queue
+        while True:
+            try:
+                batch = [units.get(timeout=WRITER_IDLE_SECONDS)]
+            except queue.Empty:
+                # Idle: the connection goes back to the pool (the writer keeps it while
+                # busy: PostgreSQL's pool checks a connection with a round trip each time
+                # it lends it).
+                self._close_quietly()
+                continue
+            try:
+                with self._process_lock:
+                    # What arrived while another process held the lock joins this batch.
+                    _take_waiting(units, batch)
+                    outcomes = self._execute(batch)
+            except BaseException as exc:  # the lock itself failed
+                _take_waiting(units, batch)
+                outcomes = [exc] * len(batch)
+            try:
+                _deliver(batch, outcomes)
+            except Exception:  # the writer must live on: every later caller waits on it
+                log.exception("group commit: delivering a batch's outcomes failed")
+
+    def _close_quietly(self) -> None:
+        try:
+            self._db.close()
+        except Exception:
+            log.warning("group commit: closing the writer's connection failed", exc_info=True)
+
+    def _execute(self, batch: list[tuple]) -> list:
+        outcomes: list = [None] * len(batch)
+        groups: dict[Callable, list[int]] = {}
+        for index, (batch_fn, *_) in enumerate(batch):
+            groups.setdefault(batch_fn, []).append(index)
+        try:
+            if self._db.is_closed():
+                self._db.connect()
+            with self._db.atomic():
+                for batch_fn, indexes in groups.items():
+                    results = batch_fn([batch[i][1] for i in indexes])
+                    for index, outcome in zip(indexes, results, strict=True):
+                        outcomes[index] = outcome
+        except BaseException as exc:  # rolled back: nothing of the batch was written
+            outcomes = [exc] * len(batch)
+            # Not kept: the failure may have broken it (a database restart); the pool
+            # checks it before lending it again.
+            self._close_quietly()
+        return outcomes
+
+
+def _take_waiting(units: queue.SimpleQueue, batch: list) -> None:
+    """Add every unit waiting in `units` to `batch`."""
+    while True:
+        try:
+            batch.append(units.get_nowait())
+        except queue.Empty:
+            return
+
+
+def _deliver(batch: list[tuple], outcomes: list) -> None:
+    """Complete the callers' futures: a thread's at once, an event loop's in one call per
+    loop (each `call_soon_threadsafe` wakes the loop)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for (_, _, future, loop), outcome in zip(batch, outcomes, strict=True):
+        if loop is None:
+            _settle(future, outcome)
+        else:
+            by_loop.setdefault(loop, []).append((future, outcome))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these
+            loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _settle_all(settled: list) -> None:
+    for future, outcome in settled:
+        _settle(future, outcome)
+
+
+def _settle(future, outcome) -> None:
+    if future.done():  # an asyncio caller that went away (cancelled)
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class ProcessWriteLock:
+    """Serialises SQLite write transactions of several processes (workers) on one file.
+
+    SQLite's own busy handler waits by sleeping with growing back-off, so under steady
+    writes from two processes one of them can sleep for seconds; `flock` wakes the next
+    writer as soon as the lock is free. The lock file lives beside the database.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd = -1
+        self._pid: int | None = None
+
+    def __enter__(self) -> None:
+        if self._pid != os.getpid():  # opened after fork: a shared descriptor shares locks
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)

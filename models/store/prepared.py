@@ -1,0 +1,109 @@
+"""Queries whose SQL is generated once and run many times with new values."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import peewee
+
+from models.store.base import database
+
+
+class PreparedQuery:
+    """A peewee query whose SQL is generated once per kind of database and shape, then
+    run with new values.
+
+    Generating SQL costs far more CPU than running it on a few indexed rows, and in a
+    batch it would be spent while holding the write lock. `build(mark, shape)` returns the
+    query for a shape (e.g. a batch size), using `mark(*name)` in place of each value; the
+    marks are found among the generated parameters, and `execute(shape, values)` puts the
+    values in their places, already converted for the database (no field converts them):
+    `mark("now")` takes `values["now"]`, `mark("id", i)` takes `values["id"][i]` and
+    `mark("rows", i, j)` takes `values["rows"][i][j]`.
+    """
+
+    def __init__(self, build: Callable[[Callable[..., Any], Any], peewee.Query]):
+        self._build = build
+        self._compiled: dict[tuple[type, Any], tuple[str, list]] = {}
+
+    def execute(self, shape: Any, values: dict):
+        """Run on the current database; returns the cursor."""
+        db = database.obj
+        # The SQL depends on the dialect (quoting, placeholders), i.e. the database's class.
+        compiled = self._compiled.get((type(db), shape))
+        if compiled is None:
+            compiled = self._compiled[(type(db), shape)] = self._compile(shape)
+        sql, segments = compiled
+        params: list = []
+        for kind, name, extra in segments:
+            if kind == "constant":
+                params.append(extra)
+            elif kind == "value":
+                params.append(values[name])
+            elif kind == "item":
+                params.append(values[name][extra])
+            elif kind == "items":  # the whole sequence values[name], in order
+                params.extend(values[name])
+            elif kind == "rows":  # every row of values[name], row by row
+                params.extend(itertools.chain.from_iterable(values[name]))
+            else:  # "cell": one value of a table
+                params.append(values[name[0]][name[1]][name[2]])
+        return db.execute_sql(sql, params)
+
+    def _compile(self, shape: Any) -> tuple[str, list]:
+        marks: dict[str, tuple] = {}
+
+        def mark(*name) -> peewee.Value:
+            marker = f"@@param{len(marks)}@@"
+            marks[marker] = name
+            return peewee.Value(marker, converter=False)  # no field converts the marker
+
+        sql, params = self._build(mark, shape).sql()
+        slots = [(marks.get(p) if isinstance(p, str) else None, p) for p in params]
+        if len({name for name, _ in slots if name}) != len(marks):
+            raise ValueError("a marked value was converted; pass it pre-converted")
+        return sql, _segments(slots)
+
+
+def _segments(slots: list[tuple]) -> list[tuple]:
+    """The parameters as runs to copy: a constant, one value, or a whole sequence or
+    table of values when its marks appear in order (as a batch's VALUES or IN list)."""
+    segments: list[tuple] = []
+    index = 0
+    while index < len(slots):
+        name, constant = slots[index]
+        if name is None:
+            segments.append(("constant", None, constant))
+            index += 1
+        elif len(name) == 1:
+            segments.append(("value", name[0], None))
+            index += 1
+        elif len(name) == 2:
+            run = 0
+            while index + run < len(slots) and slots[index + run][0] == (name[0], run):
+                run += 1
+            if name[1] == 0 and run > 1:
+                segments.append(("items", name[0], run))
+                index += run
+            else:
+                segments.append(("item", name[0], name[1]))
+                index += 1
+        elif name[1:] == (0, 0):
+            width = 0
+            while index + width < len(slots) and slots[index + width][0] == (name[0], 0, width):
+                width += 1
+            rows = 0
+            while all(
+                index + rows * width + c < len(slots)
+                and slots[index + rows * width + c][0] == (name[0], rows, c)
+                for c in range(width)
+            ):
+                rows += 1
+            segments.append(("rows", name[0], rows * width))
+            index += rows * width
+        else:
+            segments.append(("cell", name, None))
+            index += 1
+    return segments

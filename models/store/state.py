@@ -1,0 +1,112 @@
+"""The open store: its database, the group commit that writes to it, and the key of its
+phone-number index, opened once per process by `open_store(url)`.
+
+SQLite is opened so that a scrub really erases. An UPDATE in WAL mode would leave the old
+page in the main file until a checkpoint, and a checkpoint per request starves when
+several processes write. So SQLite runs with a rollback journal (`journal_mode=TRUNCATE`):
+the old page images are in the `-journal` file only while the transaction runs, the file
+is truncated to nothing at commit, and `secure_delete` zeroes the space a shrinking value
+frees. Committing costs fsyncs, which models/store/group_commit.py shares among writers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import peewee
+from playhouse.db_url import connect
+
+from models.errors import NoSigningKey
+from models.store.base import database
+from models.store.group_commit import GroupCommit, ProcessWriteLock
+from models.store.keys import SigningKey, SubjectKey, signing_key_file, subject_key_file
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "truncate",
+    "synchronous": "full",
+    "secure_delete": "on",
+    "foreign_keys": 1,
+    "busy_timeout": 10000,
+}
+
+
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Store:
+    """What the models work on: the database the proxy points at, the group commit every
+    write of a redaction goes through, and the key of the phone-number index."""
+
+    database: peewee.Database
+    group_commit: GroupCommit
+    subject_key: SubjectKey
+    # Signs tree heads and receipts (models/proof/signing.py); None on PostgreSQL without
+    # REDACT_SIGNING_KEY, where signing fails with NoSigningKey.
+    signing_key: SigningKey | None = None
+
+    def signer(self) -> SigningKey:
+        if self.signing_key is None:
+            raise NoSigningKey()
+        return self.signing_key
+
+
+_current: Store | None = None
+
+
+def current_store() -> Store:
+    """The store `open_store` opened last in this process."""
+    if _current is None:
+        raise RuntimeError("no store is open: call models.store.state.open_store(url) first")
+    return _current
+
+
+def open_store(
+    url: str,
+    max_connections: int = 64,
+    subject_key: bytes | None = None,
+    signing_key: str | None = None,
+) -> Store:
+    """Open the database at `url` (sqlite:///path or postgresql://...) behind the proxy, and
+    make it the current store.
+
+    Connections are pooled: the group commit's writer holds one while it is busy, and
+    other threads (reads, jobs, readiness) take one for a unit of work and give it back.
+    `subject_key` keys the phone-number index (models/store/keys.py); without one, an SQLite
+    database keeps its key in `<file>.key` beside it, and PostgreSQL cannot be opened.
+    """
+    global _current
+    scheme, rest = url.split("://", 1)
+    scheme = {"postgres": "postgresql"}.get(scheme, scheme)
+    options: dict = {"max_connections": max_connections, "stale_timeout": 300}
+    if scheme == "sqlite":
+        # BEGIN IMMEDIATE: a read-then-write transaction must not fail when another
+        # process commits between its read and its write.
+        options.update(
+            pragmas=SQLITE_PRAGMAS, timeout=10, check_same_thread=False, lock_type="IMMEDIATE"
+        )
+    elif "connect_timeout=" not in rest:
+        # A server that is down answers at once; an unreachable host must not hold a
+        # request past this (the request then gets its 503).
+        options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    db = connect(f"{scheme}+pool://{rest}", **options)
+    if subject_key is not None:
+        key = SubjectKey(subject_key)
+    elif scheme == "sqlite" and db.database != ":memory:":
+        key = SubjectKey.from_file(subject_key_file(db.database))
+    elif scheme == "sqlite":
+        key = SubjectKey(os.urandom(32))
+    else:
+        raise ValueError("a PostgreSQL store needs a subject key (REDACT_SUBJECT_KEY)")
+    signer: SigningKey | None = None
+    if signing_key:
+        signer = SigningKey.parse(signing_key)
+    elif scheme == "sqlite" and db.database != ":memory:":
+        signer = SigningKey.from_file(signing_key_file(db.database))
+    elif scheme == "sqlite":
+        signer = SigningKey.generate()
+    lock = ProcessWriteLock(f"{db.database}.lock") if scheme == "sqlite" else None
+    database.initialize(db)
+    _current = Store(db, GroupCommit(db, lock), key, signer)
+    return _current
