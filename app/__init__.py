@@ -10,8 +10,10 @@ app/http/problems.py renders every error. The `redact` command is app/cli/.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
+from collections.abc import AsyncIterator
 
 # Connexion imports Starlette's test client at import time, which warns about httpx on
 # every command-line run; the service does not use it.
@@ -24,11 +26,13 @@ from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest
 from connexion.middleware.context import ContextMiddleware
 from connexion.middleware.exceptions import ExceptionMiddleware
+from connexion.middleware.lifespan import LifespanMiddleware
 from connexion.middleware.request_validation import RequestValidationMiddleware
 from connexion.middleware.security import SecurityMiddleware
 from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.options import SwaggerUIOptions
+from starlette.concurrency import run_in_threadpool
 
 from app import docs, health, metrics
 from app.handlers.jobs import JOBS_PATH, JobsApi
@@ -68,14 +72,21 @@ class RedactApp(connexion.AsyncApp):
         self.services = services
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> RedactApp:
-    """Build the service: database, limiter, authentication, the API and its errors.
+def create_app(
+    settings: Settings | None = None, *, clock: Clock = utcnow, services: Services | None = None
+) -> RedactApp:
+    """Build the service: database, limiter, authentication, the API and its errors, on
+    `services` if given (their owner closes them), else on services opened from the
+    settings, which the app closes when its lifespan ends.
 
     Nothing here touches the database: a service whose database is not there yet starts,
     says so on /readyz, and answers 503 problems until it is.
     """
-    settings = settings or Settings.from_env()
-    services = open_services(settings, clock)
+    owned = services is None
+    if services is None:
+        settings = settings or Settings.from_env()
+        services = open_services(settings, clock)
+    settings, clock = services.settings, services.clock
     rate_limits = RateLimits(
         settings.ratelimit_storage_uri, settings.rate_limit, settings.auth_failure_limit
     )
@@ -87,8 +98,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
     proof_api = ProofApi(clock)
     webhooks_api = WebhooksApi(clock)
 
-    # Connexion's default stack minus what this service does not use (response validation,
-    # lifespan); our edge middleware outermost, so that every response, errors included,
+    @contextlib.asynccontextmanager
+    async def lifespan(_) -> AsyncIterator[None]:
+        """What the app holds is given back when it stops: this event loop's limiter
+        connections, the hash-check threads, and the services it opened."""
+        yield
+        await rate_limits.aclose()
+        await run_in_threadpool(authenticator.close)
+        if owned:
+            await run_in_threadpool(services.close)
+
+    # Connexion's default stack minus what this service does not use (response
+    # validation); our edge middleware outermost, so that every response, errors included,
     # carries the trace id and is logged.
     middlewares = [
         functools.partial(
@@ -118,10 +139,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
             DirectOperations,
             handlers={**api.operations(), "store-records": records_api.store},
         ),
+        LifespanMiddleware,
         ContextMiddleware,
     ]
     app = RedactApp(
         services,
+        lifespan=lifespan,
         middlewares=middlewares,
         security_map={"basic": basic_security_handler(authenticator)},
         validator_map={"body": MediaTypeDict({"*/*json": ContractBodyValidator})},
@@ -134,7 +157,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Re
     health.register(
         app,
         {
-            "database": health.store_takes_writes,
+            "database": health.store_takes_writes(services.store),
             "limiter": rate_limits.reachable,
             "queue": services.queue.reachable,
         },

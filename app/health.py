@@ -17,22 +17,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.http.problems import HTTPProblem
-from models import current_store
+from models import Store
 from models.migrations import probe_write
 
 CHECK_TIMEOUT_SECONDS = 5
 
 
-async def store_takes_writes() -> bool:
-    """Whether a write transaction commits, through the group commit as a redaction's does
-    (answering a read is not enough: a store whose files cannot be written answers reads),
-    and the tables are there."""
-    try:
-        return await asyncio.wait_for(
-            current_store().group_commit.run_async(probe_write, None), CHECK_TIMEOUT_SECONDS
-        )
-    except Exception:  # a timeout included: a store that does not commit is not ready
-        return False
+def store_takes_writes(store: Store) -> Callable[[], Awaitable[bool]]:
+    """A check of whether a write transaction commits in `store`, through the group commit
+    as a redaction's does (answering a read is not enough: a store whose files cannot be
+    written answers reads), and the tables are there."""
+
+    async def check() -> bool:
+        try:
+            return await asyncio.wait_for(
+                store.group_commit.run_async(probe_write, None), CHECK_TIMEOUT_SECONDS
+            )
+        except Exception:  # a timeout included: a store that does not commit is not ready
+            return False
+
+    return check
 
 
 def register(app, checks: dict[str, Callable[[], bool | Awaitable[bool]]]) -> None:

@@ -24,6 +24,12 @@ class Services:
     queue: JobQueue
     jobs: JobsService
 
+    def close(self) -> None:
+        """Close the queue's connections and the store (its writer thread, lock file and
+        pooled connections)."""
+        self.queue.close()
+        self.store.close()
+
 
 def open_services(
     settings: Settings, clock: Clock = utcnow, *, store: Store | None = None

@@ -20,8 +20,6 @@ never needs those.
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 
 from app import create_app
@@ -66,17 +64,6 @@ def redis_url(request):
     return REDIS_URL
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item):
-    """After a Redis test's fixtures are gone, collect its garbage: a connection it left
-    unclosed (support.LEAKED_LIMITER_CLIENT) warns in this test, not in a later one."""
-    try:
-        return (yield)
-    finally:
-        if item.get_closest_marker("redis") is not None:
-            gc.collect()
-
-
 @pytest.fixture
 def clock():
     return Clock()
@@ -87,7 +74,7 @@ def make_app(clock):
     """Build an app on `database_url` with empty tables (unless `keep_tables`: the last
     app's, for a restart); keyword arguments are settings.
     The app's store is the current one (the models' proxy points at it) until another app
-    is built; each app's connections are closed after the test."""
+    is built; each app's services (store, queue) are closed after the test."""
     built = []
 
     def make(database_url: str, *, keep_tables: bool = False, **overrides):
@@ -105,7 +92,7 @@ def make_app(clock):
 
     yield make
     for app in built:
-        app.services.store.database.close_all()
+        app.services.close()
     built.clear()  # what the apps hold can be collected after the test
 
 

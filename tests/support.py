@@ -52,7 +52,6 @@ import yaml
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-import models.store.state
 from app.cli import run
 from app.http.validation import openapi_to_json_schema
 from models import (
@@ -65,6 +64,7 @@ from models import (
     open_store,
 )
 from models.records.account import hash_secret
+from models.store.state import Store, current_store_kept
 
 T = TypeVar("T")
 
@@ -86,22 +86,6 @@ SIGNING_KEY = (
     '{"crv": "Ed25519", "d": "CxtlmMs54B0opWRCXGWO2hirMnzaeEfjMWUuzmfgF_Q", "kty": "OKP",'
     ' "x": "Y1gMp3cCuDxHVuVRNUKVwetfoXDX3nkQu8wEn-pUb8c"}'
 )
-
-# app/http/ratelimit.py keeps an asyncio Redis client per event loop and never closes it: the
-# test client's loop ends with its `with` block and leaves the client's connection, its
-# transport and socket to the garbage collector, which warns (ResourceWarning). Reported
-# as a bug of the app; until it is mended, the tests that use the limiter on Redis in this
-# process accept these four warnings, and only these (conftest.py collects a Redis test's
-# garbage at its teardown, so that they are seen in the test that left them).
-LEAKED_LIMITER_CLIENT = [
-    pytest.mark.filterwarnings(f"ignore:{message}:ResourceWarning")
-    for message in (
-        r"unclosed Connection <redis\.asyncio\.connection\.Connection\(host=127\.0\.0\.1,",
-        r"unclosed transport <_SelectorSocketTransport",
-        r"unclosed <socket\.socket .*raddr=\('127\.0\.0\.1', 6379\)>",
-        r"loop is closed",
-    )
-]
 
 REDACT = "/v1/redact/transaction"
 JOBS = "/v1/redact/jobs"
@@ -247,29 +231,11 @@ def row(transaction_id: str, api_key: str | None = None) -> Transaction:
 
 
 @contextlib.contextmanager
-def kept_store() -> Iterator[None]:
-    """The models reach their store through one global proxy (models.store.open_store
-    points it at a database). Whatever store the block opens (a command run in this
-    process, a look into a file) is closed after it, and the store that was current
-    before it (an app's, built by the `make_app` fixture) is current again."""
-    before = models.store.state._current
-    try:
-        yield
-    finally:
-        opened = models.store.state._current
-        if opened is not None and opened is not before:
-            opened.database.close_all()
-        if before is not None:
-            database.initialize(before.database)
-            models.store.state._current = before
-
-
-@contextlib.contextmanager
-def store_at(url: str, *, tables: bool = False) -> Iterator[models.store.state.Store]:
+def store_at(url: str, *, tables: bool = False) -> Iterator[Store]:
     """The store at `url` opened in this process (the current one) for the block, its
     tables created or upgraded if `tables`; closed after it, and the store current before
     is current again."""
-    with kept_store():
+    with current_store_kept():
         store = open_store(url, subject_key=SUBJECT_KEY.encode())
         if tables:
             create_tables()
@@ -471,9 +437,9 @@ def cli(
 ) -> subprocess.CompletedProcess:
     """`redact ARGS` run in this process (click's CliRunner) with `env` added to the
     environment; its exit code and output, as a subprocess's would be. The store it opens
-    is closed after it, and the one current before is current again (`kept_store`).
+    is closed after it, and the one current before is current again (`current_store_kept`).
     With `check`, the test fails unless it succeeded."""
-    with kept_store():
+    with current_store_kept():
         result = CliRunner().invoke(
             _ConsoleScript(), list(args), input=stdin, env=env, catch_exceptions=False
         )

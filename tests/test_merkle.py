@@ -26,7 +26,7 @@ from models.proof.merkle import (
 )
 from models.proof.signing import key_set, listed_keys
 from models.store.keys import canonical
-from tests.support import kept_store
+from models.store.state import current_store_kept
 
 # Certificate Transparency's reference leaves and the roots of their first 1..8.
 LEAVES = [
@@ -116,7 +116,7 @@ def test_the_stored_tree_is_the_rfcs_across_its_kept_subtrees(sqlite_url):
     the root of the recorded right edge is then the in-memory tree's; at the end, proofs
     read from stored chunks and kept subtrees (levels 8 and 16) are the in-memory
     tree's."""
-    with kept_store():
+    with current_store_kept():
         open_store(sqlite_url, subject_key=b"k" * 32)
         create_tables()
         now = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
@@ -173,7 +173,7 @@ def test_redaction_entries_are_canonical_json_whatever_their_strings(sqlite_url)
             "trace_id": "trace",
         }
 
-    with kept_store():
+    with current_store_kept():
         open_store(sqlite_url, subject_key=b"k" * 32)
         create_tables()
         with database.connection_context():

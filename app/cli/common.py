@@ -59,11 +59,12 @@ def open_queue_or_exit(settings: Settings) -> JobQueue:
         fail(f"cannot open the job queue {settings.report()['REDACT_QUEUE_URL']}: {exc}")
 
 
-def services_or_exit() -> Services:
-    """Settings from the environment, the store with its tables, the queue and the jobs
-    service, as the commands that move jobs need them."""
-    settings = load_settings()
-    store = open_store_or_exit(settings)
+def services_or_exit(settings: Settings | None = None, store: Store | None = None) -> Services:
+    """The services on `store` (or on the store the settings name, its tables created or
+    upgraded), with the queue and the jobs service; settings from the environment unless
+    given."""
+    settings = settings or load_settings()
+    store = store or open_store_or_exit(settings)
     try:
         return open_services(settings, store=store)
     except Exception as exc:

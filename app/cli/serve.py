@@ -13,13 +13,14 @@ import click
 import peewee
 import uvicorn
 
-from app import logs
+from app import create_app, logs
 from app.cli.common import (
     database_error,
     fail,
     load_settings,
     open_queue_or_exit,
     open_store_or_exit,
+    services_or_exit,
 )
 from app.demo import curl_line, seed_demo
 from app.server import PROTOCOL, limit_malloc_arenas
@@ -56,7 +57,7 @@ def serve(host: str, port: int, workers: int, demo: bool):
                 "own; set RATELIMIT_STORAGE_URI=redis://... to share the limit",
                 err=True,
             )
-    open_store_or_exit(settings, tables=False)
+    store = open_store_or_exit(settings, tables=False)
     try:
         _prepare_served_store(demo)
         ready = True
@@ -76,12 +77,15 @@ def serve(host: str, port: int, workers: int, demo: bool):
             f"Demo account {'ready' if ready else 'added once the database answers'}."
             f" Redact a record with:\n  {curl_line(f'http://{host}:{port}')}"
         )
-    # One command runs everything: the job queue's consumer runs in this process too.
-    consumer = open_queue_or_exit(settings).consumer(workers=1)
+    # One command runs everything: the job queue's consumer runs in this process too, on
+    # the store this process opened; so does the app when it is served here (one worker).
+    # More workers are processes of their own, each opening its store (app/asgi.py).
+    services = services_or_exit(settings, store)
+    consumer = services.queue.consumer(workers=1)
     consumer.start()
     try:
         uvicorn.run(
-            "app.asgi:app",
+            create_app(services=services) if workers == 1 else "app.asgi:app",
             host=host,
             port=port,
             workers=workers,
@@ -91,6 +95,7 @@ def serve(host: str, port: int, workers: int, demo: bool):
         )
     finally:
         consumer.stop()
+        services.close()
 
 
 def _prepare_served_store(demo: bool) -> None:

@@ -106,6 +106,12 @@ class Authenticator:
         state[PLACE] = username  # given back by the context middleware when it ends
         return {"sub": username, "products": products}
 
+    def close(self) -> None:
+        """Stop the hash-check threads (started again by the next check)."""
+        pool, self._hash_pool = self._hash_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
     def _checked(self, key: tuple, address: str, _) -> None:
         self._checking.pop(key, None)
         self._waiting_by_address[address] -= 1

@@ -21,10 +21,12 @@ import math
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import limits
 import limits.aio.strategies
 import redis
+import redis.asyncio
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
@@ -67,11 +69,28 @@ class RateLimits:
         if self._memory is not None:
             return self._memory
         loop = asyncio.get_running_loop()
-        limiter = self._by_loop.get(loop)
-        if limiter is None:
-            storage = storage_from_string(f"async+{self.storage_uri}", implementation="redispy")
-            limiter = self._by_loop[loop] = limits.aio.strategies.MovingWindowRateLimiter(storage)
-        return limiter
+        found = self._by_loop.get(loop)
+        if found is None:
+            # The pool is ours, so that `aclose` can close its connections (the storage
+            # offers no close of its own).
+            pool = redis.asyncio.ConnectionPool.from_url(self.storage_uri)
+            # `connection_pool` is a documented option of limits' Redis storage, which its
+            # annotation of the options does not list.
+            options: dict[str, Any] = {"connection_pool": pool}
+            storage = storage_from_string(
+                f"async+{self.storage_uri}", implementation="redispy", **options
+            )
+            found = self._by_loop[loop] = (
+                limits.aio.strategies.MovingWindowRateLimiter(storage),
+                pool,
+            )
+        return found[0]
+
+    async def aclose(self) -> None:
+        """Close this event loop's connections to the storage (the app's lifespan ends)."""
+        found = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found[1].aclose()
 
     def reachable(self) -> bool:
         """Whether the storage answers (readiness; run in a thread: it blocks). Asked on a

@@ -24,6 +24,9 @@ log = logging.getLogger("redact.store")
 
 WRITER_IDLE_SECONDS = 1.0
 
+_STOP = None
+"""Queued by `close`: the writer finishes what was queued before it, then ends."""
+
 
 class GroupCommit:
     """Runs the writes of every caller in the process in shared transactions, on one
@@ -47,6 +50,7 @@ class GroupCommit:
         self._process_lock = process_lock or contextlib.nullcontext()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._start = threading.Lock()
+        self._writer: threading.Thread | None = None
         self._writer_pid: int | None = None
 
     def run(self, batch_fn: Callable[[list], list], item: Any) -> Any:
@@ -73,35 +77,55 @@ class GroupCommit:
                 if self._writer_pid != os.getpid():
                     if self._writer_pid is not None:  # the parent's queue is not ours
                         self._queue = queue.SimpleQueue()
-                    threading.Thread(
-                        target=self._write_forever, name="group-commit", daemon=True
-                    ).start()
+                    self._writer = threading.Thread(
+                        target=self._write_until_closed,
+                        args=(self._queue,),
+                        name="group-commit",
+                        daemon=True,
+                    )
+                    self._writer.start()
                     self._writer_pid = os.getpid()
         self._queue.put(unit)
 
-    def _write_forever(self) -> None:
-        units = self._queue
-        while True:
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer thread and give back its
+        connection, and close the process lock's file. A later write starts them again."""
+        with self._start:
+            writer, self._writer = self._writer, None
+            if writer is not None and self._writer_pid == os.getpid():
+                self._queue.put(_STOP)
+                writer.join()
+            self._writer_pid = None
+        if isinstance(self._process_lock, ProcessWriteLock):
+            self._process_lock.close()
+
+    def _write_until_closed(self, units: queue.SimpleQueue) -> None:
+        closing = False
+        while not closing:
             try:
-                batch = [units.get(timeout=WRITER_IDLE_SECONDS)]
+                first = units.get(timeout=WRITER_IDLE_SECONDS)
             except queue.Empty:
                 # Idle: the connection goes back to the pool (the writer keeps it while
                 # busy: PostgreSQL's pool checks a connection with a round trip each time
                 # it lends it).
                 self._close_quietly()
                 continue
+            if first is _STOP:
+                break
+            batch = [first]
             try:
                 with self._process_lock:
                     # What arrived while another process held the lock joins this batch.
-                    _take_waiting(units, batch)
+                    closing = _take_waiting(units, batch)
                     outcomes = self._execute(batch)
             except BaseException as exc:  # the lock itself failed
-                _take_waiting(units, batch)
+                closing = _take_waiting(units, batch) or closing
                 outcomes = [exc] * len(batch)
             try:
                 _deliver(batch, outcomes)
             except Exception:  # the writer must live on: every later caller waits on it
                 log.exception("group commit: delivering a batch's outcomes failed")
+        self._close_quietly()
 
     def _close_quietly(self) -> None:
         try:
@@ -130,13 +154,16 @@ class GroupCommit:
         return outcomes
 
 
-def _take_waiting(units: queue.SimpleQueue, batch: list) -> None:
-    """Add every unit waiting in `units` to `batch`."""
+def _take_waiting(units: queue.SimpleQueue, batch: list) -> bool:
+    """Add every unit waiting in `units` to `batch`, up to a `close`; True if it met one."""
     while True:
         try:
-            batch.append(units.get_nowait())
+            unit = units.get_nowait()
         except queue.Empty:
-            return
+            return False
+        if unit is _STOP:
+            return True
+        batch.append(unit)
 
 
 def _deliver(batch: list[tuple], outcomes: list) -> None:
@@ -188,3 +215,9 @@ class ProcessWriteLock:
 
     def __exit__(self, *exc) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the lock file (opened again on the next use)."""
+        if self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd, self._pid = -1, None

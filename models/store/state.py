@@ -11,11 +11,14 @@ frees. Committing costs fsyncs, which models/store/group_commit.py shares among 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 
 import peewee
 from playhouse.db_url import connect
+from playhouse.pool import PooledDatabase
 
 from models.errors import NoSigningKey
 from models.store.base import database
@@ -51,8 +54,42 @@ class Store:
             raise NoSigningKey()
         return self.signing_key
 
+    def close(self) -> None:
+        """Give back what the store holds in this process: the group commit's writer
+        thread (after what is queued has committed), the lock file, every pooled
+        connection. Like Peewee's pool, a store used again opens what it needs."""
+        self.group_commit.close()
+        if isinstance(self.database, PooledDatabase):
+            self.database.close_all()
+        else:
+            self.database.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 _current: Store | None = None
+
+
+@contextlib.contextmanager
+def current_store_kept() -> Iterator[Store | None]:
+    """The block may open stores (`open_store`, a command run in this process); after it,
+    each store it left current is closed and the store current before the block (None
+    if none) is current again, the models' proxy pointing at its database."""
+    global _current
+    before = _current
+    try:
+        yield before
+    finally:
+        opened = _current
+        if opened is not None and opened is not before:
+            opened.close()
+        _current = before
+        if before is not None:
+            database.initialize(before.database)
 
 
 def current_store() -> Store:

@@ -83,14 +83,16 @@ def advance(
     return come_back
 
 
-def make_huey(url: str) -> huey.Huey:
-    """A Huey instance on `url`: sqlite:///path or redis://..."""
+def make_huey(url: str) -> tuple[huey.Huey, redis.ConnectionPool | None]:
+    """A Huey instance on `url` (sqlite:///path or redis://...), and its Redis connection
+    pool if it has one."""
     if url.startswith("sqlite:///"):
-        return huey.SqliteHuey("redact-jobs", filename=url[len("sqlite:///") :], results=False)
+        path = url[len("sqlite:///") :]
+        return huey.SqliteHuey("redact-jobs", filename=path, results=False), None
     # Timeouts so that a hung Redis is reported, not waited on (above the consumer's
     # one-second blocking read).
     pool = redis.ConnectionPool.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-    return huey.RedisHuey("redact-jobs", connection_pool=pool, results=False)
+    return huey.RedisHuey("redact-jobs", connection_pool=pool, results=False), pool
 
 
 class JobQueue:
@@ -111,7 +113,7 @@ class JobQueue:
         self.config = config
         self.webhooks = webhooks or DeliveryConfig()
         self.max_depth = max_depth
-        self.huey = make_huey(url)
+        self.huey, self._pool = make_huey(url)
         self._advance = self.huey.task(name="advance", retries=3, retry_delay=5)(self._advance_job)
         self.huey.periodic_task(crontab(minute="*"), name="sweep")(self.sweep)
         # Auto-redact: a pass every minute, in slices (a slice that leaves work queues the
@@ -167,6 +169,12 @@ class JobQueue:
             raise
         except Exception as exc:
             raise QueueUnavailable(f"the job queue is unreachable: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        """Close the queue's connections (opened again on the next use)."""
+        self.huey.storage.close()
+        if self._pool is not None:
+            self._pool.disconnect()
 
     # -- consuming
 
