@@ -16,7 +16,8 @@ import starlette.exceptions
 from connexion.lifecycle import ConnexionResponse
 
 from app.http.admission import Overloaded
-from app.http.edge import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of
+from app.http.edge import BadContentLength, BodyTooLarge, UnroutablePath
+from app.http.state import request_state
 from models import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
 from models.errors import (
     HoldNotFound,
@@ -314,7 +315,7 @@ WWW_AUTHENTICATE = {"WWW-Authenticate": 'Basic realm="Redact API"'}
 async def render(request, exc: Exception) -> ConnexionResponse:
     """Connexion error handler: every error of every layer leaves through here."""
     problem = as_problem(exc)
-    trace_id = trace_id_of(request.scope)
+    trace_id = request_state(request.scope).trace_id
     if isinstance(problem, Unauthorized):
         return ConnexionResponse(
             status_code=401,
