@@ -7,8 +7,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable, Sequence
 
-from app.http.problems import InvalidJob
-from models.jobs import RedactionJob, TransactionRef
+from models.jobs import InvalidJobRequest, RedactionJob, TransactionRef
 from models.jobs.queries import job_resource, shown_objects, validation_error_id
 from models.jobs.service import JobsService
 
@@ -31,7 +30,7 @@ def _shown(job: RedactionJob, expand: Sequence[str] | None = None) -> dict:
     if "objects" not in (expand or ()):
         return job_resource(job)
     if job.transactions + job.subjects > EXPAND_LIMIT:
-        raise InvalidJob(
+        raise InvalidJobRequest(
             f"Redaction job {job.id} names {job.transactions + job.subjects} "
             f"objects, more than an answer expands ({EXPAND_LIMIT}); use "
             "`redact jobs show --objects`"

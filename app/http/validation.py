@@ -15,8 +15,17 @@ from connexion.exceptions import BadRequestProblem
 from connexion.validators import AbstractRequestBodyValidator
 from starlette.datastructures import Headers
 
-from app.http.problems import InvalidJson, InvalidProduct
 from app.http.state import request_state
+
+
+class InvalidJson(Exception):
+    """A body the contract cannot read, or one that breaks its schema."""
+
+
+class InvalidProduct(Exception):
+    def __init__(self, product):
+        super().__init__(f"No product corresponding to supplied string {product}!")
+
 
 _COMPILED: dict[int, tuple[dict, t.Callable]] = {}
 
