@@ -1,12 +1,14 @@
 """The Redact service: a Connexion 3 AsyncApp, built by `create_app`.
 
 A newcomer's map (docs/architecture.md has the whole of it): the contracts in openapi/
-are bound by app/http/contracts.py to the handlers in app/handlers/redact.py, app/handlers/jobs.py,
-app/handlers/records.py, app/handlers/proof.py and app/handlers/webhooks.py;
-requests pass app/http/edge.py (request state, flood guard, body size, log), Connexion's
-routing, app/http/auth.py (basic auth), app/http/gate.py (the account's rate limit and
-admission) and app/http/validation.py before a handler calls the domain in models/;
-app/http/problems.py renders every error. The `redact` command is app/cli/.
+are bound by app/http/contracts.py to the handlers in app/handlers/ (one module per
+contract), each run in its operation's scope. A request passes the steps of `create_app`'s
+middleware list in order: app/http/edge.py (its state, app/http/state.py; flood guard,
+body size, log), Connexion's routing, app/http/auth.py (basic auth: who the caller is),
+app/http/gate.py (the account's rate limit, then its place in the process),
+app/http/validation.py, and app/http/direct.py (the hot operations) or Connexion's handler
+call; a handler calls the domain in models/. app/http/problems.py renders every error. The
+`redact` command is app/cli/.
 """
 
 from __future__ import annotations
