@@ -1,11 +1,14 @@
 """The Redact service: a Connexion 3 AsyncApp, built by `create_app`.
 
 A newcomer's map (docs/architecture.md has the whole of it): the contracts in openapi/
-are bound by app/http/contracts.py to the handlers in app/handlers/redact.py, app/handlers/jobs.py,
-app/handlers/records.py, app/handlers/proof.py and app/handlers/webhooks.py;
-requests pass app/http/edge.py (trace id, body size, admission), app/http/auth.py (basic auth and
-the rate limit) and app/http/validation.py before a handler calls the domain in models/;
-app/http/problems.py renders every error. The `redact` command is app/cli/.
+are bound by app/http/contracts.py to the handlers in app/handlers/ (one module per
+contract), each run in its operation's scope. A request passes the steps of `create_app`'s
+middleware list in order: app/http/edge.py (its state, app/http/state.py; flood guard,
+body size, log), Connexion's routing, app/http/auth.py (basic auth: who the caller is),
+app/http/gate.py (the account's rate limit, then its place in the process),
+app/http/validation.py, and app/http/direct.py (the hot operations) or Connexion's handler
+call; a handler calls the domain in models/. app/http/problems.py renders every error. The
+`redact` command is app/cli/.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from app.http.contracts import (
 )
 from app.http.direct import DirectOperations
 from app.http.edge import RequestContextMiddleware
+from app.http.gate import AccountGate
 from app.http.problems import HTTPProblem, render
 from app.http.ratelimit import RateLimits
 from app.http.validation import ContractBodyValidator, RecordsBodyValidator
@@ -91,7 +95,7 @@ def create_app(
         settings.ratelimit_storage_uri, settings.rate_limit, settings.auth_failure_limit
     )
     admission = Admission(settings.max_in_flight)
-    authenticator = Authenticator(rate_limits, admission, settings.credential_cache_seconds, clock)
+    authenticator = Authenticator(rate_limits, settings.credential_cache_seconds, clock)
     api = RedactApi(settings.min_age_seconds, clock)
     jobs_api = JobsApi(services.jobs)
     records_api = RecordsApi(settings.min_age_seconds, clock)
@@ -123,7 +127,7 @@ def create_app(
             routes=routes(),
             fixed_paths=FIXED_PATHS,
             observe=metrics.observe_request,
-            admission=admission,
+            flood_limit=admission.flood_limit,
             render_error=_send_problem,
         ),
         ServerErrorMiddleware,
@@ -131,6 +135,9 @@ def create_app(
         SwaggerUIMiddleware,
         ChainedRoutingMiddleware,
         SecurityMiddleware,
+        # Authentication recorded the caller; its account's rate limit (429 first), then
+        # its place in the process (503 if its account holds its share).
+        functools.partial(AccountGate, rate_limits=rate_limits, admission=admission),
         RequestValidationMiddleware,
         # The Redact API's operation and storing records are answered here, without
         # Connexion's per-request handler decorators (app/http/direct.py says why); the rest

@@ -4,58 +4,24 @@ Each setting is declared once, as a field of `Settings`: its environment variabl
 default, lower bound, whether it is a secret, and a one-line meaning (docs/configuration.md
 shows the same table, and a test keeps the two equal). Every default runs the embedded
 service (SQLite file, in-memory limiter); a bad value stops start-up with a message naming
-the variable.
+the variable (the rules a value must meet: app/setting_rules.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-import limits
-
+from app.setting_rules import ConfigError, check, mask, setting, shown
 from models.store.keys import SigningKey, signing_key_file, subject_key_file
 
-
-class ConfigError(ValueError):
-    """A setting has a value the service cannot run with."""
-
+__all__ = ["ConfigError", "Settings", "declared"]
 
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql")
 STORAGE_SCHEMES = ("memory", "redis", "rediss")
 QUEUE_SCHEMES = ("sqlite", "redis", "rediss")
-
-
-def setting(
-    variable: str,
-    default: Any,
-    meaning: str,
-    *,
-    least: int | None = None,
-    schemes: tuple[str, ...] = (),
-    rate: bool = False,
-    secret: bool = False,
-    shown_default: str | None = None,
-) -> Any:
-    """Declare a setting: read from `variable`, `default` if unset. Whole numbers must be
-    >= `least`; URLs must start with one of `schemes`; `rate` is a limit such as
-    '170/second'; a `secret` is masked wherever settings are printed. `shown_default` is
-    the default as the documentation words it, where the value itself would mislead."""
-    return dataclasses.field(
-        default=default,
-        metadata={
-            "variable": variable,
-            "meaning": meaning,
-            "least": least,
-            "schemes": schemes,
-            "rate": rate,
-            "secret": secret,
-            "shown_default": shown_default,
-        },
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +201,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            _check(field, getattr(self, field.name))
+            check(field, getattr(self, field.name))
         if self.subject_key and len(self.subject_key.encode()) < 16:
             raise ConfigError("REDACT_SUBJECT_KEY must be at least 16 characters")
         if self.signing_key:
@@ -278,7 +244,7 @@ class Settings:
     def masked(self) -> dict[str, Any]:
         """The settings by environment variable, secrets and passwords in URLs masked."""
         return {
-            field.metadata["variable"]: _shown(field, getattr(self, field.name))
+            field.metadata["variable"]: shown(field, getattr(self, field.name))
             for field in dataclasses.fields(self)
         }
 
@@ -287,7 +253,7 @@ class Settings:
         with the defaults that depend on others resolved (`redact config`, and the
         start-up log line)."""
         report = self.masked()
-        report["REDACT_QUEUE_URL"] = _mask(self.effective_queue_url)
+        report["REDACT_QUEUE_URL"] = mask(self.effective_queue_url)
         if not self.subject_key:
             path = self.database_url.split(":///", 1)[-1]
             report["REDACT_SUBJECT_KEY"] = f"(key file {subject_key_file(path)})"
@@ -327,42 +293,3 @@ def declared() -> list[dict[str, Any]]:
         }
         for field in dataclasses.fields(Settings)
     ]
-
-
-def _check(field: dataclasses.Field, value: Any) -> None:
-    """ConfigError naming the variable if `value` breaks the field's declaration."""
-    meta = field.metadata
-    name = meta["variable"]
-    if meta["least"] is not None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < meta["least"]:
-            raise ConfigError(f"{name}={value!r} must be a whole number >= {meta['least']}")
-    elif meta["schemes"] and (value or field.default):
-        if urllib.parse.urlsplit(value).scheme not in meta["schemes"]:
-            raise ConfigError(
-                f"{name}={_mask(value)!r} must start with one of: "
-                + ", ".join(f"{s}://" for s in meta["schemes"])
-            )
-    elif meta["rate"]:
-        try:
-            limits.parse(value)
-        except ValueError:
-            raise ConfigError(
-                f"{name}={value!r} is not a rate limit such as '170/second'"
-            ) from None
-
-
-def _shown(field: dataclasses.Field, value: Any) -> Any:
-    if field.metadata["secret"]:
-        return "***" if value else ""
-    return _mask(value)
-
-
-def _mask(value: Any) -> Any:
-    """A URL with its password replaced by ***; anything else as it is."""
-    if not isinstance(value, str) or "://" not in value:
-        return value
-    parts = urllib.parse.urlsplit(value)
-    if parts.password is None:
-        return value
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

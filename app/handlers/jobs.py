@@ -7,11 +7,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable, Sequence
 
-import connexion
-
-from app.http.problems import InvalidJob
-from models import database
-from models.jobs import RedactionJob, TransactionRef
+from models.jobs import InvalidJobRequest, RedactionJob, TransactionRef
 from models.jobs.queries import job_resource, shown_objects, validation_error_id
 from models.jobs.service import JobsService
 
@@ -34,7 +30,7 @@ def _shown(job: RedactionJob, expand: Sequence[str] | None = None) -> dict:
     if "objects" not in (expand or ()):
         return job_resource(job)
     if job.transactions + job.subjects > EXPAND_LIMIT:
-        raise InvalidJob(
+        raise InvalidJobRequest(
             f"Redaction job {job.id} names {job.transactions + job.subjects} "
             f"objects, more than an answer expands ({EXPAND_LIMIT}); use "
             "`redact jobs show --objects`"
@@ -58,27 +54,27 @@ class JobsApi:
             "list-validation-errors": self.validation_errors,
         }
 
-    def create(self, body: dict, token_info: dict):
+    def create(self, body: dict, token_info: dict, idempotency_key: str | None = None):
         """POST /jobs: the job is stored, then queued for validation; if the queue cannot
-        take it, the job is removed again and the answer is 503."""
+        take it, the job is removed again and the answer is 503. A repeated
+        `idempotency_key` with the same body answers the job it created."""
         objects = body["objects"]
-        with database.connection_context():
-            job, created = self.jobs.create(
-                api_key=token_info["sub"],
-                transactions=(
-                    TransactionRef(t["id"], t["product"], t.get("type"))
-                    for t in objects.get("transactions", ())
-                ),
-                subjects=objects.get("subjects", ()),
-                validation_behavior=body.get("validation_behavior", "error"),
-                description=body.get("description"),
-                run_at=_moment(body.get("run_at")),
-                idempotency_key=connexion.request.headers.get("Idempotency-Key"),
-                request_body=body,
-            )
-            if not created:
-                return job_resource(job), 200, {"Idempotent-Replayed": "true"}
-            return job_resource(job), 200
+        job, created = self.jobs.create(
+            api_key=token_info["sub"],
+            transactions=(
+                TransactionRef(t["id"], t["product"], t.get("type"))
+                for t in objects.get("transactions", ())
+            ),
+            subjects=objects.get("subjects", ()),
+            validation_behavior=body.get("validation_behavior", "error"),
+            description=body.get("description"),
+            run_at=_moment(body.get("run_at")),
+            idempotency_key=idempotency_key,
+            request_body=body,
+        )
+        if not created:
+            return job_resource(job), 200, {"Idempotent-Replayed": "true"}
+        return job_resource(job), 200
 
     def list(
         self,
@@ -89,21 +85,19 @@ class JobsApi:
         status: str | None = None,
         expand: Sequence[str] | None = None,
     ):
-        with database.connection_context():
-            page = self.jobs.list(
-                token_info["sub"],
-                limit=limit,
-                starting_after=starting_after,
-                ending_before=ending_before,
-                status=status,
-            )
-            data = [_shown(job, expand) for job in page.items]
+        page = self.jobs.list(
+            token_info["sub"],
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+            status=status,
+        )
+        data = [_shown(job, expand) for job in page.items]
         return {"object": "list", "url": JOBS_PATH, "has_more": page.has_more, "data": data}
 
     def retrieve(self, job: str, token_info: dict, expand: Sequence[str] | None = None):
-        with database.connection_context():
-            found = self.jobs.job(job, token_info["sub"])
-            return _shown(found, expand)
+        found = self.jobs.job(job, token_info["sub"])
+        return _shown(found, expand)
 
     def update(self, job: str, body: dict, token_info: dict):
         changes = {
@@ -111,8 +105,7 @@ class JobsApi:
         }
         if "run_at" in body:
             changes["run_at"] = _moment(body["run_at"])
-        with database.connection_context():
-            return job_resource(self.jobs.update(self.jobs.job(job, token_info["sub"]), changes))
+        return job_resource(self.jobs.update(self.jobs.job(job, token_info["sub"]), changes))
 
     def validate(self, job: str, token_info: dict):
         return self._apply(job, token_info, "validate"), 200
@@ -125,16 +118,14 @@ class JobsApi:
         `processing_mode: sync` the work is done before the answer (small jobs only)."""
         if (body or {}).get("processing_mode", "async") != "sync":
             return self._apply(job, token_info, "run"), 202
-        with database.connection_context():
-            return job_resource(self.jobs.run_sync(self.jobs.job(job, token_info["sub"]))), 200
+        return job_resource(self.jobs.run_sync(self.jobs.job(job, token_info["sub"]))), 200
 
     def _apply(self, job: str, token_info: dict, action: str) -> dict:
         """A client's move: refused with 503 while the queue is full (checked first, as
         before the job is looked up)."""
         self.jobs.check_room()
-        with database.connection_context():
-            found = self.jobs.job(job, token_info["sub"])
-            return job_resource(self.jobs.apply(found, action, admit=False))
+        found = self.jobs.job(job, token_info["sub"])
+        return job_resource(self.jobs.apply(found, action, admit=False))
 
     def validation_errors(
         self,
@@ -144,20 +135,19 @@ class JobsApi:
         starting_after: str | None = None,
         ending_before: str | None = None,
     ):
-        with database.connection_context():
-            found = self.jobs.job(job, token_info["sub"])
-            page = self.jobs.validation_errors(
-                found, limit=limit, starting_after=starting_after, ending_before=ending_before
-            )
-            data = [
-                {
-                    "id": validation_error_id(found, error),
-                    "code": error.code,
-                    "object": error.target.as_object(),
-                    "message": error.message,
-                }
-                for error in page.items
-            ]
+        found = self.jobs.job(job, token_info["sub"])
+        page = self.jobs.validation_errors(
+            found, limit=limit, starting_after=starting_after, ending_before=ending_before
+        )
+        data = [
+            {
+                "id": validation_error_id(found, error),
+                "code": error.code,
+                "object": error.target.as_object(),
+                "message": error.message,
+            }
+            for error in page.items
+        ]
         return {
             "object": "list",
             "url": f"{JOBS_PATH}/{found.id}/validation_errors",

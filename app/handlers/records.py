@@ -10,7 +10,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from app.metrics import RECORDS_STORED
-from models import database
 from models.erasure.holds import create_hold, find_hold, hold_resource, list_holds, release_hold
 from models.erasure.retention import policies_shown, set_policies
 from models.intake.records import parse_records, read_record, store_records_async
@@ -59,41 +58,37 @@ class RecordsApi:
         )
 
     def retrieve(self, id: str, product: str, token_info: dict, type: str | None = None):
-        with database.connection_context():
-            return read_record(token_info["sub"], id, product, type)
+        return read_record(token_info["sub"], id, product, type)
 
     def policies(self, token_info: dict):
-        with database.connection_context():
-            return self._policies(token_info["sub"])
+        return self._policies(token_info["sub"])
 
     def update_policies(self, body: dict, token_info: dict, trace_id: str):
         api_key = token_info["sub"]
-        with database.connection_context():
-            set_policies(
-                api_key,
-                body["products"],
-                now=self.clock(),
-                actor=actor_of(api_key),
-                trace_id=trace_id,
-            )
-            return self._policies(api_key)
+        set_policies(
+            api_key,
+            body["products"],
+            now=self.clock(),
+            actor=actor_of(api_key),
+            trace_id=trace_id,
+        )
+        return self._policies(api_key)
 
     def _policies(self, api_key: str) -> dict:
         return policies_shown(api_key, self.clock(), self.min_age_seconds)
 
     def create_hold(self, body: dict, token_info: dict, trace_id: str):
         api_key = token_info["sub"]
-        with database.connection_context():
-            hold = create_hold(
-                api_key=api_key,
-                subjects=body.get("subjects", ()),
-                transactions=body.get("transactions", ()),
-                reason=body["reason"],
-                now=self.clock(),
-                actor=actor_of(api_key),
-                trace_id=trace_id,
-            )
-            return hold_resource(hold)
+        hold = create_hold(
+            api_key=api_key,
+            subjects=body.get("subjects", ()),
+            transactions=body.get("transactions", ()),
+            reason=body["reason"],
+            now=self.clock(),
+            actor=actor_of(api_key),
+            trace_id=trace_id,
+        )
+        return hold_resource(hold)
 
     def list_holds(
         self,
@@ -103,25 +98,22 @@ class RecordsApi:
         ending_before: str | None = None,
         status: str | None = None,
     ):
-        with database.connection_context():
-            page = list_holds(
-                token_info["sub"],
-                limit=limit,
-                starting_after=starting_after,
-                ending_before=ending_before,
-                status=status,
-            )
-            data = [hold_resource(hold) for hold in page.items]
+        page = list_holds(
+            token_info["sub"],
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+            status=status,
+        )
+        data = [hold_resource(hold) for hold in page.items]
         return {"object": "list", "url": HOLDS_PATH, "has_more": page.has_more, "data": data}
 
     def retrieve_hold(self, hold: str, token_info: dict):
-        with database.connection_context():
-            return hold_resource(find_hold(hold, token_info["sub"]))
+        return hold_resource(find_hold(hold, token_info["sub"]))
 
     def release_hold(self, hold: str, token_info: dict, trace_id: str):
         api_key = token_info["sub"]
-        with database.connection_context():
-            released = release_hold(
-                hold, api_key, now=self.clock(), actor=actor_of(api_key), trace_id=trace_id
-            )
-            return hold_resource(released)
+        released = release_hold(
+            hold, api_key, now=self.clock(), actor=actor_of(api_key), trace_id=trace_id
+        )
+        return hold_resource(released)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models import database
 from models.store.base import Clock
 from models.webhooks.outbox import (
     create_webhook,
@@ -35,15 +34,14 @@ class WebhooksApi:
         }
 
     def create(self, body: dict, token_info: dict):
-        with database.connection_context():
-            endpoint = create_webhook(
-                api_key=token_info["sub"],
-                url=body["url"],
-                events=body["events"],
-                description=body.get("description"),
-                now=self.clock(),
-            )
-            return webhook_resource(endpoint, secret=True), 201
+        endpoint = create_webhook(
+            api_key=token_info["sub"],
+            url=body["url"],
+            events=body["events"],
+            description=body.get("description"),
+            now=self.clock(),
+        )
+        return webhook_resource(endpoint, secret=True), 201
 
     def list(
         self,
@@ -52,23 +50,20 @@ class WebhooksApi:
         starting_after: str | None = None,
         ending_before: str | None = None,
     ):
-        with database.connection_context():
-            page = list_webhooks(
-                token_info["sub"],
-                limit=limit,
-                starting_after=starting_after,
-                ending_before=ending_before,
-            )
-            data = [webhook_resource(endpoint) for endpoint in page.items]
+        page = list_webhooks(
+            token_info["sub"],
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+        )
+        data = [webhook_resource(endpoint) for endpoint in page.items]
         return {"object": "list", "url": WEBHOOKS_PATH, "has_more": page.has_more, "data": data}
 
     def retrieve(self, webhook: str, token_info: dict):
-        with database.connection_context():
-            return webhook_resource(find_webhook(webhook, token_info["sub"]))
+        return webhook_resource(find_webhook(webhook, token_info["sub"]))
 
     def delete(self, webhook: str, token_info: dict):
-        with database.connection_context():
-            delete_webhook(webhook, token_info["sub"])
+        delete_webhook(webhook, token_info["sub"])
         return None, 204
 
     def deliveries(
@@ -79,12 +74,11 @@ class WebhooksApi:
         starting_after: str | None = None,
         ending_before: str | None = None,
     ):
-        with database.connection_context():
-            endpoint = find_webhook(webhook, token_info["sub"])
-            page = list_deliveries(
-                endpoint, limit=limit, starting_after=starting_after, ending_before=ending_before
-            )
-            data = [delivery_resource(event) for event in page.items]
+        endpoint = find_webhook(webhook, token_info["sub"])
+        page = list_deliveries(
+            endpoint, limit=limit, starting_after=starting_after, ending_before=ending_before
+        )
+        data = [delivery_resource(event) for event in page.items]
         return {
             "object": "list",
             "url": f"{WEBHOOKS_PATH}/{endpoint.id}/deliveries",

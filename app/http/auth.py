@@ -1,14 +1,14 @@
-"""Basic authentication for the spec's `basicAuth` scheme, followed by the account's rate
-limit. Runs in Connexion's security middleware, on the event loop, once per request, so
-the common case costs a dictionary lookup: a verified (key, secret) pair is cached for
-REDACT_CREDENTIAL_CACHE_SECONDS; only a miss runs the slow hash check, in a thread.
+"""Basic authentication for the spec's `basicAuth` scheme: who the caller is, recorded in
+the request state (app/http/state.py) for the account gate (app/http/gate.py), which
+applies the account's rate limit and admission next. Runs in Connexion's security
+middleware, on the event loop, once per request, so the common case costs a dictionary
+lookup: a verified (key, secret) pair is cached for REDACT_CREDENTIAL_CACHE_SECONDS; only
+a miss runs the slow hash check, in a thread.
 
 A hash check costs ~30 ms of CPU and 16 MB of memory (scrypt), so concurrent misses for
 the same credentials share one check, and at most HASH_CHECKS_AT_ONCE run per process:
-a burst of new clients (or of guesses) cannot exhaust the worker's memory.
-
-An admitted request then takes its place in the process (app/http/admission.py): after the
-limiter, so that an account over its limit gets its 429 before anything is shed.
+a burst of new clients (or of guesses) cannot exhaust the worker's memory. Failed
+checks are throttled per client address (app/http/ratelimit.py).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import hashlib
 import cachetools
 from connexion.security import NO_VALUE, BasicSecurityHandler
 
-from app.http.admission import Admission, Overloaded
-from app.http.edge import PLACE, SHED, request_state
+from app.http.admission import Overloaded
 from app.http.problems import RateLimitHit, Unauthorized
 from app.http.ratelimit import RateLimits
-from app.metrics import AUTH_FAILURES, RATE_LIMITED
+from app.http.state import request_state
+from app.metrics import AUTH_FAILURES
 from models import Account, database
 
 HASH_CHECKS_AT_ONCE = 2
@@ -42,10 +42,9 @@ beyond, the request is shed (503) rather than queued for seconds."""
 
 
 class Authenticator:
-    def __init__(self, rate_limits: RateLimits, admission: Admission, cache_seconds: int, clock):
+    def __init__(self, rate_limits: RateLimits, cache_seconds: int, clock):
         self.clock = clock
         self.rate_limits = rate_limits
-        self.admission = admission
         # Created on first use, in the worker process (a pool's threads do not survive a
         # fork).
         self._hash_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -56,7 +55,7 @@ class Authenticator:
         self._waiting_by_address: collections.Counter[str] = collections.Counter()
 
     async def __call__(self, username: str, password: str, request) -> dict:
-        """Connexion basic-info function: the token info of a valid, admitted request."""
+        """Connexion basic-info function: the token info of valid credentials."""
         key = (username, hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest())
         products = self.cache.get(key)
         if products is None:
@@ -71,7 +70,7 @@ class Authenticator:
                     AUTH_FAILURES.labels("throttled").inc()
                     raise RateLimitHit(1)
                 if len(self._checking) >= CHECKS_WAITING:
-                    request_state(request.scope)[SHED] = True
+                    request_state(request.scope).shed = True
                     raise Overloaded()
                 if self._hash_pool is None:
                     self._hash_pool = concurrent.futures.ThreadPoolExecutor(
@@ -90,20 +89,7 @@ class Authenticator:
             products = account.product_set
             self.cache[key] = products
 
-        state = request_state(request.scope)
-        state["api_key"] = username
-        decision = await self.rate_limits.hit_account(username)
-        headers = decision.headers()
-        if not decision.allowed:
-            RATE_LIMITED.labels(username).inc()
-            raise RateLimitHit(max(1, decision.reset_seconds), headers)
-        state["response_headers"] = headers
-        try:
-            self.admission.enter(username)
-        except Overloaded:
-            state[SHED] = True
-            raise
-        state[PLACE] = username  # given back by the context middleware when it ends
+        request_state(request.scope).api_key = username
         return {"sub": username, "products": products}
 
     def close(self) -> None:

@@ -5,7 +5,8 @@ it inspects the handler's signature, parses the body a second time and converts 
 answer. Profiled under load (bench/run.py, py-spy), that was ~40% of a worker's CPU on
 the redaction path, against ~4% for the handler itself. A handler given here needs none
 of it: its body was parsed and validated by the validation layer (app/http/validation.py
-keeps the parsed body in the request state), and its caller is in the security context.
+keeps the parsed body in the request state, app/http/state.py), and its caller is in the
+security context.
 
 So this middleware sits innermost, after Connexion's routing, security and validation
 have run on the contract: for an operation it holds, it calls the handler with `body`,
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.http.edge import BODY, request_state
+from app.http.state import request_state
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -36,7 +37,7 @@ class DirectOperations:
             extensions = scope.get("extensions", {})
             operation = extensions.get("connexion_routing", {}).get("operation_id")
             handler = self.handlers.get(operation)
-            body = request_state(scope).get(BODY) if handler is not None else None
+            body = request_state(scope).body if handler is not None else None
             if handler is not None and body is not None:
                 context = extensions["connexion_context"]
                 response = await handler(

@@ -1,9 +1,9 @@
-"""Per-request state shared by the layers of one request, and the outermost middleware.
+"""The outermost middleware.
 
-`RequestContextMiddleware` gives each request a fresh trace id (the `instance` of any
-problem body it gets), caps the body size, adds the rate-limit headers the auth layer
-computed, gives back the request's place in the process (app/http/admission.py) when it ends,
-and writes one log line per request.
+`RequestContextMiddleware` creates the request's state (app/http/state.py: a fresh trace
+id, the `instance` of any problem body it gets), sheds a flood of requests before anything
+is read, caps the body size, adds the rate-limit headers the account gate computed
+(app/http/gate.py) to the response, and writes one log line and one metric per request.
 """
 
 from __future__ import annotations
@@ -11,32 +11,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http.admission import Admission, Overloaded
+from app.http.admission import Overloaded
+from app.http.state import SCOPE_KEY, RequestState
 
 access_log = logging.getLogger("redact.access")
-
-STATE_KEY = "redact"
-PLACE = "place"
-"""Request state: the account whose place in the process the request holds."""
-SHED = "shed"
-"""Request state: true if the request was shed."""
-BODY = "body"
-"""Request state: the JSON body as parsed and validated against the contract."""
-
-
-def request_state(scope: Scope) -> dict:
-    return scope.setdefault(STATE_KEY, {})
-
-
-def trace_id_of(scope: Scope) -> str:
-    state = request_state(scope)
-    if "trace_id" not in state:
-        state["trace_id"] = uuid.uuid4().hex
-    return state["trace_id"]
 
 
 class BodyTooLarge(Exception):
@@ -73,14 +54,14 @@ class RequestContextMiddleware:
         routes: dict[str, str] | None = None,
         fixed_paths: tuple = (),
         observe=None,
-        admission: Admission | None = None,
+        flood_limit: int | None = None,
     ):
         """`body_limits` maps path prefixes to their own body limit; `routes` maps the
         contracts' operationIds to their route templates, for the log; `fixed_paths` are
         the paths outside the contracts (health, metrics) logged as they are; `observe` is
-        called with (operation, status, seconds) of each request (metrics); a place the
-        request took in `admission` is given back when it ends (a shed request's operation
-        is `shed`)."""
+        called with (operation, status, seconds) of each request (metrics; a shed request's
+        operation is `shed`); beyond `flood_limit` requests in the process, a request is
+        shed before anything else (app/http/admission.py)."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_limits = body_limits or {}
@@ -88,7 +69,7 @@ class RequestContextMiddleware:
         self.routes = routes or {}
         self.fixed_paths = frozenset(fixed_paths)
         self.observe = observe
-        self.admission = admission
+        self.flood_limit = flood_limit
         self.requests = 0  # in this process, not yet answered (one event loop: no lock)
 
     def operation_of(self, scope: Scope) -> str | None:
@@ -106,8 +87,8 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         _normalise_content_type(scope)
-        state = request_state(scope)
-        trace_id = trace_id_of(scope)
+        state = scope[SCOPE_KEY] = RequestState()
+        trace_id = state.trace_id
         # Handlers receive the trace id through Connexion's context (for the audit row).
         scope.setdefault("extensions", {}).setdefault("connexion_context", {})["trace_id"] = (
             trace_id
@@ -122,7 +103,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                extra = state.get("response_headers")
+                extra = state.response_headers
                 if extra:
                     message = {
                         **message,
@@ -145,11 +126,11 @@ class RequestContextMiddleware:
         self.requests += 1
         try:
             if (
-                self.admission is not None
-                and self.requests > self.admission.flood_limit
+                self.flood_limit is not None
+                and self.requests > self.flood_limit
                 and scope["path"] not in self.fixed_paths
             ):
-                state[SHED] = True
+                state.shed = True
                 raise Overloaded()
             path = scope["path"]
             if _CONTROL.search(path) or (
@@ -164,11 +145,8 @@ class RequestContextMiddleware:
             await self.render_error(scope, exc, send_with_headers)
         finally:
             self.requests -= 1
-            place = state.pop(PLACE, None)
-            if place is not None and self.admission is not None:
-                self.admission.leave(place)
             elapsed = time.perf_counter() - started
-            operation = "shed" if state.get(SHED) else self.operation_of(scope)
+            operation = "shed" if state.shed else self.operation_of(scope)
             if self.observe is not None:
                 self.observe(operation, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
@@ -182,7 +160,7 @@ class RequestContextMiddleware:
                             "route": self.routes.get(operation or "", operation),
                             "status": status,
                             "duration_ms": round(elapsed * 1000, 2),
-                            "api_key": state.get("api_key"),
+                            "api_key": state.api_key,
                             "trace_id": trace_id,
                         }
                     },

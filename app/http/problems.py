@@ -1,14 +1,24 @@
-"""The error catalogue: one exception per error the contract names, rendered in one place.
+"""The error catalogue: every error the contracts name, in one table, rendered in one place.
 
-Problem bodies carry `type`, `title`, `detail` and `instance` (the request's trace id), as
-the upstream contract shapes them; `type` URIs are the upstream ones. 401 has the
-contract's own shape. Errors from Connexion, Starlette and the domain are mapped here too.
+`CATALOGUE` maps each error class to its problem: status, `type` URI, title, and what the
+error adds (a detail other than its message, headers, RFC 7807 extension members). The
+domain's errors (models/errors.py, models/jobs/errors.py) carry their data and know nothing
+of HTTP; the edge's own are declared where they are raised (app/http/edge.py,
+admission.py, validation.py) or here. Bodies carry `type`, `title`, `detail` and
+`instance` (the request's trace id), as the upstream contract shapes them; `type` URIs are
+the upstream ones where the upstream catalogue names the error, else URNs of this service
+(listed in docs/jobs.md, docs/records.md and docs/webhooks.md). 401 has the contract's own
+shape. Errors of Connexion, Starlette and the database are mapped by `as_problem` too;
+`render` answers them all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import typing as t
+from collections.abc import Callable
 
 import connexion.exceptions
 import peewee
@@ -16,7 +26,9 @@ import starlette.exceptions
 from connexion.lifecycle import ConnexionResponse
 
 from app.http.admission import Overloaded
-from app.http.edge import BadContentLength, BodyTooLarge, UnroutablePath, trace_id_of
+from app.http.edge import BadContentLength, BodyTooLarge, UnroutablePath
+from app.http.state import request_state
+from app.http.validation import InvalidJson, InvalidProduct
 from models import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
 from models.errors import (
     HoldNotFound,
@@ -48,174 +60,150 @@ log = logging.getLogger("redact.errors")
 DOCS = "https://developer.nexmo.com/api-errors"
 
 
-class Problem(Exception):
-    """An error answered with a problem body. `status` is read by Connexion too."""
-
-    status = 400
-    type = "about:blank"
-    title = "Bad Request"
-
-    def __init__(self, detail: str, headers: dict | None = None, extensions: dict | None = None):
-        super().__init__(detail)
-        self.detail = detail
-        self.headers = headers or {}
-        self.extensions = extensions or {}
-        """RFC 7807 extension members, added to the body."""
-
-
-class InvalidJson(Problem):
-    status, type, title = 422, f"{DOCS}#invalid-json", "Invalid JSON"
-
-
-class InvalidProduct(Problem):
-    status, type, title = 422, f"{DOCS}/redact#invalid-product", "Invalid Product"
-
-    def __init__(self, product):
-        super().__init__(f"No product corresponding to supplied string {product}!")
-
-
-class InvalidId(Problem):
-    status, type, title = 404, f"{DOCS}#invalid-id", "Invalid ID"
-
-
-class PrematureRedactionProblem(Problem):
-    status, type, title = 403, f"{DOCS}/redact#premature-redaction", "Premature Redaction"
-
-
-class UnprovisionedProblem(Problem):
-    status, type, title = 403, f"{DOCS}#unprovisioned", "Authorisation error"
-
-
-class RateLimitHit(Problem):
-    status, type, title = 429, f"{DOCS}/redact#rate-limit", "Rate Limit Hit"
+class RateLimitHit(Exception):
+    """Over a rate limit: retry after `retry_after` seconds; `headers` are the limit's
+    `RateLimit` headers, if any."""
 
     def __init__(self, retry_after: int, headers: dict | None = None):
-        super().__init__(
-            "Please wait, then retry your request",
-            {**(headers or {}), "Retry-After": str(retry_after)},
-        )
-
-
-class JobProblem(Problem):
-    """Errors the upstream catalogue does not name (the jobs, records and webhooks APIs,
-    legal holds): their types are URNs of this service (listed in docs/jobs.md,
-    docs/records.md and docs/webhooks.md)."""
-
-    code: str
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls.type = f"urn:redact:problem:{cls.code}"
-
-
-class JobNotFoundProblem(JobProblem):
-    status, code, title = 404, "job-not-found", "No Such Job"
-
-
-class InvalidJobStatus(JobProblem):
-    status, code, title = 409, "invalid-job-status", "Invalid Job Status"
-
-
-class InvalidJob(JobProblem):
-    status, code, title = 422, "invalid-job", "Invalid Job"
-
-
-class IdempotencyKeyReused(JobProblem):
-    status, code, title = 409, "idempotency-key-reused", "Idempotency Key Reused"
-
-
-class TooLargeForSyncProblem(JobProblem):
-    status, code, title = 422, "too-large-for-sync", "Too Large For Sync"
-
-
-class InvalidCursorProblem(JobProblem):
-    status, code, title = 404, "invalid-cursor", "No Such Cursor"
-
-
-class TooManyJobsProblem(JobProblem):
-    status, code, title = 429, "too-many-jobs", "Too Many Jobs"
-
-    def __init__(self, detail: str):
-        super().__init__(detail, {"Retry-After": "60"})
-
-
-class QueueUnavailableProblem(JobProblem):
-    status, code, title = 503, "queue-unavailable", "Queue Unavailable"
-
-    def __init__(self, detail: str):
-        super().__init__(detail, {"Retry-After": "5"})
-
-
-class LegalHoldProblem(JobProblem):
-    """The Redact API's answer for a held record: the contract's 403 shape, so that
-    existing clients see a normal client error."""
-
-    status, code, title = 403, "legal-hold", "Legal Hold"
-
-
-class InvalidRecordsProblem(JobProblem):
-    status, code, title = 422, "invalid-records", "Invalid Records"
-
-
-class RecordConflictProblem(JobProblem):
-    status, code, title = 409, "record-conflict", "Record Conflict"
-
-
-class HoldNotFoundProblem(JobProblem):
-    status, code, title = 404, "hold-not-found", "No Such Hold"
-
-
-class InvalidHoldProblem(JobProblem):
-    status, code, title = 422, "invalid-hold", "Invalid Hold"
-
-
-class InvalidPolicyProblem(JobProblem):
-    status, code, title = 422, "invalid-policy", "Invalid Policy"
-
-
-class NoReceiptProblem(JobProblem):
-    status, code, title = 409, "no-receipt", "No Receipt"
-
-
-class InvalidLogRangeProblem(JobProblem):
-    # 404: the positions name no entry or tree of the account's log (another account's
-    # log included: its positions are not this account's).
-    status, code, title = 404, "invalid-log-range", "No Such Log Range"
-
-
-class NoSigningKeyProblem(JobProblem):
-    status, code, title = 503, "no-signing-key", "No Signing Key"
-
-
-class WebhookNotFoundProblem(JobProblem):
-    status, code, title = 404, "webhook-not-found", "No Such Webhook"
-
-
-class InvalidWebhookProblem(JobProblem):
-    status, code, title = 422, "invalid-webhook", "Invalid Webhook"
-
-
-class TooManyWebhooksProblem(JobProblem):
-    status, code, title = 409, "too-many-webhooks", "Too Many Webhooks"
+        super().__init__("Please wait, then retry your request")
+        self.headers = {**(headers or {}), "Retry-After": str(retry_after)}
 
 
 class Unauthorized(Exception):
     """Missing or wrong credentials: the contract's 401, not a problem body."""
 
-    status = 401
+    status = 401  # read by Connexion's security middleware
 
 
-class HTTPProblem(Problem):
-    """A plain HTTP error outside the contract's catalogue (unknown path, wrong method,
-    oversized body): RFC 7807 `about:blank` with the status phrase as title."""
+class HTTPProblem(Exception):
+    """A plain HTTP error outside the catalogue (unknown path, wrong method, metrics off,
+    not ready): RFC 7807 `about:blank` with the status phrase as title."""
 
     def __init__(
         self, status: int, detail: str, headers: dict | None = None, extensions: dict | None = None
     ):
-        super().__init__(detail, headers, extensions)
-        self.status = status
-        self.title = _PHRASES.get(status, "Error")
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+        self.headers, self.extensions = headers or {}, extensions or {}
 
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A problem as answered: the body's members and the response's headers."""
+
+    status: int
+    type: str
+    title: str
+    detail: str
+    headers: dict = dataclasses.field(default_factory=dict)
+    extensions: dict = dataclasses.field(default_factory=dict)
+    """RFC 7807 extension members, added to the body."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemType:
+    """How the errors of one class are answered. `detail`, `headers` and `extensions` read
+    the error; the detail is its message unless said otherwise."""
+
+    status: int
+    type: str
+    title: str
+    detail: Callable[[Exception], str] = str
+    headers: Callable[[Exception], dict] | None = None
+    extensions: Callable[[Exception], dict] | None = None
+
+    def of(self, exc: Exception) -> Problem:
+        return Problem(
+            self.status,
+            self.type,
+            self.title,
+            self.detail(exc),
+            self.headers(exc) if self.headers else {},
+            self.extensions(exc) if self.extensions else {},
+        )
+
+
+def _ours(code: str, status: int, title: str, **reads) -> ProblemType:
+    """A problem the upstream catalogue does not name: its type is a URN of this service."""
+    return ProblemType(status, f"urn:redact:problem:{code}", title, **reads)
+
+
+def _retry_after(seconds: int) -> Callable[[Exception], dict]:
+    return lambda _: {"Retry-After": str(seconds)}
+
+
+def _invalid_records(exc: Exception) -> dict:
+    invalid = t.cast(InvalidRecords, exc)
+    return {
+        "count": invalid.count,
+        "errors": [
+            {"index": index, "field": field, "message": message}
+            for index, field, message in invalid.errors
+        ],
+    }
+
+
+def _limit_headers(exc: Exception) -> dict:
+    return t.cast(RateLimitHit, exc).headers
+
+
+def _http(status: int, title: str, **reads) -> ProblemType:
+    return ProblemType(status, "about:blank", title, **reads)
+
+
+CATALOGUE: dict[type[Exception], ProblemType] = {
+    # The Redact API's, with the upstream types.
+    InvalidJson: ProblemType(422, f"{DOCS}#invalid-json", "Invalid JSON"),
+    InvalidProduct: ProblemType(422, f"{DOCS}/redact#invalid-product", "Invalid Product"),
+    RecordNotFound: ProblemType(404, f"{DOCS}#invalid-id", "Invalid ID"),
+    PrematureRedaction: ProblemType(
+        403, f"{DOCS}/redact#premature-redaction", "Premature Redaction"
+    ),
+    Unprovisioned: ProblemType(403, f"{DOCS}#unprovisioned", "Authorisation error"),
+    RateLimitHit: ProblemType(
+        429, f"{DOCS}/redact#rate-limit", "Rate Limit Hit", headers=_limit_headers
+    ),
+    # A held record: the Redact API's 403 shape, so that existing clients see a normal
+    # client error.
+    RecordHeld: _ours("legal-hold", 403, "Legal Hold"),
+    # The jobs API's.
+    JobNotFound: _ours("job-not-found", 404, "No Such Job"),
+    InvalidMove: _ours("invalid-job-status", 409, "Invalid Job Status"),
+    InvalidJobUpdate: _ours("invalid-job-status", 409, "Invalid Job Status"),
+    InvalidJobRequest: _ours("invalid-job", 422, "Invalid Job"),
+    IdempotencyMismatch: _ours("idempotency-key-reused", 409, "Idempotency Key Reused"),
+    TooLargeForSync: _ours("too-large-for-sync", 422, "Too Large For Sync"),
+    InvalidCursor: _ours("invalid-cursor", 404, "No Such Cursor"),
+    TooManyJobs: _ours("too-many-jobs", 429, "Too Many Jobs", headers=_retry_after(60)),
+    QueueUnavailable: _ours(
+        "queue-unavailable",
+        503,
+        "Queue Unavailable",
+        detail=lambda e: f"Cannot queue the job now: {e}; retry later",
+        headers=_retry_after(5),
+    ),
+    # The records API's and legal holds'.
+    InvalidRecords: _ours("invalid-records", 422, "Invalid Records", extensions=_invalid_records),
+    RecordConflict: _ours("record-conflict", 409, "Record Conflict"),
+    HoldNotFound: _ours("hold-not-found", 404, "No Such Hold"),
+    InvalidHold: _ours("invalid-hold", 422, "Invalid Hold"),
+    InvalidPolicy: _ours("invalid-policy", 422, "Invalid Policy"),
+    # The proof API's. An invalid log range is a 404: the positions name no entry or tree
+    # of the account's log (another account's log included: its positions are not this
+    # account's).
+    NoReceipt: _ours("no-receipt", 409, "No Receipt"),
+    InvalidLogRange: _ours("invalid-log-range", 404, "No Such Log Range"),
+    NoSigningKey: _ours("no-signing-key", 503, "No Signing Key"),
+    # The webhooks API's.
+    WebhookNotFound: _ours("webhook-not-found", 404, "No Such Webhook"),
+    InvalidWebhook: _ours("invalid-webhook", 422, "Invalid Webhook"),
+    TooManyWebhooks: _ours("too-many-webhooks", 409, "Too Many Webhooks"),
+    # The edge's (app/http/edge.py, app/http/admission.py).
+    BodyTooLarge: _http(413, "Content Too Large"),
+    BadContentLength: _http(400, "Bad Request"),
+    UnroutablePath: _http(404, "Not Found"),
+    Overloaded: _http(503, "Service Unavailable", headers=_retry_after(1)),
+}
 
 _PHRASES = {
     400: "Bad Request",
@@ -227,74 +215,46 @@ _PHRASES = {
     503: "Service Unavailable",
 }
 
-_DOMAIN = {
-    RecordNotFound: InvalidId,
-    PrematureRedaction: PrematureRedactionProblem,
-    Unprovisioned: UnprovisionedProblem,
-    JobNotFound: JobNotFoundProblem,
-    InvalidMove: InvalidJobStatus,
-    InvalidJobUpdate: InvalidJobStatus,
-    InvalidJobRequest: InvalidJob,
-    IdempotencyMismatch: IdempotencyKeyReused,
-    InvalidCursor: InvalidCursorProblem,
-    TooManyJobs: TooManyJobsProblem,
-    TooLargeForSync: TooLargeForSyncProblem,
-    RecordHeld: LegalHoldProblem,
-    RecordConflict: RecordConflictProblem,
-    HoldNotFound: HoldNotFoundProblem,
-    InvalidHold: InvalidHoldProblem,
-    InvalidPolicy: InvalidPolicyProblem,
-    NoReceipt: NoReceiptProblem,
-    InvalidLogRange: InvalidLogRangeProblem,
-    NoSigningKey: NoSigningKeyProblem,
-    WebhookNotFound: WebhookNotFoundProblem,
-    InvalidWebhook: InvalidWebhookProblem,
-    TooManyWebhooks: TooManyWebhooksProblem,
-}
-
 
 def as_problem(exc: Exception) -> Problem | Unauthorized:
-    """The catalogue entry for any exception that reached the edge of the app."""
-    if isinstance(exc, (Problem, Unauthorized)):
+    """The problem for any exception that reached the edge of the app (Unauthorized for
+    the contract's 401)."""
+    for cls in type(exc).__mro__:
+        kind = CATALOGUE.get(cls)
+        if kind is not None:
+            return kind.of(exc)
+    if isinstance(exc, Unauthorized):
         return exc
-    if isinstance(exc, InvalidRecords):
-        return InvalidRecordsProblem(
-            str(exc),
-            extensions={
-                "count": exc.count,
-                "errors": [
-                    {"index": index, "field": field, "message": message}
-                    for index, field, message in exc.errors
-                ],
-            },
-        )
-    for domain_class, problem_class in _DOMAIN.items():
-        if isinstance(exc, domain_class):
-            return problem_class(str(exc))
-    if isinstance(exc, QueueUnavailable):
-        return QueueUnavailableProblem(f"Cannot queue the job now: {exc}; retry later")
-    if isinstance(exc, BodyTooLarge):
-        return HTTPProblem(413, str(exc))
-    if isinstance(exc, BadContentLength):
-        return HTTPProblem(400, str(exc))
-    if isinstance(exc, UnroutablePath):
-        return HTTPProblem(404, str(exc))
-    if isinstance(exc, Overloaded):
-        return HTTPProblem(503, str(exc), {"Retry-After": "1"})
+    if isinstance(exc, HTTPProblem):
+        return _plain(exc.status, exc.detail, exc.headers, exc.extensions)
     if isinstance(exc, connexion.exceptions.ProblemException):
         if exc.status == 401:
             return Unauthorized()
         if exc.status == 415:
             # Connexion's media-type check: the contract says 422.
-            return InvalidJson(str(exc.detail or exc.title))
-        return HTTPProblem(exc.status, str(exc.detail or exc.title), dict(exc.headers or {}))
+            return CATALOGUE[InvalidJson].of(InvalidJson(str(exc.detail or exc.title)))
+        return _plain(exc.status, str(exc.detail or exc.title), dict(exc.headers or {}))
     if isinstance(exc, (peewee.OperationalError, OSError)) or _missing_table(exc):
-        return HTTPProblem(
+        return _plain(
             503, "The transaction store is unavailable; retry later", {"Retry-After": "1"}
         )
     if isinstance(exc, starlette.exceptions.HTTPException):
-        return HTTPProblem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
-    return HTTPProblem(500, "The server could not complete the request")
+        return _plain(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+    return _plain(500, "The server could not complete the request")
+
+
+def _plain(
+    status: int, detail: str, headers: dict | None = None, extensions: dict | None = None
+) -> Problem:
+    """RFC 7807 `about:blank`, with the status phrase as title."""
+    return Problem(
+        status,
+        "about:blank",
+        _PHRASES.get(status, "Error"),
+        detail,
+        headers or {},
+        extensions or {},
+    )
 
 
 def _missing_table(exc: Exception) -> bool:
@@ -314,7 +274,7 @@ WWW_AUTHENTICATE = {"WWW-Authenticate": 'Basic realm="Redact API"'}
 async def render(request, exc: Exception) -> ConnexionResponse:
     """Connexion error handler: every error of every layer leaves through here."""
     problem = as_problem(exc)
-    trace_id = trace_id_of(request.scope)
+    trace_id = request_state(request.scope).trace_id
     if isinstance(problem, Unauthorized):
         return ConnexionResponse(
             status_code=401,

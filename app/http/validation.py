@@ -15,8 +15,17 @@ from connexion.exceptions import BadRequestProblem
 from connexion.validators import AbstractRequestBodyValidator
 from starlette.datastructures import Headers
 
-from app.http.edge import BODY, request_state
-from app.http.problems import InvalidJson, InvalidProduct
+from app.http.state import request_state
+
+
+class InvalidJson(Exception):
+    """A body the contract cannot read, or one that breaks its schema."""
+
+
+class InvalidProduct(Exception):
+    def __init__(self, product):
+        super().__init__(f"No product corresponding to supplied string {product}!")
+
 
 _COMPILED: dict[int, tuple[dict, t.Callable]] = {}
 
@@ -91,7 +100,7 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
                 json.dumps(body, ensure_ascii=False).encode("utf-8")
             # Kept for app/http/direct.py, which answers once the body is validated (the
             # validation raises before the request goes on otherwise).
-            request_state(scope)[BODY] = body
+            request_state(scope).body = body
             return body
         except UnicodeDecodeError:
             raise InvalidJson("The request body is not valid UTF-8") from None
