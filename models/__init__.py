@@ -31,7 +31,7 @@ from models.errors import (
 from models.intake.loading import load_records
 from models.jobs.job import JOB_MODELS
 from models.migrations import create_or_upgrade
-from models.proof.log import LOG_MODELS
+from models.proof.heads import LOG_MODELS
 from models.proof.signing import PublishedKey
 from models.records.account import Account
 from models.records.products import DIRECTIONS, POLICIES, PRODUCTS, REDACTED

@@ -14,7 +14,7 @@ import pytest
 
 from models import current_store, database, redact_transaction, utcnow
 from models.erasure.retention import set_policies
-from models.proof.log import signed_head
+from models.proof.heads import signed_head
 from models.proof.merkle import leaf_hash
 from models.proof.receipts import record_receipt
 from models.proof.signing import listed_keys

@@ -21,7 +21,7 @@ from models.errors import HoldNotFound, InvalidHold, RecordNotFound
 from models.records.account import Account
 from models.records.products import direction_of, record_kind
 from models.records.transaction import Transaction
-from models.store.base import BaseModel, UTCDateTimeField, database, find_owned
+from models.store.base import BaseModel, UTCDateTimeField, database, find_owned, is_postgres
 from models.store.keys import normalise_number
 from models.store.pages import Page, newest_first
 from models.store.prepared import PreparedQuery
@@ -276,7 +276,7 @@ def _lock_accounts(accounts: list[str], *, shared: bool) -> None:
     READ COMMITTED, a batch could look before the hold commits and scrub after, and the
     hold's creator would be told of a record that is then redacted. (SQLite serialises
     all writers already.)"""
-    if not isinstance(database.obj, peewee.PostgresqlDatabase):
+    if not is_postgres():
         return
     lock = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     database.execute_sql(

@@ -16,7 +16,7 @@ import peewee
 
 from models.erasure.holds import held_records
 from models.errors import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
-from models.proof import log
+from models.proof import entries
 from models.records.products import POLICIES, REDACTED, direction_of, record_kind, scrub_details
 from models.records.transaction import RedactionAudit, Transaction
 from models.store.prepared import PreparedQuery
@@ -89,7 +89,7 @@ async def redact_transaction_async(**request) -> bool:
 def redact_batch(requests: list[RedactionRequest], positions: list[int] | None = None) -> list:
     """Redact `requests` inside the caller's transaction; one outcome per request: True
     (scrubbed now), False (already redacted) or the exception saying why not. Each
-    scrub is audited and appended to its account's erasure log (models/proof/log.py); the
+    scrub is audited and appended to its account's erasure log (models/proof/entries.py); the
     log positions are added to `positions` if given."""
     ids = sorted({r.transaction_id for r in requests})
     found = _FIND.execute(len(ids), {"id": ids}).fetchall()
@@ -131,7 +131,7 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
     scrubbed = {(row[0], row[1]) for row in _SCRUB.execute(len(to_scrub), values)}
 
     audit = []
-    entries = []
+    log_entries = []
     stamps: dict[datetime.datetime, object] = {}
     for index, request in enumerate(requests):
         if outcomes[index] is not True:
@@ -153,7 +153,7 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
                 request.source,
             ]
         )
-        entries.append(
+        log_entries.append(
             log_entry(
                 request.api_key,
                 (request.transaction_id, request.product, request.direction),
@@ -163,7 +163,7 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
             )
         )
     if audit:
-        logged = log.append(entries, max(r.now for r in requests))
+        logged = entries.append(log_entries, max(r.now for r in requests))
         for row, position in zip(audit, logged, strict=True):
             row.append(position)
         _AUDIT.execute(len(audit), {"audit": audit})

@@ -22,7 +22,7 @@ from models.erasure.holds import TRANSACTION, HoldItem, LegalHold, held_records
 from models.erasure.redaction import log_entry, scrubbed_fields
 from models.erasure.retention import arrival_policies
 from models.errors import InvalidRecords, RecordConflict, RecordNotFound
-from models.proof import log
+from models.proof import entries
 from models.records.products import (
     DIRECTIONS,
     PRODUCTS,
@@ -252,7 +252,7 @@ def store_in_transaction(request: StoreRequest) -> StoreCounts:
         if name in inserted and row.get("redacted_at") is not None
     ]
     if redacted:
-        positions = log.append(
+        positions = entries.append(
             [
                 log_entry(
                     row["account"],

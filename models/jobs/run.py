@@ -19,7 +19,7 @@ from models.errors import PrematureRedaction
 from models.jobs.job import JobLogRange, JobObject, RedactionJob, transition
 from models.jobs.lease import LeaseLost, Wait, WorkConfig, renew
 from models.jobs.records import OBJECTS_AFTER, subject_records
-from models.proof import log
+from models.proof import entries
 from models.records.account import Account
 from models.records.transaction import Transaction
 from models.store.base import Clock, database
@@ -213,7 +213,7 @@ def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime)
         )
         if transition(job, source, target, request_digest=None):
             finished = RedactionJob.get_by_id(job.seq)
-            [job.log_index] = log.append([job_entry(finished)], now)
+            [job.log_index] = entries.append([job_entry(finished)], now)
             RedactionJob.update(log_index=job.log_index).where(
                 RedactionJob.seq == job.seq
             ).execute()

@@ -4,7 +4,7 @@ proofs, and their verification, exactly as the RFC states them.
 
 The functions that build proofs take `subtree(start, end)`, the hash of the leaves
 [start, end) for a range the RFC's recursion asks for; the store answers it from what it
-keeps (models/proof/log.py), and `hashes_subtree` answers it from a list of leaf hashes. The
+keeps (models/proof/tree.py), and `hashes_subtree` answers it from a list of leaf hashes. The
 verifiers need nothing but the proof: they are what an auditor runs offline.
 """
 

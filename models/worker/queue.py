@@ -5,7 +5,7 @@ when the job must wait (a `run_at`, records not yet old enough). A periodic `swe
 a minute and when a worker starts, queues jobs whose `run_at` has come and jobs whose
 worker died (their lease expired), so that no lost task or killed worker leaves a job
 stuck. A periodic `retention` task runs the Auto-redact pass (models/erasure/retention.py), and
-`tree_heads` signs a tree head of every erasure log that grew (models/proof/log.py). The
+`tree_heads` signs a tree head of every erasure log that grew (models/proof/heads.py). The
 consumer delivers the webhook outbox too (models/webhooks/outbox.py's Dispatcher, a thread).
 
 Storage: an SQLite file on the embedded default, Redis in scale-out (REDACT_QUEUE_URL).
@@ -38,7 +38,7 @@ from models.jobs.lease import (
 )
 from models.jobs.run import finish_cancel, run
 from models.jobs.validation import validate
-from models.proof.log import sign_grown_logs
+from models.proof.heads import sign_grown_logs
 from models.store.base import Clock, database, utcnow
 from models.store.schedule import SCHEDULE_HOUR, SCHEDULE_MINUTE
 from models.store.state import current_store
