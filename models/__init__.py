@@ -38,7 +38,7 @@ from models.records.products import DIRECTIONS, POLICIES, PRODUCTS, REDACTED
 from models.records.transaction import RedactionAudit, Transaction
 from models.store.base import BaseModel, database, utcnow
 from models.store.state import Store, current_store, open_store
-from models.webhooks.outbox import WEBHOOK_MODELS
+from models.webhooks.rows import WEBHOOK_MODELS
 
 MODELS = (
     Account,

@@ -6,7 +6,7 @@ a minute and when a worker starts, queues jobs whose `run_at` has come and jobs 
 worker died (their lease expired), so that no lost task or killed worker leaves a job
 stuck. A periodic `retention` task runs the Auto-redact pass (models/erasure/retention.py), and
 `tree_heads` signs a tree head of every erasure log that grew (models/proof/heads.py). The
-consumer delivers the webhook outbox too (models/webhooks/outbox.py's Dispatcher, a thread).
+consumer delivers the webhook outbox too (models/webhooks/delivery.py's Dispatcher, a thread).
 
 Storage: an SQLite file on the embedded default, Redis in scale-out (REDACT_QUEUE_URL).
 """
@@ -42,7 +42,7 @@ from models.proof.heads import sign_grown_logs
 from models.store.base import Clock, database, utcnow
 from models.store.schedule import SCHEDULE_HOUR, SCHEDULE_MINUTE
 from models.store.state import current_store
-from models.webhooks.outbox import DeliveryConfig, Dispatcher
+from models.webhooks.delivery import DeliveryConfig, Dispatcher
 from models.worker.maintenance import vacuum_erased
 
 log = logging.getLogger("redact.jobs")
