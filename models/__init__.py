@@ -17,7 +17,7 @@ Packages, each built only on those before it (docs/architecture.md draws them):
 """
 
 from models.erasure.audit import AuditEvent
-from models.erasure.holds import HOLD_MODELS
+from models.erasure.held import HOLD_MODELS
 from models.erasure.redaction import redact_transaction, redact_transaction_async
 from models.erasure.retention import RETENTION_MODELS
 from models.errors import (

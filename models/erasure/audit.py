@@ -58,6 +58,7 @@ def record_event(
         ],
         at,
     )
+    # The columns by name, as a job row is created (models/jobs): alike in shape only.
     AuditEvent.create(
         at=at,
         api_key=api_key,

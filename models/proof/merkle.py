@@ -132,6 +132,7 @@ def verify_inclusion(
     return sn == 0 and r == root
 
 
+# Walks the path as verify_inclusion does: the RFC's two algorithms, each as written.
 def verify_consistency(
     first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
 ) -> bool:

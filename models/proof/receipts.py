@@ -102,6 +102,7 @@ class FinishedJob(Protocol):
     log_index: int | None
 
 
+# The frame of record_receipt (entry, head, proof, erasure), with other claims: kept apart.
 def job_receipt(job: FinishedJob, key: SigningKey, now: datetime.datetime) -> Receipt:
     """The receipt of a finished job: its records by their log entries (ranges and
     count), proven by the job's `job.finished` entry; NoReceipt if it is not finished."""
