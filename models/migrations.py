@@ -22,7 +22,7 @@ from models.records.transaction import Transaction
 from models.store.base import database, is_postgres
 from models.store.state import current_store
 
-log = logging.getLogger("redact.schema")
+logger = logging.getLogger("redact.migrations")
 
 
 def create_or_upgrade(models) -> None:
@@ -37,14 +37,14 @@ def create_or_upgrade(models) -> None:
             _key_records_by_account()
         upgraded = {table: sorted(columns) for table, columns in added.items() if columns}
         if upgraded:
-            log.info("upgrading the store", extra={"fields": {"columns_added": upgraded}})
+            logger.info("upgrading the store", extra={"fields": {"columns_added": upgraded}})
         with _without_rowid(KEYED_ONLY if not is_postgres() else ()):
             database.create_tables(models, safe=True)  # new tables, indexes not yet there
         indexed = (
             _index_numbers() if "sender_key" in added.get(Transaction._meta.table_name, ()) else 0
         )
         if added:
-            log.info("store upgraded", extra={"fields": {"records_indexed": indexed}})
+            logger.info("store upgraded", extra={"fields": {"records_indexed": indexed}})
 
 
 # Appended to with every redaction, read by their key alone: on SQLite, tables without
@@ -87,7 +87,7 @@ def _key_records_by_account() -> None:
     table = Transaction._meta.table_name
     if database.get_primary_keys(table) != ["id"]:
         return
-    log.info("keying records by id and account", extra={"fields": {"table": table}})
+    logger.info("keying records by id and account", extra={"fields": {"table": table}})
     if is_postgres():
         name = database.execute_sql(
             "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",

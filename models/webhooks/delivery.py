@@ -107,12 +107,7 @@ def deliver_endpoint(endpoint_seq: int, clock: Clock, config: DeliveryConfig) ->
             if not claimed:  # another worker's attempt is under way
                 return delivered
         outcome = post(
-            endpoint.url,
-            endpoint.secret,
-            event.id,
-            event.payload,
-            config.timeout_seconds,
-            config.allow_private,
+            endpoint, event, timeout=config.timeout_seconds, allow_private=config.allow_private
         )
         if not record_attempt(event, outcome, clock(), config):
             return delivered

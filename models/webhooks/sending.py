@@ -16,6 +16,8 @@ import urllib.request
 
 import standardwebhooks
 
+from models.webhooks.rows import WebhookEndpoint, WebhookEvent
+
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     """A redirect is a failed attempt: the endpoint is the URL registered, nothing else."""
@@ -55,11 +57,17 @@ def refused_address(url: str) -> str | None:
 
 
 def post(
-    url: str, secret: str, event_id: str, body: str, timeout: float, allow_private: bool = False
+    endpoint: WebhookEndpoint,
+    event: WebhookEvent,
+    *,
+    timeout: float,
+    allow_private: bool = False,
 ) -> Outcome:
-    """POST `body` to `url`, signed with `secret` (Standard Webhooks headers), unless its
-    host is a non-public address and those are not allowed (`refused_address`). The
-    timestamp is the wall clock's: receivers reject a signature more than minutes off."""
+    """POST the event's payload to the endpoint's URL, signed with its secret (Standard
+    Webhooks headers, the event's id as `webhook-id`), unless its host is a non-public
+    address and those are not allowed (`refused_address`). The timestamp is the wall
+    clock's: receivers reject a signature more than minutes off."""
+    url, secret, event_id, body = endpoint.url, endpoint.secret, event.id, event.payload
     if not allow_private:
         refused = refused_address(url)
         if refused:

@@ -25,7 +25,7 @@ from models.store.base import is_postgres, utcnow
 
 REWRITTEN = (Transaction, JobObject, RedactionJob)
 
-log_ = logging.getLogger("redact.maintenance")
+logger = logging.getLogger("redact.worker.maintenance")
 """The tables redaction rewrites: scrubbed records, forgotten numbers and digests."""
 
 
@@ -65,7 +65,7 @@ def vacuum_erased(db: peewee.Database) -> list[str]:
             connection.autocommit = autocommit
         holding = _holding_back(db, begun)
         if holding:
-            log_.warning(
+            logger.warning(
                 "maintenance: %s may still see old row versions; erasure not recorded", holding
             )
             return tables

@@ -45,7 +45,7 @@ from models.store.state import current_store
 from models.webhooks.delivery import DeliveryConfig, Dispatcher
 from models.worker.maintenance import vacuum_erased
 
-log = logging.getLogger("redact.jobs")
+logger = logging.getLogger("redact.worker.queue")
 
 RETENTION_SLICE_SECONDS = 10.0
 """How long a retention task works before it queues the rest behind other tasks."""
@@ -187,7 +187,7 @@ class JobQueue:
             for job_id in due:
                 self.submit(job_id)
         if due:
-            log.info("sweep queued %d job(s)", len(due))
+            logger.info("sweep queued %d job(s)", len(due))
         return due
 
     def retention(self, budget_seconds: float | None = RETENTION_SLICE_SECONDS):
@@ -205,7 +205,7 @@ class JobQueue:
         if report is None:
             return None
         if report.redacted or report.held:
-            log.info(
+            logger.info(
                 "retention redacted %d record(s), %d held",
                 report.redacted,
                 report.held,
@@ -219,14 +219,14 @@ class JobQueue:
         """Sign a tree head for every account whose erasure log grew since its last."""
         key = current_store().signing_key
         if key is None:
-            log.warning("no signing key (REDACT_SIGNING_KEY): tree heads are not signed")
+            logger.warning("no signing key (REDACT_SIGNING_KEY): tree heads are not signed")
             return 0
         with database.connection_context():
             return sign_grown_logs(key, self.clock())
 
     def vacuum(self) -> list[str]:
         tables = vacuum_erased(database.obj)
-        log.info("vacuumed %s", ", ".join(tables))
+        logger.info("vacuumed %s", ", ".join(tables))
         return tables
 
     def consumer(self, workers: int) -> huey.consumer.Consumer:
