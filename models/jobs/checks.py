@@ -50,8 +50,38 @@ def transaction_checks(job: RedactionJob, after: int, limit: int):
         },
     )
     convert = Transaction.created_at.python_value
-    for row in map(Checked._make, rows):
-        yield row._replace(direction=row.direction or None, created_at=convert(row.created_at))
+    # Built whole from the unpacked row, not _make()'d and _replace()'d: three times
+    # faster, and a job's validation reads every one of its objects.
+    for (
+        position,
+        transaction_id,
+        product,
+        direction,
+        found,
+        account,
+        found_product,
+        found_direction,
+        created_at,
+        redacted_at,
+        held,
+        sender_key,
+        recipient_key,
+    ) in rows:
+        yield Checked(
+            position,
+            transaction_id,
+            product,
+            direction or None,
+            found,
+            account,
+            found_product,
+            found_direction,
+            convert(created_at),
+            redacted_at,
+            held,
+            sender_key,
+            recipient_key,
+        )
 
 
 def _build_checks(mark, _):

@@ -69,6 +69,8 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
         now=clock(),
     )
     tally = run.tally
+    # Read once: the loop below runs for every object of the job.
+    products, fix, min_age, now = run.products, run.fix, run.min_age, run.now
     position = -1
     while True:
         rows = list(transaction_checks(job, position, config.batch_size))
@@ -82,13 +84,26 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
             ]
         )
         errors = []
-        for r in rows:
-            position, transaction_id, product, direction = r[:4]
-            if product not in run.products:
+        for (
+            position,
+            transaction_id,
+            product,
+            direction,
+            found,
+            account,
+            found_product,
+            found_direction,
+            created_at,
+            redacted_at,
+            held,
+            _,
+            _,
+        ) in rows:
+            if product not in products:
                 errors.append(
                     (position, "unprovisioned", str(Unprovisioned(job.account_id, product)))
                 )
-            elif r.found is None or (r.account, r.found_product, r.found_direction) != (
+            elif found is None or (account, found_product, found_direction) != (
                 job.account_id,
                 product,
                 direction,
@@ -100,8 +115,8 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
                         str(RecordNotFound(transaction_id, record_kind(product, direction))),
                     )
                 )
-            elif r.redacted_at is not None:
-                if run.fix:
+            elif redacted_at is not None:
+                if fix:
                     tally.already_redacted += 1
                 else:
                     errors.append(
@@ -109,7 +124,7 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
                     )
             elif (transaction_id, job.account_id) in legal:
                 errors.append((position, "held", str(RecordHeld(transaction_id))))
-            elif r.held:
+            elif held:
                 errors.append(
                     (
                         position,
@@ -117,7 +132,7 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
                         f"ID '{transaction_id}' is named by another ready or redacting job",
                     )
                 )
-            elif r.created_at + run.min_age > run.now and not run.fix:
+            elif created_at + min_age > now and not fix:
                 errors.append(
                     (
                         position,
@@ -126,14 +141,14 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
                             PrematureRedaction(
                                 transaction_id,
                                 config.min_age_seconds,
-                                (r.created_at + run.min_age - run.now).total_seconds(),
+                                (created_at + min_age - now).total_seconds(),
                             )
                         ),
                     )
                 )
             else:
-                if r.created_at + run.min_age > run.now:
-                    tally.wait_for(r.created_at + run.min_age)
+                if created_at + min_age > now:
+                    tally.wait_for(created_at + min_age)
                 tally.records += 1
         _record_errors(run, errors, clock())
 
