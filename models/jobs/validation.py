@@ -84,6 +84,7 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
             ]
         )
         errors = []
+        # Checked's fields, unpacked as transaction_checks builds them: the fastest read.
         for (
             position,
             transaction_id,
