@@ -38,7 +38,7 @@ from starlette.responses import Response
 
 from app.http.problems import HTTPProblem
 from models import PRODUCTS, database
-from models.erasure.retention import backlog
+from models.erasure.policies import backlog
 from models.jobs.job import STATUSES, RedactionJob
 
 REQUESTS = Counter(

@@ -11,7 +11,7 @@ from models import Store, open_store, utcnow
 from models.jobs.lease import WorkConfig
 from models.jobs.service import JobLimits, JobsService
 from models.store.base import Clock
-from models.webhooks.outbox import DeliveryConfig
+from models.webhooks.delivery import DeliveryConfig
 from models.worker.queue import JobQueue
 
 

@@ -10,9 +10,9 @@ Each copy is redacted in a child process of its own, through the service's code:
   --api-records records.
 
 Each runs once as the service does (every redaction appended to the account's erasure
-log, in its transaction) and once with `models.proof.log.append` replaced by a stand-in that
+log, in its transaction) and once with `models.proof.entries.append` replaced by a stand-in that
 writes nothing: the baseline without the log. The Merkle tree over the entries is built
-off the redaction's path, by the tree-head task (`models.proof.log.integrate`); its speed is
+off the redaction's path, by the tree-head task (`models.proof.tree.integrate`); its speed is
 printed too, from the job's entries. Rounds alternate the two. Printed: the best
 records/s of each, the log's cost from them, 1 - with/without (target <= 10%), and the
 cost within each round (the spread says how much of it is noise on shared cores).
@@ -45,14 +45,14 @@ def without_log() -> None:
     out, so the callers run as they do)."""
     import itertools
 
-    import models.proof.log
+    import models.proof.entries
 
     positions = itertools.count()
 
     def append(entries, now):
         return [next(positions) for _ in entries]
 
-    models.proof.log.append = append
+    models.proof.entries.append = append  # callers look it up on the module at each call
 
 
 def child(path: str, mode: str, logged: bool, batch: int, api_records: int, concurrency: int):
@@ -112,7 +112,7 @@ def child(path: str, mode: str, logged: bool, batch: int, api_records: int, conc
         job = type(job).get_by_id(job.seq)
         integration = None
         if logged:  # the tree, built off the redaction's path (the tree-head task)
-            from models.proof.log import integrate
+            from models.proof.tree import integrate
 
             started = time.perf_counter()
             integrate(API_KEY)

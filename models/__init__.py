@@ -17,7 +17,7 @@ Packages, each built only on those before it (docs/architecture.md draws them):
 """
 
 from models.erasure.audit import AuditEvent
-from models.erasure.holds import HOLD_MODELS
+from models.erasure.held import HOLD_MODELS
 from models.erasure.redaction import redact_transaction, redact_transaction_async
 from models.erasure.retention import RETENTION_MODELS
 from models.errors import (
@@ -31,14 +31,14 @@ from models.errors import (
 from models.intake.loading import load_records
 from models.jobs.job import JOB_MODELS
 from models.migrations import create_or_upgrade
-from models.proof.log import LOG_MODELS
+from models.proof.heads import LOG_MODELS
 from models.proof.signing import PublishedKey
 from models.records.account import Account
 from models.records.products import DIRECTIONS, POLICIES, PRODUCTS, REDACTED
 from models.records.transaction import RedactionAudit, Transaction
 from models.store.base import BaseModel, database, utcnow
 from models.store.state import Store, current_store, open_store
-from models.webhooks.outbox import WEBHOOK_MODELS
+from models.webhooks.rows import WEBHOOK_MODELS
 
 MODELS = (
     Account,

@@ -16,12 +16,13 @@ from typing import Any
 import peewee
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from models.proof.log import LogChunk, LogNode
+from models.proof.entries import LogChunk
+from models.proof.tree import LogNode
 from models.records.transaction import Transaction
-from models.store.base import database
+from models.store.base import database, is_postgres
 from models.store.state import current_store
 
-log = logging.getLogger("redact.schema")
+logger = logging.getLogger("redact.migrations")
 
 
 def create_or_upgrade(models) -> None:
@@ -36,14 +37,14 @@ def create_or_upgrade(models) -> None:
             _key_records_by_account()
         upgraded = {table: sorted(columns) for table, columns in added.items() if columns}
         if upgraded:
-            log.info("upgrading the store", extra={"fields": {"columns_added": upgraded}})
-        with _without_rowid(KEYED_ONLY if isinstance(database.obj, peewee.SqliteDatabase) else ()):
+            logger.info("upgrading the store", extra={"fields": {"columns_added": upgraded}})
+        with _without_rowid(KEYED_ONLY if not is_postgres() else ()):
             database.create_tables(models, safe=True)  # new tables, indexes not yet there
         indexed = (
             _index_numbers() if "sender_key" in added.get(Transaction._meta.table_name, ()) else 0
         )
         if added:
-            log.info("store upgraded", extra={"fields": {"records_indexed": indexed}})
+            logger.info("store upgraded", extra={"fields": {"records_indexed": indexed}})
 
 
 # Appended to with every redaction, read by their key alone: on SQLite, tables without
@@ -68,9 +69,7 @@ def _add_missing_columns(model) -> set:
     missing = [field for field in model._meta.sorted_fields if field.column_name not in present]
     if missing:
         migrator = (
-            PostgresqlMigrator(database.obj)
-            if isinstance(database.obj, peewee.PostgresqlDatabase)
-            else SqliteMigrator(database.obj)
+            PostgresqlMigrator(database.obj) if is_postgres() else SqliteMigrator(database.obj)
         )
         migrate(
             *(
@@ -88,8 +87,8 @@ def _key_records_by_account() -> None:
     table = Transaction._meta.table_name
     if database.get_primary_keys(table) != ["id"]:
         return
-    log.info("keying records by id and account", extra={"fields": {"table": table}})
-    if isinstance(database.obj, peewee.PostgresqlDatabase):
+    logger.info("keying records by id and account", extra={"fields": {"table": table}})
+    if is_postgres():
         name = database.execute_sql(
             "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
             (f'"{table}"',),
@@ -154,7 +153,7 @@ def probe_write(items: list) -> list:
     has its tables (readiness). On SQLite it rewrites the header's user_version with its
     own value: a page written and synced at commit, like a redaction's. On PostgreSQL it
     takes a transaction id, which a read-only server refuses."""
-    if isinstance(database.obj, peewee.SqliteDatabase):
+    if not is_postgres():
         version = database.execute_sql("PRAGMA user_version").fetchone()[0]
         database.execute_sql(f"PRAGMA user_version = {int(version)}")
     else:

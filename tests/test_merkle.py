@@ -1,5 +1,5 @@
 """models/proof/merkle.py against RFC 9162 (and the test vectors Certificate Transparency
-publishes for it), and the erasure log's stored tree (models/proof/log.py) against the RFC's
+publishes for it), and the erasure log's stored tree (models/proof/tree.py) against the RFC's
 definition computed in memory, across the sizes where its kept subtrees begin."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import threading
 import pytest
 
 from models import create_tables, current_store, database, open_store
-from models.proof import log as erasure_log
+from models.proof import entries as erasure_entries
+from models.proof import tree as erasure_tree
 from models.proof.check import check_log
 from models.proof.merkle import (
     EMPTY_ROOT,
@@ -128,26 +129,26 @@ def test_the_stored_tree_is_the_rfcs_across_its_kept_subtrees(sqlite_url):
                     entries = [
                         ("acct0001", "policy.changed", {"n": size + i}) for i in range(batch)
                     ]
-                    assert erasure_log.append(entries, now) == list(range(size, size + batch))
-                for start in range(size, size + batch, erasure_log.MAX_ENTRIES):
-                    found = erasure_log.entries("acct0001", start, size + batch - 1)
+                    assert erasure_entries.append(entries, now) == list(range(size, size + batch))
+                for start in range(size, size + batch, erasure_entries.MAX_ENTRIES):
+                    found = erasure_entries.entries("acct0001", start, size + batch - 1)
                     assert found[0].position == start
                     hashes.extend(leaf_hash(e.body.encode()) for e in found)
                 if turn % 3 == 1:
                     continue  # integrated with the next append's entries, together
-                assert erasure_log.integrate("acct0001") == len(hashes)
-                state = erasure_log.LogState.get(erasure_log.LogState.api_key == "acct0001")
-                frontier = erasure_log.hashes(bytes(state.frontier))
-                assert erasure_log.root_of_frontier(frontier) == root_of(hashes)
+                assert erasure_tree.integrate("acct0001") == len(hashes)
+                state = erasure_entries.LogState.get(erasure_entries.LogState.api_key == "acct0001")
+                frontier = erasure_tree.hashes(bytes(state.frontier))
+                assert erasure_tree.root_of_frontier(frontier) == root_of(hashes)
             size = len(hashes)
             assert size == 66_038
             memory = hashes_subtree(hashes)
             for index in (0, 255, 256, 257, 4095, 65_535, 65_536, size - 1):
-                assert erasure_log.inclusion_proof("acct0001", index, size) == inclusion_path(
+                assert erasure_tree.inclusion_proof("acct0001", index, size) == inclusion_path(
                     memory, index, size
                 )
             for first in (1, 255, 256, 65_536, size - 1):
-                assert erasure_log.consistency_proof("acct0001", first, size) == (
+                assert erasure_tree.consistency_proof("acct0001", first, size) == (
                     consistency_path(memory, first, size)
                 )
 
@@ -178,11 +179,11 @@ def test_redaction_entries_are_canonical_json_whatever_their_strings(sqlite_url)
         create_tables()
         with database.connection_context():
             with database.atomic():  # twice each: a template made, then reused
-                erasure_log.append(
+                erasure_entries.append(
                     [(f"acct{TEXTS.index(t)}", "redaction", fields(t)) for t in TEXTS * 2], now
                 )
             for n, text in enumerate(TEXTS):
-                stored = erasure_log.entries(f"acct{n}", 0, 9)
+                stored = erasure_entries.entries(f"acct{n}", 0, 9)
                 assert [found.position for found in stored] == [0, 1]
                 for found in stored:
                     expected = {**fields(text), "account": f"acct{n}", "kind": "redaction"}
@@ -204,7 +205,7 @@ def test_concurrent_appends_to_one_log_take_distinct_consecutive_positions(make_
             for n in range(25):
                 with database.connection_context(), database.atomic():
                     entries = [("acct0001", "policy.changed", {"w": name, "n": n})] * 3
-                    erasure_log.append(entries, now)
+                    erasure_entries.append(entries, now)
         except Exception as exc:  # reported below, with the rest
             failures.append(exc)
 
@@ -215,8 +216,8 @@ def test_concurrent_appends_to_one_log_take_distinct_consecutive_positions(make_
         thread.join()
     assert failures == []
     with database.connection_context():
-        found = [e for start in (0, 1000) for e in erasure_log.entries("acct0001", start, 299)]
+        found = [e for start in (0, 1000) for e in erasure_entries.entries("acct0001", start, 299)]
         assert [e.position for e in found] == list(range(300))
-        assert erasure_log.integrate("acct0001") == 300
+        assert erasure_tree.integrate("acct0001") == 300
         keys = key_set(listed_keys(current_store().signing_key))
         assert check_log("acct0001", keys).problem is None

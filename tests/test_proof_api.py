@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 
 from models import current_store, database
-from models.proof.log import TreeHead
+from models.proof.heads import TreeHead
 from models.proof.merkle import leaf_hash, verify_consistency, verify_inclusion
 from models.proof.receipts import verify_receipt
 from models.proof.signing import key_set, verify

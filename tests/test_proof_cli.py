@@ -13,8 +13,8 @@ import threading
 import pytest
 
 from models import current_store, database, redact_transaction, utcnow
-from models.erasure.retention import set_policies
-from models.proof.log import signed_head
+from models.erasure.policies import set_policies
+from models.proof.heads import signed_head
 from models.proof.merkle import leaf_hash
 from models.proof.receipts import record_receipt
 from models.proof.signing import listed_keys

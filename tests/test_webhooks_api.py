@@ -11,7 +11,8 @@ import json
 import pytest
 
 from models import database
-from models.webhooks.outbox import MAX_ENDPOINTS, WebhookAttempt, WebhookEvent
+from models.webhooks.endpoints import MAX_ENDPOINTS
+from models.webhooks.rows import WebhookAttempt, WebhookEvent
 from tests.support import JobsClient, add_account, add_records, assert_matches_contract, record
 
 WEBHOOKS = "/v1/redact/webhooks"

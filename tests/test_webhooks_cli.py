@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from models.webhooks.outbox import WebhookEndpoint, WebhookEvent
+from models.webhooks.rows import WebhookEndpoint, WebhookEvent
 from tests.support import cli, one_line_error, store_at
 
 

@@ -17,14 +17,9 @@ import standardwebhooks
 
 from models import Account, database
 from models.erasure.holds import create_hold
-from models.webhooks.outbox import (
-    DeliveryConfig,
-    Dispatcher,
-    WebhookAttempt,
-    WebhookEvent,
-    create_webhook,
-    deliver_due,
-)
+from models.webhooks.delivery import DeliveryConfig, Dispatcher, deliver_due
+from models.webhooks.endpoints import create_webhook
+from models.webhooks.rows import WebhookAttempt, WebhookEvent
 from tests.support import Receiver, add_account, free_port, served, start, stop, store_at, wait_for
 
 WEBHOOKS = "/v1/redact/webhooks"

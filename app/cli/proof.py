@@ -15,7 +15,7 @@ import click
 from app.cli.common import fail, load_settings, open_store_or_exit
 from models import database
 from models.proof.check import accounts, check_log
-from models.proof.log import HEAD_TYPE
+from models.proof.heads import HEAD_TYPE
 from models.proof.receipts import verify_receipt
 from models.proof.signing import key_set, listed_keys, verify
 from models.store.keys import SigningKey

@@ -1,6 +1,6 @@
 """`redact policies`, `redact holds` and `redact retention`: Auto-redact policies, legal
 holds and the retention pass, through the same domain functions as the records API
-(models/erasure/retention.py, models/erasure/holds.py); prints JSON."""
+(models/erasure/policies.py, retention.py, holds.py); prints JSON."""
 
 from __future__ import annotations
 
@@ -13,15 +13,10 @@ import click
 from app.cli.common import account_or_exit, fail, load_settings, open_store_or_exit
 from models import PRODUCTS, RedactionError, utcnow
 from models.erasure.audit import operator
-from models.erasure.holds import (
-    STATUSES,
-    create_hold,
-    find_hold,
-    hold_resource,
-    list_holds,
-    release_hold,
-)
-from models.erasure.retention import MODES, policies_shown, run_retention, set_policies
+from models.erasure.held import STATUSES
+from models.erasure.holds import create_hold, find_hold, hold_resource, list_holds, release_hold
+from models.erasure.policies import MODES, policies_shown, set_policies
+from models.erasure.retention import run_retention
 
 
 def _echo(document: dict) -> None:

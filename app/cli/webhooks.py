@@ -1,5 +1,5 @@
 """`redact webhooks`: register, list, show and delete an account's webhook endpoints,
-through the same domain functions as the webhooks API (models/webhooks/outbox.py); prints JSON.
+through the same domain functions as the webhooks API (models/webhooks/); prints JSON.
 Delivery is the worker's (and `redact serve`'s)."""
 
 from __future__ import annotations
@@ -10,14 +10,9 @@ import click
 
 from app.cli.common import account_or_exit, fail, load_settings, open_store_or_exit
 from models import RedactionError, utcnow
-from models.webhooks.outbox import (
-    EVENT_TYPES,
-    create_webhook,
-    delete_webhook,
-    find_webhook,
-    webhook_resource,
-)
-from models.webhooks.outbox import list_webhooks as list_endpoints
+from models.webhooks.endpoints import create_webhook, delete_webhook, find_webhook, webhook_resource
+from models.webhooks.endpoints import list_webhooks as list_endpoints
+from models.webhooks.rows import EVENT_TYPES
 
 
 def _echo(document: dict) -> None:

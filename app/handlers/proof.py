@@ -7,16 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from models.jobs.queries import find_job
-from models.proof.log import (
-    b64,
-    checked_consistency,
-    checked_entries,
-    checked_inclusion,
-    signed_head,
-    timestamp,
-)
+from models.proof.entries import b64, timestamp
+from models.proof.heads import signed_head
 from models.proof.receipts import job_receipt, record_receipt
 from models.proof.signing import listed_keys
+from models.proof.tree import checked_consistency, checked_entries, checked_inclusion
 from models.store.base import Clock
 from models.store.state import current_store
 

@@ -11,8 +11,10 @@ from starlette.responses import JSONResponse
 
 from app.metrics import RECORDS_STORED
 from models.erasure.holds import create_hold, find_hold, hold_resource, list_holds, release_hold
-from models.erasure.retention import policies_shown, set_policies
-from models.intake.records import parse_records, read_record, store_records_async
+from models.erasure.policies import policies_shown, set_policies
+from models.intake.reading import read_record
+from models.intake.schema import parse_records
+from models.intake.storing import store_records_async
 from models.store.base import Clock
 
 RECORDS_PATH = "/v1/redact/records"

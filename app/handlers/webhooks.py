@@ -7,15 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from models.store.base import Clock
-from models.webhooks.outbox import (
+from models.webhooks.endpoints import (
     create_webhook,
     delete_webhook,
-    delivery_resource,
     find_webhook,
-    list_deliveries,
     list_webhooks,
     webhook_resource,
 )
+from models.webhooks.outbox import delivery_resource, list_deliveries
 
 WEBHOOKS_PATH = "/v1/redact/webhooks"
 

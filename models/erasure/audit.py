@@ -9,7 +9,7 @@ import getpass
 
 import peewee
 
-from models.proof import log
+from models.proof import entries
 from models.records.transaction import JSONField
 from models.store.base import BaseModel, UTCDateTimeField
 
@@ -42,7 +42,7 @@ def record_event(
     """Add an entry (inside the caller's transaction: it commits with the change), and
     its entry in the account's erasure log (without the free text of a hold's reason or
     the operator's login)."""
-    log.append(
+    entries.append(
         [
             (
                 api_key,
@@ -58,6 +58,7 @@ def record_event(
         ],
         at,
     )
+    # The columns by name, as a job row is created (models/jobs): alike in shape only.
     AuditEvent.create(
         at=at,
         api_key=api_key,

@@ -11,14 +11,15 @@ from __future__ import annotations
 import datetime
 import typing
 from collections.abc import Collection
+from typing import Any
 
 import peewee
 
-from models.erasure.holds import held_records
+from models.erasure.held import held_records
+from models.erasure.scrub import Redacted, audit_redactions, scrub, scrubbed_fields
 from models.errors import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
-from models.proof import log
-from models.records.products import POLICIES, REDACTED, direction_of, record_kind, scrub_details
-from models.records.transaction import RedactionAudit, Transaction
+from models.records.products import direction_of, record_kind
+from models.records.transaction import Transaction
 from models.store.prepared import PreparedQuery
 from models.store.state import current_store
 
@@ -89,12 +90,18 @@ async def redact_transaction_async(**request) -> bool:
 def redact_batch(requests: list[RedactionRequest], positions: list[int] | None = None) -> list:
     """Redact `requests` inside the caller's transaction; one outcome per request: True
     (scrubbed now), False (already redacted) or the exception saying why not. Each
-    scrub is audited and appended to its account's erasure log (models/proof/log.py); the
+    scrub is audited and appended to its account's erasure log (models/erasure/scrub.py); the
     log positions are added to `positions` if given."""
     ids = sorted({r.transaction_id for r in requests})
-    found = _FIND.execute(len(ids), {"id": ids}).fetchall()
-    rows = {(row[0], row[1]): row for row in found}  # an id may name records of several accounts
-    held = held_records([(row[0], row[1], row[10], row[11]) for row in found if row[5] is None])
+    found = list(map(_Found._make, _FIND.execute(len(ids), {"id": ids}).fetchall()))
+    rows = {(row.id, row.account): row for row in found}  # an id may name several accounts'
+    held = held_records(
+        [
+            (row.id, row.account, row.sender_key, row.recipient_key)
+            for row in found
+            if row.redacted_at is None
+        ]
+    )
     outcomes: list = []
     to_scrub: dict[tuple[str, str], tuple] = {}  # the scrub's values by record
     fields: dict[tuple[str, str], list[str]] = {}  # the names of the fields it scrubs
@@ -102,19 +109,21 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
     for request in requests:
         name = (request.transaction_id, request.api_key)
         row = rows.get(name)
-        if row is None or row[2:4] != (request.product, request.direction):
+        if row is None or (row.product, row.direction) != (request.product, request.direction):
             outcomes.append(
                 RecordNotFound(
                     request.transaction_id, record_kind(request.product, request.direction)
                 )
             )
             continue
-        if row[5] is not None or name in to_scrub:  # redacted_at
+        if row.redacted_at is not None or name in to_scrub:
             outcomes.append(False)
         elif name in held:
             outcomes.append(RecordHeld(request.transaction_id))
-        elif _is_newer(row[4], _cutoff(cutoffs, request.now, request.min_age_seconds)):
-            age = (request.now - Transaction.created_at.python_value(row[4])).total_seconds()
+        elif _is_newer(row.created_at, _cutoff(cutoffs, request.now, request.min_age_seconds)):
+            age = (
+                request.now - Transaction.created_at.python_value(row.created_at)
+            ).total_seconds()
             outcomes.append(
                 PrematureRedaction(
                     request.transaction_id, request.min_age_seconds, request.min_age_seconds - age
@@ -128,11 +137,9 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
 
     now = Transaction.redacted_at.db_value(max(r.now for r in requests))
     values = {"now": now, "scrub": list(to_scrub.values())}
-    scrubbed = {(row[0], row[1]) for row in _SCRUB.execute(len(to_scrub), values)}
+    scrubbed = set(map(tuple, _SCRUB.execute(len(to_scrub), values)))  # (id, account)
 
-    audit = []
-    entries = []
-    stamps: dict[datetime.datetime, object] = {}
+    redacted = []
     for index, request in enumerate(requests):
         if outcomes[index] is not True:
             continue
@@ -140,70 +147,23 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
         if name not in scrubbed:
             outcomes[index] = False  # a concurrent transaction scrubbed it first
             continue
-        stamp = stamps.get(request.now)
-        if stamp is None:
-            stamp = stamps[request.now] = RedactionAudit.at.db_value(request.now)
-        audit.append(
-            [
-                stamp,
+        redacted.append(
+            Redacted(
                 request.api_key,
                 request.transaction_id,
                 request.product,
-                request.trace_id,
-                request.source,
-            ]
-        )
-        entries.append(
-            log_entry(
-                request.api_key,
-                (request.transaction_id, request.product, request.direction),
+                request.direction,
                 fields[name],
                 request.source,
                 request.trace_id,
+                request.now,
             )
         )
-    if audit:
-        logged = log.append(entries, max(r.now for r in requests))
-        for row, position in zip(audit, logged, strict=True):
-            row.append(position)
-        _AUDIT.execute(len(audit), {"audit": audit})
+    if redacted:
+        logged = audit_redactions(redacted, max(r.now for r in requests))
         if positions is not None:
             positions.extend(logged)
     return outcomes
-
-
-def log_entry(
-    api_key: str, record: tuple[str, str, str | None], fields: list[str], source: str, trace_id: str
-) -> tuple[str, str, dict]:
-    """A `redaction` entry of the erasure log: the record (id, product, type), the names
-    of the fields scrubbed, how (source) and under which job or trace id."""
-    transaction_id, product, direction = record
-    return (
-        api_key,
-        "redaction",
-        {
-            "record": {"id": transaction_id, "product": product, "type": direction},
-            "fields": fields,
-            "source": source,
-            "job": trace_id if source == "job" else None,
-            "trace_id": trace_id,
-        },
-    )
-
-
-def scrubbed_fields(product: str, sender, recipient, body, details: dict | None) -> list[str]:
-    """The names of the fields a redaction of such a record scrubs."""
-    names = []
-    if sender is not None:
-        names.append("from")
-    if recipient is not None:
-        names.append("to")
-    if body is not None:
-        names.append("text")
-    if details:
-        kept = POLICIES[product].kept_details
-        names.extend(f"details.{key}" for key in sorted(details) if key not in kept)
-    return names
 
 
 def _cutoff(cache: dict, now: datetime.datetime, min_age_seconds: int):
@@ -226,20 +186,24 @@ def _is_newer(stored, moment) -> bool:
     return Transaction.created_at.python_value(stored) > Transaction.created_at.python_value(moment)
 
 
-_SELECTED = (
-    Transaction.id,
-    Transaction.account,
-    Transaction.product,
-    Transaction.direction,
-    Transaction.created_at,
-    Transaction.redacted_at,
-    Transaction.sender,
-    Transaction.recipient,
-    Transaction.body,
-    Transaction.details,
-    Transaction.sender_key,
-    Transaction.recipient_key,
-)
+class _Found(typing.NamedTuple):
+    """A record as `_FIND` reads it (its columns are these fields): raw database values."""
+
+    id: str
+    account: str
+    product: str
+    direction: str | None
+    created_at: Any
+    redacted_at: Any
+    sender: str | None
+    recipient: str | None
+    body: str | None
+    details: Any
+    sender_key: str | None
+    recipient_key: str | None
+
+
+_SELECTED = tuple(getattr(Transaction, name) for name in _Found._fields)
 
 # The three statements of a batch, built once per batch size (see PreparedQuery).
 _FIND = PreparedQuery(
@@ -275,35 +239,19 @@ def _build_scrub(mark, n):
 
 
 _SCRUB = PreparedQuery(_build_scrub)
-_AUDIT_FIELDS = (
-    RedactionAudit.at,
-    RedactionAudit.api_key,
-    RedactionAudit.transaction_id,
-    RedactionAudit.product,
-    RedactionAudit.trace_id,
-    RedactionAudit.source,
-    RedactionAudit.log_index,
-)
-_AUDIT = PreparedQuery(
-    lambda mark, n: RedactionAudit.insert_many(
-        [[mark("audit", i, j) for j in range(len(_AUDIT_FIELDS))] for i in range(n)],
-        fields=_AUDIT_FIELDS,
-    )
-)
 
 
-def _scrubbed_values(product: str, row: tuple) -> tuple[tuple, list[str]]:
+def _scrubbed_values(product: str, row: _Found) -> tuple[tuple, list[str]]:
     """(id, account, sender, recipient, body, details) as the scrub writes them, and the
     names of the fields it scrubs."""
-    sender, recipient, body, details = row[6:10]
-    details = Transaction.details.python_value(details)
-    names = scrubbed_fields(product, sender, recipient, body, details)
-    if details:
-        details = scrub_details(product, details)
-    values = (
-        row[0],
-        row[1],
-        *(None if v is None else REDACTED for v in (sender, recipient, body)),
+    details = Transaction.details.python_value(row.details)
+    names = scrubbed_fields(product, row.sender, row.recipient, row.body, details)
+    sender, recipient, body, details = scrub(product, row.sender, row.recipient, row.body, details)
+    return (
+        row.id,
+        row.account,
+        sender,
+        recipient,
+        body,
         Transaction.details.db_value(details),
-    )
-    return values, names
+    ), names

@@ -1,13 +1,12 @@
-"""Auto-redact: retention policies per account and product, and the pass that redacts
-records once their retention is over.
+"""Auto-redact: the retention pass, which redacts records once their retention is over
+(the policies are models/erasure/policies.py), one worker at a time under a lease.
 
-A policy is `off` (the default: records stay until someone redacts them), `immediate`
-(a record is stored already redacted: models/intake/records.py) or `after` N days. The pass
-(`run_retention`) redacts, batch by batch, the records older than their retention, and
-never one younger than the premature window. Each batch is one atomic redaction, audited
-with source `retention`; a held record is skipped and counted. A pass killed at any point
-loses nothing: what it redacted is committed, and the next pass goes on with what is left
-(records leave the partial index of unredacted records as they are redacted).
+The pass (`run_retention`) redacts, batch by batch, the records older than their
+retention, and never one younger than the premature window. Each batch is one atomic
+redaction, audited with source `retention`; a held record is skipped and counted. A pass
+killed at any point loses nothing: what it redacted is committed, and the next pass goes
+on with what is left (records leave the partial index of unredacted records as they are
+redacted).
 """
 
 from __future__ import annotations
@@ -16,44 +15,19 @@ import dataclasses
 import datetime
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import peewee
 
-from models.erasure.audit import record_event
-from models.erasure.holds import held_condition
+from models.erasure.held import held_condition
+from models.erasure.policies import RetentionPolicy, due_condition, retention_cutoff
 from models.erasure.redaction import RedactionRequest, redact_batch
-from models.errors import InvalidPolicy, Unprovisioned
 from models.records.account import Account
 from models.records.transaction import Transaction
 from models.store.base import BaseModel, Clock, UTCDateTimeField, database
 from models.store.state import current_store
 from models.webhooks.outbox import enqueue
-
-MODES = ("off", "immediate", "after")
-MAX_AFTER_DAYS = 3650
-
-
-class RetentionPolicy(BaseModel):
-    """An account's policy for one product (no row: `off`)."""
-
-    account = peewee.ForeignKeyField(
-        Account, column_name="api_key", on_delete="CASCADE", object_id_name="account_id"
-    )
-    account_id: str
-    product = peewee.CharField(max_length=20)
-    mode = peewee.CharField(max_length=10)
-    after_days = peewee.IntegerField(null=True)
-    updated = UTCDateTimeField()
-
-    class Meta:
-        primary_key = peewee.CompositeKey("account", "product")
-
-    @property
-    def days(self) -> int:
-        """The retention in days (0 for `immediate`)."""
-        return int(self.after_days or 0)
 
 
 class WorkerLease(BaseModel):
@@ -65,164 +39,6 @@ class WorkerLease(BaseModel):
 
 
 RETENTION_MODELS = (RetentionPolicy, WorkerLease)
-
-
-@dataclasses.dataclass(frozen=True)
-class Policy:
-    auto_redact: str = "off"
-    after_days: int | None = None
-
-    def as_dict(self) -> dict:
-        return {"auto_redact": self.auto_redact, "after_days": self.after_days}
-
-
-def policies_of(api_key: str) -> dict[str, Policy]:
-    """The account's policy for each product it may redact (`off` where none is set)."""
-    account = Account.get_by_id(api_key)
-    stored = {
-        p.product: Policy(p.mode, p.after_days)
-        for p in RetentionPolicy.select().where(RetentionPolicy.account == api_key)
-    }
-    return {product: stored.get(product, Policy()) for product in sorted(account.product_set)}
-
-
-def arrival_policies(accounts: list[str]) -> set[tuple[str, str]]:
-    """(account, product) pairs whose records are redacted on arrival (`immediate`)."""
-    rows: list[Any] = list(
-        RetentionPolicy.select(RetentionPolicy.account, RetentionPolicy.product)
-        .where(RetentionPolicy.account.in_(accounts) & (RetentionPolicy.mode == "immediate"))
-        .tuples()
-    )
-    return {(account, product) for account, product in rows}
-
-
-def set_policies(
-    api_key: str,
-    changes: Mapping[str, Mapping[str, Any]],
-    *,
-    now: datetime.datetime,
-    actor: str,
-    trace_id: str | None = None,
-) -> dict[str, Policy]:
-    """Change the account's policies for the products in `changes` ({product:
-    {"auto_redact", "after_days"}}), each change audited with what it was before. All or
-    nothing: InvalidPolicy or Unprovisioned (a product the account may not redact)."""
-    wanted = {product: _policy(product, change) for product, change in changes.items()}
-    with database.atomic():
-        current = policies_of(api_key)
-        for product in wanted:
-            if product not in current:
-                raise Unprovisioned(api_key, product)
-        for product, policy in wanted.items():
-            if policy == current[product]:
-                continue
-            (
-                RetentionPolicy.insert(
-                    account=api_key,
-                    product=product,
-                    mode=policy.auto_redact,
-                    after_days=policy.after_days,
-                    updated=now,
-                )
-                .on_conflict(
-                    conflict_target=[RetentionPolicy.account, RetentionPolicy.product],
-                    update={
-                        RetentionPolicy.mode: policy.auto_redact,
-                        RetentionPolicy.after_days: policy.after_days,
-                        RetentionPolicy.updated: now,
-                    },
-                )
-                .execute()
-            )
-            record_event(
-                api_key=api_key,
-                action="policy.changed",
-                target=product,
-                at=now,
-                actor=actor,
-                before=current[product].as_dict(),
-                after=policy.as_dict(),
-                trace_id=trace_id,
-            )
-        return policies_of(api_key)
-
-
-def _policy(product: str, change: Mapping[str, Any]) -> Policy:
-    mode = change.get("auto_redact")
-    days = change.get("after_days")
-    if mode not in MODES:
-        raise InvalidPolicy(f"{product}: auto_redact is one of {', '.join(MODES)}")
-    if mode == "after":
-        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_AFTER_DAYS:
-            raise InvalidPolicy(
-                f"{product}: auto_redact 'after' needs after_days, 1 to {MAX_AFTER_DAYS}"
-            )
-        return Policy(mode, days)
-    if days is not None:
-        raise InvalidPolicy(f"{product}: after_days goes only with auto_redact 'after'")
-    return Policy(mode)
-
-
-def retention_cutoff(
-    now: datetime.datetime, after_days: int, min_age_seconds: int
-) -> datetime.datetime:
-    """Records created up to this moment are past their retention (never younger than the
-    premature window)."""
-    return now - max(
-        datetime.timedelta(days=after_days), datetime.timedelta(seconds=min_age_seconds)
-    )
-
-
-def _due(account: str, product: str, cutoff: datetime.datetime):
-    return (
-        (Transaction.account == account)
-        & (Transaction.product == product)
-        & Transaction.redacted_at.is_null()
-        & (Transaction.created_at <= cutoff)
-    )
-
-
-@dataclasses.dataclass
-class Backlog:
-    due: int = 0
-    """Records past their retention, not yet redacted (held ones included)."""
-    held: int = 0
-    """Of those, the ones a legal hold keeps."""
-
-
-def backlog(
-    now: datetime.datetime, min_age_seconds: int, api_key: str | None = None
-) -> dict[tuple[str, str], Backlog]:
-    """Records past retention and not yet redacted, by (account, product) of each `after`
-    or `immediate` policy (of `api_key` only, if given). Under `immediate` they are the
-    records a hold kept from being redacted on arrival."""
-    query = RetentionPolicy.select().where(RetentionPolicy.mode.in_(("after", "immediate")))
-    if api_key is not None:
-        query = query.where(RetentionPolicy.account == api_key)
-    found = {}
-    for policy in query:
-        due = _due(
-            policy.account_id,
-            policy.product,
-            retention_cutoff(now, policy.days, min_age_seconds),
-        )
-        found[(policy.account_id, policy.product)] = Backlog(
-            Transaction.select().where(due).count(),
-            Transaction.select().where(due & held_condition(policy.account_id)).count(),
-        )
-    return found
-
-
-def policies_shown(api_key: str, now: datetime.datetime, min_age_seconds: int) -> dict:
-    """The account's policies as the API and the CLI show them: each product's policy
-    with its backlog (records past retention, not yet redacted) and how many of those
-    are held."""
-    due = backlog(now, min_age_seconds, api_key)
-    products = {}
-    for product, policy in policies_of(api_key).items():
-        waiting = due.get((api_key, product), Backlog())
-        products[product] = {**policy.as_dict(), "backlog": waiting.due, "held": waiting.held}
-    return {"object": "retention_policies", "products": products}
 
 
 @dataclasses.dataclass
@@ -271,11 +87,11 @@ def run_retention(
         return None
     started = monotonic()
     report = RetentionReport()
-    trace_id = "retention:" + secrets.token_hex(8)
+    settings = _Pass(min_age_seconds, batch_size, owner, lease_seconds)
     try:
         turns = [_Turn(policy) for policy in _policies_to_pass()]
         for turn in turns:
-            due = _due(turn.account, turn.product, turn.cutoff(clock(), min_age_seconds))
+            due = due_condition(turn.account, turn.product, turn.cutoff(clock(), min_age_seconds))
             held = Transaction.select().where(due & held_condition(turn.account)).count()
             report.held += held
             report.of(turn.account).held += held
@@ -285,8 +101,7 @@ def run_retention(
                     report.finished = False
                     _end_pass(owner, report, clock())
                     return report
-                redacted = _one_batch(turn, clock(), min_age_seconds, batch_size, owner,
-                                      lease_seconds, trace_id)  # fmt: skip
+                redacted = _one_batch(turn, clock(), settings)
                 if redacted is None:
                     turns.remove(turn)
                 else:
@@ -339,11 +154,23 @@ class _Turn:
         return retention_cutoff(now, self.days, min_age_seconds)
 
 
-def _one_batch(turn, now, min_age_seconds, batch_size, owner, lease_seconds, trace_id):
+@dataclasses.dataclass(frozen=True)
+class _Pass:
+    """What every batch of one pass shares: its settings, its lease's holder and the trace
+    id its redactions are audited under."""
+
+    min_age_seconds: int
+    batch_size: int
+    owner: str
+    lease_seconds: int
+    trace_id: str = dataclasses.field(default_factory=lambda: "retention:" + secrets.token_hex(8))
+
+
+def _one_batch(turn: _Turn, now: datetime.datetime, settings: _Pass) -> int | None:
     """Redact the policy's next batch; how many were redacted, or None when it has none
     left (or the policy changed since the pass began)."""
     query = Transaction.select(Transaction.id, Transaction.direction, Transaction.created_at).where(
-        _due(turn.account, turn.product, turn.cutoff(now, min_age_seconds))
+        due_condition(turn.account, turn.product, turn.cutoff(now, settings.min_age_seconds))
         & ~held_condition(turn.account)
     )
     if turn.after is not None:
@@ -351,7 +178,7 @@ def _one_batch(turn, now, min_age_seconds, batch_size, owner, lease_seconds, tra
             peewee.Tuple(Transaction.created_at, Transaction.id) > peewee.Tuple(*turn.after)
         )
     rows: list[Any] = list(
-        query.order_by(Transaction.created_at, Transaction.id).limit(batch_size).tuples()
+        query.order_by(Transaction.created_at, Transaction.id).limit(settings.batch_size).tuples()
     )
     if not rows:
         return None
@@ -362,14 +189,14 @@ def _one_batch(turn, now, min_age_seconds, batch_size, owner, lease_seconds, tra
             turn.product,
             direction,
             now,
-            min_age_seconds,
-            trace_id,
+            settings.min_age_seconds,
+            settings.trace_id,
             "retention",
         )
         for transaction_id, direction, _ in rows
     ]
     outcomes = current_store().group_commit.run(
-        _retention_batches, _Batch(turn, requests, owner, now, lease_seconds)
+        _retention_batches, _Batch(turn, requests, now, settings)
     )
     if outcomes is None:
         return None
@@ -381,9 +208,8 @@ def _one_batch(turn, now, min_age_seconds, batch_size, owner, lease_seconds, tra
 class _Batch:
     turn: _Turn
     requests: list[RedactionRequest]
-    owner: str
     now: datetime.datetime
-    lease_seconds: int
+    settings: _Pass
 
 
 def _retention_batches(batches: list[_Batch]) -> list:
@@ -396,7 +222,7 @@ def _retention_batches(batches: list[_Batch]) -> list:
             if not _unchanged(batch.turn):
                 outcomes.append(None)
                 continue
-            _renew(batch.owner, batch.now, batch.lease_seconds)
+            _renew(batch.settings.owner, batch.now, batch.settings.lease_seconds)
             outcomes.append(redact_batch(batch.requests))
     return outcomes
 

@@ -1,5 +1,5 @@
 """`redact transactions load`: records from JSON Lines, read with the records API's schema
-(models/intake/records.py) and stored as it stores them, all or nothing."""
+(models/intake/schema.py, storing.py) and stored as it stores them, all or nothing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 from collections.abc import Iterable
 
 from models.errors import InvalidRecord, InvalidRecords, RecordConflict
-from models.intake.records import StoreCounts, StoreRequest, parse_records, store_in_transaction
+from models.intake.schema import parse_records
+from models.intake.storing import StoreCounts, StoreRequest, store_in_transaction
 from models.records.account import Account
 from models.store.base import database, utcnow
 

@@ -45,14 +45,14 @@ canceling -> canceled."""
 
 CLEARED_SUBJECT = "REDACTED"
 
-_log = logging.getLogger("redact.jobs")
+logger = logging.getLogger("redact.jobs.job")
 
 
 def log_transition(job: RedactionJob, old: str | None, new: str, moved: int = 1) -> None:
     """One structured log line per status change that took place (`moved` rows): ids and
     statuses only."""
     if moved:
-        _log.info(
+        logger.info(
             "job_transition",
             extra={"fields": {"job": job.id, "api_key": job.account_id, "from": old, "to": new}},
         )

@@ -6,19 +6,28 @@ from models.jobs.job import JobObject, RedactionJob
 from models.records.transaction import Transaction
 from models.store.prepared import PreparedQuery
 
-# A page of the job's transaction objects after a position, in order.
-OBJECTS_AFTER = PreparedQuery(
-    lambda mark, _: (
-        JobObject.select(
-            JobObject.position, JobObject.transaction_id, JobObject.product, JobObject.direction
-        )
-        .where(
+
+def page_after(query, mark):
+    """`query` (over JobObject) narrowed to a page of the job's transaction objects after a
+    position, in order: marks `job`, `after` and `limit`."""
+    return (
+        query.where(
             (JobObject.job == mark("job"))
             & (JobObject.position > mark("after"))
             & JobObject.transaction_id.is_null(False)
         )
         .order_by(JobObject.position)
         .limit(mark("limit"))
+    )
+
+
+# A page of the job's transaction objects after a position, in order.
+OBJECTS_AFTER = PreparedQuery(
+    lambda mark, _: page_after(
+        JobObject.select(
+            JobObject.position, JobObject.transaction_id, JobObject.product, JobObject.direction
+        ),
+        mark,
     )
 )
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Collection
 from typing import Any
 
 from peewee import fn
 
-from models.erasure.holds import held_condition
+from models.erasure.held import held_condition
 from models.erasure.redaction import RedactionRequest, redact_batch
 from models.errors import PrematureRedaction
 from models.jobs.job import JobLogRange, JobObject, RedactionJob, transition
 from models.jobs.lease import LeaseLost, Wait, WorkConfig, renew
 from models.jobs.records import OBJECTS_AFTER, subject_records
-from models.proof import log
+from models.proof import entries
 from models.records.account import Account
 from models.records.transaction import Transaction
 from models.store.base import Clock, database
@@ -42,6 +43,17 @@ class _Batch:
     subject_done: int | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """One run of a job: who runs it, on which clock and settings, for which products."""
+
+    job: RedactionJob
+    owner: str
+    clock: Clock
+    config: WorkConfig
+    products: Collection[str]
+
+
 def run(
     job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig
 ) -> datetime.datetime | None:
@@ -51,7 +63,7 @@ def run(
     now = clock()
     if job.eligible_at is not None and job.eligible_at > now:
         raise Wait(job.eligible_at)
-    products = Account.get_by_id(job.account_id).product_set
+    job_run = _Run(job, owner, clock, config, Account.get_by_id(job.account_id).product_set)
 
     while True:  # the named transactions, from the cursor on
         objects = OBJECTS_AFTER.execute(
@@ -61,7 +73,7 @@ def run(
             break
         now = clock()
         requests = [
-            _request(job, transaction_id, product, direction or None, now, config)
+            _request(job_run, now, transaction_id, product, direction or None)
             for _, transaction_id, product, direction in objects
         ]
         _commit(_Batch(job, owner, now, config, requests, cursor=objects[-1][0]))
@@ -77,16 +89,19 @@ def run(
         )
     )
     for subject in subjects:
-        _erase_subject(job, subject, products, owner, clock, config)
+        _erase_subject(job_run, subject)
 
     finish_run(job, clock())
     return None
 
 
-def _erase_subject(job, subject, products, owner, clock, config) -> None:
+def _erase_subject(job_run: _Run, subject) -> None:
+    """Redact the records about one subject's number, batch by batch, then mark it done;
+    Wait if records about it are not old enough yet."""
+    job, products, config = job_run.job, job_run.products, job_run.config
     min_age = datetime.timedelta(seconds=config.min_age_seconds)
     while True:
-        now = clock()
+        now = job_run.clock()
         records: list[Any] = list(
             Transaction.select(Transaction.id, Transaction.product, Transaction.direction)
             .where(
@@ -102,11 +117,11 @@ def _erase_subject(job, subject, products, owner, clock, config) -> None:
             _commit(
                 _Batch(
                     job,
-                    owner,
+                    job_run.owner,
                     now,
                     config,
                     [
-                        _request(job, tid, product, direction, now, config)
+                        _request(job_run, now, tid, product, direction)
                         for tid, product, direction in records
                     ],
                 )
@@ -123,19 +138,21 @@ def _erase_subject(job, subject, products, owner, clock, config) -> None:
         )
         if newest is not None:  # records about the number arrived after validation
             raise Wait(Transaction.created_at.python_value(newest) + min_age)
-        _commit(_Batch(job, owner, now, config, [], subject_done=subject.position))
+        _commit(_Batch(job, job_run.owner, now, config, [], subject_done=subject.position))
         return
 
 
-def _request(job, transaction_id, product, direction, now, config) -> RedactionRequest:
+def _request(
+    job_run: _Run, now: datetime.datetime, transaction_id: str, product: str, direction: str | None
+) -> RedactionRequest:
     return RedactionRequest(
-        job.account_id,
+        job_run.job.account_id,
         transaction_id,
         product,
         direction,
         now,
-        config.min_age_seconds,
-        job.id,
+        job_run.config.min_age_seconds,
+        job_run.job.id,
         "job",
     )
 
@@ -213,7 +230,7 @@ def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime)
         )
         if transition(job, source, target, request_digest=None):
             finished = RedactionJob.get_by_id(job.seq)
-            [job.log_index] = log.append([job_entry(finished)], now)
+            [job.log_index] = entries.append([job_entry(finished)], now)
             RedactionJob.update(log_index=job.log_index).where(
                 RedactionJob.seq == job.seq
             ).execute()

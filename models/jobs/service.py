@@ -25,7 +25,7 @@ from models.jobs.lifecycle import (
 from models.jobs.queries import Page, find_job, list_jobs, list_validation_errors
 from models.store.base import Clock
 
-log = logging.getLogger("redact.jobs")
+logger = logging.getLogger("redact.jobs.service")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,7 @@ class JobsService:
         """The errors of the job's last validation (`page`: as list_validation_errors)."""
         return list_validation_errors(job, **page)
 
+    # create_job's arguments (models/jobs/lifecycle.py) less what the service fills in.
     def create(
         self,
         *,
@@ -158,5 +159,5 @@ class JobsService:
             try:
                 self.queue.submit(updated.id, eta=updated.run_at)
             except QueueUnavailable:
-                log.warning("job %s: could not schedule its run_at", updated.id)
+                logger.warning("job %s: could not schedule its run_at", updated.id)
         return updated

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Collection
 from typing import Any
 
-import peewee
-from peewee import JOIN, fn
+from peewee import fn
 
-from models.erasure.holds import held_condition, held_records
+from models.erasure.held import held_condition, held_records
 from models.errors import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
+from models.jobs.checks import transaction_checks
 from models.jobs.job import HOLDING, JobObject, JobValidationError, RedactionJob, transition
 from models.jobs.lease import WorkConfig, renew
 from models.jobs.records import subject_records
@@ -18,7 +19,6 @@ from models.records.account import Account
 from models.records.products import record_kind
 from models.records.transaction import Transaction
 from models.store.base import Clock, database
-from models.store.prepared import PreparedQuery
 from models.webhooks.outbox import enqueue, job_event_data
 
 
@@ -34,6 +34,20 @@ class _Tally:
             self.eligible_at = moment
 
 
+@dataclasses.dataclass
+class _Validation:
+    """One validation of a job: what every check of it needs, and its tally."""
+
+    job: RedactionJob
+    owner: str
+    config: WorkConfig
+    products: Collection[str]
+    fix: bool  # `fix`: drop what is already redacted, wait for what is premature
+    min_age: datetime.timedelta
+    now: datetime.datetime
+    tally: _Tally = dataclasses.field(default_factory=_Tally)
+
+
 def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig) -> RedactionJob:
     """Check every object of the job and move it to ready (no error) or failed.
 
@@ -45,21 +59,32 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
     with database.atomic():
         transition(job, "created", "validating")  # if the API has not moved it yet
         JobValidationError.delete().where(JobValidationError.job == job.seq).execute()
-    fix = job.validation_behavior == "fix"
-    products = Account.get_by_id(job.account_id).product_set
-    tally = _Tally()
-    min_age = datetime.timedelta(seconds=config.min_age_seconds)
-    now = clock()
-
+    run = _Validation(
+        job,
+        owner,
+        config,
+        products=Account.get_by_id(job.account_id).product_set,
+        fix=job.validation_behavior == "fix",
+        min_age=datetime.timedelta(seconds=config.min_age_seconds),
+        now=clock(),
+    )
+    tally = run.tally
+    # Read once: the loop below runs for every object of the job.
+    products, fix, min_age, now = run.products, run.fix, run.min_age, run.now
     position = -1
     while True:
-        rows = list(_transaction_checks(job, position, config.batch_size))
+        rows = list(transaction_checks(job, position, config.batch_size))
         if not rows:
             break
         legal = held_records(
-            [(r[1], r[5], r[11], r[12]) for r in rows if r[4] is not None and r[9] is None]
+            [
+                (r.transaction_id, r.account, r.sender_key, r.recipient_key)
+                for r in rows
+                if r.found is not None and r.redacted_at is None
+            ]
         )
         errors = []
+        # Checked's fields, unpacked as transaction_checks builds them: the fastest read.
         for (
             position,
             transaction_id,
@@ -72,8 +97,8 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
             created_at,
             redacted_at,
             held,
-            _sender_key,
-            _recipient_key,
+            _,
+            _,
         ) in rows:
             if product not in products:
                 errors.append(
@@ -126,14 +151,14 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
                 if created_at + min_age > now:
                     tally.wait_for(created_at + min_age)
                 tally.records += 1
-        _record_errors(job, errors, tally, owner, clock(), config)
+        _record_errors(run, errors, clock())
 
     for subject in JobObject.select().where(
         (JobObject.job == job.seq) & JobObject.subject_key.is_null(False)
     ):
-        error = _check_subject(job, subject, products, fix, tally, now, min_age, config)
+        error = _check_subject(run, subject)
         if error:
-            _record_errors(job, [error], tally, owner, clock(), config)
+            _record_errors(run, [error], clock())
 
     with database.atomic():
         renew(job, owner, clock(), config)
@@ -153,105 +178,9 @@ def validate(job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig)
     return validated
 
 
-def _transaction_checks(job: RedactionJob, after: int, limit: int):
-    """For each transaction object after position `after`: the object, the record it
-    names (if any), and whether another holding job names it too."""
-    rows = _CHECKS.execute(
-        None,
-        {
-            "job": job.seq,
-            "account": job.account_id,
-            "holder": job.account_id,
-            "after": after,
-            "limit": limit,
-        },
-    )
-    convert = Transaction.created_at.python_value
-    for (
-        position,
-        transaction_id,
-        product,
-        direction,
-        found,
-        account,
-        found_product,
-        found_direction,
-        created_at,
-        redacted_at,
-        held,
-        sender_key,
-        recipient_key,
-    ) in rows:
-        yield (
-            position,
-            transaction_id,
-            product,
-            direction or None,
-            found,
-            account,
-            found_product,
-            found_direction,
-            convert(created_at),
-            redacted_at,
-            held,
-            sender_key,
-            recipient_key,
-        )
-
-
-def _build_checks(mark, _):
-    other = JobObject.alias()
-    holder = RedactionJob.alias()
-    held = (
-        other.select(peewee.SQL("1"))
-        .join(holder, on=(other.job == holder.seq))
-        .where(
-            (other.transaction_id == JobObject.transaction_id)
-            & (other.job != JobObject.job)
-            & (holder.account == mark("holder"))
-            & holder.status.in_(HOLDING)
-        )
-    )
-    return (
-        JobObject.select(
-            JobObject.position,
-            JobObject.transaction_id,
-            JobObject.product,
-            JobObject.direction,
-            Transaction.id,
-            Transaction.account,
-            Transaction.product,
-            Transaction.direction,
-            Transaction.created_at,
-            Transaction.redacted_at,
-            fn.EXISTS(held),
-            Transaction.sender_key,
-            Transaction.recipient_key,
-        )
-        .join(
-            Transaction,
-            JOIN.LEFT_OUTER,
-            on=(
-                (Transaction.id == JobObject.transaction_id)
-                & (Transaction.account == mark("account"))
-            ),
-        )
-        .where(
-            (JobObject.job == mark("job"))
-            & (JobObject.position > mark("after"))
-            & JobObject.transaction_id.is_null(False)
-        )
-        .order_by(JobObject.position)
-        .limit(mark("limit"))
-    )
-
-
-# Run for every batch of a job: built once (see PreparedQuery), rows read raw.
-_CHECKS = PreparedQuery(_build_checks)
-
-
-def _check_subject(job, subject, products, fix, tally, now, min_age, config):
+def _check_subject(run: _Validation, subject) -> tuple[int, str, str] | None:
     """The validation error of one subject, or None (then its records are tallied)."""
+    job = run.job
     index = subject.position - job.transactions
     by_product: list[Any] = list(
         Transaction.select(
@@ -267,7 +196,7 @@ def _check_subject(job, subject, products, fix, tally, now, min_age, config):
             "subject_has_no_records",
             f"subjects[{index}]: no unredacted record of this account has this number",
         )
-    unprovisioned = sorted(p for p, _, _ in by_product if p not in products)
+    unprovisioned = sorted(p for p, _, _ in by_product if p not in run.products)
     if unprovisioned:
         return (
             subject.position,
@@ -303,22 +232,24 @@ def _check_subject(job, subject, products, fix, tally, now, min_age, config):
             f"subjects[{index}]: the number is named by another ready or redacting job",
         )
     newest = max(Transaction.created_at.python_value(latest) for _, _, latest in by_product)
-    if newest + min_age > now:
-        if not fix:
+    if newest + run.min_age > run.now:
+        if not run.fix:
             return (
                 subject.position,
                 "premature",
                 f"subjects[{index}]: the newest record of this number is younger than "
-                f"{config.min_age_seconds} seconds",
+                f"{run.config.min_age_seconds} seconds",
             )
-        tally.wait_for(newest + min_age)
-    tally.records += sum(count for _, count, _ in by_product)
+        run.tally.wait_for(newest + run.min_age)
+    run.tally.records += sum(count for _, count, _ in by_product)
     return None
 
 
-def _record_errors(job, errors, tally, owner, now, config) -> None:
+def _record_errors(run: _Validation, errors: list, now: datetime.datetime) -> None:
+    """Record validation errors of the job, its lease renewed in the same transaction."""
+    job = run.job
     with database.atomic():
-        renew(job, owner, now, config)
+        renew(job, run.owner, now, run.config)
         if errors:
             JobValidationError.insert_many(
                 [(job.seq, position, code, message) for position, code, message in errors],
@@ -329,4 +260,4 @@ def _record_errors(job, errors, tally, owner, now, config) -> None:
                     JobValidationError.message,
                 ),
             ).execute()
-    tally.errors += len(errors)
+    run.tally.errors += len(errors)

@@ -21,18 +21,10 @@ from typing import Any, NoReturn
 from joserfc.jwk import KeySet
 
 from models.proof import merkle
-from models.proof.log import (
-    HEAD_TYPE,
-    LogChunk,
-    LogNode,
-    LogState,
-    TreeHead,
-    b64,
-    extend,
-    hashes,
-    root_of_frontier,
-)
+from models.proof.entries import LogChunk, LogState, b64
+from models.proof.heads import HEAD_TYPE, TreeHead
 from models.proof.signing import verify
+from models.proof.tree import LogNode, extend, hashes, root_of_frontier
 
 
 @dataclasses.dataclass

@@ -4,7 +4,7 @@ proofs, and their verification, exactly as the RFC states them.
 
 The functions that build proofs take `subtree(start, end)`, the hash of the leaves
 [start, end) for a range the RFC's recursion asks for; the store answers it from what it
-keeps (models/proof/log.py), and `hashes_subtree` answers it from a list of leaf hashes. The
+keeps (models/proof/tree.py), and `hashes_subtree` answers it from a list of leaf hashes. The
 verifiers need nothing but the proof: they are what an auditor runs offline.
 """
 
@@ -132,6 +132,7 @@ def verify_inclusion(
     return sn == 0 and r == root
 
 
+# Walks the path as verify_inclusion does: the RFC's two algorithms, each as written.
 def verify_consistency(
     first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
 ) -> bool:

@@ -20,14 +20,12 @@ import datetime
 import json
 from typing import NamedTuple, Protocol
 
-import peewee
-
 from models.errors import NoReceipt, RecordNotFound
-from models.proof import log, merkle
+from models.proof import entries, heads, merkle, tree
 from models.proof.signing import key_set, verify
 from models.records.products import direction_of, record_kind
 from models.records.transaction import RedactionAudit, Transaction
-from models.store.base import database
+from models.store.base import is_postgres
 from models.store.keys import SigningKey
 from models.store.schedule import next_maintenance
 
@@ -77,10 +75,10 @@ def record_receipt(
         raise NoReceipt(f"Record '{transaction_id}' was redacted before the erasure log began")
     position = audit.log_index
     entry = json.loads(_entry(api_key, position).body)
-    head = log.signed_head(api_key, key, now)
+    head = heads.signed_head(api_key, key, now)
     document = {
         "receipt": "record",
-        "issued_at": log.timestamp(now),
+        "issued_at": entries.timestamp(now),
         "account": api_key,
         "record": entry["record"],
         "redacted_at": entry["at"],
@@ -104,6 +102,7 @@ class FinishedJob(Protocol):
     log_index: int | None
 
 
+# The frame of record_receipt (entry, head, proof, erasure), with other claims: kept apart.
 def job_receipt(job: FinishedJob, key: SigningKey, now: datetime.datetime) -> Receipt:
     """The receipt of a finished job: its records by their log entries (ranges and
     count), proven by the job's `job.finished` entry; NoReceipt if it is not finished."""
@@ -112,10 +111,10 @@ def job_receipt(job: FinishedJob, key: SigningKey, now: datetime.datetime) -> Re
         raise NoReceipt(f"Job '{job.id}' is {job.status}: receipts are for finished jobs")
     api_key = job.account_id
     entry = json.loads(_entry(api_key, position).body)
-    head = log.signed_head(api_key, key, now)
+    head = heads.signed_head(api_key, key, now)
     document = {
         "receipt": "job",
-        "issued_at": log.timestamp(now),
+        "issued_at": entries.timestamp(now),
         "account": api_key,
         "job": {
             "id": job.id,
@@ -133,32 +132,32 @@ def job_receipt(job: FinishedJob, key: SigningKey, now: datetime.datetime) -> Re
     return Receipt(key.sign(document, RECEIPT_TYPE), document)
 
 
-def _entry(api_key: str, position: int) -> log.Entry:
-    entry = log.entry(api_key, position)
+def _entry(api_key: str, position: int) -> entries.Entry:
+    entry = entries.entry(api_key, position)
     if entry is None:
         raise LookupError(f"log entry {position} of {api_key} is missing")
     return entry
 
 
-def proof(api_key: str, position: int, head: log.TreeHead) -> dict:
+def proof(api_key: str, position: int, head: heads.TreeHead) -> dict:
     """An entry with its inclusion proof against `head`."""
     entry = _entry(api_key, position)
     return {
         "index": position,
         "entry": entry.body,
-        "leaf_hash": log.b64(entry.leaf),
+        "leaf_hash": entries.b64(entry.leaf),
         "tree_size": head.tree_size,
         "inclusion_proof": [
-            log.b64(h) for h in log.inclusion_proof(api_key, position, head.tree_size)
+            entries.b64(h) for h in tree.inclusion_proof(api_key, position, head.tree_size)
         ],
         "tree_head": head.token,
     }
 
 
-def erasure(api_key: str, position: int, head: log.TreeHead, now: datetime.datetime) -> dict:
+def erasure(api_key: str, position: int, head: heads.TreeHead, now: datetime.datetime) -> dict:
     """What erasure means in this store, and whether it is complete for the entries up to
     `position`."""
-    if not isinstance(database.obj, peewee.PostgresqlDatabase):
+    if not is_postgres():
         return {
             "store": "sqlite",
             "status": "complete",
@@ -172,7 +171,7 @@ def erasure(api_key: str, position: int, head: log.TreeHead, now: datetime.datet
         return {
             "store": "postgresql",
             "status": "pending",
-            "next_maintenance": log.timestamp(next_maintenance(now)),
+            "next_maintenance": entries.timestamp(next_maintenance(now)),
             "detail": (
                 "the old row versions remain until maintenance vacuums the tables after the"
                 " redaction"
@@ -189,7 +188,7 @@ def erasure(api_key: str, position: int, head: log.TreeHead, now: datetime.datet
 def _maintenance_after(api_key: str, position: int, tree_size: int) -> int | None:
     """The position of the first `maintenance` entry (within the tree) that erased entry
     `position`."""
-    for entry in log.entries_of_kind(api_key, "maintenance", position + 1, tree_size):
+    for entry in entries.entries_of_kind(api_key, "maintenance", position + 1, tree_size):
         if json.loads(entry.body)["erased_before"] > position:
             return entry.position
     return None
@@ -250,7 +249,7 @@ def verify_receipt(token: str, keys: list[dict]) -> dict:
 
 def _check_proof(proof: dict, account: str, keyset) -> None:
     header, head = verify(proof["tree_head"], keyset)
-    if header.get("typ") != log.HEAD_TYPE or head["account"] != account:
+    if header.get("typ") != heads.HEAD_TYPE or head["account"] != account:
         raise ValueError("the tree head is not this account's")
     if head["tree_size"] != proof["tree_size"]:
         raise ValueError("the proof is not against the tree head's size")
@@ -258,7 +257,7 @@ def _check_proof(proof: dict, account: str, keyset) -> None:
     if entry.get("account") != account or entry.get("index") != proof["index"]:
         raise ValueError("the log entry is not this account's at this index")
     leaf = merkle.leaf_hash(proof["entry"].encode())
-    if log.b64(leaf) != proof["leaf_hash"]:
+    if entries.b64(leaf) != proof["leaf_hash"]:
         raise ValueError("the leaf hash is not the entry's")
     path = [_b64decode(h) for h in proof["inclusion_proof"]]
     if not merkle.verify_inclusion(

@@ -66,7 +66,7 @@ class RedactionAudit(BaseModel):
     product = peewee.CharField(max_length=20)
     trace_id = peewee.CharField(max_length=64)
     source = peewee.CharField(max_length=20, default="api")
-    # The redaction's entry in the account's erasure log (models/proof/log.py); None for those
+    # The redaction's entry in the account's erasure log (models/proof/entries.py); None for those
     # made before the log existed.
     log_index = peewee.BigIntegerField(null=True)
 

@@ -1,5 +1,5 @@
-"""What every model shares: the one deferred database, the base model, UTC timestamps and
-the clock.
+"""What every model shares: the one deferred database (and whether it is PostgreSQL), the
+base model, UTC timestamps and the clock.
 
 `database` is a proxy the models bind to; `models.store.state.open_store(url)` points it at
 SQLite or PostgreSQL.
@@ -16,6 +16,12 @@ database = peewee.DatabaseProxy()
 
 Clock = Callable[[], datetime.datetime]
 """What tells the time: `utcnow` in service, a controlled clock in tests."""
+
+
+def is_postgres(db: peewee.Database | None = None) -> bool:
+    """Whether `db` (default: the database behind the proxy) is PostgreSQL; the store is
+    otherwise SQLite."""
+    return isinstance(database.obj if db is None else db, peewee.PostgresqlDatabase)
 
 
 def utcnow() -> datetime.datetime:

@@ -19,7 +19,7 @@ from typing import Any
 
 import peewee
 
-log = logging.getLogger("redact.store")
+logger = logging.getLogger("redact.store.group_commit")
 
 
 WRITER_IDLE_SECONDS = 1.0
@@ -124,14 +124,14 @@ class GroupCommit:
             try:
                 _deliver(batch, outcomes)
             except Exception:  # the writer must live on: every later caller waits on it
-                log.exception("group commit: delivering a batch's outcomes failed")
+                logger.exception("group commit: delivering a batch's outcomes failed")
         self._close_quietly()
 
     def _close_quietly(self) -> None:
         try:
             self._db.close()
         except Exception:
-            log.warning("group commit: closing the writer's connection failed", exc_info=True)
+            logger.warning("group commit: closing the writer's connection failed", exc_info=True)
 
     def _execute(self, batch: list[tuple]) -> list:
         outcomes: list = [None] * len(batch)

@@ -18,14 +18,14 @@ from typing import Any
 import peewee
 
 from models.jobs.job import JobObject, RedactionJob
-from models.proof import log
-from models.proof.log import LogState
+from models.proof import entries
+from models.proof.entries import LogState
 from models.records.transaction import Transaction
-from models.store.base import utcnow
+from models.store.base import is_postgres, utcnow
 
 REWRITTEN = (Transaction, JobObject, RedactionJob)
 
-log_ = logging.getLogger("redact.maintenance")
+logger = logging.getLogger("redact.worker.maintenance")
 """The tables redaction rewrites: scrubbed records, forgotten numbers and digests."""
 
 
@@ -42,7 +42,7 @@ def vacuum_erased(db: peewee.Database) -> list[str]:
     run, a replication slot or a prepared transaction still holds back the horizon (seen
     through pg_stat_activity, which shows other roles' sessions only to a superuser or
     pg_read_all_stats). The service holds no transaction longer than a batch."""
-    if not isinstance(db, peewee.PostgresqlDatabase):
+    if not is_postgres(db):
         return []
     tables = [model._meta.table_name for model in REWRITTEN]
     with db.connection_context():
@@ -65,19 +65,19 @@ def vacuum_erased(db: peewee.Database) -> list[str]:
             connection.autocommit = autocommit
         holding = _holding_back(db, begun)
         if holding:
-            log_.warning(
+            logger.warning(
                 "maintenance: %s may still see old row versions; erasure not recorded", holding
             )
             return tables
         with db.atomic():
-            log.append(
+            entries.append(
                 [
                     (
                         api_key,
                         "maintenance",
                         {
                             "erased_before": size,
-                            "started": log.timestamp(started),
+                            "started": entries.timestamp(started),
                             "tables": tables,
                         },
                     )

@@ -5,8 +5,8 @@ when the job must wait (a `run_at`, records not yet old enough). A periodic `swe
 a minute and when a worker starts, queues jobs whose `run_at` has come and jobs whose
 worker died (their lease expired), so that no lost task or killed worker leaves a job
 stuck. A periodic `retention` task runs the Auto-redact pass (models/erasure/retention.py), and
-`tree_heads` signs a tree head of every erasure log that grew (models/proof/log.py). The
-consumer delivers the webhook outbox too (models/webhooks/outbox.py's Dispatcher, a thread).
+`tree_heads` signs a tree head of every erasure log that grew (models/proof/heads.py). The
+consumer delivers the webhook outbox too (models/webhooks/delivery.py's Dispatcher, a thread).
 
 Storage: an SQLite file on the embedded default, Redis in scale-out (REDACT_QUEUE_URL).
 """
@@ -38,14 +38,14 @@ from models.jobs.lease import (
 )
 from models.jobs.run import finish_cancel, run
 from models.jobs.validation import validate
-from models.proof.log import sign_grown_logs
+from models.proof.heads import sign_grown_logs
 from models.store.base import Clock, database, utcnow
 from models.store.schedule import SCHEDULE_HOUR, SCHEDULE_MINUTE
 from models.store.state import current_store
-from models.webhooks.outbox import DeliveryConfig, Dispatcher
+from models.webhooks.delivery import DeliveryConfig, Dispatcher
 from models.worker.maintenance import vacuum_erased
 
-log = logging.getLogger("redact.jobs")
+logger = logging.getLogger("redact.worker.queue")
 
 RETENTION_SLICE_SECONDS = 10.0
 """How long a retention task works before it queues the rest behind other tasks."""
@@ -195,7 +195,7 @@ class JobQueue:
             for job_id in due:
                 self.submit(job_id)
         if due:
-            log.info("sweep queued %d job(s)", len(due))
+            logger.info("sweep queued %d job(s)", len(due))
         return due
 
     def retention(self, budget_seconds: float | None = RETENTION_SLICE_SECONDS):
@@ -213,7 +213,7 @@ class JobQueue:
         if report is None:
             return None
         if report.redacted or report.held:
-            log.info(
+            logger.info(
                 "retention redacted %d record(s), %d held",
                 report.redacted,
                 report.held,
@@ -227,14 +227,14 @@ class JobQueue:
         """Sign a tree head for every account whose erasure log grew since its last."""
         key = current_store().signing_key
         if key is None:
-            log.warning("no signing key (REDACT_SIGNING_KEY): tree heads are not signed")
+            logger.warning("no signing key (REDACT_SIGNING_KEY): tree heads are not signed")
             return 0
         with database.connection_context():
             return sign_grown_logs(key, self.clock())
 
     def vacuum(self) -> list[str]:
         tables = vacuum_erased(database.obj)
-        log.info("vacuumed %s", ", ".join(tables))
+        logger.info("vacuumed %s", ", ".join(tables))
         return tables
 
     def consumer(self, workers: int) -> huey.consumer.Consumer:
