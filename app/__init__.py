@@ -99,7 +99,7 @@ def create_app(
     api = RedactApi(settings.min_age_seconds, clock)
     jobs_api = JobsApi(services.jobs)
     records_api = RecordsApi(settings.min_age_seconds, clock)
-    proof_api = ProofApi(clock)
+    proof_api = ProofApi(services.store, clock)
     webhooks_api = WebhooksApi(clock)
 
     @contextlib.asynccontextmanager

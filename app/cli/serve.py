@@ -27,7 +27,7 @@ from app.server import PROTOCOL, limit_malloc_arenas
 from models import create_tables, database, utcnow
 from models.jobs import QueueUnavailable
 
-log = logging.getLogger("redact.store")
+logger = logging.getLogger("redact.cli.serve")
 
 STORE_RETRY_SECONDS = 2
 
@@ -65,7 +65,7 @@ def serve(host: str, port: int, workers: int, demo: bool):
         ready = False
         # Under an orchestrator, exiting here would be a crash loop: serve instead, say
         # so on /readyz, answer 503 problems, and take the store up when it answers.
-        log.warning(
+        logger.warning(
             "the database is unreachable; serving 503 until it answers",
             extra={"fields": {"database": database_error(settings, exc)}},
         )
@@ -117,7 +117,7 @@ def _prepare_when_reachable(demo: bool) -> None:
             _prepare_served_store(demo)
         except peewee.PeeweeException:
             continue
-        log.info("the database answers: tables ready, serving")
+        logger.info("the database answers: tables ready, serving")
         return
 
 
@@ -140,7 +140,7 @@ def worker(threads: int):
     except QueueUnavailable as exc:
         fail(str(exc))
     database.close()
-    logging.getLogger("redact.jobs").info(
+    logger.info(
         "worker: %d thread(s) on the queue %s", threads, settings.report()["REDACT_QUEUE_URL"]
     )
     queue.consumer(workers=threads).run()

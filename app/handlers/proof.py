@@ -1,6 +1,7 @@
 """Handlers of the proof API (openapi/proof.yml): the account's erasure log, its signed
-tree heads and proofs, the public keys, and receipts. The domain is models/proof/log.py and
-models/proof/receipts.py; every read is the authenticated account's own."""
+tree heads and proofs, the public keys, and receipts. The domain is models/proof/ (entries,
+tree, heads, receipts), signing with the key of the store the app serves; every read is
+the authenticated account's own."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from models.proof.receipts import job_receipt, record_receipt
 from models.proof.signing import listed_keys
 from models.proof.tree import checked_consistency, checked_entries, checked_inclusion
 from models.store.base import Clock
-from models.store.state import current_store
+from models.store.state import Store
 
 
 class ProofApi:
-    def __init__(self, clock: Clock):
+    def __init__(self, store: Store, clock: Clock):
+        self.store = store
         self.clock = clock
 
     def operations(self) -> dict[str, Callable]:
@@ -32,7 +34,7 @@ class ProofApi:
         }
 
     def tree_head(self, token_info: dict):
-        head = signed_head(token_info["sub"], current_store().signer(), self.clock())
+        head = signed_head(token_info["sub"], self.store.signer(), self.clock())
         return {
             "tree_size": head.tree_size,
             "root_hash": b64(bytes(head.root)),
@@ -63,15 +65,15 @@ class ProofApi:
         return {"first": first, "second": second, "consistency_proof": [b64(h) for h in path]}
 
     def keys(self):
-        return {"keys": listed_keys(current_store().signing_key)}
+        return {"keys": listed_keys(self.store.signing_key)}
 
     def record_receipt(self, id: str, product: str, token_info: dict, type: str | None = None):
         receipt = record_receipt(
-            token_info["sub"], id, product, type, current_store().signer(), self.clock()
+            token_info["sub"], id, product, type, self.store.signer(), self.clock()
         )
         return {"receipt": receipt.token, "document": receipt.document}
 
     def job_receipt(self, job: str, token_info: dict):
         found = find_job(job, token_info["sub"])
-        receipt = job_receipt(found, current_store().signer(), self.clock())
+        receipt = job_receipt(found, self.store.signer(), self.clock())
         return {"receipt": receipt.token, "document": receipt.document}

@@ -1,6 +1,6 @@
 """Handlers of the records API (openapi/records.yml): records in and out, retention
 policies, legal holds. Each takes what Connexion validated, calls the domain
-(models/intake/records.py, retention.py, holds.py) and shapes the answer."""
+(models/intake/, models/erasure/: policies, holds) and shapes the answer."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from app.metrics import LIMITER_UNAVAILABLE
 
-log = logging.getLogger("redact.ratelimit")
+logger = logging.getLogger("redact.http.ratelimit")
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class RateLimits:
         try:
             return await check()
         except Exception as exc:
-            log.warning("rate-limit storage unavailable, admitting: %s", type(exc).__name__)
+            logger.warning("rate-limit storage unavailable, admitting: %s", type(exc).__name__)
             LIMITER_UNAVAILABLE.inc()
             return admitted
 

@@ -142,7 +142,7 @@ _ENVELOPES: dict[int, tuple[dict, dict]] = {}
 
 class RecordsBodyValidator(ContractBodyValidator):
     """The records contract's bodies: as ContractBodyValidator, but the items of a
-    `records` array are left to the record schema of the domain (models/intake/records.py),
+    `records` array are left to the record schema of the domain (models/intake/schema.py),
     which names every bad record by its index and field, where this would stop at the
     first. The contract's TransactionRecord states the same rules (the contract fuzzing
     checks that the two agree, with valid and invalid records)."""
