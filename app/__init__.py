@@ -106,11 +106,12 @@ def create_app(
     async def lifespan(_) -> AsyncIterator[None]:
         """What the app holds is given back when it stops: this event loop's limiter
         connections, the hash-check threads, and the services it opened."""
-        yield
-        await rate_limits.aclose()
-        await run_in_threadpool(authenticator.close)
-        if owned:
-            await run_in_threadpool(services.close)
+        async with contextlib.AsyncExitStack() as closing:  # each, whatever the others do
+            if owned:
+                closing.push_async_callback(run_in_threadpool, services.close)
+            closing.push_async_callback(run_in_threadpool, authenticator.close)
+            closing.push_async_callback(rate_limits.aclose)
+            yield
 
     # Connexion's default stack minus what this service does not use (response
     # validation); our edge middleware outermost, so that every response, errors included,

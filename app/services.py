@@ -27,8 +27,10 @@ class Services:
     def close(self) -> None:
         """Close the queue's connections and the store (its writer thread, lock file and
         pooled connections)."""
-        self.queue.close()
-        self.store.close()
+        try:
+            self.queue.close()
+        finally:
+            self.store.close()
 
 
 def open_services(

@@ -94,7 +94,7 @@ def serve(host: str, port: int, workers: int, demo: bool):
             http=PROTOCOL,
         )
     finally:
-        consumer.stop()
+        consumer.stop(graceful=True)  # the job a worker thread holds ends before the store
         services.close()
 
 

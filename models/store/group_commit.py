@@ -72,20 +72,21 @@ class GroupCommit:
         return await future
 
     def _submit(self, unit: tuple) -> None:
-        if self._writer_pid != os.getpid():  # first use, or first use after a fork
-            with self._start:
-                if self._writer_pid != os.getpid():
-                    if self._writer_pid is not None:  # the parent's queue is not ours
-                        self._queue = queue.SimpleQueue()
-                    self._writer = threading.Thread(
-                        target=self._write_until_closed,
-                        args=(self._queue,),
-                        name="group-commit",
-                        daemon=True,
-                    )
-                    self._writer.start()
-                    self._writer_pid = os.getpid()
-        self._queue.put(unit)
+        # Under the lock: a unit queued while `close` runs would wait behind its stop for a
+        # writer that no longer reads (an uncontended lock costs nothing next to a commit).
+        with self._start:
+            if self._writer_pid != os.getpid():  # first use, after a close or a fork
+                if self._writer_pid is not None:  # the parent's queue is not ours
+                    self._queue = queue.SimpleQueue()
+                self._writer = threading.Thread(
+                    target=self._write_until_closed,
+                    args=(self._queue,),
+                    name="group-commit",
+                    daemon=True,
+                )
+                self._writer.start()
+                self._writer_pid = os.getpid()
+            self._queue.put(unit)
 
     def close(self) -> None:
         """Commit what is queued, then stop the writer thread and give back its
@@ -95,9 +96,12 @@ class GroupCommit:
             if writer is not None and self._writer_pid == os.getpid():
                 self._queue.put(_STOP)
                 writer.join()
+            # Everything before the stop was committed; after a fork, what the queue holds
+            # is the parent's.
+            self._queue = queue.SimpleQueue()
             self._writer_pid = None
-        if isinstance(self._process_lock, ProcessWriteLock):
-            self._process_lock.close()
+            if isinstance(self._process_lock, ProcessWriteLock):
+                self._process_lock.close()
 
     def _write_until_closed(self, units: queue.SimpleQueue) -> None:
         closing = False

@@ -59,10 +59,11 @@ class Store:
         thread (after what is queued has committed), the lock file, every pooled
         connection. Like Peewee's pool, a store used again opens what it needs."""
         self.group_commit.close()
+        # Idle connections only: one another thread is using (a job's batch as a server
+        # stops) is given back by it, not pulled from under it.
         if isinstance(self.database, PooledDatabase):
-            self.database.close_all()
-        else:
-            self.database.close()
+            self.database.close_idle()
+        self.database.close()
 
     def __enter__(self) -> Store:
         return self
@@ -76,9 +77,10 @@ _current: Store | None = None
 
 @contextlib.contextmanager
 def current_store_kept() -> Iterator[Store | None]:
-    """The block may open stores (`open_store`, a command run in this process); after it,
-    each store it left current is closed and the store current before the block (None
-    if none) is current again, the models' proxy pointing at its database."""
+    """The block may open a store (`open_store`, a command run in this process); after it,
+    the store the block left current, if it is another, is closed, and the store current
+    before the block (None if none) is current again, the models' proxy pointing at its
+    database. (A block that opens several closes each itself.)"""
     global _current
     before = _current
     try:
