@@ -42,8 +42,7 @@ def open_services(
     if store is None:
         store = open_store(
             settings.database_url,
-            subject_key=settings.subject_key_bytes,
-            signing_key=settings.signing_key or None,
+            **settings.store_options(),
         )
     queue = job_queue(settings, clock)
     limits = JobLimits(

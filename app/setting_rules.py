@@ -10,6 +10,10 @@ from typing import Any
 
 import limits
 
+from models.store.kek import EnvKeks
+from models.store.keys import SigningKey, signing_key_file, subject_key_file
+from models.store.keystore import keystore_file
+
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
@@ -81,3 +85,69 @@ def mask(value: Any) -> Any:
         return value
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_together(settings: Any) -> None:
+    """The rules that join several settings (the store, its keys); ConfigError naming the
+    variable."""
+    if settings.subject_key and len(settings.subject_key.encode()) < 16:
+        raise ConfigError("REDACT_SUBJECT_KEY must be at least 16 characters")
+    if settings.signing_key:
+        try:
+            SigningKey.parse(settings.signing_key)
+        except ValueError as exc:
+            raise ConfigError(f"REDACT_SIGNING_KEY: {exc}") from None
+    if not settings.on_sqlite and not settings.keystore_url:
+        raise ConfigError(
+            "REDACT_KEYSTORE_URL must be set with PostgreSQL (a database apart from "
+            "DATABASE_URL's, so that a backup of the data holds no key)"
+        )
+    keys_in_files = (settings.on_sqlite and settings.keystore_url in ("",)) or (
+        settings.keystore_url.startswith("sqlite")
+    )
+    if not keys_in_files and not (settings.kek or settings.kek_file):
+        raise ConfigError("REDACT_KEK or REDACT_KEK_FILE must be set with PostgreSQL")
+    if settings.keystore_url and _same_database(settings.keystore_url, settings.database_url):
+        raise ConfigError("REDACT_KEYSTORE_URL must name another database than DATABASE_URL")
+    if settings.kek:
+        try:
+            EnvKeks(settings.kek)
+        except ValueError as exc:
+            raise ConfigError(f"REDACT_KEK: {exc}") from None
+    if not settings.subject_key and not settings.database_url.startswith("sqlite"):
+        raise ConfigError(
+            "REDACT_SUBJECT_KEY must be set with PostgreSQL (a random secret of at least"
+            " 16 characters, the same for every process)"
+        )
+
+
+def effective_report(settings: Any) -> dict[str, Any]:
+    """The effective configuration, secrets masked: every setting by its variable, with
+    the defaults that depend on others resolved (`redact config`, the start-up log line)."""
+    report = settings.masked()
+    report["REDACT_QUEUE_URL"] = mask(settings.effective_queue_url)
+    path = settings.database_url.split(":///", 1)[-1]
+    if not settings.subject_key:
+        report["REDACT_SUBJECT_KEY"] = f"(key file {subject_key_file(path)})"
+    if not settings.keystore_url and settings.on_sqlite:
+        report["REDACT_KEYSTORE_URL"] = f"sqlite:///{keystore_file(path)}"
+    if not settings.signing_key and settings.on_sqlite:
+        report["REDACT_SIGNING_KEY"] = f"(key file {signing_key_file(path)})"
+    return report
+
+
+def _same_database(one: str, other: str) -> bool:
+    return one.split("?", 1)[0].rstrip("/") == other.split("?", 1)[0].rstrip("/")
+
+
+def declared(settings_class: type) -> list[dict[str, Any]]:
+    """Every setting of `settings_class` as declared: variable, default as documented,
+    meaning."""
+    return [
+        {
+            "variable": field.metadata["variable"],
+            "default": field.metadata["shown_default"] or f"`{field.default}`",
+            "meaning": field.metadata["meaning"],
+        }
+        for field in dataclasses.fields(settings_class)
+    ]

@@ -1,11 +1,7 @@
-"""Configuration, read from the environment in this one place.
-
-Each setting is declared once, as a field of `Settings`: its environment variable, type,
-default, lower bound, whether it is a secret, and a one-line meaning (docs/configuration.md
-shows the same table, and a test keeps the two equal). Every default runs the embedded
-service (SQLite file, in-memory limiter); a bad value stops start-up with a message naming
-the variable (the rules a value must meet: app/setting_rules.py).
-"""
+"""Configuration, read from the environment in this one place: each setting declared once,
+as a field of `Settings` (variable, type, default, bound, secrecy, meaning; docs/
+configuration.md shows the same table, tested). Every default runs the embedded service; a
+bad value stops start-up naming the variable (the rules: app/setting_rules.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +10,16 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from app.setting_rules import ConfigError, check, mask, setting, shown
-from models.store.keys import SigningKey, signing_key_file, subject_key_file
+from app.setting_rules import (
+    ConfigError,
+    check,
+    check_together,
+    effective_report,
+    setting,
+    shown,
+)
 
-__all__ = ["ConfigError", "Settings", "declared"]
+__all__ = ["ConfigError", "Settings"]
 
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql")
 STORAGE_SCHEMES = ("memory", "redis", "rediss")
@@ -80,6 +82,32 @@ class Settings:
         "on PostgreSQL, tree heads and receipts answer 503",
         secret=True,
         shown_default="(SQLite: `redact.db.signing-key`)",
+    )
+    keystore_url: str = setting(
+        "REDACT_KEYSTORE_URL",
+        "",
+        "the key store's database, apart from the data's; **required with PostgreSQL**",
+        schemes=DATABASE_SCHEMES,
+        shown_default="(SQLite: `redact.db.keystore`)",
+    )
+    kek: str = setting(
+        "REDACT_KEK",
+        "",
+        "key-encryption keys, hex, comma-separated, current first (`redact keys generate-kek`)",
+        secret=True,
+        shown_default="(none)",
+    )
+    kek_file: str = setting(
+        "REDACT_KEK_FILE",
+        "",
+        "the key-encryption keys' file, made if missing (PostgreSQL: this or `REDACT_KEK`)",
+        shown_default="(SQLite: `redact.db.keystore.kek`)",
+    )
+    kek_retain_days: int = setting(
+        "REDACT_KEK_RETAIN_DAYS",
+        30,
+        "days a key-encryption key outlives the `redact keys rotate` that retires it",
+        least=0,
     )
     queue_url: str = setting(
         "REDACT_QUEUE_URL",
@@ -202,18 +230,7 @@ class Settings:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             check(field, getattr(self, field.name))
-        if self.subject_key and len(self.subject_key.encode()) < 16:
-            raise ConfigError("REDACT_SUBJECT_KEY must be at least 16 characters")
-        if self.signing_key:
-            try:
-                SigningKey.parse(self.signing_key)
-            except ValueError as exc:
-                raise ConfigError(f"REDACT_SIGNING_KEY: {exc}") from None
-        if not self.subject_key and not self.database_url.startswith("sqlite"):
-            raise ConfigError(
-                "REDACT_SUBJECT_KEY must be set with PostgreSQL (a random secret of at least"
-                " 16 characters, the same for every process)"
-            )
+        check_together(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -252,19 +269,17 @@ class Settings:
         """The effective configuration, secrets masked: every setting by its variable,
         with the defaults that depend on others resolved (`redact config`, and the
         start-up log line)."""
-        report = self.masked()
-        report["REDACT_QUEUE_URL"] = mask(self.effective_queue_url)
-        if not self.subject_key:
-            path = self.database_url.split(":///", 1)[-1]
-            report["REDACT_SUBJECT_KEY"] = f"(key file {subject_key_file(path)})"
-        if not self.signing_key and self.on_sqlite:
-            path = self.database_url.split(":///", 1)[-1]
-            report["REDACT_SIGNING_KEY"] = f"(key file {signing_key_file(path)})"
-        return report
+        return effective_report(self)
 
-    @property
-    def subject_key_bytes(self) -> bytes | None:
-        return self.subject_key.encode() if self.subject_key else None
+    def store_options(self) -> dict[str, Any]:
+        """The keyword arguments `open_store` takes from these settings."""
+        return {
+            "subject_key": self.subject_key.encode() if self.subject_key else None,
+            "signing_key": self.signing_key or None,
+            "keystore_url": self.keystore_url or None,
+            "kek": self.kek or None,
+            "kek_path": self.kek_file or None,
+        }
 
     @property
     def on_sqlite(self) -> bool:
@@ -281,15 +296,3 @@ class Settings:
         if self.ratelimit_storage_uri.startswith(("redis://", "rediss://")):
             return self.ratelimit_storage_uri
         return "sqlite:///redact-queue.db"
-
-
-def declared() -> list[dict[str, Any]]:
-    """Every setting as declared: variable, default as documented, meaning."""
-    return [
-        {
-            "variable": field.metadata["variable"],
-            "default": field.metadata["shown_default"] or f"`{field.default}`",
-            "meaning": field.metadata["meaning"],
-        }
-        for field in dataclasses.fields(Settings)
-    ]

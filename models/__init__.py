@@ -20,6 +20,7 @@ from models.erasure.audit import AuditEvent
 from models.erasure.held import HOLD_MODELS
 from models.erasure.redaction import redact_transaction, redact_transaction_async
 from models.erasure.retention import RETENTION_MODELS
+from models.erasure.suppression import SUPPRESSION_MODELS
 from models.errors import (
     InvalidRecord,
     PrematureRedaction,
@@ -51,13 +52,15 @@ MODELS = (
     *LOG_MODELS,
     PublishedKey,
     *WEBHOOK_MODELS,
+    *SUPPRESSION_MODELS,
 )
 """Every table, in the order they are created (drop in reverse)."""
 
 
 def create_tables() -> None:
     """Create the tables that are missing, and bring those of an earlier version up to
-    date (models/migrations.py)."""
+    date (models/migrations.py), and the key store's tables."""
+    current_store().keystore.create_tables()
     create_or_upgrade(MODELS)
 
 

@@ -124,3 +124,28 @@ def _wait_phrase(seconds: int) -> str:
         minutes = seconds // 60
         return f"{minutes} minute" + ("" if minutes == 1 else "s")
     return f"{seconds} second" + ("" if seconds == 1 else "s")
+
+
+class SuppressionNotFound(RedactionError):
+    def __init__(self, suppression_id: str):
+        super().__init__(f"No suppression with id '{suppression_id}'")
+        self.suppression_id = suppression_id
+
+
+class InvalidSuppression(RedactionError):
+    """A suppression request that names no phone number."""
+
+
+class RecordsSuppressed(InvalidRecords):
+    """Every record of a request carries a suppressed number: an error per field that
+    carries one, naming the field, never the number."""
+
+    def __init__(self, refused: list[tuple[int, list[str]]]):
+        errors = [
+            (index, field, "the number is suppressed by this account")
+            for index, fields in refused
+            for field in fields
+        ]
+        super().__init__(errors, len(errors))
+        noun = "record carries" if len(refused) == 1 else "records carry"
+        self.args = (f"{len(refused)} {noun} a suppressed number; nothing was stored",)

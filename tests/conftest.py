@@ -25,15 +25,18 @@ import pytest
 from app import create_app
 from app.settings import Settings
 from models import MODELS, database
+from models.store.keystore import KEY_MODELS
 from tests.support import (
     POSTGRES_URL,
     REDIS_URL,
     SIGNING_KEY,
     SUBJECT_KEY,
+    TEST_KEK,
     Clock,
     PrivatePostgres,
     PrivateRedis,
     add_account,
+    postgres_keystore,
     require_marker,
     require_service,
 )
@@ -79,10 +82,17 @@ def make_app(clock):
 
     def make(database_url: str, *, keep_tables: bool = False, **overrides):
         overrides.setdefault("subject_key", SUBJECT_KEY)
-        if not database_url.startswith("sqlite"):  # SQLite's comes from its key file
+        if not database_url.startswith("sqlite"):  # SQLite's come from files beside it
             overrides.setdefault("signing_key", SIGNING_KEY)
+            overrides.setdefault("keystore_url", postgres_keystore())
+            overrides.setdefault("kek", TEST_KEK)
         settings = Settings.from_env({}, database_url=database_url, **overrides)
         app = create_app(settings, clock=clock)
+        keystore = app.services.store.keystore
+        with keystore.connected(), keystore.db.bind_ctx(KEY_MODELS), keystore.db.atomic():
+            if not keep_tables:
+                keystore.db.drop_tables(KEY_MODELS, safe=True)
+            keystore.db.create_tables(KEY_MODELS, safe=True)
         with database.connection_context(), database.atomic():  # one commit, one fsync
             if not keep_tables:
                 database.drop_tables(MODELS, safe=True)

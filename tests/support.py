@@ -64,13 +64,17 @@ from models import (
     open_store,
 )
 from models.records.account import hash_secret
-from models.store.state import Store, current_store_kept
+from models.records.sealed import open_fields
+from models.store.state import Store, current_store, current_store_kept
 
 T = TypeVar("T")
 
 # ------------------------------------------------------------------------- the test run
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# The key store of a PostgreSQL store: a database of its own beside it (made if missing).
+POSTGRES_KEYSTORE_URL = os.environ.get("TEST_POSTGRES_KEYSTORE_URL", f"{POSTGRES_URL}_keys")
+TEST_KEK = "5a" * 32
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -117,6 +121,41 @@ def reachable(host: str, port: int) -> bool:
 def require_service(name: str, host: str, port: int) -> None:
     if not reachable(host, port):
         unavailable(f"{name} at {host}:{port} is not reachable")
+
+
+@functools.cache
+def postgres_keystore() -> str:
+    """POSTGRES_KEYSTORE_URL, its database created if it is missing."""
+    import psycopg2
+
+    name = POSTGRES_KEYSTORE_URL.rsplit("/", 1)[1]
+    with contextlib.closing(psycopg2.connect(POSTGRES_URL)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+    return POSTGRES_KEYSTORE_URL
+
+
+def store_options(url: str) -> dict:
+    """What `open_store` needs beside `url` in the tests: the subject key, and on
+    PostgreSQL the key store's database and KEK."""
+    options: dict = {"subject_key": SUBJECT_KEY.encode()}
+    if not url.startswith("sqlite"):
+        options.update(keystore_url=postgres_keystore(), kek=TEST_KEK)
+    return options
+
+
+def postgres_env(**more: str) -> dict[str, str]:
+    """The environment of a `redact` command on the test PostgreSQL store."""
+    return {
+        "DATABASE_URL": POSTGRES_URL,
+        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
+        "REDACT_KEYSTORE_URL": postgres_keystore(),
+        "REDACT_KEK": TEST_KEK,
+        **more,
+    }
 
 
 def free_port() -> int:
@@ -222,12 +261,31 @@ def record(
 
 
 def row(transaction_id: str, api_key: str | None = None) -> Transaction:
-    """The stored record `transaction_id` (of account `api_key`, when several hold the id)."""
+    """The stored record `transaction_id` (of account `api_key`, when several hold the id),
+    its sealed fields opened (`opened`)."""
     named = Transaction.id == transaction_id
     if api_key is not None:
         named &= Transaction.account == api_key
     with database.connection_context():
-        return Transaction.get(named)
+        return opened(Transaction.get(named))
+
+
+def opened(record: Transaction) -> Transaction:
+    """`record` with its personal fields opened with its data key from the current
+    store's key store, as the records API reads them (REDACTED once the key is gone)."""
+    if record.key_id is not None:
+        key = current_store().keystore.fetch([record.key_id]).get(record.key_id)
+        record.sender, record.recipient, record.body, record.details = open_fields(
+            key,
+            record.api_key,
+            record.id,
+            record.product,
+            record.sender,
+            record.recipient,
+            record.body,
+            record.details,
+        )
+    return record
 
 
 @contextlib.contextmanager
@@ -236,7 +294,7 @@ def store_at(url: str, *, tables: bool = False) -> Iterator[Store]:
     tables created or upgraded if `tables`; closed after it, and the store current before
     is current again."""
     with current_store_kept():
-        store = open_store(url, subject_key=SUBJECT_KEY.encode())
+        store = open_store(url, **store_options(url))
         if tables:
             create_tables()
         yield store

@@ -11,10 +11,10 @@ import pytest
 
 from models import MODELS, PRODUCTS, Account, Transaction, database
 from tests.support import (
-    POSTGRES_URL,
     SUBJECT_KEY,
     cli,
     one_line_error,
+    postgres_env,
     redact,
     require_service,
     served,
@@ -176,7 +176,16 @@ def test_the_installed_command_exits_with_one_line_and_its_code(env):
 
 
 def test_unreachable_database_is_one_line(env):
-    result = cli({**env, "DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x"}, "accounts", "create")
+    result = cli(
+        {
+            **env,
+            "DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x",
+            "REDACT_KEYSTORE_URL": "postgresql://u:pw@127.0.0.1:1/keys",
+            "REDACT_KEK": "5a" * 32,
+        },
+        "accounts",
+        "create",
+    )
     one_line_error(result, "cannot open the database postgresql://u:***@127.0.0.1:1/x", 1)
     assert "pw" not in result.stderr
 
@@ -242,6 +251,6 @@ def test_maintenance_has_nothing_to_do_on_sqlite(env):
 @pytest.mark.postgres
 def test_maintenance_vacuums_on_postgresql(env):
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    postgres = cli({**env, "DATABASE_URL": POSTGRES_URL}, "maintenance")
+    postgres = cli({**env, **postgres_env()}, "maintenance")
     assert postgres.returncode == 0, postgres.stderr
     assert postgres.stdout.strip() == "vacuumed transaction, redaction_job_object, redaction_job"

@@ -18,7 +18,15 @@ from models import (
     database,
     redact_transaction,
 )
-from tests.support import POSTGRES_URL, START, add_account, add_records, record, require_service
+from tests.support import (
+    POSTGRES_URL,
+    START,
+    add_account,
+    add_records,
+    opened,
+    record,
+    require_service,
+)
 
 
 def redact(transaction_id: str, api_key: str = "acct0001"):
@@ -62,7 +70,9 @@ def test_concurrent_requests_each_get_their_outcome(app):
         assert Transaction.select().where(Transaction.redacted_at.is_null(False)).count() == 60
         assert RedactionAudit.select().count() == 60
         assert {a.transaction_id for a in RedactionAudit.select()} == set(ids)
-        assert Transaction.get(Transaction.id == "0A00000000OTHER01").sender == "447700900001"
+        assert (
+            opened(Transaction.get(Transaction.id == "0A00000000OTHER01")).sender == "447700900001"
+        )
 
 
 def run_concurrently(batch_fn, items, expected: type[Exception]) -> list:

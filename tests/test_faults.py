@@ -32,6 +32,8 @@ from tests.support import (
     basic,
     cli,
     free_port,
+    opened,
+    postgres_env,
     record,
     require_marker,
     samples,
@@ -99,7 +101,7 @@ def test_a_full_disk_fails_the_redaction_cleanly_and_service_recovers(
         assert set(problem) >= PROBLEM_FIELDS
         assert int(failed.headers["Retry-After"]) >= 1
         with database.connection_context():
-            untouched = Transaction.get(Transaction.id == "FULL1")
+            untouched = opened(Transaction.get(Transaction.id == "FULL1"))
         assert (untouched.body, untouched.redacted_at) == (body, None)
 
         os.unlink(filler)
@@ -137,8 +139,8 @@ def test_postgresql_stopped_mid_traffic_gives_fast_503s_then_recovers(private_po
     is back, the same service answers 204 again, and every redaction answered 204, before
     or after, is in the store."""
     env = {
+        **postgres_env(),
         "DATABASE_URL": private_postgres.url,
-        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
         "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
         "REDACT_RATE_LIMIT": "10000/second",
     }
@@ -191,20 +193,30 @@ def _provision(env: dict, count: int) -> None:
 
 
 def _assert_redacted(env: dict, transaction_ids: list[str]) -> None:
-    """Every id is fully scrubbed in the store; every record is either fully scrubbed with
-    exactly one audit row, or fully intact with none (never half-done)."""
-    with store_at(env["DATABASE_URL"]):
-        rows = {t.id: t for t in Transaction.select()}
+    """Every id is fully scrubbed in the store and its data key destroyed; every record is
+    either fully scrubbed with exactly one audit row and no key, or intact with none. A
+    crash between the two steps of a redaction may leave a record whose key is destroyed
+    (nothing of it opens, from any copy) while its scrub and audit never committed: never
+    the other way round."""
+    with store_at(env["DATABASE_URL"]) as store:
+        raw = list(Transaction.select())
+        destroyed = store.keystore.destroyed(t.key_id for t in raw)
+        rows = {t.id: opened(t) for t in raw}
         audits = [a.transaction_id for a in RedactionAudit.select()]
     assert rows, "the store holds the records"
     for transaction_id, row in rows.items():
+        erased = row.key_id in destroyed
         if row.redacted_at is not None or transaction_id in transaction_ids:
+            assert erased, transaction_id
             assert (row.body, row.sender, row.recipient) == ("REDACTED",) * 3, transaction_id
             assert row.redacted_at is not None and (row.sender_key, row.recipient_key) == (
                 None,
                 None,
             ), transaction_id
             assert audits.count(transaction_id) == 1, transaction_id
+        elif erased:  # killed between destroying the key and committing the scrub
+            assert (row.body, row.sender) == ("REDACTED", "REDACTED"), transaction_id
+            assert transaction_id not in audits
         else:
             assert (row.body, row.sender) == ("hello there", "447700900001"), transaction_id
             assert row.sender_key is not None and transaction_id not in audits
@@ -319,6 +331,7 @@ def test_web_workers_killed_during_a_stream_of_redactions(store_url, tmp_path):
     row, every record is whole (scrubbed with its audit, or untouched), and the stream goes
     on through the replacement workers."""
     env = {
+        **(postgres_env() if not store_url.startswith("sqlite") else {}),
         "DATABASE_URL": store_url,
         "REDACT_SUBJECT_KEY": SUBJECT_KEY,
         "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",

@@ -46,7 +46,7 @@ def test_every_operation_of_every_contract_is_reached(client):
         reached[operation_id] = response.status_code
     assert reached.pop("list-keys") == 200
     assert set(reached.values()) == {401}, reached
-    assert len(reached) == 28  # and list-keys
+    assert len(reached) == 32  # and list-keys
 
 
 @pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
@@ -297,8 +297,11 @@ def test_settings_never_show_their_secrets_in_a_repr():
         metrics_token="scrape-secret-42",
         database_url="postgresql://u:db-pass-7@127.0.0.1/x",
         ratelimit_storage_uri="redis://:redis-pass-9@127.0.0.1/0",
+        keystore_url="postgresql://k:keys-pass-3@127.0.0.1/keys",
+        kek="7e" * 32,
     )
     shown = repr(settings)
-    for secret in ("subject-key-0123456789", "scrape-secret-42", "db-pass-7", "redis-pass-9"):
+    secrets = ("subject-key-0123456789", "scrape-secret-42", "db-pass-7", "redis-pass-9")
+    for secret in (*secrets, "keys-pass-3", "7e" * 32):
         assert secret not in shown and secret not in str(settings)
     assert "postgresql://u:***@127.0.0.1/x" in shown

@@ -171,6 +171,7 @@ def test_redaction_entries_are_canonical_json_whatever_their_strings(sqlite_url)
             "fields": ["from", f"details.{text}"],
             "source": "api",
             "job": None,
+            "key": None if len(text) % 2 else "00ff" * 8,
             "trace_id": "trace",
         }
 

@@ -85,7 +85,13 @@ def test_records_are_stored_and_read_back_as_sent(client, account):
         api_record("R2", product="voice", duration=61),
         api_record("R3", type="inbound", text="hi back"),
     )
-    assert counts == {"received": 3, "stored": 3, "unchanged": 0, "redacted_on_arrival": 0}
+    assert counts == {
+        "received": 3,
+        "stored": 3,
+        "unchanged": 0,
+        "redacted_on_arrival": 0,
+        "refused": [],
+    }
     first = read(client, account, "R1")
     assert first == {
         "id": "R1",
@@ -159,7 +165,13 @@ def test_only_the_first_hundred_problems_are_listed(client, account):
 def test_storing_is_idempotent_per_id_and_a_conflict_stores_nothing(client, account):
     store(client, account, api_record("R1"), api_record("R2"))
     again = store(client, account, api_record("R1"), api_record("R2"), api_record("R3"))
-    assert again == {"received": 3, "stored": 1, "unchanged": 2, "redacted_on_arrival": 0}
+    assert again == {
+        "received": 3,
+        "stored": 1,
+        "unchanged": 2,
+        "redacted_on_arrival": 0,
+        "refused": [],
+    }
     twice = store(client, account, api_record("R4"), api_record("R4"))
     assert (twice["stored"], twice["unchanged"]) == (1, 1)
 
@@ -334,12 +346,19 @@ def test_immediate_stores_records_redacted_and_their_bytes_never_reach_the_files
             api_record("R2", text=f"{marker}-long " * 2000),
             api_record("V1", product="voice", text="KEEP-ME-93c1"),
         )
-        assert counts == {"received": 3, "stored": 3, "unchanged": 0, "redacted_on_arrival": 2}
+        assert counts == {
+            "received": 3,
+            "stored": 3,
+            "unchanged": 0,
+            "redacted_on_arrival": 2,
+            "refused": [],
+        }
         shown = read(client, account, "R1")
         assert (shown["from"], shown["text"], shown["note"]) == ("REDACTED",) * 3
         assert shown["redaction"]["source"] == "policy"
         assert files_containing(db_path, marker.encode()) == []
-    assert files_containing(db_path, b"KEEP-ME-93c1") == ["redact.db"]
+        assert read(client, account, "V1", product="voice")["text"] == "KEEP-ME-93c1"
+    assert files_containing(db_path, b"KEEP-ME-93c1") == []  # sealed
     with database.connection_context():
         assert row("R1").sender_key is None
         audit = RedactionAudit.select().where(RedactionAudit.source == "policy")

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from models import AuditEvent, RedactionAudit, Transaction
-from tests.support import cli, one_line_error, record, redact, start, store_at, wait_for
+from tests.support import cli, one_line_error, opened, record, redact, start, store_at, wait_for
 
 NUMBER = "447700900002"
 
@@ -141,7 +141,7 @@ def test_retention_run_redacts_what_is_due_and_skips_what_is_held(loaded):
     result = cli(loaded, "retention", "run", check=True)
     assert json.loads(result.stdout) == {"redacted": 1, "held": 1}
     with store_at(loaded["DATABASE_URL"]):
-        bodies = {t.id: t.body for t in Transaction.select()}
+        bodies = {t.id: opened(t).body for t in Transaction.select()}
     assert bodies == {"OLD1": "REDACTED", "OLD2": "hello there"}
 
 

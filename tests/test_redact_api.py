@@ -7,15 +7,24 @@ import datetime
 import pytest
 
 from models import RedactionAudit, Transaction, database
-from tests.support import START, add_account, add_records, assert_matches_contract, basic, record
+from tests.support import (
+    START,
+    add_account,
+    add_records,
+    assert_matches_contract,
+    basic,
+    opened,
+    record,
+)
 
 URL = "/v1/redact/transaction"
 UPSTREAM = "https://developer.nexmo.com/api-errors"
 
 
 def stored(transaction_id: str) -> Transaction:
+    """The stored record, its sealed fields opened."""
     with database.connection_context():
-        return Transaction.get(Transaction.id == transaction_id)
+        return opened(Transaction.get(Transaction.id == transaction_id))
 
 
 def audit_rows() -> list[RedactionAudit]:

@@ -1,5 +1,6 @@
-"""After a 204 the original bytes of the scrubbed fields are gone from the SQLite database
-file and its write-ahead log, and no index holds a copy."""
+"""The personal fields never reach the SQLite files in clear (they are sealed), and after a
+204 even their ciphertext is gone from the database file and its journal; no index holds
+a copy."""
 
 from __future__ import annotations
 
@@ -23,10 +24,14 @@ def test_scrubbed_bytes_are_gone_from_the_files(make_app, tmp_path):
         ),
         # a body longer than a page lives in overflow pages, which are freed on update
         record("0A0000000123ABCD2", text=f"{marker}-long " * 2000, owner=f"{marker}-x"),
-        # a record that is not redacted keeps its marker: the search does find markers
+        # a record that is not redacted keeps its (sealed) text
         record("0A0000000123ABCD3", text="KEEP-ME-41b2"),
     )
-    assert files_containing(db_path, MARKER) == ["redact.db"], "on disk before redaction"
+    assert files_containing(db_path, MARKER) == [], "sealed before redaction"
+    with database.connection_context():
+        sealed = Transaction.get(Transaction.id == "0A0000000123ABCD1").body
+    # the search finds what is there: the sealed text, until the redaction
+    assert files_containing(db_path, sealed.encode()) == ["redact.db"]
 
     with app.test_client() as client:
         for transaction_id in ("0A0000000123ABCD1", "0A0000000123ABCD2"):
@@ -36,7 +41,8 @@ def test_scrubbed_bytes_are_gone_from_the_files(make_app, tmp_path):
             assert response.status_code == 204
         # checked while the service is still running, with its connections open
         assert files_containing(db_path, MARKER) == []
-    assert files_containing(db_path, b"KEEP-ME-41b2") == ["redact.db"]
+        assert files_containing(db_path, sealed.encode()) == []
+    assert files_containing(db_path, b"KEEP-ME-41b2") == []
 
 
 def test_no_index_covers_a_personal_column(make_app, sqlite_url):

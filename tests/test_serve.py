@@ -17,6 +17,7 @@ from tests.support import (
     PrivatePostgres,
     basic,
     cli,
+    postgres_env,
     record,
     samples,
     served,
@@ -57,8 +58,8 @@ def test_serve_starts_before_its_database_and_serves_once_it_answers(tmp_path):
     (creating the tables) once the database answers."""
     postgres = PrivatePostgres()  # created, not started
     env = {
+        **postgres_env(),
         "DATABASE_URL": postgres.url,
-        "REDACT_SUBJECT_KEY": SUBJECT_KEY,
         "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
         "REDACT_MIN_AGE_SECONDS": "0",
     }

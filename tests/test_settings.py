@@ -6,7 +6,8 @@ import pathlib
 
 import pytest
 
-from app.settings import ConfigError, Settings, declared
+from app.setting_rules import declared
+from app.settings import ConfigError, Settings
 from tests.support import SIGNING_KEY
 
 TABLE = pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -27,7 +28,7 @@ def documented() -> list[dict]:
 
 def test_the_configuration_table_is_the_declarations():
     rows = [row for row in documented() if row["variable"] not in NOT_SETTINGS]
-    assert rows == declared()
+    assert rows == declared(Settings)
     assert {row["variable"] for row in documented()} - {r["variable"] for r in rows} == (
         NOT_SETTINGS
     )
@@ -46,11 +47,16 @@ def test_every_setting_is_read_from_its_variable():
             value = f"{field.metadata['schemes'][-1]}://host.example/0"
         elif field.name == "signing_key":
             value = SIGNING_KEY
+        elif field.name == "kek":
+            value = "ab" * 32
         else:
             value = "a-secret-of-twenty-chars"
         environ = {variable: str(value)}
-        if field.name == "database_url":  # PostgreSQL needs a subject key
+        if field.name == "database_url":  # PostgreSQL needs a subject key and a key store
             environ["REDACT_SUBJECT_KEY"] = "k" * 16
+            environ["REDACT_KEYSTORE_URL"] = "postgresql://keys.example/0"
+        if field.name in ("database_url", "keystore_url"):  # and key-encryption keys
+            environ["REDACT_KEK"] = "cd" * 32
         assert getattr(Settings.from_env(environ), field.name) == value, variable
 
 
@@ -61,12 +67,13 @@ def bad_values(field: dataclasses.Field) -> list[str]:
         return ["often"]
     if field.metadata["schemes"]:
         return ["ftp://host/0"]
+    if field.name == "kek":
+        return ["short", "ab" * 31]
     return ["short"]  # the subject key: at least 16 characters
 
 
-CHECKED = [
-    f for f in dataclasses.fields(Settings) if f.name != "metrics_token"
-]  # any token is a valid token
+# Any token is a valid token, any path a file name.
+CHECKED = [f for f in dataclasses.fields(Settings) if f.name not in ("metrics_token", "kek_file")]
 
 
 @pytest.mark.parametrize("field", CHECKED, ids=lambda f: f.metadata["variable"])

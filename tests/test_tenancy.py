@@ -213,6 +213,7 @@ def test_one_accounts_holds_and_policies_do_not_reach_another(holds_of_a):
         "stored": 1,
         "unchanged": 0,
         "redacted_on_arrival": 0,
+        "refused": [],
     }
     shown = prober.client.get(
         RECORDS + "/A-REC", params={"product": "sms"}, headers=prober.headers
@@ -230,6 +231,38 @@ def test_one_accounts_holds_and_policies_do_not_reach_another(holds_of_a):
         "/v1/redact/transaction", json={"id": "A-REC", "product": "sms"}, headers=owner.headers
     )
     assert refused.json()["title"] == "Legal Hold"
+
+
+SUPPRESSIONS = "/v1/redact/suppressions"
+SUPPRESSION_OPERATIONS = {
+    "retrieve-suppression": "get",
+    "lift-suppression": "delete",
+}
+
+
+@pytest.mark.parametrize("operation", list(SUPPRESSION_OPERATIONS))
+def test_another_accounts_suppression_is_answered_as_a_missing_one(two_accounts, operation):
+    owner, prober, _ = two_accounts
+    theirs_id = owner.client.post(
+        SUPPRESSIONS, json={"number": NUMBER}, headers=owner.headers
+    ).json()["id"]
+    method = SUPPRESSION_OPERATIONS[operation]
+    answers = [
+        prober.client.request(method, f"{SUPPRESSIONS}/{name}", headers=prober.headers)
+        for name in (theirs_id, "sup_" + "0" * 32)
+    ]
+    assert answers[0].status_code == 404
+    same_answer(*answers)
+    assert prober.client.get(SUPPRESSIONS, headers=prober.headers).json()["data"] == []
+    # A's suppression does not refuse B's records, and is still A's.
+    stored = prober.client.post(
+        RECORDS,
+        json={"records": [{k: v for k, v in record("B-REC", to=NUMBER).items() if k != "api_key"}]},
+        headers=prober.headers,
+    ).json()
+    assert (stored["stored"], stored["refused"]) == (1, [])
+    mine = owner.client.get(f"{SUPPRESSIONS}/{theirs_id}", headers=owner.headers)
+    assert mine.status_code == 200
 
 
 PROOF_OPERATIONS = {
@@ -362,6 +395,8 @@ def test_every_operation_is_covered_here():
         | PROOF_OPERATIONS
         | set(WEBHOOK_OPERATIONS)
         | {"create-webhook", "list-webhooks"}
+        | set(SUPPRESSION_OPERATIONS)
+        | {"create-suppression", "list-suppressions"}
     )
     assert (
         operation_ids(spec("redact.yml"))

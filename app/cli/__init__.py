@@ -22,6 +22,7 @@ import click
 from app.cli.accounts import accounts
 from app.cli.admin import config, maintenance, migrate
 from app.cli.common import fail
+from app.cli.erasure import suppressions
 from app.cli.jobs import jobs
 from app.cli.proof import audit, keys, receipts
 from app.cli.records import holds, policies, retention
@@ -51,6 +52,7 @@ for command in (
     receipts,
     keys,
     webhooks,
+    suppressions,
 ):
     main.add_command(command)
 

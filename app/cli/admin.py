@@ -11,23 +11,34 @@ import peewee
 from app.cli.common import fail, load_settings, open_store_or_exit
 from app.settings import ConfigError, Settings
 from models import database
+from models.migrations.sealing import seal_job_subjects, seal_records
 from models.worker.maintenance import vacuum_erased
 
 
 @click.command()
 def migrate():
-    """Check the configuration and create or upgrade the tables (the release phase)."""
+    """Check the configuration, create or upgrade the tables, and seal the personal
+    fields of records stored before sealing (the release phase; resumable)."""
     open_store_or_exit(load_settings())
     click.echo("tables ready")
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"sealed {done} of {total} records", err=True)
+
+    records = seal_records(progress=progress)
+    subjects = seal_job_subjects()
+    if records or subjects:
+        click.echo(f"sealed {records} records and {subjects} job numbers stored in clear")
 
 
 @click.command()
 def maintenance():
     """PostgreSQL: VACUUM what redaction rewrote, so no old row version keeps a scrubbed
-    value (the worker also does it daily). SQLite needs none."""
-    open_store_or_exit(load_settings())
+    value or a destroyed key (the worker also does it daily). SQLite needs none."""
+    store = open_store_or_exit(load_settings())
     try:
         tables = vacuum_erased(database.obj)
+        store.keystore.vacuum()
     except peewee.PeeweeException as exc:
         fail(f"maintenance failed: {type(exc).__name__}")
     if tables:

@@ -34,8 +34,7 @@ def open_store_or_exit(settings: Settings, *, tables: bool = True) -> Store:
     try:
         store = open_store(
             settings.database_url,
-            subject_key=settings.subject_key_bytes,
-            signing_key=settings.signing_key or None,
+            **settings.store_options(),
         )
         if tables:
             create_tables()

@@ -152,7 +152,7 @@ def _keys_from(source: str) -> list[dict]:
 
 @click.group()
 def keys():
-    """The signing key of tree heads and receipts."""
+    """The signing key of tree heads and receipts; the key store's key-encryption keys."""
 
 
 @keys.command("generate")

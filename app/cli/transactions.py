@@ -24,11 +24,17 @@ def transactions_load(file):
         fail(f"{exc}; nothing was loaded")
     except UnicodeDecodeError:
         fail(f"{file.name}: not UTF-8 text; nothing was loaded")
-    count = counts.received
+    for number, fields in counts.refused:
+        click.echo(
+            f"line {number}: refused: its {', '.join(fields)} number is suppressed", err=True
+        )
+    count = counts.received - len(counts.refused)
     line = f"loaded {count} transaction{'s' if count != 1 else ''}"
     if counts.unchanged or counts.redacted_on_arrival:
         line += (
             f" ({counts.stored} stored, {counts.unchanged} already stored, "
             f"{counts.redacted_on_arrival} redacted on arrival)"
         )
+    if counts.refused:
+        line += f"; refused {len(counts.refused)} carrying a suppressed number"
     click.echo(line)

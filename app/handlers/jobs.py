@@ -8,7 +8,7 @@ import datetime
 from collections.abc import Callable, Sequence
 
 from models.jobs import InvalidJobRequest, RedactionJob, TransactionRef
-from models.jobs.queries import job_resource, shown_objects, validation_error_id
+from models.jobs.queries import job_key, job_resource, shown_objects, validation_error_id
 from models.jobs.service import JobsService
 
 JOBS_PATH = "/v1/redact/jobs"
@@ -71,6 +71,7 @@ class JobsApi:
             run_at=_moment(body.get("run_at")),
             idempotency_key=idempotency_key,
             request_body=body,
+            suppress=body.get("suppress", False),
         )
         if not created:
             return job_resource(job), 200, {"Idempotent-Replayed": "true"}
@@ -139,11 +140,12 @@ class JobsApi:
         page = self.jobs.validation_errors(
             found, limit=limit, starting_after=starting_after, ending_before=ending_before
         )
+        key = job_key(found)
         data = [
             {
                 "id": validation_error_id(found, error),
                 "code": error.code,
-                "object": error.target.as_object(),
+                "object": error.target.as_object(key),
                 "message": error.message,
             }
             for error in page.items

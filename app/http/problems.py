@@ -29,21 +29,7 @@ from app.http.admission import Overloaded
 from app.http.edge import BadContentLength, BodyTooLarge, UnroutablePath
 from app.http.state import request_state
 from app.http.validation import InvalidJson, InvalidProduct
-from models import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
-from models.errors import (
-    HoldNotFound,
-    InvalidCursor,
-    InvalidHold,
-    InvalidLogRange,
-    InvalidPolicy,
-    InvalidRecords,
-    InvalidWebhook,
-    NoReceipt,
-    NoSigningKey,
-    RecordConflict,
-    TooManyWebhooks,
-    WebhookNotFound,
-)
+from models import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned, errors
 from models.jobs import (
     IdempotencyMismatch,
     InvalidJobRequest,
@@ -133,7 +119,7 @@ def _retry_after(seconds: int) -> Callable[[Exception], dict]:
 
 
 def _invalid_records(exc: Exception) -> dict:
-    invalid = t.cast(InvalidRecords, exc)
+    invalid = t.cast(errors.InvalidRecords, exc)
     return {
         "count": invalid.count,
         "errors": [
@@ -173,7 +159,7 @@ CATALOGUE: dict[type[Exception], ProblemType] = {
     InvalidJobRequest: _ours("invalid-job", 422, "Invalid Job"),
     IdempotencyMismatch: _ours("idempotency-key-reused", 409, "Idempotency Key Reused"),
     TooLargeForSync: _ours("too-large-for-sync", 422, "Too Large For Sync"),
-    InvalidCursor: _ours("invalid-cursor", 404, "No Such Cursor"),
+    errors.InvalidCursor: _ours("invalid-cursor", 404, "No Such Cursor"),
     TooManyJobs: _ours("too-many-jobs", 429, "Too Many Jobs", headers=_retry_after(60)),
     QueueUnavailable: _ours(
         "queue-unavailable",
@@ -183,21 +169,28 @@ CATALOGUE: dict[type[Exception], ProblemType] = {
         headers=_retry_after(5),
     ),
     # The records API's and legal holds'.
-    InvalidRecords: _ours("invalid-records", 422, "Invalid Records", extensions=_invalid_records),
-    RecordConflict: _ours("record-conflict", 409, "Record Conflict"),
-    HoldNotFound: _ours("hold-not-found", 404, "No Such Hold"),
-    InvalidHold: _ours("invalid-hold", 422, "Invalid Hold"),
-    InvalidPolicy: _ours("invalid-policy", 422, "Invalid Policy"),
+    errors.InvalidRecords: _ours(
+        "invalid-records", 422, "Invalid Records", extensions=_invalid_records
+    ),
+    errors.RecordConflict: _ours("record-conflict", 409, "Record Conflict"),
+    errors.RecordsSuppressed: _ours(
+        "suppressed-number", 422, "Suppressed Number", extensions=_invalid_records
+    ),
+    errors.SuppressionNotFound: _ours("suppression-not-found", 404, "No Such Suppression"),
+    errors.InvalidSuppression: _ours("invalid-suppression", 422, "Invalid Suppression"),
+    errors.HoldNotFound: _ours("hold-not-found", 404, "No Such Hold"),
+    errors.InvalidHold: _ours("invalid-hold", 422, "Invalid Hold"),
+    errors.InvalidPolicy: _ours("invalid-policy", 422, "Invalid Policy"),
     # The proof API's. An invalid log range is a 404: the positions name no entry or tree
     # of the account's log (another account's log included: its positions are not this
     # account's).
-    NoReceipt: _ours("no-receipt", 409, "No Receipt"),
-    InvalidLogRange: _ours("invalid-log-range", 404, "No Such Log Range"),
-    NoSigningKey: _ours("no-signing-key", 503, "No Signing Key"),
+    errors.NoReceipt: _ours("no-receipt", 409, "No Receipt"),
+    errors.InvalidLogRange: _ours("invalid-log-range", 404, "No Such Log Range"),
+    errors.NoSigningKey: _ours("no-signing-key", 503, "No Signing Key"),
     # The webhooks API's.
-    WebhookNotFound: _ours("webhook-not-found", 404, "No Such Webhook"),
-    InvalidWebhook: _ours("invalid-webhook", 422, "Invalid Webhook"),
-    TooManyWebhooks: _ours("too-many-webhooks", 409, "Too Many Webhooks"),
+    errors.WebhookNotFound: _ours("webhook-not-found", 404, "No Such Webhook"),
+    errors.InvalidWebhook: _ours("invalid-webhook", 422, "Invalid Webhook"),
+    errors.TooManyWebhooks: _ours("too-many-webhooks", 409, "Too Many Webhooks"),
     # The edge's (app/http/edge.py, app/http/admission.py).
     BodyTooLarge: _http(413, "Content Too Large"),
     BadContentLength: _http(400, "Bad Request"),

@@ -135,6 +135,12 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
     if not to_scrub:
         return outcomes
 
+    # The keys first, durably: once they are gone, no copy of these records opens, and a
+    # crash before the scrub commits leaves nothing readable (the retry scrubs).
+    keys = {name: rows[name].key_id for name in to_scrub}
+    current_store().keystore.destroy(
+        [key for key in keys.values() if key], max(r.now for r in requests)
+    )
     now = Transaction.redacted_at.db_value(max(r.now for r in requests))
     values = {"now": now, "scrub": list(to_scrub.values())}
     scrubbed = set(map(tuple, _SCRUB.execute(len(to_scrub), values)))  # (id, account)
@@ -157,6 +163,7 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
                 request.source,
                 request.trace_id,
                 request.now,
+                keys[name],
             )
         )
     if redacted:
@@ -201,6 +208,7 @@ class _Found(typing.NamedTuple):
     details: Any
     sender_key: str | None
     recipient_key: str | None
+    key_id: str | None
 
 
 _SELECTED = tuple(getattr(Transaction, name) for name in _Found._fields)

@@ -56,6 +56,8 @@ class Redacted(typing.NamedTuple):
     source: str
     trace_id: str
     at: datetime.datetime
+    key: str | None = None
+    """The id of the data key the redaction destroyed (None: the record had none)."""
 
 
 def audit_redactions(redacted: Sequence[Redacted], now: datetime.datetime) -> list[int]:
@@ -70,6 +72,7 @@ def audit_redactions(redacted: Sequence[Redacted], now: datetime.datetime) -> li
                 r.fields,
                 r.source,
                 r.trace_id,
+                r.key,
             )
             for r in redacted
         ],
@@ -89,10 +92,16 @@ def audit_redactions(redacted: Sequence[Redacted], now: datetime.datetime) -> li
 
 
 def log_entry(
-    api_key: str, record: tuple[str, str, str | None], fields: list[str], source: str, trace_id: str
+    api_key: str,
+    record: tuple[str, str, str | None],
+    fields: list[str],
+    source: str,
+    trace_id: str,
+    key: str | None = None,
 ) -> tuple[str, str, dict]:
     """A `redaction` entry of the erasure log: the record (id, product, type), the names
-    of the fields scrubbed, how (source) and under which job or trace id."""
+    of the fields scrubbed, the id of the data key destroyed, how (source) and under which
+    job or trace id."""
     transaction_id, product, direction = record
     return (
         api_key,
@@ -102,6 +111,7 @@ def log_entry(
             "fields": fields,
             "source": source,
             "job": trace_id if source == "job" else None,
+            "key": key,
             "trace_id": trace_id,
         },
     )

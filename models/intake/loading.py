@@ -7,10 +7,12 @@ import json
 from collections.abc import Iterable
 
 from models.errors import InvalidRecord, InvalidRecords, RecordConflict
+from models.intake.prepare import seal_rows
 from models.intake.schema import parse_records
 from models.intake.storing import StoreCounts, StoreRequest, store_in_transaction
 from models.records.account import Account
 from models.store.base import database, utcnow
+from models.store.state import current_store
 
 BATCH = 1000
 TRACE_ID = "cli:transactions-load"
@@ -23,28 +25,36 @@ def load_records(lines: Iterable[str]) -> StoreCounts:
 
     All or nothing: on the first bad line (malformed, an unknown account, an id stored
     with other content), raises InvalidRecord naming its line number, and nothing is
-    stored. Returns the counts."""
+    stored. A record carrying a number its account suppresses is not stored (nor
+    anything of it): `refused` lists (line number, fields carrying it). Returns the
+    counts."""
     known_accounts: set[str] = set()
     counts = StoreCounts()
     now = utcnow()
-    with database.atomic():
-        batch: list[tuple[int, object]] = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except ValueError as exc:
-                raise InvalidRecord(f"line {number}: not JSON: {exc}") from None
-            batch.append((number, raw))
-            if len(batch) >= BATCH:
-                counts.add(_store(batch, known_accounts, now))
-                batch = []
-        counts.add(_store(batch, known_accounts, now))
+    made: list[str] = []  # the data keys made: discarded if nothing is stored
+    try:
+        with database.atomic():
+            batch: list[tuple[int, object]] = []
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    raw = json.loads(line)
+                except ValueError as exc:
+                    raise InvalidRecord(f"line {number}: not JSON: {exc}") from None
+                batch.append((number, raw))
+                if len(batch) >= BATCH:
+                    counts.add(_store(batch, known_accounts, now, made))
+                    batch = []
+            counts.add(_store(batch, known_accounts, now, made))
+    except BaseException:
+        current_store().keystore.discard(made)
+        raise
+    current_store().keystore.discard(counts.unused_keys)
     return counts
 
 
-def _store(batch: list[tuple[int, object]], known: set[str], now) -> StoreCounts:
+def _store(batch: list[tuple[int, object]], known: set[str], now, made: list[str]) -> StoreCounts:
     if not batch:
         return StoreCounts()
     try:
@@ -58,8 +68,13 @@ def _store(batch: list[tuple[int, object]], known: set[str], now) -> StoreCounts
             if not Account.select().where(Account.api_key == row["account"]).exists():
                 raise InvalidRecord(f"line {number}: api_key: no account {row['account']!r}")
             known.add(row["account"])
+    # Records carrying a suppressed number are set aside (their line numbers and fields
+    # reported), the rest sealed under keys of their own.
+    prepared = seal_rows(rows)
+    made.extend(row["key_id"] for row in prepared.rows)
+    refused = [(batch[index][0], fields) for index, fields in prepared.refused]
     try:
-        return store_in_transaction(StoreRequest(rows, now, TRACE_ID))
+        counts = store_in_transaction(StoreRequest(prepared.rows, now, TRACE_ID))
     except RecordConflict as exc:
         # The last line naming the id: a conflict within the file is with its later line.
         number = [
@@ -68,3 +83,6 @@ def _store(batch: list[tuple[int, object]], known: set[str], now) -> StoreCounts
         raise InvalidRecord(
             f"line {number}: id {exc.transaction_id!r} is already stored with other content"
         ) from None
+    counts.received += len(refused)
+    counts.refused = refused
+    return counts

@@ -12,7 +12,9 @@ from models.records.products import (
     direction_of,
     record_kind,
 )
+from models.records.sealed import open_fields
 from models.records.transaction import RedactionAudit, Transaction
+from models.store.state import current_store
 
 
 def read_record(api_key: str, transaction_id: str, product: str, type_: str | None) -> dict:
@@ -31,8 +33,14 @@ def read_record(api_key: str, transaction_id: str, product: str, type_: str | No
     if record.product == "sms":
         shown["type"] = record.direction
     shown["created_at"] = record.created_at.isoformat()
-    shown.update({"from": record.sender, "to": record.recipient, "text": record.body})
-    shown.update(record.details or {})
+    sender, recipient, body, details = record.sender, record.recipient, record.body, record.details
+    if record.key_id is not None and record.redacted_at is None:
+        key = current_store().keystore.fetch([record.key_id]).get(record.key_id)
+        sender, recipient, body, details = open_fields(
+            key, api_key, record.id, record.product, sender, recipient, body, details
+        )
+    shown.update({"from": sender, "to": recipient, "text": body})
+    shown.update(details or {})
     shown["redaction"] = _redaction(record)
     holds = _covering_holds(record)
     shown["held"] = bool(holds)

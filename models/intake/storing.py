@@ -9,6 +9,7 @@ request's conflict leaves the others untouched.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import typing
@@ -17,8 +18,9 @@ from models.erasure.held import held_records
 from models.erasure.policies import arrival_policies
 from models.erasure.scrub import Redacted, audit_redactions, scrub, scrubbed_fields
 from models.errors import RecordConflict
+from models.intake.existing import COMPARED, stored_records
 from models.records.transaction import Transaction
-from models.store.prepared import PreparedQuery
+from models.store.prepared import PreparedQuery, statement_sizes
 from models.store.state import current_store
 
 
@@ -28,6 +30,11 @@ class StoreCounts:
     stored: int = 0
     unchanged: int = 0
     redacted_on_arrival: int = 0
+    # Data keys made for records that were not stored sealed (held already, or redacted on
+    # arrival): the caller discards them once the batch has committed.
+    unused_keys: list[str] = dataclasses.field(default_factory=list)
+    # Records not stored because they carry a suppressed number: (where, fields).
+    refused: list[tuple[int, list[str]]] = dataclasses.field(default_factory=list)
 
     def add(self, other: StoreCounts) -> None:
         for field in dataclasses.fields(self):
@@ -46,9 +53,17 @@ async def store_records_async(
     """Store `rows` (from `parse_records`) in one transaction, all or nothing, and await
     its commit without holding a thread; RecordConflict for an id the account holds with
     other content (nothing is stored then)."""
-    return await current_store().group_commit.run_async(
-        store_batch, StoreRequest(rows, now, trace_id)
-    )
+    store = current_store()
+    try:
+        counts = await store.group_commit.run_async(store_batch, StoreRequest(rows, now, trace_id))
+    except BaseException:
+        await asyncio.to_thread(
+            store.keystore.discard, [row["key_id"] for row in rows if row.get("key_id")]
+        )
+        raise
+    if counts.unused_keys:
+        await asyncio.to_thread(store.keystore.discard, counts.unused_keys)
+    return counts
 
 
 def store_batch(requests: list[StoreRequest]) -> list:
@@ -61,9 +76,6 @@ def store_batch(requests: list[StoreRequest]) -> list:
         except Exception as exc:  # this request's alone: its savepoint is rolled back
             outcomes.append(exc)
     return outcomes
-
-
-_COMPARED = ("product", "direction", "created_at", "sender", "recipient", "body", "details")
 
 
 def store_in_transaction(request: StoreRequest) -> StoreCounts:
@@ -103,13 +115,13 @@ def store_in_transaction(request: StoreRequest) -> StoreCounts:
     values = [_db_values(rows[name]) for name in sorted(rows)]
     inserted: set[tuple[str, str]] = set()
     start = 0
-    for size in _chunks(len(values)):
+    for size in statement_sizes(len(values)):
         cursor = _INSERT.execute(size, {"rows": values[start : start + size]})
         inserted.update((transaction_id, account) for transaction_id, account in cursor)
         start += size
     existing = [name for name in fresh if name not in inserted]
     if existing:
-        stored = _stored(existing)
+        stored = stored_records(existing)
         for name in existing:
             if not _same(fresh[name], stored[name]):
                 raise RecordConflict(name[0])
@@ -140,6 +152,10 @@ def store_in_transaction(request: StoreRequest) -> StoreCounts:
         )
     counts.stored = len(inserted)
     counts.redacted_on_arrival = len(redacted)
+    sealed = {rows[name]["key_id"] for name in inserted if rows[name].get("key_id")}
+    counts.unused_keys = [
+        row["key_id"] for row in request.rows if row.get("key_id") and row["key_id"] not in sealed
+    ]
     return counts
 
 
@@ -157,11 +173,13 @@ def redacted_row(row: dict, now: datetime.datetime) -> dict:
         "redacted_at": now,
         "sender_key": None,
         "recipient_key": None,
+        "key_id": None,
+        "sealed": None,
     }
 
 
 def _content(row: dict) -> tuple:
-    return tuple(row[field] for field in _COMPARED)
+    return tuple(row[field] for field in COMPARED)
 
 
 def _same(offered: dict, stored: dict) -> bool:
@@ -170,33 +188,6 @@ def _same(offered: dict, stored: dict) -> bool:
     if stored["redacted_at"] is not None:
         offered = redacted_row(offered, stored["redacted_at"])
     return _content(offered) == _content(stored)
-
-
-def _stored(names: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
-    """The records of `names` the store holds, as dicts of python values."""
-    wanted = set(names)
-    ids = sorted({transaction_id for transaction_id, _ in names})
-    fields = [getattr(Transaction, name) for name in _STORED]
-    found = {}
-    start = 0
-    for size in _chunks(len(ids)):
-        for raw in _FIND.execute(size, {"id": ids[start : start + size]}).fetchall():
-            if (raw[0], raw[1]) in wanted:
-                row = {f.name: f.python_value(v) for f, v in zip(fields, raw, strict=True)}
-                found[(raw[0], raw[1])] = row
-        start += size
-    return found
-
-
-def _chunks(count: int, largest: int = 512) -> list[int]:
-    """`count` as statement sizes that are powers of two (at most `largest`): a handful of
-    shapes, each prepared once."""
-    sizes = []
-    while count:
-        size = min(largest, 1 << (count.bit_length() - 1))
-        sizes.append(size)
-        count -= size
-    return sizes
 
 
 _INSERTED = (
@@ -212,23 +203,37 @@ _INSERTED = (
     "redacted_at",
     "sender_key",
     "recipient_key",
+    "key_id",
 )
 
 
 def _db_values(row: dict) -> tuple:
+    """The row's values as inserted: its personal fields sealed (`seal_rows`) unless it is
+    stored redacted."""
+    sealed = row.get("sealed")
+    if sealed is not None:
+        sender, recipient, body, details = sealed
+    else:
+        sender, recipient, body, details = (
+            row["sender"],
+            row["recipient"],
+            row["body"],
+            row["details"],
+        )
     return (
         row["id"],
         row["account"],
         row["product"],
         row["direction"],
         Transaction.created_at.db_value(row["created_at"]),
-        row["sender"],
-        row["recipient"],
-        row["body"],
-        Transaction.details.db_value(row["details"]),
+        sender,
+        recipient,
+        body,
+        Transaction.details.db_value(details),
         Transaction.redacted_at.db_value(row.get("redacted_at")),
         row["sender_key"],
         row["recipient_key"],
+        row.get("key_id"),
     )
 
 
@@ -242,15 +247,5 @@ _INSERT = PreparedQuery(
         )
         .on_conflict(conflict_target=[Transaction.id, Transaction.account], action="NOTHING")
         .returning(Transaction.id, Transaction.account)
-    )
-)
-
-
-_STORED = ("id", "account", "redacted_at", *_COMPARED)
-
-
-_FIND = PreparedQuery(
-    lambda mark, n: Transaction.select(*(getattr(Transaction, name) for name in _STORED)).where(
-        Transaction.id.in_([mark("id", i) for i in range(n)])
     )
 )

@@ -15,6 +15,7 @@ import peewee
 
 from models.records.account import Account
 from models.store.base import BaseModel, UTCDateTimeField
+from models.store.sealing import Sealer, place
 
 STATUSES = (
     "created",
@@ -101,6 +102,8 @@ class RedactionJob(BaseModel):
     validation_errors = peewee.IntegerField(default=0)
     idempotency_key = peewee.CharField(max_length=255, null=True)
     request_digest = peewee.CharField(max_length=64, null=True)
+    # The data key the job's numbers are sealed under (destroyed when the job finishes).
+    key_id = peewee.CharField(max_length=32, null=True)
     # Its `job.finished` entry in the account's erasure log, once finished.
     log_index = peewee.BigIntegerField(null=True)
 
@@ -136,18 +139,26 @@ class _DirectionField(peewee.CharField):
         return None if value == "" else super().python_value(value)
 
 
+def subject_place(job_seq: int, position: int) -> bytes:
+    """The associated data of a job's sealed number: the job and the object's position."""
+    return place("job", str(job_seq), str(position), "subject")
+
+
 class JobObject(BaseModel):
     """One object of a job: a transaction (id, product, direction) or a subject (the number
     as given, and its keyed hash). A subject's number is cleared when the job finishes."""
 
     job = peewee.ForeignKeyField(RedactionJob, on_delete="CASCADE")
+    job_id: int  # the job's seq, without loading the job
     position = peewee.IntegerField()
     transaction_id = peewee.CharField(max_length=64, null=True)
     product = peewee.CharField(max_length=20, null=True)
     direction = _DirectionField(max_length=10, default="")
-    subject = peewee.CharField(max_length=32, null=True)
+    subject = peewee.CharField(max_length=32, null=True)  # stores before sealing only
     subject_key = peewee.CharField(max_length=32, null=True)
     done = peewee.BooleanField(default=False)
+    # The number as given, sealed under the job's data key (models/store/sealing.py).
+    sealed_subject = peewee.TextField(null=True)
 
     class Meta:
         table_name = "redaction_job_object"
@@ -157,8 +168,13 @@ class JobObject(BaseModel):
             (("subject_key", "job"), True),
         )
 
-    def as_object(self) -> dict:
+    def as_object(self, key: bytes | None = None) -> dict:
+        """The object as the API shows it; a subject's number opened with the job's data
+        key (`key`), or CLEARED_SUBJECT once the job has forgotten it."""
         if self.transaction_id is None:
+            if self.sealed_subject is not None and key is not None:
+                where = subject_place(self.job_id, self.position)
+                return {"subject": Sealer(key).open(where, self.sealed_subject) or CLEARED_SUBJECT}
             return {"subject": self.subject or CLEARED_SUBJECT}
         return {
             "transaction": {

@@ -7,6 +7,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterable
 
+from models.erasure.suppression import suppress_digests
 from models.jobs.errors import (
     IdempotencyMismatch,
     InvalidJobRequest,
@@ -26,9 +27,9 @@ from models.jobs.job import (
     log_transition,
     transition,
 )
-from models.records.products import DIRECTIONS, PRODUCTS, direction_of
+from models.jobs.objects import store_objects
 from models.store.base import database
-from models.store.prepared import PreparedQuery
+from models.store.sealing import Sealer
 from models.store.state import current_store
 
 
@@ -49,6 +50,7 @@ def create_job(
     idempotency_key: str | None = None,
     request_body: dict | None = None,
     admit: Callable[[], None] | None = None,
+    suppress: bool = False,
 ) -> tuple[RedactionJob, bool]:
     """Store a new job in status `created`, its objects streamed from the iterables in
     batches (a job may name millions of records). Returns (job, created): with an
@@ -57,10 +59,56 @@ def create_job(
     returns it). All or nothing: raises TooManyJobs, IdempotencyMismatch or
     InvalidJobRequest (no object, an unknown product, a subject that is not a phone
     number), or whatever `admit()` raises (called before a new job is stored: the
-    queue's admission check), and stores nothing."""
+    queue's admission check), and stores nothing. With `suppress`, the job's numbers are
+    suppressed for the account as it is stored (models/erasure/suppression.py): records
+    carrying them are refused from then on, whatever becomes of the job."""
     if validation_behavior not in BEHAVIORS:
         raise InvalidJobRequest(f"validation_behavior must be one of {', '.join(BEHAVIORS)}")
     digest = _request_digest(request_body) if idempotency_key is not None else None
+    # The key its numbers are sealed under, committed to the key store before them.
+    keystore = current_store().keystore
+    [(key_id, key)] = keystore.create(1)
+    try:
+        job, created = _stored_job(
+            api_key,
+            transactions,
+            subjects,
+            validation_behavior,
+            description,
+            run_at,
+            now,
+            max_unfinished,
+            idempotency_key,
+            digest,
+            admit,
+            key_id,
+            key,
+            suppress,
+        )
+    except BaseException:
+        keystore.discard([key_id])
+        raise
+    if not created:
+        keystore.discard([key_id])
+    return job, created
+
+
+def _stored_job(
+    api_key,
+    transactions,
+    subjects,
+    validation_behavior,
+    description,
+    run_at,
+    now,
+    max_unfinished,
+    idempotency_key,
+    digest,
+    admit,
+    key_id,
+    key,
+    suppress,
+) -> tuple[RedactionJob, bool]:
     with database.atomic():
         if idempotency_key is not None:
             existing = RedactionJob.get_or_none(
@@ -92,92 +140,16 @@ def create_job(
             run_at=run_at,
             idempotency_key=idempotency_key,
             request_digest=digest,
+            key_id=key_id,
         )
-        counts = _store_objects(job, transactions, subjects)
+        digests: list[str] | None = [] if suppress else None
+        counts = store_objects(job, transactions, subjects, Sealer(key), digests)
+        if digests:
+            suppress_digests(api_key, digests, now=now, source="job", trace_id=job.id)
         job.transactions, job.subjects = counts
         job.save(only=[RedactionJob.transactions, RedactionJob.subjects])
     log_transition(job, None, "created")
     return job, True
-
-
-def _store_objects(
-    job: RedactionJob,
-    transactions: Iterable[TransactionRef],
-    subjects: Iterable[str],
-    batch_size: int = 1000,
-) -> tuple[int, int]:
-    """Insert the objects in batches; returns how many transactions and subjects the job
-    names. An object named again as before (the same number in another format, too) is
-    stored once; a transaction id named with another product or type is a second object
-    (which validation will find unknown)."""
-    subject_key = current_store().subject_key
-    position = 0
-    batch: list[tuple] = []
-
-    def flush() -> int:
-        if not batch:
-            return 0
-        stored = _INSERT_OBJECTS.execute(len(batch), {"o": batch}).rowcount
-        batch.clear()
-        return stored
-
-    transactions_stored = 0
-    for ref in transactions:
-        if ref.product not in PRODUCTS:
-            raise InvalidJobRequest(f"transaction {ref.id}: no product {ref.product!r}")
-        if ref.type is not None and ref.type not in DIRECTIONS:
-            raise InvalidJobRequest(f"transaction {ref.id}: no type {ref.type!r}")
-        batch.append(
-            (
-                job.seq,
-                position,
-                ref.id,
-                ref.product,
-                direction_of(ref.product, ref.type) or "",
-                None,
-                None,
-                False,
-            )
-        )
-        position += 1
-        if len(batch) >= batch_size:
-            transactions_stored += flush()
-    transactions_stored += flush()
-    subjects_stored = 0
-    for index, number in enumerate(subjects):
-        key = subject_key.hash(number)
-        if key is None:
-            raise InvalidJobRequest(
-                f"subjects[{index}] is not a phone number (7 to 15 "
-                "digits, optionally with '+' and separators)"
-            )
-        batch.append((job.seq, position, None, None, "", number, key, False))
-        position += 1
-        if len(batch) >= batch_size:
-            subjects_stored += flush()
-    subjects_stored += flush()
-    if not transactions_stored + subjects_stored:
-        raise InvalidJobRequest("a job names at least one transaction or subject")
-    return transactions_stored, subjects_stored
-
-
-_OBJECT_FIELDS = (
-    JobObject.job,
-    JobObject.position,
-    JobObject.transaction_id,
-    JobObject.product,
-    JobObject.direction,
-    JobObject.subject,
-    JobObject.subject_key,
-    JobObject.done,
-)
-# Built once per batch size (see PreparedQuery); values go in as the database stores them.
-_INSERT_OBJECTS = PreparedQuery(
-    lambda mark, n: JobObject.insert_many(
-        [[mark("o", i, j) for j in range(len(_OBJECT_FIELDS))] for i in range(n)],
-        fields=_OBJECT_FIELDS,
-    ).on_conflict_ignore()
-)
 
 
 def _request_digest(body: dict | None) -> str:

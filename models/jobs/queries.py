@@ -11,6 +11,7 @@ from models.jobs.errors import JobNotFound
 from models.jobs.job import JobObject, JobValidationError, RedactionJob
 from models.store.base import find_owned
 from models.store.pages import Page, newest_first, paginate
+from models.store.state import current_store
 
 
 def find_job(job_id: str, api_key: str | None = None) -> RedactionJob:
@@ -48,12 +49,20 @@ def _epoch(moment: datetime.datetime | None) -> int | None:
 def shown_objects(job: RedactionJob) -> Iterator[tuple[str, object]]:
     """The job's objects as the API shows them, in order, streamed: ("transactions",
     {"id", "product", "type"}) or ("subjects", number), named by the list each joins."""
+    key = job_key(job)
     for item in iter_objects(job):
-        shown = item.as_object()
+        shown = item.as_object(key)
         if "transaction" in shown:
             yield "transactions", shown["transaction"]
         else:
             yield "subjects", shown["subject"]
+
+
+def job_key(job: RedactionJob) -> bytes | None:
+    """The data key the job's numbers are sealed under; None once it is destroyed."""
+    if job.key_id is None:
+        return None
+    return current_store().keystore.fetch([job.key_id]).get(job.key_id)
 
 
 def iter_objects(job: RedactionJob) -> Iterator[JobObject]:

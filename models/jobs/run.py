@@ -222,9 +222,12 @@ def finish_cancel(job: RedactionJob, now: datetime.datetime) -> None:
 def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime) -> None:
     """Move a job to a final status, its webhook event written with it; a finished job
     keeps no number, not even hashed."""
+    # The key its numbers are sealed under goes first, durably: no copy opens them after.
+    if job.key_id is not None:
+        current_store().keystore.destroy([job.key_id], now)
     with database.atomic():
         (
-            JobObject.update(subject=None, subject_key=None)
+            JobObject.update(subject=None, subject_key=None, sealed_subject=None)
             .where((JobObject.job == job.seq) & JobObject.subject_key.is_null(False))
             .execute()
         )

@@ -80,6 +80,7 @@ class JobsService:
         run_at: datetime.datetime | None = None,
         idempotency_key: str | None = None,
         request_body: dict | None = None,
+        suppress: bool = False,
     ) -> tuple[RedactionJob, bool]:
         """Store a job and queue its validation; returns (job, created). Admitted only if
         the account has fewer than `max_active_jobs` unfinished jobs (TooManyJobs) and the
@@ -97,6 +98,7 @@ class JobsService:
             idempotency_key=idempotency_key,
             request_body=request_body,
             admit=self.queue.check_room,
+            suppress=suppress,
         )
         if not created:
             return job, False

@@ -159,11 +159,13 @@ def _redaction_body(api_key: str, index: int, at: str, fields: dict, cache: dict
         parts = cache[kind] = (
             f'{{"account":{_string(api_key)},"at":"{at}",'
             f'"fields":[{",".join(map(_string, fields["fields"]))}],"index":',
-            f',"job":{_optional(fields["job"])},"kind":"redaction","record":{{"id":',
+            f',"job":{_optional(fields["job"])},"key":',
+            ',"kind":"redaction","record":{"id":',
             f',"product":{_string(record["product"])},"type":{_optional(record["type"])}}},'
             f'"source":{_string(fields["source"])},"trace_id":{_string(fields["trace_id"])}}}',
         )
-    return f"{parts[0]}{index}{parts[1]}{_string(record['id'])}{parts[2]}"
+    key = _optional(fields.get("key"))
+    return f"{parts[0]}{index}{parts[1]}{key}{parts[2]}{_string(record['id'])}{parts[3]}"
 
 
 def _locked_state(api_key: str) -> Any:

@@ -44,6 +44,9 @@ class Transaction(BaseModel):
     # Keyed hashes of the two numbers (models/store/keys.py), cleared by redaction.
     sender_key = peewee.CharField(max_length=32, null=True)
     recipient_key = peewee.CharField(max_length=32, null=True)
+    # The data key the personal fields are sealed under (models/records/sealed.py), in the
+    # key store; None for a record stored before sealing (until `redact migrate` seals it).
+    key_id = peewee.CharField(max_length=32, null=True)
 
     PERSONAL_COLUMNS = ("sender", "recipient", "body")
     SUBJECT_COLUMNS = ("sender_key", "recipient_key")

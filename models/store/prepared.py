@@ -107,3 +107,14 @@ def _segments(slots: list[tuple]) -> list[tuple]:
             segments.append(("cell", name, None))
             index += 1
     return segments
+
+
+def statement_sizes(count: int, largest: int = 512) -> list[int]:
+    """`count` as statement sizes that are powers of two (at most `largest`): a handful of
+    shapes, each prepared once."""
+    sizes = []
+    while count:
+        size = min(largest, 1 << (count.bit_length() - 1))
+        sizes.append(size)
+        count -= size
+    return sizes

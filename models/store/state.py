@@ -23,7 +23,9 @@ from playhouse.pool import PooledDatabase
 from models.errors import NoSigningKey
 from models.store.base import database
 from models.store.group_commit import GroupCommit, ProcessWriteLock
+from models.store.kek import EnvKeks, FileKeks, KeyEncryptionKeys, kek_file
 from models.store.keys import SigningKey, SubjectKey, signing_key_file, subject_key_file
+from models.store.keystore import KeyStore, keystore_file
 
 SQLITE_PRAGMAS = {
     "journal_mode": "truncate",
@@ -45,6 +47,8 @@ class Store:
     database: peewee.Database
     group_commit: GroupCommit
     subject_key: SubjectKey
+    # The data keys personal fields are sealed under, in a database of their own.
+    keystore: KeyStore
     # Signs tree heads and receipts (models/proof/signing.py); None on PostgreSQL without
     # REDACT_SIGNING_KEY, where signing fails with NoSigningKey.
     signing_key: SigningKey | None = None
@@ -59,6 +63,7 @@ class Store:
         thread (after what is queued has committed), the lock file, every pooled
         connection. Like Peewee's pool, a store used again opens what it needs."""
         self.group_commit.close()
+        self.keystore.close()
         # Idle connections only: one another thread is using (a job's batch as a server
         # stops) is given back by it, not pulled from under it.
         if isinstance(self.database, PooledDatabase):
@@ -106,6 +111,9 @@ def open_store(
     max_connections: int = 64,
     subject_key: bytes | None = None,
     signing_key: str | None = None,
+    keystore_url: str | None = None,
+    kek: str | None = None,
+    kek_path: str | None = None,
 ) -> Store:
     """Open the database at `url` (sqlite:///path or postgresql://...) behind the proxy, and
     make it the current store.
@@ -145,7 +153,36 @@ def open_store(
         signer = SigningKey.from_file(signing_key_file(db.database))
     elif scheme == "sqlite":
         signer = SigningKey.generate()
+    keystore = KeyStore.open(
+        _keystore_url(scheme, db.database, keystore_url),
+        _keks(kek, kek_path, keystore_url, db.database),
+    )
     lock = ProcessWriteLock(f"{db.database}.lock") if scheme == "sqlite" else None
     database.initialize(db)
-    _current = Store(db, GroupCommit(db, lock), key, signer)
+    _current = Store(db, GroupCommit(db, lock), key, keystore, signer)
     return _current
+
+
+def _keystore_url(scheme: str, path: str, given: str | None) -> str:
+    if given:
+        return given
+    if scheme != "sqlite" or path == ":memory:":
+        raise ValueError(
+            "a PostgreSQL or in-memory store needs a key store apart from it (REDACT_KEYSTORE_URL)"
+        )
+    return f"sqlite:///{keystore_file(path)}"
+
+
+def _keks(
+    kek: str | None, kek_path: str | None, keystore_url: str | None, path: str
+) -> KeyEncryptionKeys:
+    if kek:
+        return EnvKeks(kek)
+    if kek_path:
+        return FileKeks(kek_path)
+    if keystore_url and not keystore_url.startswith("sqlite:///"):
+        raise ValueError(
+            "a key store on PostgreSQL needs its KEKs named (REDACT_KEK or REDACT_KEK_FILE)"
+        )
+    keystore_path = keystore_url.split(":///", 1)[1] if keystore_url else keystore_file(path)
+    return FileKeks(kek_file(keystore_path))

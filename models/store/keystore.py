@@ -1,0 +1,237 @@
+"""The key store: the data keys personal fields are encrypted under, in a database of its
+own (never the data store's), each wrapped by a key-encryption key (models/store/kek.py).
+
+Erasure destroys a data key: its row keeps the id and when it was destroyed (a tombstone,
+so receipts can name it) and loses the wrapped key. `destroy` returns only once that is
+durable, and erases for real: on SQLite the key store runs in WAL mode with
+`secure_delete` (the destroyed key's bytes are zeroed in the page that replaces it) and the
+WAL is checkpointed and truncated after each destruction, so no earlier frame holds the
+key; on PostgreSQL the maintenance pass vacuums the table (models/worker/maintenance.py).
+
+Data keys are never cached: each read unwraps what it needs, so a key is unusable in every
+process the moment its destruction commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterable, Iterator, Sequence
+
+import peewee
+from playhouse.db_url import connect
+
+from models.store.base import UTCDateTimeField
+from models.store.kek import KEY_BYTES, KeyEncryptionKeys
+
+# Bound to no database: each query of the key store names its own (`Query.bind`), so that
+# several key stores (a live one, a copy) can be open in one process.
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "full",
+    "secure_delete": "on",
+    "busy_timeout": 10000,
+}
+
+
+class _KeyModel(peewee.Model):
+    class Meta:
+        legacy_table_names = False
+
+
+class DataKey(_KeyModel):
+    """One data key: wrapped under a KEK while it lives, a tombstone once destroyed."""
+
+    id = peewee.CharField(max_length=32, primary_key=True)
+    kek = peewee.CharField(max_length=40, null=True, index=True)
+    wrapped = peewee.BlobField(null=True)
+    destroyed_at = UTCDateTimeField(null=True)
+
+
+class KeySecret(_KeyModel):
+    """A named secret of the service kept with the data keys (e.g. the suppression list's
+    hash key), wrapped the same way."""
+
+    name = peewee.CharField(max_length=40, primary_key=True)
+    kek = peewee.CharField(max_length=40)
+    wrapped = peewee.BlobField()
+
+
+KEY_MODELS = (DataKey, KeySecret)
+
+
+def new_key_id() -> str:
+    return os.urandom(16).hex()
+
+
+def new_data_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+class KeyStore:
+    """The open key store: its database and the KEKs its keys are wrapped with."""
+
+    def __init__(self, db: peewee.Database, keks: KeyEncryptionKeys):
+        self.db = db
+        self.keks = keks
+        self.sqlite = isinstance(db, peewee.SqliteDatabase)
+        p = db.param
+        self._sql_fetch = "SELECT id, kek, wrapped FROM data_key WHERE id IN ({})"
+        self.param = p
+        self._sql_insert = "INSERT INTO data_key (id, kek, wrapped) VALUES " + f"({p}, {p}, {p})"
+        self._sql_destroy = (
+            f"UPDATE data_key SET kek = NULL, wrapped = NULL, destroyed_at = {p} "
+            "WHERE id IN ({}) AND destroyed_at IS NULL"
+        )
+
+    @classmethod
+    def open(cls, url: str, keks: KeyEncryptionKeys, max_connections: int = 64) -> KeyStore:
+        scheme, rest = url.split("://", 1)
+        scheme = {"postgres": "postgresql"}.get(scheme, scheme)
+        options: dict = {"max_connections": max_connections, "stale_timeout": 300}
+        if scheme == "sqlite":
+            options.update(pragmas=SQLITE_PRAGMAS, timeout=10, check_same_thread=False)
+        elif "connect_timeout=" not in rest:
+            options["connect_timeout"] = 5
+        db = connect(f"{scheme}+pool://{rest}", **options)
+        return cls(db, keks)
+
+    @contextlib.contextmanager
+    def connected(self) -> Iterator[None]:
+        """A connection for the block (the thread's own if it holds one already)."""
+        if self.db.is_closed():
+            with self.db.connection_context():
+                yield
+        else:
+            yield
+
+    def create_tables(self) -> None:
+        with self.connected(), self.db.bind_ctx(KEY_MODELS):
+            self.db.create_tables(KEY_MODELS, safe=True)
+
+    def close(self) -> None:
+        close_idle = getattr(self.db, "close_idle", None)
+        if close_idle is not None:
+            close_idle()
+        self.db.close()
+
+    # --- data keys ---
+
+    def create(self, count: int) -> list[tuple[str, bytes]]:
+        """`count` new data keys as (id, key), stored (wrapped) and committed durably
+        before this returns: data encrypted under them may be written after."""
+        made = [(new_key_id(), new_data_key()) for _ in range(count)]
+        rows = []
+        for key_id, key in made:
+            kek, wrapped = self.keks.wrap(key_id, key)
+            rows.append((key_id, kek, wrapped))
+        with self.connected(), self.db.atomic():
+            for chunk in chunks(rows, 300):
+                sql = self._sql_insert + f", ({self.param}, {self.param}, {self.param})" * (
+                    len(chunk) - 1
+                )
+                self.db.execute_sql(sql, [value for row in chunk for value in row])
+        return made
+
+    def fetch(self, key_ids: Iterable[str]) -> dict[str, bytes]:
+        """The live data keys among `key_ids`, unwrapped; a destroyed key, or one whose
+        KEK is gone, is absent."""
+        wanted = sorted(set(key_ids))
+        found: dict[str, bytes] = {}
+        if not wanted:
+            return found
+        with self.connected():
+            for chunk in chunks(wanted, 500):
+                sql = self._sql_fetch.format(", ".join([self.param] * len(chunk)))
+                for key_id, kek, wrapped in self.db.execute_sql(sql, chunk).fetchall():
+                    if wrapped is None:
+                        continue
+                    key = self.keks.unwrap(kek, key_id, bytes(wrapped))
+                    if key is not None:
+                        found[key_id] = key
+        return found
+
+    def destroy(self, key_ids: Sequence[str], now: datetime.datetime) -> None:
+        """Destroy these data keys, durably, before returning (unknown or destroyed ids
+        are skipped); then truncate SQLite's WAL, so no earlier frame holds them."""
+        if not key_ids:
+            return
+        stamp = DataKey.destroyed_at.db_value(now)
+        with self.connected():
+            with self.db.atomic():
+                for chunk in chunks(sorted(set(key_ids)), 500):
+                    sql = self._sql_destroy.format(", ".join([self.param] * len(chunk)))
+                    self.db.execute_sql(sql, [stamp, *chunk])
+            if self.sqlite:
+                self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def discard(self, key_ids: Sequence[str]) -> None:
+        """Delete keys that never protected stored data (records that were not stored)."""
+        if not key_ids:
+            return
+        with self.connected(), self.db.atomic():
+            for chunk in chunks(sorted(set(key_ids)), 500):
+                DataKey.delete().where(DataKey.id.in_(chunk)).bind(self.db).execute()
+
+    def destroyed(self, key_ids: Iterable[str]) -> set[str]:
+        """Which of `key_ids` are destroyed (or unknown here)."""
+        wanted = sorted(set(key_ids))
+        live: set[str] = set()
+        with self.connected():
+            for chunk in chunks(wanted, 500):
+                query = (
+                    DataKey.select(DataKey.id)
+                    .where(DataKey.id.in_(chunk) & DataKey.wrapped.is_null(False))
+                    .bind(self.db)
+                )
+                live.update(row.id for row in query)
+        return set(wanted) - live
+
+    # --- secrets ---
+
+    def secret(self, name: str) -> bytes:
+        """The named secret, made (32 random bytes) and stored the first time."""
+        with self.connected():
+            for _ in range(2):
+                row = KeySecret.select().where(KeySecret.name == name).bind(self.db).first()
+                if row is not None:
+                    key = self.keks.unwrap(row.kek, f"secret:{name}", bytes(row.wrapped))
+                    if key is None:
+                        raise RuntimeError(f"the key store's {name} secret cannot be unwrapped")
+                    return key
+                kek, wrapped = self.keks.wrap(f"secret:{name}", new_data_key())
+                insert = KeySecret.insert(name=name, kek=kek, wrapped=wrapped)
+                insert.on_conflict_ignore().bind(self.db).execute()
+        raise RuntimeError(f"the key store's {name} secret cannot be stored")
+
+    def live_count(self) -> int:
+        with self.connected():
+            return DataKey.select().where(DataKey.wrapped.is_null(False)).bind(self.db).count()
+
+    def vacuum(self) -> None:
+        """Reclaim destroyed keys' old row versions (PostgreSQL) or WAL frames (SQLite)."""
+        with self.connected():
+            if self.sqlite:
+                self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                return
+            conn = self.db.connection()
+            conn.rollback()
+            autocommit = conn.autocommit
+            try:
+                conn.autocommit = True
+                self.db.execute_sql('VACUUM "data_key"')
+                self.db.execute_sql('VACUUM "key_secret"')
+            finally:
+                conn.autocommit = autocommit
+
+
+def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def keystore_file(database_path: str) -> str:
+    """Where an SQLite store without REDACT_KEYSTORE_URL keeps its key store: beside it."""
+    return f"{database_path}.keystore"
