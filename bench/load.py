@@ -71,11 +71,13 @@ from run import (
     BenchError,
     free_port,
     log_problems,
+    open_bench_store,
     prepare_postgres_and_redis,
     stop,
+    store_env,
 )
 
-from models import MODELS, Account, open_store
+from models import MODELS, Account
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "app" / "gunicorn_conf.py"
@@ -104,7 +106,7 @@ def record_id(account: int, number: int) -> str:
 
 def prepare(accounts: int, per_account: int) -> None:
     """Fresh tables, the accounts, and `per_account` old-enough SMS records each (COPY)."""
-    db = open_store(PG_URL, subject_key=SUBJECT_KEY.encode()).database
+    db = open_bench_store(PG_URL).database
     with db.connection_context():
         db.drop_tables(MODELS, safe=True)
         db.create_tables(MODELS)
@@ -159,6 +161,7 @@ def service(log_path: pathlib.Path):
         "RATELIMIT_STORAGE_URI": REDIS_URL,
         "REDACT_QUEUE_URL": REDIS_URL,
         "REDACT_METRICS_TOKEN": METRICS_TOKEN,
+        **store_env(PG_URL),
     }
     subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, env=env, check=True)
     with log_path.open("wb") as log:

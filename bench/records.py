@@ -255,11 +255,10 @@ def plain_insert(work: pathlib.Path, records: list[list[dict]]) -> dict:
 
 
 def differing_rows(api_path: pathlib.Path, insert_path: pathlib.Path) -> int:
-    """Rows of one file that the other does not hold the same (every stored column)."""
-    columns = (
-        "id, api_key, product, direction, created_at, sender, recipient, body, details, "
-        "redacted_at, sender_key, recipient_key"
-    )
+    """Rows of one file that the other does not hold the same (every stored column but the
+    personal ones, which the service seals under keys of its own: the plain insert is the
+    floor of storing in clear)."""
+    columns = "id, api_key, product, direction, created_at, redacted_at, sender_key, recipient_key"
     connection = sqlite3.connect(api_path)
     connection.execute("ATTACH DATABASE ? AS other", (str(insert_path),))
     differing = sum(

@@ -112,7 +112,7 @@ WORKERS = 2
 WRK_THREADS = 2
 WARMUP_SECONDS = 2
 MAX_RATE = 6000  # req/s assumed when reserving fresh ids for a wrk run
-INSERT_CHUNK = 1000
+INSERT_CHUNK = 20000
 START_TIMEOUT = 60
 
 PACED_RATE = 170
@@ -130,6 +130,10 @@ NPM_TIMEOUT = 600
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 PG_DATABASE = "redact_bench"
 PG_URL = f"postgresql://postgres@127.0.0.1:5432/{PG_DATABASE}"
+# PostgreSQL's key store: a database of its own (made if missing), the KEK given.
+PG_KEYS_DATABASE = "redact_bench_keys"
+PG_KEYS_URL = f"postgresql://postgres@127.0.0.1:5432/{PG_KEYS_DATABASE}"
+BENCH_KEK = "3c" * 32
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
 # The service under load: the limiter counts but never refuses.
@@ -271,43 +275,67 @@ class RedactPlan:
 # ------------------------------------------------------------------------------ database
 
 
-def prepare_database(url: str, record_count: int) -> None:
-    """Fresh tables, the bench account and `record_count` unredacted, old-enough SMS."""
-    from models import MODELS, Account, Transaction, open_store
+def store_env(url: str) -> dict[str, str]:
+    """What the service needs beside DATABASE_URL: on PostgreSQL, its key store and KEK."""
+    if url.startswith("sqlite"):
+        return {}
+    return {"REDACT_KEYSTORE_URL": PG_KEYS_URL, "REDACT_KEK": BENCH_KEK}
 
-    db = open_store(url, subject_key=SUBJECT_KEY.encode()).database
+
+def open_bench_store(url: str):
+    from models import open_store
+
+    extra = store_env(url)
+    return open_store(
+        url,
+        subject_key=SUBJECT_KEY.encode(),
+        keystore_url=extra.get("REDACT_KEYSTORE_URL"),
+        kek=extra.get("REDACT_KEK"),
+    )
+
+
+def prepare_database(url: str, record_count: int) -> None:
+    """Fresh tables, the bench account and `record_count` unredacted, old-enough SMS,
+    stored as `redact transactions load` stores them (sealed, a data key each)."""
+    from models import MODELS, Account, load_records
+    from models.store.keystore import KEY_MODELS
+
+    store = open_bench_store(url)
+    db, keys = store.database, store.keystore.db
     created_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=2)
+    with keys.connection_context(), keys.bind_ctx(KEY_MODELS):
+        keys.drop_tables(KEY_MODELS, safe=True)
+        keys.create_tables(KEY_MODELS)
     with db.connection_context():
         db.drop_tables(MODELS, safe=True)
         db.create_tables(MODELS)
         Account.register(API_KEY, API_SECRET)
         for start in range(0, record_count, INSERT_CHUNK):
             numbers = range(start, min(start + INSERT_CHUNK, record_count))
-            with db.atomic():
-                Transaction.insert_many([_record(n, created_at) for n in numbers]).execute()
-    db.close_all()
+            load_records(_record(n, created_at) for n in numbers)
+    store.close()
 
 
-def _record(number: int, created_at: datetime.datetime) -> dict:
-    return {
-        "id": record_id(number),
-        "account": API_KEY,
-        "product": "sms",
-        "direction": "outbound",
-        "created_at": created_at,
-        "sender": "447700900001",
-        "recipient": "447700900002",
-        "body": BODY,
-        "details": None,
-        "redacted_at": None,
-    }
+def _record(number: int, created_at: datetime.datetime) -> str:
+    return json.dumps(
+        {
+            "id": record_id(number),
+            "api_key": API_KEY,
+            "product": "sms",
+            "type": "outbound",
+            "created_at": created_at.isoformat(),
+            "from": "447700900001",
+            "to": "447700900002",
+            "text": BODY,
+        }
+    )
 
 
 def count_redacted(url: str, ids: IdRange) -> int:
     """How many records of `ids` are marked redacted and hold no message text any more."""
-    from models import REDACTED, Transaction, open_store
+    from models import REDACTED, Transaction
 
-    db = open_store(url, subject_key=SUBJECT_KEY.encode()).database
+    db = open_bench_store(url).database
     with db.connection_context():
         count = (
             Transaction.select()
@@ -335,9 +363,10 @@ def prepare_postgres_and_redis() -> str | None:
     try:
         connection.autocommit = True  # CREATE DATABASE refuses to run in a transaction
         with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,))
-            if cursor.fetchone() is None:
-                cursor.execute(f"CREATE DATABASE {PG_DATABASE}")
+            for name in (PG_DATABASE, PG_KEYS_DATABASE):
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f"CREATE DATABASE {name}")
     finally:
         connection.close()
     try:
@@ -453,14 +482,20 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve(command: list[str], port: int, env: dict[str, str], log_path: pathlib.Path):
-    """Run a server and yield it once it answers; always stop its whole process group on
-    leaving."""
+def serve(
+    command: list[str],
+    port: int,
+    env: dict[str, str],
+    log_path: pathlib.Path,
+    cwd: pathlib.Path = ROOT,
+):
+    """Run a server (in `cwd`, the source tree it serves) and yield it once it answers;
+    always stop its whole process group on leaving."""
     with log_path.open("ab") as log:
         launched = time.monotonic()
         server = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -724,6 +759,7 @@ def measure_service(
     plan = RedactPlan.reserve(allocator, args.duration)
     prepare_database(database_url, allocator.used)
     env = {**SERVICE_ENV, "DATABASE_URL": database_url, "RATELIMIT_STORAGE_URI": storage_uri}
+    env.update(store_env(database_url))
     port = free_port()
     with serve(service_command(port), port, env, log_path) as served:
         url = served.base_url + PATH

@@ -10,7 +10,7 @@ import peewee
 import pytest
 
 from models import MODELS, Account, Transaction, create_tables, current_store, database
-from tests.support import FIRST_RELEASE, store_at
+from tests.support import FIRST_RELEASE, cli, files_containing, opened, store_at
 
 
 def _make_first_release(url: str, tmp_path) -> None:
@@ -58,3 +58,26 @@ def test_an_earlier_store_is_upgraded_and_its_numbers_indexed(database_url, tmp_
             assert Transaction.select().where(Transaction.id == "OLD1").count() == 2
             with pytest.raises(peewee.IntegrityError), database.atomic():
                 Transaction.insert(id="OLD1", account="acct0001", **row).execute()
+
+
+def test_migrate_seals_the_records_an_earlier_store_holds_in_clear(env, tmp_path):
+    """`redact migrate` (the release step) seals what was stored in clear, with its
+    progress on stderr; after it no file of the store holds the fields, the records read
+    as before, and a second run has nothing left to do."""
+    path = tmp_path / "cli.db"
+    connection = sqlite3.connect(path)
+    connection.executescript(FIRST_RELEASE)
+    connection.close()
+    assert files_containing(path, b"+44 7700 900777") == ["cli.db"]
+
+    first = cli(env, "migrate", check=True)
+    assert "sealed 2 of 2 records" in first.stderr
+    assert "sealed 2 records" in first.stdout
+    assert files_containing(path, b"+44 7700 900777") == []
+    assert files_containing(path, b"hello") == []
+    with store_at(env["DATABASE_URL"]), database.connection_context():
+        old1 = opened(Transaction.get(Transaction.id == "OLD1"))
+        assert (old1.sender, old1.recipient, old1.body) == ("Vonage", "+44 7700 900777", "hello")
+        assert old1.key_id is not None
+    again = cli(env, "migrate", check=True)
+    assert "sealed" not in again.stdout + again.stderr

@@ -135,12 +135,24 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
     if not to_scrub:
         return outcomes
 
-    # The keys first, durably: once they are gone, no copy of these records opens, and a
-    # crash before the scrub commits leaves nothing readable (the retry scrubs).
+    # The keys are destroyed, durably, before this transaction commits: once they are
+    # gone no copy of these records opens, and a crash before the scrub commits leaves
+    # nothing readable (the retry scrubs). The key store commits in its own thread while
+    # the scrub's statements run here.
     keys = {name: rows[name].key_id for name in to_scrub}
-    current_store().keystore.destroy(
+    destroying = current_store().keystore.destroying(
         [key for key in keys.values() if key], max(r.now for r in requests)
     )
+    try:
+        _scrub_and_audit(requests, outcomes, to_scrub, fields, keys, positions)
+    finally:
+        destroying.result()  # raises if the keys are not destroyed: nothing commits then
+    return outcomes
+
+
+def _scrub_and_audit(requests, outcomes, to_scrub, fields, keys, positions) -> None:
+    """The scrub of `to_scrub`, and the audit and log entries of what it scrubbed
+    (`outcomes` of those a concurrent transaction scrubbed first become False)."""
     now = Transaction.redacted_at.db_value(max(r.now for r in requests))
     values = {"now": now, "scrub": list(to_scrub.values())}
     scrubbed = set(map(tuple, _SCRUB.execute(len(to_scrub), values)))  # (id, account)
@@ -170,7 +182,6 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
         logged = audit_redactions(redacted, max(r.now for r in requests))
         if positions is not None:
             positions.extend(logged)
-    return outcomes
 
 
 def _cutoff(cache: dict, now: datetime.datetime, min_age_seconds: int):

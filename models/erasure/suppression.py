@@ -64,16 +64,9 @@ class Hasher:
         return hashed.hexdigest()
 
 
-_hashers: dict[int, Hasher] = {}
-
-
 def hasher() -> Hasher:
-    """The current store's hasher (its key read once per key store and process)."""
-    keystore = current_store().keystore
-    found = _hashers.get(id(keystore))
-    if found is None:
-        found = _hashers[id(keystore)] = Hasher(keystore.secret("suppression"))
-    return found
+    """The current store's hasher (its key read from the key store once per process)."""
+    return Hasher(current_store().keystore.secret("suppression"))
 
 
 def suppression_resource(row: Suppression) -> dict:

@@ -3,7 +3,7 @@ sealed fields opened)."""
 
 from __future__ import annotations
 
-from models.records.sealed import open_fields
+from models.records.sealed import open_row
 from models.records.transaction import Transaction
 from models.store.prepared import PreparedQuery, statement_sizes
 from models.store.state import current_store
@@ -28,16 +28,7 @@ def stored_records(names: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
     keys = current_store().keystore.fetch(row["key_id"] for row in found.values() if row["key_id"])
     for row in found.values():
         if row["key_id"] and row["redacted_at"] is None:
-            row["sender"], row["recipient"], row["body"], row["details"] = open_fields(
-                keys.get(row["key_id"]),
-                row["account"],
-                row["id"],
-                row["product"],
-                row["sender"],
-                row["recipient"],
-                row["body"],
-                row["details"],
-            )
+            open_row(row, keys.get(row["key_id"]))
     return found
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from models.erasure.suppression import refused
 from models.intake.schema import parse_records
-from models.records.sealed import seal_fields
+from models.records.sealed import seal_row
 from models.store.state import current_store
 
 
@@ -35,14 +35,5 @@ def seal_rows(rows: list[dict]) -> Prepared:
     keys = current_store().keystore.create(len(kept)) if kept else []
     for row, (key_id, key) in zip(kept, keys, strict=True):
         row["key_id"] = key_id
-        row["sealed"] = seal_fields(
-            key,
-            row["account"],
-            row["id"],
-            row["product"],
-            row["sender"],
-            row["recipient"],
-            row["body"],
-            row["details"],
-        )
+        row["sealed"] = seal_row(row, key)
     return Prepared(kept, sorted(refusals.items()))

@@ -65,89 +65,55 @@ def create_job(
     if validation_behavior not in BEHAVIORS:
         raise InvalidJobRequest(f"validation_behavior must be one of {', '.join(BEHAVIORS)}")
     digest = _request_digest(request_body) if idempotency_key is not None else None
-    # The key its numbers are sealed under, committed to the key store before them.
+    # The key its numbers are sealed under, committed to the key store before them (and
+    # discarded unless a new job keeps it).
     keystore = current_store().keystore
     [(key_id, key)] = keystore.create(1)
+    created = False
     try:
-        job, created = _stored_job(
-            api_key,
-            transactions,
-            subjects,
-            validation_behavior,
-            description,
-            run_at,
-            now,
-            max_unfinished,
-            idempotency_key,
-            digest,
-            admit,
-            key_id,
-            key,
-            suppress,
-        )
-    except BaseException:
-        keystore.discard([key_id])
-        raise
-    if not created:
-        keystore.discard([key_id])
-    return job, created
-
-
-def _stored_job(
-    api_key,
-    transactions,
-    subjects,
-    validation_behavior,
-    description,
-    run_at,
-    now,
-    max_unfinished,
-    idempotency_key,
-    digest,
-    admit,
-    key_id,
-    key,
-    suppress,
-) -> tuple[RedactionJob, bool]:
-    with database.atomic():
-        if idempotency_key is not None:
-            existing = RedactionJob.get_or_none(
-                (RedactionJob.account == api_key)
-                & (RedactionJob.idempotency_key == idempotency_key)
+        with database.atomic():
+            if idempotency_key is not None:
+                existing = RedactionJob.get_or_none(
+                    (RedactionJob.account == api_key)
+                    & (RedactionJob.idempotency_key == idempotency_key)
+                )
+                if existing is not None:
+                    # A finished job forgets its request (it may name numbers): same key,
+                    # same job.
+                    if existing.request_digest not in (None, digest):
+                        raise IdempotencyMismatch(idempotency_key)
+                    return existing, False
+            if admit is not None:
+                admit()
+            unfinished = (
+                RedactionJob.select()
+                .where((RedactionJob.account == api_key) & RedactionJob.status.in_(UNFINISHED))
+                .count()
             )
-            if existing is not None:
-                # A finished job forgets its request (it may name numbers): same key,
-                # same job.
-                if existing.request_digest not in (None, digest):
-                    raise IdempotencyMismatch(idempotency_key)
-                return existing, False
-        if admit is not None:
-            admit()
-        unfinished = (
-            RedactionJob.select()
-            .where((RedactionJob.account == api_key) & RedactionJob.status.in_(UNFINISHED))
-            .count()
-        )
-        if unfinished >= max_unfinished:
-            raise TooManyJobs(api_key, max_unfinished)
-        job = RedactionJob.create(
-            id=new_job_id(),
-            account=api_key,
-            status="created",
-            validation_behavior=validation_behavior,
-            description=description,
-            created=now,
-            run_at=run_at,
-            idempotency_key=idempotency_key,
-            request_digest=digest,
-            key_id=key_id,
-        )
-        digests: list[str] | None = [] if suppress else None
-        counts = store_objects(job, transactions, subjects, Sealer(key), digests)
-        if digests:
-            suppress_digests(api_key, digests, now=now, source="job", trace_id=job.id)
-        job.transactions, job.subjects = counts
-        job.save(only=[RedactionJob.transactions, RedactionJob.subjects])
+            if unfinished >= max_unfinished:
+                raise TooManyJobs(api_key, max_unfinished)
+            job = RedactionJob.create(
+                id=new_job_id(),
+                account=api_key,
+                status="created",
+                validation_behavior=validation_behavior,
+                description=description,
+                created=now,
+                run_at=run_at,
+                idempotency_key=idempotency_key,
+                request_digest=digest,
+                key_id=key_id,
+            )
+            digests: list[str] | None = [] if suppress else None
+            counts = store_objects(job, transactions, subjects, Sealer(key), digests)
+            if digests:
+                suppress_digests(api_key, digests, now=now, source="job", trace_id=job.id)
+            job.transactions, job.subjects = counts
+            job.save(only=[RedactionJob.transactions, RedactionJob.subjects])
+        created = True  # committed: the job keeps its key
+    finally:
+        if not created:
+            keystore.discard([key_id])
     log_transition(job, None, "created")
     return job, True
 

@@ -65,6 +65,28 @@ def open_fields(
     return values[0], values[1], values[2], details
 
 
+def seal_row(row: dict, key: bytes) -> tuple:
+    """`seal_fields` of a row as the intake reads it (account, id, product, sender, ...)."""
+    return seal_fields(key, *_fields(row))
+
+
+def open_row(row: dict, key: bytes | None) -> None:
+    """`open_fields` of a stored row (as the intake reads it), in place."""
+    row["sender"], row["recipient"], row["body"], row["details"] = open_fields(key, *_fields(row))
+
+
+def _fields(row: dict) -> tuple:
+    return (
+        row["account"],
+        row["id"],
+        row["product"],
+        row["sender"],
+        row["recipient"],
+        row["body"],
+        row["details"],
+    )
+
+
 def _open(sealer: Sealer | None, where: bytes, value):
     if value is None:
         return None

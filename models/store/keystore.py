@@ -3,10 +3,10 @@ own (never the data store's), each wrapped by a key-encryption key (models/store
 
 Erasure destroys a data key: its row keeps the id and when it was destroyed (a tombstone,
 so receipts can name it) and loses the wrapped key. `destroy` returns only once that is
-durable, and erases for real: on SQLite the key store runs in WAL mode with
-`secure_delete` (the destroyed key's bytes are zeroed in the page that replaces it) and the
-WAL is checkpointed and truncated after each destruction, so no earlier frame holds the
-key; on PostgreSQL the maintenance pass vacuums the table (models/worker/maintenance.py).
+durable, and erases for real: on SQLite the key store runs as the data store does, with
+`secure_delete` (the destroyed key's bytes are zeroed in the page that replaces it) and a
+rollback journal truncated at commit, so no file holds the (wrapped) key after it; on
+PostgreSQL the maintenance pass vacuums the table (models/worker/maintenance.py).
 
 Data keys are never cached: each read unwraps what it needs, so a key is unusable in every
 process the moment its destruction commits.
@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import peewee
 from playhouse.db_url import connect
@@ -28,8 +30,11 @@ from models.store.kek import KEY_BYTES, KeyEncryptionKeys
 # Bound to no database: each query of the key store names its own (`Query.bind`), so that
 # several key stores (a live one, a copy) can be open in one process.
 
+# As the data store (models/store/state.py): a rollback journal truncated at commit, so a
+# destroyed key's old page exists only while its transaction runs; no shared-memory file
+# (WAL's), whose mapping turns an unwritable file into a crash rather than an error.
 SQLITE_PRAGMAS = {
-    "journal_mode": "wal",
+    "journal_mode": "truncate",
     "synchronous": "full",
     "secure_delete": "on",
     "busy_timeout": 10000,
@@ -77,6 +82,9 @@ class KeyStore:
         self.db = db
         self.keks = keks
         self.sqlite = isinstance(db, peewee.SqliteDatabase)
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._secrets: dict[str, bytes] = {}
         p = db.param
         self._sql_fetch = "SELECT id, kek, wrapped FROM data_key WHERE id IN ({})"
         self.param = p
@@ -112,6 +120,10 @@ class KeyStore:
             self.db.create_tables(KEY_MODELS, safe=True)
 
     def close(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:  # what it was destroying, destroyed first
+            executor.shutdown(wait=True)
         close_idle = getattr(self.db, "close_idle", None)
         if close_idle is not None:
             close_idle()
@@ -159,13 +171,24 @@ class KeyStore:
         if not key_ids:
             return
         stamp = DataKey.destroyed_at.db_value(now)
-        with self.connected():
-            with self.db.atomic():
-                for chunk in chunks(sorted(set(key_ids)), 500):
-                    sql = self._sql_destroy.format(", ".join([self.param] * len(chunk)))
-                    self.db.execute_sql(sql, [stamp, *chunk])
-            if self.sqlite:
-                self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self.connected(), self.db.atomic():
+            for chunk in chunks(sorted(set(key_ids)), 500):
+                sql = self._sql_destroy.format(", ".join([self.param] * len(chunk)))
+                self.db.execute_sql(sql, [stamp, *chunk])
+
+    def destroying(self, key_ids: Sequence[str], now: datetime.datetime) -> Future:
+        """`destroy` begun in the key store's own thread, so that the caller's statements run
+        while the key store commits; the caller waits for the result before it commits
+        anything that relies on the keys being gone (the result raises what `destroy`
+        raised)."""
+        if not key_ids:
+            done: Future = Future()
+            done.set_result(None)
+            return done
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="keystore")
+            return self._executor.submit(self.destroy, list(key_ids), now)
 
     def discard(self, key_ids: Sequence[str]) -> None:
         """Delete keys that never protected stored data (records that were not stored)."""
@@ -192,7 +215,14 @@ class KeyStore:
     # --- secrets ---
 
     def secret(self, name: str) -> bytes:
-        """The named secret, made (32 random bytes) and stored the first time."""
+        """The named secret, made (32 random bytes) and stored the first time; kept in
+        this process once read (a secret is never destroyed, unlike a data key)."""
+        found = self._secrets.get(name)
+        if found is None:
+            found = self._secrets[name] = self._stored_secret(name)
+        return found
+
+    def _stored_secret(self, name: str) -> bytes:
         with self.connected():
             for _ in range(2):
                 row = KeySecret.select().where(KeySecret.name == name).bind(self.db).first()
@@ -211,11 +241,10 @@ class KeyStore:
             return DataKey.select().where(DataKey.wrapped.is_null(False)).bind(self.db).count()
 
     def vacuum(self) -> None:
-        """Reclaim destroyed keys' old row versions (PostgreSQL) or WAL frames (SQLite)."""
+        """Reclaim destroyed keys' old row versions (PostgreSQL; SQLite needs nothing)."""
+        if self.sqlite:
+            return
         with self.connected():
-            if self.sqlite:
-                self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-                return
             conn = self.db.connection()
             conn.rollback()
             autocommit = conn.autocommit

@@ -234,7 +234,8 @@ class JobQueue:
 
     def vacuum(self) -> list[str]:
         tables = vacuum_erased(database.obj)
-        logger.info("vacuumed %s", ", ".join(tables))
+        current_store().keystore.vacuum()  # the destroyed keys' old row versions
+        logger.info("vacuumed %s and the key store", ", ".join(tables))
         return tables
 
     def consumer(self, workers: int) -> huey.consumer.Consumer:
