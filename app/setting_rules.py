@@ -129,8 +129,12 @@ def effective_report(settings: Any) -> dict[str, Any]:
     path = settings.database_url.split(":///", 1)[-1]
     if not settings.subject_key:
         report["REDACT_SUBJECT_KEY"] = f"(key file {subject_key_file(path)})"
-    if not settings.keystore_url and settings.on_sqlite:
-        report["REDACT_KEYSTORE_URL"] = f"sqlite:///{keystore_file(path)}"
+    keystore = settings.keystore_url
+    if not keystore and settings.on_sqlite:
+        keystore = f"sqlite:///{keystore_file(path)}"
+    report["REDACT_KEYSTORE_URL"] = mask(keystore)
+    if not (settings.kek or settings.kek_file) and keystore.startswith("sqlite:///"):
+        report["REDACT_KEK_FILE"] = f"{keystore.split(':///', 1)[1]}.kek"
     if not settings.signing_key and settings.on_sqlite:
         report["REDACT_SIGNING_KEY"] = f"(key file {signing_key_file(path)})"
     return report

@@ -25,6 +25,7 @@ from tests.support import (
     add_account,
     add_records,
     files_containing,
+    postgres_keystore,
     record,
     store_at,
 )
@@ -54,12 +55,13 @@ def _backup_sqlite(source: pathlib.Path, target: pathlib.Path) -> None:
     subprocess.run(["sqlite3", str(source), f".backup '{target}'"], check=True)
 
 
-def _restored_postgres(tmp_path: pathlib.Path) -> str:
-    """pg_dump of the test store now, restored into a database of its own; its URL."""
+def _restored_postgres(tmp_path: pathlib.Path, source: str = POSTGRES_URL) -> str:
+    """pg_dump of the database at `source` now, restored into a database of its own
+    (`<source>_copy`); its URL."""
     dump = tmp_path / "store.dump"
-    subprocess.run(["pg_dump", "-Fc", "-f", str(dump), POSTGRES_URL], check=True)
-    base, _ = POSTGRES_URL.rsplit("/", 1)
-    name = "test_restored"
+    subprocess.run(["pg_dump", "-Fc", "-f", str(dump), source], check=True)
+    base, original = source.rsplit("/", 1)
+    name = f"{original}_copy"
     with contextlib.closing(psycopg2.connect(POSTGRES_URL)) as conn:
         conn.autocommit = True
         with conn.cursor() as cursor:
@@ -112,16 +114,20 @@ def test_a_backup_restored_after_a_redaction_opens_nothing_of_it(make_app, datab
 
 
 def test_a_key_store_copy_older_than_the_rotation_bound_unwraps_nothing(
-    make_app, sqlite_url, tmp_path
+    make_app, database_url, tmp_path
 ):
-    app = make_app(sqlite_url)
+    kek_path = str(tmp_path / "keks.json")  # a KEK file, which rotation rewrites
+    app = make_app(database_url, kek="", kek_file=kek_path)
     account = add_account("acct0001")
     add_records(*_records())
-    keystore_path = pathlib.Path(sqlite_url.split(":///", 1)[1] + ".keystore")
-    old = tmp_path / "old" / "keys.db"
-    old.parent.mkdir()
-    _backup_sqlite(keystore_path, old)
     store = app.services.store
+    if database_url.startswith("sqlite"):
+        old_path = tmp_path / "old" / "keys.db"
+        old_path.parent.mkdir()
+        _backup_sqlite(pathlib.Path(store.keystore.db.database), old_path)
+        old = f"sqlite:///{old_path}"
+    else:
+        old = _restored_postgres(tmp_path, postgres_keystore())
     with database.connection_context():
         ids = [t.key_id for t in Transaction.select()]
     assert len(store.keystore.fetch(ids)) == 2
@@ -129,8 +135,7 @@ def test_a_key_store_copy_older_than_the_rotation_bound_unwraps_nothing(
     now = datetime.datetime.now(datetime.UTC)
     rotation = rotate(store.keystore, now, datetime.timedelta(days=30))
     assert rotation.rewrapped == 2 and rotation.destroyed == []  # inside the bound: kept
-    kek_path = f"{keystore_path}.kek"
-    copy = KeyStore.open(f"sqlite:///{old}", FileKeks(kek_path))
+    copy = KeyStore.open(old, FileKeks(kek_path))
     try:
         assert len(copy.fetch(ids)) == 2  # inside the bound, the copy still unwraps
     finally:
@@ -138,7 +143,7 @@ def test_a_key_store_copy_older_than_the_rotation_bound_unwraps_nothing(
     later = now + datetime.timedelta(days=31)
     rotation = rotate(store.keystore, later, datetime.timedelta(days=30))
     assert len(rotation.destroyed) == 1
-    copy = KeyStore.open(f"sqlite:///{old}", FileKeks(kek_path))
+    copy = KeyStore.open(old, FileKeks(kek_path))
     try:
         assert copy.fetch(ids) == {}  # wrapped under a KEK that no longer exists
     finally:

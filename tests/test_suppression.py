@@ -5,6 +5,7 @@ only a keyed hash of the number, and logs each suppression and lift in its erasu
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
 import pytest
@@ -49,8 +50,9 @@ def entries(client, account) -> list[dict]:
 
 
 def test_a_suppressed_number_is_refused_and_nothing_of_the_record_is_kept(
-    make_app, database_url, tmp_path
+    make_app, database_url, tmp_path, caplog
 ):
+    caplog.set_level(logging.DEBUG)
     app = make_app(database_url)
     account = add_account("acct0001")
     keystore = app.services.store.keystore
@@ -110,6 +112,9 @@ def test_a_suppressed_number_is_refused_and_nothing_of_the_record_is_kept(
         logged = entries(client, account)
         assert [e["kind"] for e in logged] == ["suppression", "suppression_lift"]
         assert {e["suppression"] for e in logged} == {made["id"]}
+    logged = "\n".join(record.getMessage() + str(record.__dict__) for record in caplog.records)
+    assert caplog.records, "the service logged its requests"
+    assert SECRET_TEXT not in logged and NUMBER not in logged and "7700 900777" not in logged
     if database_url.startswith("sqlite"):
         db_path = tmp_path / "redact.db"
         for marker in (SECRET_TEXT.encode(), NUMBER.encode(), b"R-2"):
