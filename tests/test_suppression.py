@@ -21,6 +21,7 @@ from tests.support import (
     basic,
     cli,
     files_containing,
+    one_line_error,
     record,
     store_at,
 )
@@ -134,10 +135,11 @@ def test_the_list_is_keyed_hashes_apart_from_the_subject_index(make_app, sqlite_
     assert row.digest not in (NUMBER, subject_hash) and subject_hash[:16] not in row.digest
 
 
-def test_a_number_that_is_no_number_is_a_422(client, account):
+def test_a_number_that_is_no_number_is_a_422_and_suppresses_nothing(client, account):
     response = client.post(SUPPRESSIONS, json={"number": "ACME Corp"}, headers=account)
     assert response.status_code == 422
-    assert response.json()["title"] == "Invalid Suppression"
+    assert "number" in response.json()["detail"]
+    assert client.get(SUPPRESSIONS, headers=account).json()["data"] == []
 
 
 def test_erase_and_suppress_job_suppresses_its_numbers(make_app, sqlite_url, tmp_path):
@@ -159,6 +161,8 @@ def test_erase_and_suppress_job_suppresses_its_numbers(make_app, sqlite_url, tmp
 
 def test_load_refuses_suppressed_lines_and_keeps_the_rest(env, tmp_path):
     cli(env, "accounts", "create", "--api-key", "acct0001", "--api-secret", PASSWORD, check=True)
+    refused = cli(env, "suppressions", "add", "--account", "acct0001", "ACME Corp")
+    one_line_error(refused, "number: not a phone number", 1)
     added = cli(env, "suppressions", "add", "--account", "acct0001", NUMBER, check=True)
     suppression = json.loads(added.stdout)
     assert suppression["created"] is True

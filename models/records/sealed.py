@@ -10,10 +10,11 @@ be opened, from the live store or from any copy.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from models.records.products import POLICIES, REDACTED
-from models.store.sealing import Sealer, place
+from models.store.sealing import NONCE_BYTES, Sealer, place
 
 # The columns sealed, and the name each has in the records contract (the associated data).
 SEALED_COLUMNS = {"sender": "from", "recipient": "to", "body": "text"}
@@ -24,10 +25,14 @@ def seal_fields(
 ) -> tuple[str | None, str | None, str | None, dict | None]:
     """(sender, recipient, body, details) sealed under `key`; None stays None."""
     sealer = Sealer(key)
+    nonces = os.urandom(NONCE_BYTES * len(SEALED_COLUMNS))  # one read, a nonce a field
     values = []
-    for name, value in zip(SEALED_COLUMNS.values(), (sender, recipient, body), strict=True):
+    for index, (name, value) in enumerate(
+        zip(SEALED_COLUMNS.values(), (sender, recipient, body), strict=True)
+    ):
+        nonce = nonces[index * NONCE_BYTES : (index + 1) * NONCE_BYTES]
         values.append(
-            None if value is None else sealer.seal(place(api_key, record_id, name), value)
+            None if value is None else sealer.seal(place(api_key, record_id, name), value, nonce)
         )
     if details:
         kept = POLICIES[product].kept_details

@@ -37,6 +37,9 @@ class KeyEncryptionKeys(Protocol):
     def wrap(self, key_id: str, data_key: bytes) -> tuple[str, bytes]:
         """(KEK id, wrapped key) for `data_key`, under the current KEK."""
 
+    def wrap_many(self, keys: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """`wrap` of each (key id, data key)."""
+
     def unwrap(self, kek_id: str, key_id: str, wrapped: bytes) -> bytes | None:
         """The data key, or None if the KEK is gone (destroyed, or never held here)."""
 
@@ -75,9 +78,17 @@ class _Wrapping:
         raise NotImplementedError  # each provider says
 
     def wrap(self, key_id: str, data_key: bytes) -> tuple[str, bytes]:
+        return self.wrap_many([(key_id, data_key)])[0]
+
+    def wrap_many(self, keys: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         kid = self.current()
-        nonce = os.urandom(NONCE_BYTES)
-        return kid, nonce + self._aead[kid].encrypt(nonce, data_key, key_id.encode())
+        aead = self._aead[kid]
+        nonces = os.urandom(NONCE_BYTES * len(keys))
+        wrapped = []
+        for at, (key_id, data_key) in zip(range(0, len(nonces), NONCE_BYTES), keys, strict=True):
+            nonce = nonces[at : at + NONCE_BYTES]
+            wrapped.append((kid, nonce + aead.encrypt(nonce, data_key, key_id.encode())))
+        return wrapped
 
     def unwrap(self, kek_id: str, key_id: str, wrapped: bytes) -> bytes | None:
         aead = self._aead.get(kek_id) or self._reloaded(kek_id)
@@ -180,9 +191,9 @@ class FileKeks(_Wrapping):
         self._refresh()
         return super().unwrap(kek_id, key_id, wrapped)
 
-    def wrap(self, key_id: str, data_key: bytes) -> tuple[str, bytes]:
+    def wrap_many(self, keys: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         self._refresh()
-        return super().wrap(key_id, data_key)
+        return super().wrap_many(keys)
 
     def _write(self, entries: list[dict], create: bool = False) -> None:
         """The file replaced whole (a temporary file synced, then renamed)."""

@@ -30,8 +30,10 @@ class Sealer:
     def __init__(self, key: bytes):
         self._aead = AESGCM(key)
 
-    def seal(self, where: bytes, text: str) -> str:
-        nonce = os.urandom(NONCE_BYTES)
+    def seal(self, where: bytes, text: str, nonce: bytes | None = None) -> str:
+        """`text` sealed at `where`, under a fresh random nonce (or `nonce`: 12 bytes the
+        caller took from os.urandom for this field alone)."""
+        nonce = nonce or os.urandom(NONCE_BYTES)
         sealed = self._aead.encrypt(nonce, text.encode("utf-8", "surrogatepass"), where)
         return binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
 
