@@ -47,8 +47,8 @@ def load_records(lines: Iterable[str]) -> StoreCounts:
                     counts.add(_store(batch, known_accounts, now, made))
                     batch = []
             counts.add(_store(batch, known_accounts, now, made))
-    except BaseException:
-        current_store().keystore.discard(made)
+    except InvalidRecord:  # nothing was stored (after a database error the commit may
+        current_store().keystore.discard(made)  # have happened: the keys stay)
         raise
     current_store().keystore.discard(counts.unused_keys)
     return counts

@@ -17,7 +17,7 @@ import typing
 from models.erasure.held import held_records
 from models.erasure.policies import arrival_policies
 from models.erasure.scrub import Redacted, audit_redactions, scrub, scrubbed_fields
-from models.errors import RecordConflict
+from models.errors import RecordConflict, RedactionError
 from models.intake.existing import COMPARED, stored_records
 from models.records.transaction import Transaction
 from models.store.prepared import PreparedQuery, statement_sizes
@@ -56,7 +56,8 @@ async def store_records_async(
     store = current_store()
     try:
         counts = await store.group_commit.run_async(store_batch, StoreRequest(rows, now, trace_id))
-    except BaseException:
+    except RedactionError:  # refused whole: nothing was stored, the keys protect nothing
+        # (after a database error the commit may have happened: the keys stay)
         await asyncio.to_thread(
             store.keystore.discard, [row["key_id"] for row in rows if row.get("key_id")]
         )

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable, Iterable
 
 from models.erasure.suppression import suppress_digests
+from models.errors import RedactionError
 from models.jobs.errors import (
     IdempotencyMismatch,
     InvalidJobRequest,
@@ -69,7 +70,6 @@ def create_job(
     # discarded unless a new job keeps it).
     keystore = current_store().keystore
     [(key_id, key)] = keystore.create(1)
-    created = False
     try:
         with database.atomic():
             if idempotency_key is not None:
@@ -82,6 +82,7 @@ def create_job(
                     # same job.
                     if existing.request_digest not in (None, digest):
                         raise IdempotencyMismatch(idempotency_key)
+                    keystore.discard([key_id])
                     return existing, False
             if admit is not None:
                 admit()
@@ -110,10 +111,9 @@ def create_job(
                 suppress_digests(api_key, digests, now=now, source="job", trace_id=job.id)
             job.transactions, job.subjects = counts
             job.save(only=[RedactionJob.transactions, RedactionJob.subjects])
-        created = True  # committed: the job keeps its key
-    finally:
-        if not created:
-            keystore.discard([key_id])
+    except RedactionError:  # refused: nothing was stored (after a database error the
+        keystore.discard([key_id])  # commit may have happened, and the key stays)
+        raise
     log_transition(job, None, "created")
     return job, True
 
