@@ -123,19 +123,24 @@ def require_service(name: str, host: str, port: int) -> None:
         unavailable(f"{name} at {host}:{port} is not reachable")
 
 
-@functools.cache
 def postgres_keystore() -> str:
     """POSTGRES_KEYSTORE_URL, its database created if it is missing."""
+    return postgres_database(POSTGRES_KEYSTORE_URL)
+
+
+@functools.cache
+def postgres_database(url: str) -> str:
+    """`url` (a database on the test server), the database created if it is missing."""
     import psycopg2
 
-    name = POSTGRES_KEYSTORE_URL.rsplit("/", 1)[1]
+    name = url.rsplit("/", 1)[1]
     with contextlib.closing(psycopg2.connect(POSTGRES_URL)) as conn:
         conn.autocommit = True
         with conn.cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if cursor.fetchone() is None:
                 cursor.execute(f'CREATE DATABASE "{name}"')
-    return POSTGRES_KEYSTORE_URL
+    return url
 
 
 def store_options(url: str) -> dict:

@@ -25,6 +25,7 @@ from tests.support import (
     add_account,
     add_records,
     files_containing,
+    postgres_database,
     postgres_keystore,
     record,
     store_at,
@@ -117,7 +118,10 @@ def test_a_key_store_copy_older_than_the_rotation_bound_unwraps_nothing(
     make_app, database_url, tmp_path
 ):
     kek_path = str(tmp_path / "keks.json")  # a KEK file, which rotation rewrites
-    app = make_app(database_url, kek="", kek_file=kek_path)
+    own = {}
+    if not database_url.startswith("sqlite"):  # a key store of its own: other KEKs
+        own["keystore_url"] = postgres_database(f"{postgres_keystore()}_rotation")
+    app = make_app(database_url, kek="", kek_file=kek_path, **own)
     account = add_account("acct0001")
     add_records(*_records())
     store = app.services.store
@@ -127,7 +131,7 @@ def test_a_key_store_copy_older_than_the_rotation_bound_unwraps_nothing(
         _backup_sqlite(pathlib.Path(store.keystore.db.database), old_path)
         old = f"sqlite:///{old_path}"
     else:
-        old = _restored_postgres(tmp_path, postgres_keystore())
+        old = _restored_postgres(tmp_path, own["keystore_url"])
     with database.connection_context():
         ids = [t.key_id for t in Transaction.select()]
     assert len(store.keystore.fetch(ids)) == 2
