@@ -126,6 +126,17 @@ def _wait_phrase(seconds: int) -> str:
     return f"{seconds} second" + ("" if seconds == 1 else "s")
 
 
+class KeyStoreUnusable(RedactionError):
+    """The key store holds what this process's key-encryption keys cannot unwrap (REDACT_KEK
+    or REDACT_KEK_FILE is not the one the key store was written with)."""
+
+    def __init__(self, what: str):
+        super().__init__(
+            f"the key store's {what} cannot be unwrapped with the key-encryption keys given "
+            "(REDACT_KEK, REDACT_KEK_FILE)"
+        )
+
+
 class SuppressionNotFound(RedactionError):
     def __init__(self, suppression_id: str):
         super().__init__(f"No suppression with id '{suppression_id}'")

@@ -204,3 +204,27 @@ with database.connection_context():
                 trace_id="retry",
             )
             assert Transaction.get(Transaction.id == "KILLED").body == "REDACTED"
+
+
+def test_a_key_store_the_keks_given_cannot_unwrap_answers_503_and_stores_nothing(
+    make_app, sqlite_url
+):
+    """Started with key-encryption keys other than the key store was written with (a
+    misconfiguration): the records API answers 503, names the settings, stores nothing."""
+    app = make_app(sqlite_url)
+    account = add_account("acct0001")
+    with app.test_client() as client:
+        made = client.post("/v1/redact/suppressions", json={"number": SENDER}, headers=account)
+        assert made.status_code == 201
+    wrong = make_app(sqlite_url, keep_tables=True, kek="ab" * 32)
+    with wrong.test_client() as client:
+        refused = client.post(RECORDS, json={"records": [{**_api(record("NEW"))}]}, headers=account)
+    assert refused.status_code == 503
+    assert refused.json()["title"] == "Key Store Unusable"
+    assert "REDACT_KEK" in refused.json()["detail"]
+    with database.connection_context():
+        assert Transaction.select().count() == 0
+
+
+def _api(line: dict) -> dict:
+    return {k: v for k, v in line.items() if k != "api_key"}

@@ -187,6 +187,7 @@ CATALOGUE: dict[type[Exception], ProblemType] = {
     errors.NoReceipt: _ours("no-receipt", 409, "No Receipt"),
     errors.InvalidLogRange: _ours("invalid-log-range", 404, "No Such Log Range"),
     errors.NoSigningKey: _ours("no-signing-key", 503, "No Signing Key"),
+    errors.KeyStoreUnusable: _ours("key-store-unusable", 503, "Key Store Unusable"),
     # The webhooks API's.
     errors.WebhookNotFound: _ours("webhook-not-found", 404, "No Such Webhook"),
     errors.InvalidWebhook: _ours("invalid-webhook", 422, "Invalid Webhook"),

@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import peewee
 from playhouse.db_url import connect
 
+from models.errors import KeyStoreUnusable
 from models.store.base import UTCDateTimeField
 from models.store.kek import KEY_BYTES, KeyEncryptionKeys
 
@@ -231,12 +232,12 @@ class KeyStore:
                 if row is not None:
                     key = self.keks.unwrap(row.kek, f"secret:{name}", bytes(row.wrapped))
                     if key is None:
-                        raise RuntimeError(f"the key store's {name} secret cannot be unwrapped")
+                        raise KeyStoreUnusable(f"{name} secret")
                     return key
                 kek, wrapped = self.keks.wrap(f"secret:{name}", new_data_key())
                 insert = KeySecret.insert(name=name, kek=kek, wrapped=wrapped)
                 insert.on_conflict_ignore().bind(self.db).execute()
-        raise RuntimeError(f"the key store's {name} secret cannot be stored")
+        raise KeyStoreUnusable(f"{name} secret")  # stored by another, yet not readable
 
     def live_count(self) -> int:
         with self.connected():
