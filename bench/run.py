@@ -305,7 +305,7 @@ def prepare_database(url: str, record_count: int) -> None:
     created_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=2)
     with keys.connection_context(), keys.bind_ctx(KEY_MODELS):
         keys.drop_tables(KEY_MODELS, safe=True)
-        keys.create_tables(KEY_MODELS)
+    store.keystore.create_tables()
     with db.connection_context():
         db.drop_tables(MODELS, safe=True)
         db.create_tables(MODELS)

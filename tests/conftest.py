@@ -89,10 +89,10 @@ def make_app(clock):
         settings = Settings.from_env({}, database_url=database_url, **overrides)
         app = create_app(settings, clock=clock)
         keystore = app.services.store.keystore
-        with keystore.connected(), keystore.db.bind_ctx(KEY_MODELS), keystore.db.atomic():
-            if not keep_tables:
+        if not keep_tables:
+            with keystore.connected(), keystore.db.bind_ctx(KEY_MODELS):
                 keystore.db.drop_tables(KEY_MODELS, safe=True)
-            keystore.db.create_tables(KEY_MODELS, safe=True)
+        keystore.create_tables()
         with database.connection_context(), database.atomic():  # one commit, one fsync
             if not keep_tables:
                 database.drop_tables(MODELS, safe=True)

@@ -25,9 +25,7 @@ ANYIO_WORKER = "AnyIO worker thread"
 def settled() -> dict:
     """What the process holds once the threads AnyIO ran blocking calls on have ended:
     they end on their own shortly after their event loop does (at most two seconds
-    waited). Garbage is collected first: what earlier tests dropped (and the collector
-    would close at some later moment) is not this test's to count."""
-    gc.collect()
+    waited)."""
     deadline = time.monotonic() + 2
     while ANYIO_WORKER in (now := held())["threads"] and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -35,7 +33,10 @@ def settled() -> dict:
 
 
 def held() -> dict:
-    """The process's threads (by name), and its open descriptors and sockets."""
+    """The process's threads (by name), and its open descriptors and sockets. Garbage is
+    collected first: what earlier tests dropped (and the collector would close at some
+    later moment) is not a test's here to count."""
+    gc.collect()
     descriptors = []
     for fd in os.listdir("/proc/self/fd"):
         try:

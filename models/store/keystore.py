@@ -51,7 +51,9 @@ class DataKey(_KeyModel):
     """One data key: wrapped under a KEK while it lives, a tombstone once destroyed."""
 
     id = peewee.CharField(max_length=32, primary_key=True)
-    kek = peewee.CharField(max_length=40, null=True, index=True)
+    # No index on `kek`: only a rotation looks keys up by it, and every erasure and every
+    # record stored would pay for keeping one.
+    kek = peewee.CharField(max_length=40, null=True)
     wrapped = peewee.BlobField(null=True)
     destroyed_at = UTCDateTimeField(null=True)
 
@@ -113,8 +115,14 @@ class KeyStore:
             yield
 
     def create_tables(self) -> None:
-        with self.connected(), self.db.bind_ctx(KEY_MODELS):
-            self.db.create_tables(KEY_MODELS, safe=True)
+        """The key store's tables; on SQLite keyed by the key's id alone (`without_rowid`:
+        one B-tree a key, not a row and an index), as the erasure log's tables are."""
+        DataKey._meta.without_rowid = self.sqlite  # PostgreSQL has no such option
+        try:
+            with self.connected(), self.db.bind_ctx(KEY_MODELS):
+                self.db.create_tables(KEY_MODELS, safe=True)
+        finally:
+            DataKey._meta.without_rowid = False
 
     def close(self) -> None:
         with self._lock:
