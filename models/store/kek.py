@@ -91,16 +91,13 @@ class _Wrapping:
         return wrapped
 
     def unwrap(self, kek_id: str, key_id: str, wrapped: bytes) -> bytes | None:
-        aead = self._aead.get(kek_id) or self._reloaded(kek_id)
+        aead = self._aead.get(kek_id)
         if aead is None:
             return None
         try:
             return aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], key_id.encode())
         except InvalidTag:
             return None
-
-    def _reloaded(self, kek_id: str) -> AESGCM | None:
-        return None
 
 
 class EnvKeks(_Wrapping):
@@ -142,8 +139,9 @@ def generate_kek() -> str:
 
 class FileKeks(_Wrapping):
     """KEKs kept in a JSON file (created readable by the owner only): each with its
-    creation and retirement times. Another process that rotates rewrites the file: a KEK
-    id this process does not know makes it read the file again (at most once a second)."""
+    creation and retirement times. Another process that rotates rewrites the file: this one
+    looks at it once a second at most as it wraps and unwraps, and reads it again when it
+    changed (a new KEK known, a destroyed one forgotten)."""
 
     RELOAD_SECONDS = 1.0
 
@@ -182,10 +180,6 @@ class FileKeks(_Wrapping):
             self._read_at = time.monotonic()
             if os.stat(self.path).st_mtime_ns != self._mtime:
                 self._load()
-
-    def _reloaded(self, kek_id: str) -> AESGCM | None:
-        self._refresh()
-        return self._aead.get(kek_id)
 
     def unwrap(self, kek_id: str, key_id: str, wrapped: bytes) -> bytes | None:
         self._refresh()
