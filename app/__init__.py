@@ -4,7 +4,8 @@ A newcomer's map (docs/architecture.md has the whole of it): the contracts in op
 are bound by app/http/contracts.py to the handlers in app/handlers/ (one module per
 contract), each run in its operation's scope. A request passes the steps of `create_app`'s
 middleware list in order: app/http/edge.py (its state, app/http/state.py; flood guard,
-body size, log), Connexion's routing, app/http/auth.py (basic auth: who the caller is),
+body size, log), app/http/front.py (the common redaction, answered at once), Connexion's
+routing, app/http/auth.py (basic auth: who the caller is),
 app/http/gate.py (the account's rate limit, then its place in the process),
 app/http/validation.py, and app/http/direct.py (the hot operations) or Connexion's handler
 call; a handler calls the domain in models/. app/http/problems.py renders every error. The
@@ -55,7 +56,8 @@ from app.http.contracts import (
 )
 from app.http.direct import DirectOperations
 from app.http.edge import RequestContextMiddleware
-from app.http.gate import AccountGate
+from app.http.front import FrontPath, send_problem
+from app.http.gate import AccountGate, Gatekeeper
 from app.http.problems import HTTPProblem, render
 from app.http.ratelimit import RateLimits
 from app.http.validation import ContractBodyValidator, RecordsBodyValidator
@@ -95,6 +97,7 @@ def create_app(
         settings.ratelimit_storage_uri, settings.rate_limit, settings.auth_failure_limit
     )
     admission = Admission(settings.max_in_flight)
+    gatekeeper = Gatekeeper(rate_limits, admission)
     authenticator = Authenticator(rate_limits, settings.credential_cache_seconds, clock)
     api = RedactApi(settings.min_age_seconds, clock)
     jobs_api = JobsApi(services.jobs)
@@ -129,7 +132,15 @@ def create_app(
             fixed_paths=FIXED_PATHS,
             observe=metrics.observe_request,
             flood_limit=admission.flood_limit,
-            render_error=_send_problem,
+            render_error=send_problem,
+        ),
+        # The Redact API's operation, when it comes with cached credentials and a valid
+        # body, is answered here at once (app/http/front.py); everything else goes on.
+        functools.partial(
+            FrontPath,
+            authenticator=authenticator,
+            gatekeeper=gatekeeper,
+            handler=api.redact_message,
         ),
         ServerErrorMiddleware,
         ExceptionMiddleware,
@@ -138,7 +149,7 @@ def create_app(
         SecurityMiddleware,
         # Authentication recorded the caller; its account's rate limit (429 first), then
         # its place in the process (503 if its account holds its share).
-        functools.partial(AccountGate, rate_limits=rate_limits, admission=admission),
+        functools.partial(AccountGate, gatekeeper=gatekeeper),
         RequestValidationMiddleware,
         # The Redact API's operation and storing records are answered here, without
         # Connexion's per-request handler decorators (app/http/direct.py says why); the rest
@@ -161,6 +172,7 @@ def create_app(
     # app is first called, after these routes, so a GET of a document's path finds its
     # route first (another method on it meets the mount, and gets a 404 problem).
     metrics.register(app, services.queue, settings.metrics_token, settings.min_age_seconds, clock)
+    services.store.group_commit.observer = metrics.observe_commit
     docs.register(app)
     health.register(
         app,
@@ -226,14 +238,3 @@ async def _http_exception(request: ConnexionRequest, exc: starlette.exceptions.H
             headers["Allow"] = allowed
     detail = f"No such path: {path}" if exc.status_code == 404 else str(exc.detail)
     return await render(request, HTTPProblem(exc.status_code, detail, headers))
-
-
-async def _send_problem(scope, exc, send) -> None:
-    """Answer with the problem for `exc` from outside Connexion's stack (the body-size
-    check runs before it)."""
-    response = await render(ConnexionRequest(scope), exc)
-    headers = [(b"content-type", response.mimetype.encode())] + [
-        (k.lower().encode(), str(v).encode()) for k, v in (response.headers or {}).items()
-    ]
-    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body.encode()})

@@ -50,6 +50,26 @@ LATENCY = Histogram(
     ["operation"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+COMMIT_BATCH = Histogram(
+    "redact_commit_batch_size",
+    "Writes (redactions, stored batches) committed together by the group commit",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
+)
+COMMIT_PAGES = Histogram(
+    "redact_commit_pages",
+    "Pages a group commit wrote (SQLite's WAL frames)",
+    buckets=(4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+)
+COMMIT_HELD = Histogram(
+    "redact_commit_held_seconds",
+    "Time a group commit held the store's write lock (statements and commit)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+COMMIT_WAITED = Histogram(
+    "redact_commit_lock_wait_seconds",
+    "Time a group commit waited for another process's batch to release the write lock",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
 REDACTIONS = Counter("redact_redactions", "Records redacted through the Redact API", ["product"])
 RECORDS_STORED = Counter("redact_records_stored", "Records stored through the records API")
 RATE_LIMITED = Counter(
@@ -65,6 +85,15 @@ AUTH_FAILURES = Counter(
     "throttled after repeated failures from their address (429)",
     ["reason"],
 )
+
+
+def observe_commit(commit) -> None:
+    """Called by the group commit's writer with each batch (models/store/group_commit.py)."""
+    COMMIT_BATCH.observe(commit.size)
+    COMMIT_HELD.observe(commit.held)
+    COMMIT_WAITED.observe(commit.waited)
+    if commit.pages is not None:
+        COMMIT_PAGES.observe(commit.pages)
 
 
 def observe_request(operation: str | None, status: int, seconds: float) -> None:

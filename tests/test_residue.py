@@ -1,10 +1,16 @@
-"""The personal fields never reach the SQLite files in clear (they are sealed), and after a
-204 even their ciphertext is gone from the database file and its journal; no index holds
-a copy."""
+"""The personal fields never reach the SQLite files in clear (they are sealed); at a 204
+the record's data key is gone from every file, and once the writer checkpoints, the
+ciphertext too; a record stored in clear before sealing is erased from the files before
+its 204; no index holds a copy."""
 
 from __future__ import annotations
 
+import time
+
 from models import Transaction, database
+from models.store.group_commit import WRITER_IDLE_SECONDS
+from models.store.keystore import DataKey
+from models.store.state import current_store
 from tests.support import add_account, add_records, files_containing, record
 
 URL = "/v1/redact/transaction"
@@ -28,10 +34,20 @@ def test_scrubbed_bytes_are_gone_from_the_files(make_app, tmp_path):
         record("0A0000000123ABCD3", text="KEEP-ME-41b2"),
     )
     assert files_containing(db_path, MARKER) == [], "sealed before redaction"
+    store = current_store()
     with database.connection_context():
-        sealed = Transaction.get(Transaction.id == "0A0000000123ABCD1").body
-    # the search finds what is there: the sealed text, until the redaction
-    assert files_containing(db_path, sealed.encode()) == ["redact.db"]
+        sealed = Transaction.get(Transaction.id == "0A0000000123ABCD1")
+    with store.keystore.db.connection_context():
+        wrapped = (
+            DataKey.select()
+            .where(DataKey.id == sealed.key_id)
+            .bind(store.keystore.db)
+            .get()
+            .wrapped
+        )
+    # the search finds what is there: the sealed text and its wrapped key, until the redaction
+    assert files_containing(db_path, sealed.body.encode()) != []
+    assert files_containing(db_path, wrapped) == ["redact.db.keystore"]
 
     with app.test_client() as client:
         for transaction_id in ("0A0000000123ABCD1", "0A0000000123ABCD2"):
@@ -39,10 +55,40 @@ def test_scrubbed_bytes_are_gone_from_the_files(make_app, tmp_path):
                 URL, json={"id": transaction_id, "product": "sms"}, headers=account
             )
             assert response.status_code == 204
-        # checked while the service is still running, with its connections open
+        # At the 204, checked while the service runs with its connections open: the key
+        # is gone from every file, so what the WAL or the main file still holds of the
+        # sealed text cannot be opened.
+        assert files_containing(db_path, wrapped) == []
+        assert store.keystore.fetch([sealed.key_id]) == {}
         assert files_containing(db_path, MARKER) == []
-        assert files_containing(db_path, sealed.encode()) == []
+        # Once the writer is idle it checkpoints: then the ciphertext is gone too.
+        deadline = time.monotonic() + 10 * WRITER_IDLE_SECONDS
+        while files_containing(db_path, sealed.body.encode()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert files_containing(db_path, sealed.body.encode()) == []
     assert files_containing(db_path, b"KEEP-ME-41b2") == []
+
+
+def test_a_record_stored_in_clear_is_erased_from_the_files_before_the_204(make_app, tmp_path):
+    """A record stored before sealing (not yet migrated) has no key to destroy: its scrub
+    checkpoints the WAL before the 204, so no earlier version of its page is left."""
+    db_path = tmp_path / "redact.db"
+    app = make_app(f"sqlite:///{db_path}")
+    account = add_account("acct0001")
+    add_records(record("0A0000000123ABCD4", text="placeholder"))
+    clear = f"{MARKER.decode()}-in-clear " * 3
+    with database.atomic():  # as a store written before sealing holds it
+        Transaction.update(body=clear, key_id=None).where(
+            Transaction.id == "0A0000000123ABCD4"
+        ).execute()
+    assert files_containing(db_path, MARKER) != []
+
+    with app.test_client() as client:
+        response = client.post(
+            URL, json={"id": "0A0000000123ABCD4", "product": "sms"}, headers=account
+        )
+        assert response.status_code == 204
+        assert files_containing(db_path, MARKER) == []
 
 
 def test_no_index_covers_a_personal_column(make_app, sqlite_url):

@@ -54,9 +54,16 @@ class Authenticator:
         self._checking: dict[tuple, asyncio.Future] = {}
         self._waiting_by_address: collections.Counter[str] = collections.Counter()
 
+    def cached(self, username: str, password: str) -> dict | None:
+        """The token info of credentials verified within the cache's lifetime, None if
+        these were not (the front path, app/http/front.py, then leaves the request to
+        Connexion's security, which calls this authenticator)."""
+        products = self.cache.get(_cache_key(username, password))
+        return None if products is None else {"sub": username, "products": products}
+
     async def __call__(self, username: str, password: str, request) -> dict:
         """Connexion basic-info function: the token info of valid credentials."""
-        key = (username, hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest())
+        key = _cache_key(username, password)
         products = self.cache.get(key)
         if products is None:
             address = request.client.host if request.client else "unknown"
@@ -130,6 +137,25 @@ def basic_security_handler(authenticator: Authenticator) -> type[BasicSecurityHa
             return verify
 
     return BoundBasicSecurityHandler
+
+
+def _cache_key(username: str, password: str) -> tuple[str, bytes]:
+    return (username, hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest())
+
+
+def basic_credentials(value: str) -> tuple[str, str] | None:
+    """(username, password) of an `Authorization: Basic ...` value; None if it is not
+    one; Unauthorized if its credentials cannot be read."""
+    auth_type, _, user_pass = value.strip().partition(" ")
+    if auth_type.lower() != "basic":
+        return None
+    try:
+        username, password = (
+            base64.b64decode(user_pass.strip(), validate=True).decode("latin1").split(":", 1)
+        )
+    except (ValueError, UnicodeError):
+        raise Unauthorized() from None
+    return username, password
 
 
 def _authenticate(api_key: str, api_secret: str, now) -> Account | None:

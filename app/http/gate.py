@@ -20,25 +20,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.http.admission import Admission, Overloaded
 from app.http.problems import RateLimitHit
 from app.http.ratelimit import RateLimits
-from app.http.state import request_state
+from app.http.state import RequestState, request_state
 from app.metrics import RATE_LIMITED
 
 
-class AccountGate:
-    def __init__(self, app: ASGIApp, *, rate_limits: RateLimits, admission: Admission):
-        self.app = app
+class Gatekeeper:
+    """The gate's two steps for one request, shared by the middleware below and the front
+    path (app/http/front.py)."""
+
+    def __init__(self, rate_limits: RateLimits, admission: Admission):
         self.rate_limits = rate_limits
         self.admission = admission
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        state = request_state(scope)
-        api_key = state.api_key
-        if api_key is None:
-            await self.app(scope, receive, send)
-            return
+    async def enter(self, api_key: str, state: RequestState) -> None:
+        """Count the request against its account's limit (RateLimitHit over it), then take
+        its place in the process (Overloaded if shed); `leave` gives the place back."""
         decision = await self.rate_limits.hit_account(api_key)
         headers = decision.headers()
         if not decision.allowed:
@@ -50,7 +46,27 @@ class AccountGate:
         except Overloaded:
             state.shed = True
             raise
+
+    def leave(self, api_key: str) -> None:
+        self.admission.leave(api_key)
+
+
+class AccountGate:
+    def __init__(self, app: ASGIApp, *, gatekeeper: Gatekeeper):
+        self.app = app
+        self.gatekeeper = gatekeeper
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = request_state(scope)
+        api_key = state.api_key
+        if api_key is None:
+            await self.app(scope, receive, send)
+            return
+        await self.gatekeeper.enter(api_key, state)
         try:
             await self.app(scope, receive, send)
         finally:
-            self.admission.leave(api_key)
+            self.gatekeeper.leave(api_key)

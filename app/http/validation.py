@@ -30,7 +30,7 @@ class InvalidProduct(Exception):
 _COMPILED: dict[int, tuple[dict, t.Callable]] = {}
 
 
-def _validator_for(schema: dict) -> t.Callable:
+def compiled_validator(schema: dict) -> t.Callable:
     """The schema compiled to Python once (fastjsonschema), cached by schema object (held
     in the cache, so that its id cannot be reused by another schema)."""
     cached = _COMPILED.get(id(schema))
@@ -123,7 +123,7 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
         if not isinstance(body, dict):
             raise InvalidJson("The request body must be a JSON object")
         try:
-            _validator_for(self.enforced_schema())(body)
+            compiled_validator(self.enforced_schema())(body)
         except fastjsonschema.JsonSchemaValueException as error:
             field = error.path[1] if len(error.path) > 1 else None
             if field == "product" and error.rule == "enum":

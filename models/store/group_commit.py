@@ -1,7 +1,8 @@
 """Group commit: the writes of every caller in a process share transactions, on one writer
 thread (`GroupCommit`); processes writing one SQLite file take turns through a lock file
-(`ProcessWriteLock`). Committing on SQLite costs fsyncs: models/store/state.py says why it runs
-with a rollback journal.
+(`ProcessWriteLock`). Each batch is reported to an observer (`Commit`: its size, how long
+it waited for the lock and held it, the pages it wrote), which the service turns into
+metrics (app/metrics.py) and bench/commit.py into its table.
 """
 
 from __future__ import annotations
@@ -9,23 +10,37 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import fcntl
 import logging
 import os
 import queue
 import threading
+import time
+import typing
 from collections.abc import Callable
 from typing import Any
 
 import peewee
 
+from models.store.process_lock import ProcessWriteLock
+from models.store.wal import WalFrames, checkpoint
+
 logger = logging.getLogger("redact.store.group_commit")
 
 
 WRITER_IDLE_SECONDS = 1.0
+ERASE_CHECKPOINT_TRIES = 3
 
 _STOP = None
 """Queued by `close`: the writer finishes what was queued before it, then ends."""
+
+
+class Commit(typing.NamedTuple):
+    """One batch the writer committed (or rolled back)."""
+
+    size: int  # the callers' units in it
+    waited: float  # seconds waiting for the process lock (another process's batch)
+    held: float  # seconds from taking the lock to the end of the commit
+    pages: int | None  # pages the commit wrote (SQLite's WAL frames); None if unknown
 
 
 class GroupCommit:
@@ -45,9 +60,20 @@ class GroupCommit:
     exception raised by `batch_fn` rolls the whole batch back and reaches every caller.
     """
 
-    def __init__(self, db: peewee.Database, process_lock: ProcessWriteLock | None = None):
+    def __init__(
+        self,
+        db: peewee.Database,
+        process_lock: ProcessWriteLock | None = None,
+        pages_written: WalFrames | None = None,
+    ):
+        """`pages_written()` counts the pages written so far (models/store/wal.py), for
+        each batch's `Commit.pages`; `observer`, set by whoever reports, is called with
+        each `Commit` on the writer thread (it must be quick and must not raise)."""
         self._db = db
         self._process_lock = process_lock or contextlib.nullcontext()
+        self._pages_written = pages_written
+        self._erase_after_commit = False
+        self.observer: Callable[[Commit], None] | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._start = threading.Lock()
         self._writer: threading.Thread | None = None
@@ -88,9 +114,16 @@ class GroupCommit:
                 self._writer_pid = os.getpid()
             self._queue.put(unit)
 
+    def erase_after_commit(self) -> None:
+        """Called by a `batch_fn` (on the writer thread) that scrubbed values no destroyed
+        key protects: once the batch commits, an SQLite store's WAL is checkpointed and
+        emptied before any caller of the batch is answered (models/store/wal.py)."""
+        self._erase_after_commit = True
+
     def close(self) -> None:
         """Commit what is queued, then stop the writer thread and give back its
-        connection, and close the process lock's file. A later write starts them again."""
+        connection, and close the process lock's and the WAL index's files. A later write
+        starts them again."""
         with self._start:
             writer, self._writer = self._writer, None
             if writer is not None and self._writer_pid == os.getpid():
@@ -102,6 +135,8 @@ class GroupCommit:
             self._writer_pid = None
             if isinstance(self._process_lock, ProcessWriteLock):
                 self._process_lock.close()
+            if self._pages_written is not None:
+                self._pages_written.close()
 
     def _write_until_closed(self, units: queue.SimpleQueue) -> None:
         closing = False
@@ -109,27 +144,54 @@ class GroupCommit:
             try:
                 first = units.get(timeout=WRITER_IDLE_SECONDS)
             except queue.Empty:
-                # Idle: the connection goes back to the pool (the writer keeps it while
-                # busy: PostgreSQL's pool checks a connection with a round trip each time
-                # it lends it).
+                # Idle: the WAL's old page versions are copied over and it is emptied, and
+                # the connection goes back to the pool (the writer keeps it while busy:
+                # PostgreSQL's pool checks a connection with a round trip each time it
+                # lends it).
+                self._checkpoint_idle()
                 self._close_quietly()
                 continue
             if first is _STOP:
                 break
             batch = [first]
+            asked = time.perf_counter()
+            taken = asked
+            pages = None
             try:
                 with self._process_lock:
+                    taken = time.perf_counter()
                     # What arrived while another process held the lock joins this batch.
                     closing = _take_waiting(units, batch)
-                    outcomes = self._execute(batch)
+                    outcomes, pages = self._execute(batch)
             except BaseException as exc:  # the lock itself failed
                 closing = _take_waiting(units, batch) or closing
                 outcomes = [exc] * len(batch)
+            self._report(Commit(len(batch), taken - asked, time.perf_counter() - taken, pages))
             try:
                 _deliver(batch, outcomes)
             except Exception:  # the writer must live on: every later caller waits on it
                 logger.exception("group commit: delivering a batch's outcomes failed")
         self._close_quietly()
+
+    def _checkpoint_idle(self) -> None:
+        if self._pages_written is None or self._db.is_closed():
+            return  # not SQLite's WAL, or nothing written since the last idle checkpoint
+        try:
+            with self._process_lock:
+                checkpoint(self._db)
+        except Exception:
+            logger.warning("group commit: the idle checkpoint failed", exc_info=True)
+
+    def _erase(self) -> None:
+        """The checkpoint `erase_after_commit` asked for; a reader can hold one back, so
+        it is tried again a few times. The batch has committed: nothing here may fail it."""
+        try:
+            for _ in range(ERASE_CHECKPOINT_TRIES):
+                if checkpoint(self._db):
+                    return
+            logger.warning("group commit: readers held back the checkpoint after a scrub")
+        except Exception:
+            logger.warning("group commit: the checkpoint after a scrub failed", exc_info=True)
 
     def _close_quietly(self) -> None:
         try:
@@ -137,7 +199,16 @@ class GroupCommit:
         except Exception:
             logger.warning("group commit: closing the writer's connection failed", exc_info=True)
 
-    def _execute(self, batch: list[tuple]) -> list:
+    def _report(self, commit: Commit) -> None:
+        observer = self.observer
+        if observer is not None:
+            try:
+                observer(commit)
+            except Exception:
+                logger.warning("group commit: the observer failed", exc_info=True)
+
+    def _execute(self, batch: list[tuple]) -> tuple[list, int | None]:
+        """The batch's outcomes, and the pages its commit wrote (None if unknown)."""
         outcomes: list = [None] * len(batch)
         groups: dict[Callable, list[int]] = {}
         for index, (batch_fn, *_) in enumerate(batch):
@@ -145,17 +216,26 @@ class GroupCommit:
         try:
             if self._db.is_closed():
                 self._db.connect()
+            before = self._pages_written() if self._pages_written else None
+            self._erase_after_commit = False
             with self._db.atomic():
                 for batch_fn, indexes in groups.items():
                     results = batch_fn([batch[i][1] for i in indexes])
                     for index, outcome in zip(indexes, results, strict=True):
                         outcomes[index] = outcome
+            after = self._pages_written() if self._pages_written else None
+            if self._erase_after_commit and self._pages_written is not None:
+                self._erase()
         except BaseException as exc:  # rolled back: nothing of the batch was written
             outcomes = [exc] * len(batch)
             # Not kept: the failure may have broken it (a database restart); the pool
             # checks it before lending it again.
             self._close_quietly()
-        return outcomes
+            return outcomes, None
+        if before is None or after is None:
+            return outcomes, None
+        # The WAL starts over after a checkpoint: then all it holds is this commit's.
+        return outcomes, after - before if after >= before else after
 
 
 def _take_waiting(units: queue.SimpleQueue, batch: list) -> bool:
@@ -196,32 +276,3 @@ def _settle(future, outcome) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
-
-
-class ProcessWriteLock:
-    """Serialises SQLite write transactions of several processes (workers) on one file.
-
-    SQLite's own busy handler waits by sleeping with growing back-off, so under steady
-    writes from two processes one of them can sleep for seconds; `flock` wakes the next
-    writer as soon as the lock is free. The lock file lives beside the database.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self._fd = -1
-        self._pid: int | None = None
-
-    def __enter__(self) -> None:
-        if self._pid != os.getpid():  # opened after fork: a shared descriptor shares locks
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._pid = os.getpid()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        """Close the lock file (opened again on the next use)."""
-        if self._pid == os.getpid():
-            os.close(self._fd)
-        self._fd, self._pid = -1, None

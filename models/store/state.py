@@ -1,12 +1,12 @@
 """The open store: its database, the group commit that writes to it, and the key of its
 phone-number index, opened once per process by `open_store(url)`.
 
-SQLite is opened so that a scrub really erases. An UPDATE in WAL mode would leave the old
-page in the main file until a checkpoint, and a checkpoint per request starves when
-several processes write. So SQLite runs with a rollback journal (`journal_mode=TRUNCATE`):
-the old page images are in the `-journal` file only while the transaction runs, the file
-is truncated to nothing at commit, and `secure_delete` zeroes the space a shrinking value
-frees. Committing costs fsyncs, which models/store/group_commit.py shares among writers.
+SQLite is opened so that a scrub really erases: personal fields are sealed under data
+keys a redaction destroys in the key store (its own SQLite file, with a rollback journal
+truncated at commit), and the data store runs in WAL mode with `synchronous=full`, one
+fsync a commit; models/store/wal.py says what its log leaves behind and when the writer
+checkpoints. `secure_delete` zeroes the space a shrinking value frees. Committing costs
+fsyncs, which models/store/group_commit.py shares among writers.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ from playhouse.pool import PooledDatabase
 
 from models.errors import NoSigningKey
 from models.store.base import database
-from models.store.group_commit import GroupCommit, ProcessWriteLock
+from models.store.group_commit import GroupCommit
 from models.store.kek import EnvKeks, FileKeks, KeyEncryptionKeys, kek_file
 from models.store.keys import SigningKey, SubjectKey, signing_key_file, subject_key_file
 from models.store.keystore import KeyStore, keystore_file
+from models.store.process_lock import ProcessWriteLock
+from models.store.wal import WalFrames
 
 SQLITE_PRAGMAS = {
-    "journal_mode": "truncate",
+    "journal_mode": "wal",
     "synchronous": "full",
     "secure_delete": "on",
     "foreign_keys": 1,
@@ -157,9 +159,12 @@ def open_store(
         _keystore_url(scheme, db.database, keystore_url),
         _keks(kek, kek_path, keystore_url, db.database),
     )
-    lock = ProcessWriteLock(f"{db.database}.lock") if scheme == "sqlite" else None
+    if scheme == "sqlite" and db.database != ":memory:":
+        commit = GroupCommit(db, ProcessWriteLock(f"{db.database}.lock"), WalFrames(db.database))
+    else:
+        commit = GroupCommit(db)
     database.initialize(db)
-    _current = Store(db, GroupCommit(db, lock), key, keystore, signer)
+    _current = Store(db, commit, key, keystore, signer)
     return _current
 
 
