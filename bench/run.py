@@ -39,7 +39,7 @@ Then the ratios of req/s of each service row (sqlite, postgres) over each baseli
 
   full/bare ASGI         what the service costs over the HTTP stack;
   full/Prism             against a mock that only validates and answers: the targets are
-                         SQLite >= 1.0 and PostgreSQL+Redis >= 0.8;
+                         SQLite >= 1.5 (moonshot 2.0) and PostgreSQL+Redis >= 1.2;
   full/untuned FlaskApp  against the framework the service was built on, as it comes;
   full/untuned AsyncApp  against the framework it moves to, as it comes: the stretch
                          target is SQLite >= 1.0.
@@ -50,7 +50,7 @@ For sqlite and postgres, an open-loop run (Python, httpx, after a 2 s warm-up) t
 170 requests/s, the default per-account rate limit, for 10 s: request i is sent at
 t0 + i/170 whatever the earlier ones are doing, and its latency runs from that scheduled
 time, so queueing is counted (the client shares the machine's 2 cores); the target is
-p99 < 10 ms on SQLite, < 20 ms on PostgreSQL+Redis. After each of these runs the records
+p99 <= 5 ms on both. After each of these runs the records
 sent are counted in the database: at least as many must be redacted as 2xx responses
 came back, which proves the requests did real work.
 
@@ -116,9 +116,9 @@ INSERT_CHUNK = 20000
 START_TIMEOUT = 60
 
 PACED_RATE = 170
-PACED_SECONDS = 10
+PACED_SECONDS = 60
 PACED_WARMUP_SECONDS = 2
-PACED_P99_TARGET_MS = {"sqlite": 10, "postgres": 20}
+PACED_P99_TARGET_MS = {"sqlite": 5, "postgres": 5}
 
 # npm installs Prism here on first use (gitignored by bench/.gitignore). The major version
 # is pinned so that the CLI's flags and defaults stay those this file was written for.
@@ -204,15 +204,16 @@ class RatioTarget:
     service: str  # row key
     baseline: str  # row key
     least: float
-    kind: str  # "target" or "stretch"
+    kind: str  # "target", "stretch" or "moonshot"
 
 
 # Columns of the ratio table, each a baseline row, and the targets among those ratios.
 RATIO_BASELINES = ("bare", "prism", "flask-untuned", "async-untuned")
 RATIO_TARGETS = (
-    RatioTarget("sqlite", "prism", 1.0, "target"),
+    RatioTarget("sqlite", "prism", 1.5, "target"),
+    RatioTarget("sqlite", "prism", 2.0, "moonshot"),
     RatioTarget("sqlite", "async-untuned", 1.0, "stretch"),
-    RatioTarget("postgres", "prism", 0.8, "target"),
+    RatioTarget("postgres", "prism", 1.2, "target"),
 )
 
 
@@ -868,13 +869,13 @@ def print_report(
         target = PACED_P99_TARGET_MS[key]
         name = f"paced {PACED_RATE} req/s {ROWS[key].short}"
         if p is None:
-            print(f"{name}: target p99 < {target} ms: not measured")
+            print(f"{name}: target p99 <= {target} ms: not measured")
             continue
         print(
             f"{name}: achieved {p.rate:.1f} req/s, p50 {p.p50_ms:.2f} p99 {p.p99_ms:.2f} "
             f"max {p.max_ms:.2f} ms, errors {p.errors}, redacted "
-            f"{by_key[key].redacted_paced}/{p.sent} (target p99 < {target} ms: "
-            f"{'MET' if p.p99_ms < target else 'MISSED'})"
+            f"{by_key[key].redacted_paced}/{p.sent} (target p99 <= {target} ms: "
+            f"{'MET' if p.p99_ms <= target else 'MISSED'})"
         )
     failed = [key for key, why in unmeasured.items() if why.startswith("FAILED")]
     if warnings or failed:
@@ -957,7 +958,7 @@ def write_json(
                     "rate": m.paced.rate,
                     "errors": m.paced.errors,
                     "p99_target_ms": PACED_P99_TARGET_MS[m.key],
-                    "met": m.paced.p99_ms < PACED_P99_TARGET_MS[m.key],
+                    "met": m.paced.p99_ms <= PACED_P99_TARGET_MS[m.key],
                 },
                 "redacted_throughput": m.redacted_throughput,
                 "redacted_paced": m.redacted_paced,

@@ -7,8 +7,8 @@ Anyone with the service's public keys checks it offline (`redact receipts verify
 dozen lines of README.md): both signatures, and the proof from the entry's leaf hash to
 the head's root.
 
-It also says what erasure means in the store: on SQLite it is complete when the redaction
-commits (its data key deleted from the key store, docs/erasure.md); on
+It also says what erasure means in the store: on SQLite the old bytes are gone when the
+redaction commits (secure_delete, a truncated rollback journal, docs/erasure.md); on
 PostgreSQL once maintenance has vacuumed the tables after it, so until a `maintenance`
 entry covers the redaction the receipt says `pending`, with the next scheduled run.
 """
@@ -162,9 +162,8 @@ def erasure(api_key: str, position: int, head: heads.TreeHead, now: datetime.dat
             "store": "sqlite",
             "status": "complete",
             "detail": (
-                "the record's data key was deleted from the key store (secure_delete, a"
-                " rollback journal truncated at commit) before the redaction committed;"
-                " the store's files hold nothing of its fields that opens"
+                "secure_delete overwrote the old values and the rollback journal was"
+                " truncated when the redaction committed"
             ),
         }
     done = _maintenance_after(api_key, position, head.tree_size)

@@ -1,8 +1,9 @@
-"""SQLite's write-ahead log, as the data store uses it.
+"""SQLite's write-ahead log, for a data store run in WAL mode (models/store/state.py says
+why it is not, for now), and the checkpoints that erase what a log leaves behind.
 
-The data store runs in WAL mode with `synchronous=full`: a commit appends the pages it
-changed to `<db>-wal` and syncs that one file (one fsync), where a rollback journal wrote
-each page twice and synced three to five times. bench/commit.py measures the difference.
+In WAL mode with `synchronous=full`, a commit appends the pages it changed to `<db>-wal`
+and syncs that one file (one fsync), where a rollback journal writes each page twice and
+syncs three to five times. On a store with a rollback journal, `checkpoint` is a no-op.
 
 What WAL mode leaves behind is a page's earlier versions: in the main file until a
 checkpoint copies the new version over it, and in older WAL frames until the log starts
