@@ -75,26 +75,33 @@ class FrontPath:
         if token_info is None:
             await self.app(scope, receive, send)
             return
-        raw = await _read_body(receive)
-        body = self._parsed(raw)
-        if body is None:
-            await self.app(scope, _replaying(raw, receive), send)
-            return
         state = request_state(scope)
         api_key = state.api_key = token_info["sub"]
-        # What the log and the metrics name the request by, as Connexion's routing would.
-        scope.setdefault("extensions", {})["connexion_routing"] = {"operation_id": OPERATION}
         try:
+            # As in Connexion's stack: the gate before the body is read, so that a request
+            # whose body is still coming holds its place.
             await self.gatekeeper.enter(api_key, state)
+        except Exception as exc:
+            await send_problem(scope, exc, send)
+            return
+        state.gated = True
+        try:
+            raw = await _read_body(receive)
+            body = self._parsed(raw)
+            if body is None:  # Connexion's validation says what is wrong (its gate is passed)
+                await self.app(scope, _replaying(raw, receive), send)
+                return
+            # What the log and the metrics name the request by, as Connexion's routing would.
+            scope.setdefault("extensions", {})["connexion_routing"] = {"operation_id": OPERATION}
             try:
                 response = await self.handler(
                     body=body, token_info=token_info, trace_id=state.trace_id
                 )
-            finally:
-                self.gatekeeper.leave(api_key)
-        except Exception as exc:
-            await send_problem(scope, exc, send)
-            return
+            except Exception as exc:
+                await send_problem(scope, exc, send)
+                return
+        finally:
+            self.gatekeeper.leave(api_key)
         await response(scope, receive, send)
 
     def _caller(self, scope: Scope) -> dict | None:

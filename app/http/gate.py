@@ -62,7 +62,7 @@ class AccountGate:
             return
         state = request_state(scope)
         api_key = state.api_key
-        if api_key is None:
+        if api_key is None or state.gated:  # the front path holds its place
             await self.app(scope, receive, send)
             return
         await self.gatekeeper.enter(api_key, state)

@@ -36,6 +36,7 @@ class RequestState:
     response_headers: dict[str, str] | None = None
     shed: bool = False
     body: t.Any = None
+    gated: bool = False  # the front path passed the account gate already
 
 
 def request_state(scope: Scope) -> RequestState:
