@@ -60,15 +60,16 @@ COMMIT_PAGES = Histogram(
     "Pages a group commit wrote (SQLite's WAL frames)",
     buckets=(4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
 )
+_LOCK_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 COMMIT_HELD = Histogram(
     "redact_commit_held_seconds",
     "Time a group commit held the store's write lock (statements and commit)",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+    buckets=_LOCK_SECONDS,
 )
 COMMIT_WAITED = Histogram(
     "redact_commit_lock_wait_seconds",
     "Time a group commit waited for another process's batch to release the write lock",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+    buckets=_LOCK_SECONDS,
 )
 REDACTIONS = Counter("redact_redactions", "Records redacted through the Redact API", ["product"])
 RECORDS_STORED = Counter("redact_records_stored", "Records stored through the records API")

@@ -9,25 +9,27 @@ time goes"). The common request takes a short way here:
 
 - an exact match of method and path, and a JSON body with a declared length;
 - credentials the authenticator verified within its cache's lifetime (app/http/auth.py);
-- the body parsed and checked by the schema of the operation in openapi/redact.yml, as
-  Connexion loads it, compiled by the same validator as Connexion's validation layer
-  (app/http/validation.py): nothing of the contract is restated here;
-- the account gate (app/http/gate.py: the rate limit, then admission), the handler
-  (app/handlers/redact.py) and a 204, or the problem the error handler renders for what
-  the gate or the handler raised.
+- the account gate (app/http/gate.py: the rate limit, then admission), before the body
+  is read, as in Connexion's stack;
+- the body parsed as Connexion's validation layer parses it and checked by the schema
+  of the operation in openapi/redact.yml, as Connexion loads it, compiled by the same
+  validator (app/http/validation.py): nothing of the contract is restated here;
+- the handler (app/handlers/redact.py) and a 204, or the problem the error handler
+  renders for what the gate or the handler raised.
 
-Anything else (no or unknown credentials, a body that is not valid JSON or breaks the
-schema, another content type, a chunked body) goes on to Connexion with the body as it
-was read, before anything was counted, and gets exactly what it got before this step
-existed. The edge middleware (app/http/edge.py) stays outside: the flood guard, the body
-cap, the log line and the metrics are the same for both ways.
+Anything else goes on to Connexion and gets exactly what it got before this step existed:
+a request without cached credentials, of another content type or chunked, untouched; a
+body that is not valid JSON or breaks the schema, replayed as it was read, its gate
+passed here and not again (`RequestState.gated`). The edge middleware (app/http/edge.py)
+stays outside: the flood guard, the body cap, the log line and the metrics are the same
+for both ways.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 
+import fastjsonschema
 from connexion.lifecycle import ConnexionRequest
 from connexion.spec import Specification
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,7 +39,7 @@ from app.http.contracts import BASE_PATH, SPEC_DIR
 from app.http.gate import Gatekeeper
 from app.http.problems import Unauthorized, render
 from app.http.state import request_state
-from app.http.validation import compiled_validator
+from app.http.validation import InvalidJson, compiled_validator, parse_json_body
 
 OPERATION = "redact-message"
 
@@ -100,9 +102,9 @@ class FrontPath:
             except Exception as exc:
                 await send_problem(scope, exc, send)
                 return
+            await response(scope, receive, send)
         finally:
             self.gatekeeper.leave(api_key)
-        await response(scope, receive, send)
 
     def _caller(self, scope: Scope) -> dict | None:
         """The token info of the request's cached credentials; None if they are not."""
@@ -128,13 +130,11 @@ class FrontPath:
         """The body, parsed and valid under the operation's schema (defaults filled in);
         None if it is anything else (Connexion's validation then says what)."""
         try:
-            body = json.loads(raw.decode("utf-8"))
+            body = parse_json_body(raw)
             if not isinstance(body, dict):
                 return None
-            if b"\\u" in raw:  # escapes may spell unpaired surrogates
-                json.dumps(body, ensure_ascii=False).encode("utf-8")
             self.validate(body)
-        except Exception:  # every way a body can be wrong: Connexion's layer names it
+        except (InvalidJson, fastjsonschema.JsonSchemaException):
             return None
         return body
 

@@ -10,7 +10,9 @@ then writes what it learned, and the later ones read it:
 - `shed`: whoever sheds the request (the edge's flood guard, authentication's bounded
   line of hash checks, the gate), so that metrics and the log say so;
 - `body`: request validation (app/http/validation.py), the JSON body as parsed and
-  validated, which the direct path (app/http/direct.py) hands its handler.
+  validated, which the direct path (app/http/direct.py) hands its handler;
+- `gated`: the front path (app/http/front.py), which passed the account gate for a
+  request it then leaves to Connexion: the gate does not count it twice.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class RequestState:
     response_headers: dict[str, str] | None = None
     shed: bool = False
     body: t.Any = None
-    gated: bool = False  # the front path passed the account gate already
+    gated: bool = False
 
 
 def request_state(scope: Scope) -> RequestState:

@@ -59,6 +59,25 @@ def openapi_to_json_schema(schema: t.Any) -> t.Any:
     return converted
 
 
+def parse_json_body(raw: bytes) -> t.Any:
+    """A request body as JSON, or InvalidJson saying why it cannot be read."""
+    try:
+        body = json.loads(raw.decode("utf-8"))
+        if b"\\u" in raw:  # escapes may spell unpaired surrogates, which nothing can store
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return body
+    except UnicodeDecodeError:
+        raise InvalidJson("The request body is not valid UTF-8") from None
+    except UnicodeEncodeError:
+        raise InvalidJson("The request body escapes an unpaired surrogate") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(f"The request body is not valid JSON: {exc}") from None
+    except ValueError:  # an integer beyond Python's limit on digits (4,300)
+        raise InvalidJson("The request body holds a number too long to read") from None
+    except RecursionError:
+        raise InvalidJson("The request body is nested too deeply") from None
+
+
 class ContractBodyValidator(AbstractRequestBodyValidator):
     async def wrap_receive(self, receive, *, scope):
         """Connexion takes a body without Content-Length for no body at all; a chunked body
@@ -94,24 +113,11 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
         raw = b"".join([chunk async for chunk in stream])
         if not raw and not self._required:
             return None
-        try:
-            body = json.loads(raw.decode("utf-8"))
-            if b"\\u" in raw:  # escapes may spell unpaired surrogates, which nothing can store
-                json.dumps(body, ensure_ascii=False).encode("utf-8")
-            # Kept for app/http/direct.py, which answers once the body is validated (the
-            # validation raises before the request goes on otherwise).
-            request_state(scope).body = body
-            return body
-        except UnicodeDecodeError:
-            raise InvalidJson("The request body is not valid UTF-8") from None
-        except UnicodeEncodeError:
-            raise InvalidJson("The request body escapes an unpaired surrogate") from None
-        except json.JSONDecodeError as exc:
-            raise InvalidJson(f"The request body is not valid JSON: {exc}") from None
-        except ValueError:  # an integer beyond Python's limit on digits (4,300)
-            raise InvalidJson("The request body holds a number too long to read") from None
-        except RecursionError:
-            raise InvalidJson("The request body is nested too deeply") from None
+        body = parse_json_body(raw)
+        # Kept for app/http/direct.py, which answers once the body is validated (the
+        # validation raises before the request goes on otherwise).
+        request_state(scope).body = body
+        return body
 
     def enforced_schema(self) -> dict:
         """The part of the operation's schema checked here."""
