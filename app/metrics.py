@@ -57,7 +57,7 @@ COMMIT_BATCH = Histogram(
 )
 COMMIT_PAGES = Histogram(
     "redact_commit_pages",
-    "Pages a group commit wrote (SQLite's WAL frames)",
+    "Pages a group commit wrote back (SQLite: counted from its rollback journal)",
     buckets=(4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
 )
 _LOCK_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)

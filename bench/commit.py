@@ -17,9 +17,10 @@ One store of --records sealed SMS records of the bench account is built once
 Every row runs for --seconds from a start time its processes share, each process on a
 disjoint slice of the record ids (a row that runs out before then is flagged capped).
 redactions/s (rows/s for the plain UPDATE) is all processes' count over the time from the
-first start to the last end; pages are WAL frames (models.store.wal.WalFrames). Each
+first start to the last end; pages are those a commit writes back, counted from the
+rollback journal (models.store.journal.JournalPages). Each
 service batch is reported by the group commit's observer (`GroupCommit.observer`, a
-`Commit`): printed are the histogram of batch sizes, the mean size, the WAL pages per
+`Commit`): printed are the histogram of batch sizes, the mean size, the pages per
 commit and per redaction, and the mean ms per batch waiting for the process lock (the
 other worker's batch) and holding it. Then one more 1-worker run of about 2 s under
 `strace -f -c -e trace=fsync,fdatasync` gives the fsyncs per commit (both stores' syncs,
@@ -134,14 +135,14 @@ def service_child(directory: str, first: int, count: int, concurrency: int, star
 
 
 def plain_child(directory: str, first: int, count: int, batch: int, start_at, seconds):
+    from models.store.journal import JournalPages
     from models.store.state import SQLITE_PRAGMAS
-    from models.store.wal import WalFrames
 
     path = f"{directory}/svc.db"
     connection = sqlite3.connect(path, isolation_level=None)
     for name, value in SQLITE_PRAGMAS.items():
         connection.execute(f"PRAGMA {name}={value}")
-    frames = WalFrames(path)
+    journal_pages = JournalPages(path)
     figures = dict.fromkeys(SUMS, 0)
     started = wait_until(start_at)
     until = started + seconds
@@ -150,16 +151,15 @@ def plain_child(directory: str, first: int, count: int, batch: int, start_at, se
         numbers = range(number, min(number + batch, first + count))
         number = numbers.stop
         now = str(datetime.datetime.now(datetime.UTC))
-        began, before = time.perf_counter(), frames()
+        began = time.perf_counter()
         connection.execute("BEGIN IMMEDIATE")  # as the service's writer begins
         rows = [(now, record_id(n), API_KEY) for n in numbers]
         cursor = connection.executemany(PLAIN_UPDATE, rows)
         if cursor.rowcount != len(numbers):
             raise SystemExit(f"plain UPDATE: {cursor.rowcount} rows of {len(numbers)}")
+        pages = journal_pages()  # before the commit empties the journal
         connection.execute("COMMIT")
-        after = frames()
         figures["done"] += len(numbers)
-        pages = after - before if after >= before else after
         count_commit(figures, len(numbers), 0.0, time.perf_counter() - began, pages)
     ended = time.time()
     connection.close()

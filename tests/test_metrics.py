@@ -96,9 +96,10 @@ def test_the_figures_follow_what_the_service_does(make_app, sqlite_url, tmp_path
     assert delta("redact_http_requests_total", operation="list-jobs", status="429") == 1
     assert delta("redact_http_request_duration_seconds_count", **operation) == 2
     assert delta("redact_redactions_total", product="voice") == 1
-    # the redaction's batch, and how long it held the write lock
+    # the redaction's batch, how long it held the write lock, the pages it wrote back
     assert delta("redact_commit_batch_size_count") >= 1
     assert delta("redact_commit_held_seconds_count") >= 1
+    assert delta("redact_commit_pages_sum") > 0
     assert delta("redact_rate_limited_requests_total", api_key="acct0001") == 1
     assert delta("redact_authentication_failures_total", reason="unauthorized") == 1
     assert value(after, "redact_jobs", status="validating") == 1

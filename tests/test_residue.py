@@ -1,14 +1,10 @@
 """The personal fields never reach the SQLite files in clear (they are sealed); at a 204
-the record's data key is gone from every file, and once the writer checkpoints, the
-ciphertext too; a record stored in clear before sealing is erased from the files before
-its 204; no index holds a copy."""
+the record's data key and its ciphertext are gone from every file; a record stored in
+clear before sealing is erased from the files before its 204; no index holds a copy."""
 
 from __future__ import annotations
 
-import time
-
 from models import Transaction, database
-from models.store.group_commit import WRITER_IDLE_SECONDS
 from models.store.keystore import DataKey
 from models.store.state import current_store
 from tests.support import add_account, add_records, files_containing, record
@@ -46,7 +42,7 @@ def test_scrubbed_bytes_are_gone_from_the_files(make_app, tmp_path):
             .wrapped
         )
     # the search finds what is there: the sealed text and its wrapped key, until the redaction
-    assert files_containing(db_path, sealed.body.encode()) != []
+    assert files_containing(db_path, sealed.body.encode()) == ["redact.db"]
     assert files_containing(db_path, wrapped) == ["redact.db.keystore"]
 
     with app.test_client() as client:
@@ -56,22 +52,17 @@ def test_scrubbed_bytes_are_gone_from_the_files(make_app, tmp_path):
             )
             assert response.status_code == 204
         # At the 204, checked while the service runs with its connections open: the key
-        # is gone from every file, so what the WAL or the main file still holds of the
-        # sealed text cannot be opened.
+        # is gone from every file, and so is the ciphertext.
         assert files_containing(db_path, wrapped) == []
         assert store.keystore.fetch([sealed.key_id]) == {}
         assert files_containing(db_path, MARKER) == []
-        # Once the writer is idle it checkpoints: then the ciphertext is gone too.
-        deadline = time.monotonic() + 10 * WRITER_IDLE_SECONDS
-        while files_containing(db_path, sealed.body.encode()) and time.monotonic() < deadline:
-            time.sleep(0.1)
         assert files_containing(db_path, sealed.body.encode()) == []
     assert files_containing(db_path, b"KEEP-ME-41b2") == []
 
 
 def test_a_record_stored_in_clear_is_erased_from_the_files_before_the_204(make_app, tmp_path):
-    """A record stored before sealing (not yet migrated) has no key to destroy: its scrub
-    checkpoints the WAL before the 204, so no earlier version of its page is left."""
+    """A record stored before sealing (not yet migrated) has no key to destroy: the scrub
+    itself must leave no earlier version of its page in the files."""
     db_path = tmp_path / "redact.db"
     app = make_app(f"sqlite:///{db_path}")
     account = add_account("acct0001")

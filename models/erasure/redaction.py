@@ -140,8 +140,6 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
     # nothing readable (the retry scrubs). The key store commits in its own thread while
     # the scrub's statements run here.
     keys = {name: rows[name].key_id for name in to_scrub}
-    if not all(keys.values()):  # a record stored before sealing: its scrub must erase
-        current_store().group_commit.erase_after_commit()
     destroying = current_store().keystore.destroying(
         [key for key in keys.values() if key], max(r.now for r in requests)
     )

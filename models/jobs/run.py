@@ -25,7 +25,6 @@ from models.records.account import Account
 from models.records.transaction import Transaction
 from models.store.base import Clock, database
 from models.store.state import current_store
-from models.store.wal import erase_residue
 from models.webhooks.outbox import enqueue, job_event_data
 
 
@@ -240,9 +239,6 @@ def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime)
             ).execute()
             data = job_event_data(finished)
             enqueue(job.account_id, f"job.{target}", data, f"job:{job.id}", now)
-    # The numbers' keyed hashes, in the job's objects and in the index of the records it
-    # erased, leave the files' earlier page versions too (models/store/wal.py).
-    erase_residue(database.obj)
     job.status = target
 
 

@@ -1,8 +1,7 @@
 """Sealing what a store written before per-record keys holds in clear: each unredacted
 record's personal fields, and the numbers of unfinished jobs. Resumable (what is sealed is
 not read again), a batch a transaction, each batch's keys committed to the key store
-before the rows that need them; at the end a checkpoint leaves no version in clear in the
-files (models/store/wal.py). Copies of the store taken before this ran hold those
+before the rows that need them. Copies of the store taken before this ran hold those
 fields in clear: they are outside the guarantee (docs/erasure.md)."""
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from models.records.transaction import Transaction
 from models.store.base import database
 from models.store.sealing import Sealer
 from models.store.state import current_store
-from models.store.wal import erase_residue
 
 _CLEAR = (
     Transaction.key_id.is_null()
@@ -83,7 +81,6 @@ def seal_records(batch: int = 1000, progress: Callable[[int, int], None] | None 
             done += len(rows)
             if progress is not None:
                 progress(done, total)
-    erase_residue(database.obj)
     return done
 
 
@@ -119,7 +116,6 @@ def seal_job_subjects() -> int:
                         (JobObject.job == job.seq) & (JobObject.position == item.position)
                     ).execute()
                     sealed += 1
-    erase_residue(database.obj)
     return sealed
 
 

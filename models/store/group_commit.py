@@ -21,14 +21,13 @@ from typing import Any
 
 import peewee
 
+from models.store.journal import JournalPages
 from models.store.process_lock import ProcessWriteLock
-from models.store.wal import WalFrames, checkpoint
 
 logger = logging.getLogger("redact.store.group_commit")
 
 
 WRITER_IDLE_SECONDS = 1.0
-ERASE_CHECKPOINT_TRIES = 3
 
 _STOP = None
 """Queued by `close`: the writer finishes what was queued before it, then ends."""
@@ -40,7 +39,7 @@ class Commit(typing.NamedTuple):
     size: int  # the callers' units in it
     waited: float  # seconds waiting for the process lock (another process's batch)
     held: float  # seconds from taking the lock to the end of the commit
-    pages: int | None  # pages the commit wrote (SQLite's WAL frames); None if unknown
+    pages: int | None  # pages the commit wrote (SQLite's journal); None if unknown
 
 
 class GroupCommit:
@@ -64,15 +63,15 @@ class GroupCommit:
         self,
         db: peewee.Database,
         process_lock: ProcessWriteLock | None = None,
-        pages_written: WalFrames | None = None,
+        journal_pages: JournalPages | None = None,
     ):
-        """`pages_written()` counts the pages written so far (models/store/wal.py), for
-        each batch's `Commit.pages`; `observer`, set by whoever reports, is called with
-        each `Commit` on the writer thread (it must be quick and must not raise)."""
+        """`journal_pages()` counts the pages the open transaction changed
+        (models/store/journal.py), for each batch's `Commit.pages`; `observer`, set by
+        whoever reports, is called with each `Commit` on the writer thread (it must be
+        quick and must not raise)."""
         self._db = db
         self._process_lock = process_lock or contextlib.nullcontext()
-        self._pages_written = pages_written
-        self._erase_after_commit = False
+        self._journal_pages = journal_pages
         self.observer: Callable[[Commit], None] | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._start = threading.Lock()
@@ -114,16 +113,9 @@ class GroupCommit:
                 self._writer_pid = os.getpid()
             self._queue.put(unit)
 
-    def erase_after_commit(self) -> None:
-        """Called by a `batch_fn` (on the writer thread) that scrubbed values no destroyed
-        key protects: once the batch commits, an SQLite store's WAL is checkpointed and
-        emptied before any caller of the batch is answered (models/store/wal.py)."""
-        self._erase_after_commit = True
-
     def close(self) -> None:
         """Commit what is queued, then stop the writer thread and give back its
-        connection, and close the process lock's and the WAL index's files. A later write
-        starts them again."""
+        connection, and close the process lock's file. A later write starts them again."""
         with self._start:
             writer, self._writer = self._writer, None
             if writer is not None and self._writer_pid == os.getpid():
@@ -135,8 +127,6 @@ class GroupCommit:
             self._writer_pid = None
             if isinstance(self._process_lock, ProcessWriteLock):
                 self._process_lock.close()
-            if self._pages_written is not None:
-                self._pages_written.close()
 
     def _write_until_closed(self, units: queue.SimpleQueue) -> None:
         closing = False
@@ -144,11 +134,9 @@ class GroupCommit:
             try:
                 first = units.get(timeout=WRITER_IDLE_SECONDS)
             except queue.Empty:
-                # Idle: the WAL's old page versions are copied over and it is emptied, and
-                # the connection goes back to the pool (the writer keeps it while busy:
-                # PostgreSQL's pool checks a connection with a round trip each time it
-                # lends it).
-                self._checkpoint_idle()
+                # Idle: the connection goes back to the pool (the writer keeps it while
+                # busy: PostgreSQL's pool checks a connection with a round trip each time
+                # it lends it).
                 self._close_quietly()
                 continue
             if first is _STOP:
@@ -173,26 +161,6 @@ class GroupCommit:
                 logger.exception("group commit: delivering a batch's outcomes failed")
         self._close_quietly()
 
-    def _checkpoint_idle(self) -> None:
-        if self._pages_written is None or self._db.is_closed():
-            return  # not SQLite's WAL, or nothing written since the last idle checkpoint
-        try:
-            with self._process_lock:
-                checkpoint(self._db)
-        except Exception:
-            logger.warning("group commit: the idle checkpoint failed", exc_info=True)
-
-    def _erase(self) -> None:
-        """The checkpoint `erase_after_commit` asked for; a reader can hold one back, so
-        it is tried again a few times. The batch has committed: nothing here may fail it."""
-        try:
-            for _ in range(ERASE_CHECKPOINT_TRIES):
-                if checkpoint(self._db):
-                    return
-            logger.warning("group commit: readers held back the checkpoint after a scrub")
-        except Exception:
-            logger.warning("group commit: the checkpoint after a scrub failed", exc_info=True)
-
     def _close_quietly(self) -> None:
         try:
             self._db.close()
@@ -216,26 +184,21 @@ class GroupCommit:
         try:
             if self._db.is_closed():
                 self._db.connect()
-            before = self._pages_written() if self._pages_written else None
-            self._erase_after_commit = False
+            pages = None
             with self._db.atomic():
                 for batch_fn, indexes in groups.items():
                     results = batch_fn([batch[i][1] for i in indexes])
                     for index, outcome in zip(indexes, results, strict=True):
                         outcomes[index] = outcome
-            after = self._pages_written() if self._pages_written else None
-            if self._erase_after_commit and self._pages_written is not None:
-                self._erase()
+                if self._journal_pages is not None:  # before the commit empties it
+                    pages = self._journal_pages()
         except BaseException as exc:  # rolled back: nothing of the batch was written
             outcomes = [exc] * len(batch)
             # Not kept: the failure may have broken it (a database restart); the pool
             # checks it before lending it again.
             self._close_quietly()
             return outcomes, None
-        if before is None or after is None:
-            return outcomes, None
-        # The WAL starts over after a checkpoint: then all it holds is this commit's.
-        return outcomes, after - before if after >= before else after
+        return outcomes, pages
 
 
 def _take_waiting(units: queue.SimpleQueue, batch: list) -> bool:

@@ -5,10 +5,8 @@ SQLite is opened so that a scrub really erases. It runs with a rollback journal
 (`journal_mode=TRUNCATE`): the old page images are in the `-journal` file only while the
 transaction runs, the file is truncated to nothing at commit, and `secure_delete` zeroes
 the space a shrinking value frees. Committing costs fsyncs, which
-models/store/group_commit.py shares among writers. WAL mode (one fsync a commit,
-models/store/wal.py) measured faster, but SQLite maps its `-shm` index into memory, and
-on a full disk a process touching it died of SIGBUS where the rollback journal fails the
-transaction cleanly (tests/test_faults.py): not adopted until that is handled.
+models/store/group_commit.py shares among writers (models/store/journal.py says why not
+WAL mode, which measured faster).
 """
 
 from __future__ import annotations
@@ -25,11 +23,11 @@ from playhouse.pool import PooledDatabase
 from models.errors import NoSigningKey
 from models.store.base import database
 from models.store.group_commit import GroupCommit
+from models.store.journal import JournalPages
 from models.store.kek import EnvKeks, FileKeks, KeyEncryptionKeys, kek_file
 from models.store.keys import SigningKey, SubjectKey, signing_key_file, subject_key_file
 from models.store.keystore import KeyStore, keystore_file
 from models.store.process_lock import ProcessWriteLock
-from models.store.wal import WalFrames
 
 SQLITE_PRAGMAS = {
     "journal_mode": "truncate",
@@ -161,13 +159,10 @@ def open_store(
         _keystore_url(scheme, db.database, keystore_url),
         _keks(kek, kek_path, keystore_url, db.database),
     )
-    if scheme == "sqlite" and db.database != ":memory:":
-        frames = WalFrames(db.database) if SQLITE_PRAGMAS["journal_mode"] == "wal" else None
-        commit = GroupCommit(db, ProcessWriteLock(f"{db.database}.lock"), frames)
-    else:
-        commit = GroupCommit(db)
+    lock = ProcessWriteLock(f"{db.database}.lock") if scheme == "sqlite" else None
+    pages = JournalPages(db.database) if scheme == "sqlite" and db.database != ":memory:" else None
     database.initialize(db)
-    _current = Store(db, commit, key, keystore, signer)
+    _current = Store(db, GroupCommit(db, lock, pages), key, keystore, signer)
     return _current
 
 
