@@ -11,7 +11,8 @@ from models.intake.prepare import seal_rows
 from models.intake.schema import parse_records
 from models.intake.storing import StoreCounts, StoreRequest, store_in_transaction
 from models.records.account import Account
-from models.store.base import database, utcnow
+from models.records.transaction import Transaction
+from models.store.base import database, is_postgres, utcnow
 from models.store.state import current_store
 
 BATCH = 1000
@@ -51,6 +52,13 @@ def load_records(lines: Iterable[str]) -> StoreCounts:
         current_store().keystore.discard(made)  # have happened: the keys stay)
         raise
     current_store().keystore.discard(counts.unused_keys)
+    if counts.stored and is_postgres():
+        # PostgreSQL plans by its statistics, which a bulk load leaves stale until
+        # autovacuum next comes by (a minute or more): until then it took a redaction's
+        # scrub through the index of an account's unredacted records, every one of them,
+        # instead of the primary key (bench/run.py: ~500 redactions/s instead of ~1,500).
+        # Its documentation's advice after a bulk load: ANALYZE.
+        database.execute_sql(f'ANALYZE "{Transaction._meta.table_name}"')
     return counts
 
 
