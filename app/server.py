@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import uuid
+from collections.abc import Callable
 from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -42,6 +43,9 @@ def _read_timeout() -> float:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    on_connection_lost: Callable[[], None] | None = None
+    """Called once the connection has closed (app/workers.py counts a worker's)."""
+
     @property
     def read_timeout(self) -> float:
         return _read_timeout()
@@ -54,6 +58,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        if self.on_connection_lost is not None:
+            self.on_connection_lost()
 
     def on_message_complete(self) -> None:
         self._disarm()  # the request is in: from here on it is the service's time

@@ -1,9 +1,14 @@
-"""`redact serve` as users run it, in a subprocess: several workers report one sum of
-metrics, and a service started before its database waits for it instead of exiting."""
+"""`redact serve` as users run it, in a subprocess: several workers share the connections
+evenly and report one sum of metrics, and a service started before its database waits for
+it instead of exiting."""
 
 from __future__ import annotations
 
+import collections
+import http.client
 import json
+import os
+import signal
 
 import httpx
 import pytest
@@ -49,6 +54,117 @@ def test_serve_with_two_workers_reports_one_sum(tmp_path, monkeypatch):
         for s in scrapes
     }
     assert counts == {20}
+
+
+def connection_owners(port: int) -> collections.Counter:
+    """How many TCP connections to `port` each process holds open, in any state but
+    listening (from /proc: the connections' socket inodes, then the processes' files)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state != "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{inode}]")
+    owners: collections.Counter = collections.Counter()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds]
+        except OSError:  # gone, or not ours to read
+            continue
+        owners.update({int(pid): sum(link in inodes for link in links)} if inodes else {})
+    return +owners
+
+
+def keep_alive_connections(base: str, count: int) -> list[http.client.HTTPConnection]:
+    """`count` connections, each of which has had a request answered."""
+    port = int(base.rsplit(":", 1)[1])
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(count)]
+    for connection in connections:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
+    return connections
+
+
+def test_serve_shares_connections_evenly_between_workers(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}", "REDACT_SUBJECT_KEY": SUBJECT_KEY}
+    with served(env, tmp_path, "--workers", "2") as (process, base):
+        port = int(base.rsplit(":", 1)[1])
+        connections = keep_alive_connections(base, 8)
+        owners = connection_owners(port)
+        assert process.pid not in owners  # the parent hands every connection on
+        assert sorted(owners.values()) == [4, 4], owners
+        first = min(owners)
+        for connection in connections:  # the first worker's four go
+            if connection_owners_of(connection, port) == first:
+                connection.close()
+        wait_for(lambda: first not in connection_owners(port), what="the four closed")
+        # The next four go where the room is.
+        connections += keep_alive_connections(base, 4)
+        assert connection_owners(port)[first] == 4
+        for connection in connections:
+            connection.close()
+
+
+def connection_owners_of(connection: http.client.HTTPConnection, port: int) -> int:
+    """The pid holding the server's end of `connection`."""
+    assert connection.sock is not None
+    client_port = connection.sock.getsockname()[1]
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                local, remote = fields[1], fields[2]
+                if (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)) == (
+                    port,
+                    client_port,
+                ):
+                    return _holder(f"socket:[{fields[9]}]")
+    raise AssertionError(f"no server end for the connection from port {client_port}")
+
+
+def _holder(link: str) -> int:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(
+                os.readlink(f"/proc/{pid}/fd/{fd}") == link for fd in os.listdir(f"/proc/{pid}/fd")
+            ):
+                return int(pid)
+        except OSError:
+            continue
+    raise AssertionError(f"no process holds {link}")
+
+
+def test_serve_replaces_a_worker_that_dies(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}", "REDACT_SUBJECT_KEY": SUBJECT_KEY}
+    with served(env, tmp_path, "--workers", "2") as (process, base):
+        port = int(base.rsplit(":", 1)[1])
+        for connection in keep_alive_connections(base, 2):
+            connection.close()
+        wait_for(lambda: not connection_owners(port), what="the connections closed")
+        workers = process_children(process.pid)
+        os.kill(workers[0], signal.SIGKILL)
+
+        def two_workers_answer() -> bool:
+            connections = keep_alive_connections(base, 2)
+            owners = connection_owners(port)
+            for connection in connections:
+                connection.close()
+            wait_for(lambda: not connection_owners(port), what="the connections closed")
+            return len(owners) == 2 and workers[0] not in owners
+
+        # The survivor and its replacement take new connections between them.
+        wait_for(two_workers_answer, timeout=30, interval=0.5, what="a replaced worker")
+    assert process.returncode == 0
+
+
+def process_children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
 
 
 @pytest.mark.postgres

@@ -24,6 +24,7 @@ from app.cli.common import (
 )
 from app.demo import curl_line, seed_demo
 from app.server import PROTOCOL, limit_malloc_arenas
+from app.workers import Supervisor
 from models import create_tables, database, utcnow
 from models.jobs import QueueUnavailable
 
@@ -84,15 +85,26 @@ def serve(host: str, port: int, workers: int, demo: bool):
     consumer = services.queue.consumer(workers=1)
     consumer.start()
     try:
-        uvicorn.run(
-            create_app(services=services) if workers == 1 else "app.asgi:app",
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-            http=PROTOCOL,
-        )
+        if workers == 1:
+            uvicorn.run(
+                create_app(services=services),
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                http=PROTOCOL,
+            )
+        else:  # worker processes that share the connections evenly
+            config = uvicorn.Config(
+                "app.asgi:app",
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="warning",
+                access_log=False,
+                http=PROTOCOL,
+            )
+            Supervisor(config, workers).run()
     finally:
         consumer.stop(graceful=True)  # the job a worker thread holds ends before the store
         services.close()
