@@ -355,6 +355,16 @@ def sh_lines(text: str) -> list[str]:
     ]
 
 
+def test_the_metrics_table_names_every_metric_of_the_service(exported):
+    text = OPERATING.read_text()
+    table = text[text.index("| metric | labels |") : text.index("## Dashboard and alerts")]
+    documented = set(re.findall(r"`(redact_\w+)`", table))
+    for name in (name for name in exported if name.startswith("redact_")):
+        family = re.sub(r"_(bucket|sum|count|created)$", "", name)
+        shown = {name, family, f"{family}_total"} & documented  # _created: a counter's
+        assert shown, f"{name} is not in the table"
+
+
 def test_the_section_names_the_files_there_are():
     named = set(re.findall(r"deploy/[\w/.-]+\w", section()))
     assert named == {str(path.relative_to(ROOT)) for path in (RULES, RULE_TESTS, DASHBOARD)}
