@@ -47,7 +47,6 @@ from app.handlers.webhooks import WebhooksApi
 from app.http.admission import Admission
 from app.http.auth import Authenticator, basic_security_handler
 from app.http.contracts import (
-    BASE_PATH,
     SPEC_DIR,
     ChainedRoutingMiddleware,
     OperationResolver,
@@ -66,7 +65,7 @@ from app.settings import Settings
 from models import utcnow
 from models.store.base import Clock
 
-FIXED_PATHS = ("/healthz", "/readyz", "/metrics", *docs.DOCUMENTS, f"{BASE_PATH}/ui/")
+FIXED_PATHS = ("/", "/healthz", "/readyz", "/metrics", *docs.DOCUMENTS, docs.PAGE)
 """Routes outside the contracts."""
 
 

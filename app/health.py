@@ -1,9 +1,9 @@
 """Health endpoints, outside the contracts: no authentication, no rate limit.
 
-`GET /healthz`: the process answers. `GET /readyz`: the store takes a write transaction,
-and the limiter's storage and the job queue answer; if one does not, 503 with a problem
-body naming it, so that a load balancer stops sending requests this process cannot
-serve.
+`GET /healthz`: the process answers, with the service's version. `GET /readyz`: the store
+takes a write transaction, and the limiter's storage and the job queue answer; if one
+does not, 503 with a problem body naming it, so that a load balancer stops sending
+requests this process cannot serve.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.http.problems import HTTPProblem
+from app.version import VERSION
 from models import Store
 from models.migrations import probe_write
 
@@ -44,7 +45,7 @@ def register(app, checks: dict[str, Callable[[], bool | Awaitable[bool]]]) -> No
     in a thread)."""
 
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", "version": VERSION})
 
     async def readyz(request: Request) -> JSONResponse:
         results = {}

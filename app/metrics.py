@@ -3,8 +3,9 @@
 Counters and histograms are kept per process; with several workers (gunicorn) they are
 written to PROMETHEUS_MULTIPROC_DIR, which app/gunicorn_conf.py sets up, and a scrape of
 any worker reports the sum of all (prometheus-client's multiprocess mode). What lives in
-the database or the queue (jobs by status, records redacted by jobs, queue depth) is read
-at scrape time, so it is right across hosts too.
+the database or the queue (jobs by status, records redacted by jobs, queue depth, the
+retention backlog, the webhook outbox, the erasure log's unsigned entries) is read at
+scrape time, so it is right across hosts too (each host reports the same figures).
 
 The endpoint answers only with `Authorization: Bearer <REDACT_METRICS_TOKEN>`; without a
 configured token it is off (404), so per-account figures are never public.
@@ -13,6 +14,7 @@ configured token it is off (404), so per-account figures are never public.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 from typing import Any
 
@@ -22,6 +24,7 @@ from typing import Any
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
+import peewee
 from peewee import fn
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,8 +41,12 @@ from starlette.responses import Response
 
 from app.http.problems import HTTPProblem
 from models import PRODUCTS, database
-from models.erasure.policies import backlog
+from models.erasure.policies import backlog, retention_lag
 from models.jobs.job import STATUSES, RedactionJob
+from models.proof.heads import unsigned_since
+from models.webhooks.outbox import undelivered
+
+log = logging.getLogger("redact.metrics")
 
 REQUESTS = Counter(
     "redact_http_requests", "HTTP requests by operation and status", ["operation", "status"]
@@ -106,7 +113,9 @@ def observe_request(operation: str | None, status: int, seconds: float) -> None:
 
 
 class StoreCollector:
-    """What the database and the queue know, read at each scrape."""
+    """What the database and the queue know, read at each scrape. A store that does not
+    answer is reported (`redact_store_up` 0) rather than failing the scrape, so that the
+    process's own figures (the 503s it answers meanwhile) still reach Prometheus."""
 
     def __init__(self, queue, min_age_seconds: int, clock):
         self.queue = queue
@@ -114,23 +123,61 @@ class StoreCollector:
         self.clock = clock
 
     def collect(self):
+        up = GaugeMetricFamily(
+            "redact_store_up", "Whether the store answered this scrape's queries (1) or not (0)"
+        )
+        try:
+            with database.connection_context():
+                figures = list(self._store_figures(self.clock()))
+            up.add_metric([], 1)
+        except (peewee.PeeweeException, OSError) as exc:  # by its type: a message may quote values
+            log.warning("the store did not answer the metrics scrape: %s", type(exc).__name__)
+            figures = []
+            up.add_metric([], 0)
+        yield up
+        yield from figures
+        depth = GaugeMetricFamily("redact_job_queue_depth", "Tasks waiting in the job queue")
+        try:
+            depth.add_metric([], self.queue.depth())
+            yield depth
+        except Exception:  # the queue is down: /readyz says so; the rest still reports
+            pass
+
+    def _store_figures(self, now):
         jobs = GaugeMetricFamily("redact_jobs", "Redaction jobs by status", labels=["status"])
         records = CounterMetricFamily("redact_job_records_redacted", "Records redacted by jobs")
-        depth = GaugeMetricFamily("redact_job_queue_depth", "Tasks waiting in the job queue")
-        with database.connection_context():
-            rows: list[Any] = list(
-                RedactionJob.select(RedactionJob.status, fn.COUNT(RedactionJob.seq))
-                .group_by(RedactionJob.status)
-                .tuples()
-            )
-            counts: dict[str, int] = dict(rows)
-            redacted = RedactionJob.select(fn.SUM(RedactionJob.redacted)).scalar() or 0
-            waiting = backlog(self.clock(), self.min_age_seconds)
+        rows: list[Any] = list(
+            RedactionJob.select(RedactionJob.status, fn.COUNT(RedactionJob.seq))
+            .group_by(RedactionJob.status)
+            .tuples()
+        )
+        counts: dict[str, int] = dict(rows)
         for status in STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
-        records.add_metric([], redacted)
+        records.add_metric([], RedactionJob.select(fn.SUM(RedactionJob.redacted)).scalar() or 0)
         yield jobs
         yield records
+        yield from self._retention(now)
+        outbox = undelivered(now)
+        yield _gauge(
+            "redact_webhook_backlog", "Webhook events waiting to be delivered", outbox.events
+        )
+        yield _gauge(
+            "redact_webhook_backlog_age_seconds",
+            "How long the oldest webhook event waiting to be delivered has waited (0: none)",
+            outbox.waited,
+        )
+        since = unsigned_since()
+        yield _gauge(
+            "redact_tree_head_lag_seconds",
+            "How long the oldest erasure-log entry that no signed tree head covers has "
+            "waited (0: every log is signed to its end)",
+            0.0 if since is None else max((now - since).total_seconds(), 0.0),
+        )
+
+    def _retention(self, now):
+        waiting = backlog(now, self.min_age_seconds)
+        lag = retention_lag(now, self.min_age_seconds)
         due = GaugeMetricFamily(
             "redact_retention_backlog",
             "Records past their retention policy and not yet redacted (held ones included)",
@@ -141,17 +188,26 @@ class StoreCollector:
             "Of the retention backlog, records a legal hold keeps",
             labels=["product"],
         )
+        late = GaugeMetricFamily(
+            "redact_retention_lag_seconds",
+            "How long the record past its retention that no hold keeps and that has waited "
+            "longest has been due (0: none waits)",
+            labels=["product"],
+        )
         for product in PRODUCTS:
             found = [b for (_, p), b in waiting.items() if p == product]
             due.add_metric([product], sum(b.due for b in found))
             held.add_metric([product], sum(b.held for b in found))
+            late.add_metric([product], lag.get(product, 0.0))
         yield due
         yield held
-        try:
-            depth.add_metric([], self.queue.depth())
-            yield depth
-        except Exception:  # the queue is down: /readyz says so; the rest still reports
-            pass
+        yield late
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation)
+    family.add_metric([], value)
+    return family
 
 
 def register(app, queue, token: str, min_age_seconds: int, clock) -> None:

@@ -2,7 +2,8 @@
 imports another: what two of them need is here.
 
 - The test run: where PostgreSQL and Redis are (POSTGRES_URL, REDIS_URL), whether this
-  is CI (IN_CI), the test clock's start (START), the test password and subject key.
+  is CI (IN_CI), the test clock's start (START), the test password and subject key, the
+  project's version (PROJECT_VERSION).
   `unavailable` fails a test under CI=true and skips it elsewhere; `require_service`
   does so for a server that does not answer.
 - Waiting: `wait_for` is the one polling loop; `wait_until_serving` waits for a server.
@@ -42,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from typing import NoReturn, TypeVar
 
@@ -79,6 +81,8 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The version pyproject.toml gives the distribution (what `redact --version` must say).
+PROJECT_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 SPEC_DIR = ROOT / "openapi"
 GUNICORN_CONF = str(ROOT / "app" / "gunicorn_conf.py")  # by its path, as the Procfile says
 

@@ -11,6 +11,7 @@ import pytest
 
 from models import MODELS, PRODUCTS, Account, Transaction, database
 from tests.support import (
+    PROJECT_VERSION,
     SUBJECT_KEY,
     cli,
     one_line_error,
@@ -221,11 +222,21 @@ def test_serve_demo_runs_the_quickstart(env, tmp_path):
     assert config["settings"]["REDACT_SUBJECT_KEY"] == "***"
 
 
+def test_version_is_the_distributions(env):
+    result = cli(env, "--version")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"redact {PROJECT_VERSION}\n",
+        "",
+    )
+
+
 def test_config_prints_the_effective_settings_with_secrets_masked(env):
     env = {**env, "RATELIMIT_STORAGE_URI": "redis://:hunter2@127.0.0.1:6379/0"}
     result = cli(env, "config")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
+    assert report["version"] == PROJECT_VERSION
     assert report["RATELIMIT_STORAGE_URI"] == "redis://:***@127.0.0.1:6379/0"
     assert report["REDACT_SUBJECT_KEY"] == "***"
     assert report["REDACT_QUEUE_URL"] == env["DATABASE_URL"] + "-queue"  # resolved

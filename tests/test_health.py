@@ -9,7 +9,14 @@ import subprocess
 import pytest
 
 from models import database
-from tests.support import PROBLEM_FIELDS, add_account, add_records, record, unavailable
+from tests.support import (
+    PROBLEM_FIELDS,
+    PROJECT_VERSION,
+    add_account,
+    add_records,
+    record,
+    unavailable,
+)
 
 
 def test_healthz_answers_without_credentials_or_limit(make_app, sqlite_url):
@@ -17,7 +24,8 @@ def test_healthz_answers_without_credentials_or_limit(make_app, sqlite_url):
     with app.test_client() as client:
         for _ in range(5):
             response = client.get("/healthz")
-            assert response.status_code == 200 and response.json() == {"status": "ok"}
+            assert response.status_code == 200
+            assert response.json() == {"status": "ok", "version": PROJECT_VERSION}
 
 
 @pytest.mark.redis

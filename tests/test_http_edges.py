@@ -60,7 +60,7 @@ def test_wrong_method_is_405_with_allow(client, account, method):
 def test_unknown_path_is_a_404_problem(client):
     body = assert_problem(client.get("/v1/redact/nothing-here"), 404)
     assert body["detail"] == "No such path: /v1/redact/nothing-here"
-    assert_problem(client.post("/"), 404)
+    assert_problem(client.post("/nothing-here"), 404)
 
 
 def test_declared_oversized_body_is_413_without_reading_it(client, account):
@@ -241,6 +241,24 @@ def test_a_trailing_slash_is_a_404_problem_not_a_redirect(client, account):
     )
     assert_problem(response, 404)
     assert "location" not in response.headers
+
+
+def test_the_root_redirects_to_the_documentation_page(make_app, sqlite_url):
+    """`GET /`, outside the contracts (which live under /v1/redact): no credentials, no
+    limit; the page it names is Swagger UI for the contracts."""
+    app = make_app(sqlite_url, rate_limit="1/minute")
+    with app.test_client() as client:
+        for _ in range(3):
+            response = client.get("/", follow_redirects=False)
+            assert response.status_code == 307
+            assert response.headers["location"] == "/v1/redact/ui/"
+        page = client.get("/", follow_redirects=True)
+        assert page.status_code == 200 and page.url.path == "/v1/redact/ui/"
+        assert page.headers["content-type"].startswith("text/html")
+        assert "swagger-ui" in page.text and "/v1/redact/jobs-openapi.json" in page.text
+        refused = client.post("/", json={}, follow_redirects=False)
+        assert_problem(refused, 405)
+        assert "GET" in refused.headers["allow"] and "location" not in refused.headers
 
 
 def test_one_address_cannot_queue_more_than_its_share_of_credential_checks(make_app, tmp_path):

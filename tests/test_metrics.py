@@ -13,9 +13,11 @@ import sys
 import httpx
 import pytest
 
+from models import database
 from tests.support import (
     BEARER,
     JOBS,
+    REDACT,
     ROOT,
     SUBJECT_KEY,
     TOKEN,
@@ -155,6 +157,66 @@ def test_the_retention_backlog_and_records_stored_are_reported(make_app, sqlite_
     assert (value(after, "redact_retention_backlog", product="sms")) == 1
     assert (value(after, "redact_retention_held", product="sms")) == 1
     assert (value(after, "redact_retention_backlog", product="voice")) == 0
+    # Past retention for 10 days (40 days old under a 30-day policy), the held one aside;
+    # once the pass has run, only the held one waits, and it does not count.
+    assert value(due, "redact_retention_lag_seconds", product="sms") == 10 * 86400
+    assert value(after, "redact_retention_lag_seconds", product="sms") == 0
+    assert ("redact_retention_lag_seconds", (("product", "voice"),)) in after
+
+
+def test_the_webhook_outbox_and_unsigned_log_entries_are_reported(make_app, sqlite_url, clock):
+    app = make_app(sqlite_url, metrics_token=TOKEN)
+    headers = add_account("acct0001")
+    add_records(record("0A0000000123ABCD1"))
+    with app.test_client() as client:
+
+        def scrape():
+            return samples(client.get("/metrics", headers=BEARER).text)
+
+        quiet = scrape()
+        endpoint = {"url": "https://example.com/hooks", "events": ["hold.created"]}
+        assert client.post("/v1/redact/webhooks", json=endpoint, headers=headers).is_success
+        for number in ("447700900551", "447700900552"):  # one event each, not delivered
+            hold = {"subjects": [number], "reason": "r"}
+            assert client.post("/v1/redact/holds", json=hold, headers=headers).is_success
+        redaction = {"id": "0A0000000123ABCD1", "product": "sms"}
+        assert client.post(REDACT, json=redaction, headers=headers).status_code == 204
+        clock.advance(minutes=10)
+        waiting = scrape()
+        app.services.queue.sign_tree_heads()
+        signed = scrape()
+    for name in ("redact_webhook_backlog", "redact_webhook_backlog_age_seconds"):
+        assert (name, ()) in quiet and value(quiet, name) == 0
+    assert value(quiet, "redact_tree_head_lag_seconds") == 0
+    assert value(waiting, "redact_webhook_backlog") == 2
+    assert value(waiting, "redact_webhook_backlog_age_seconds") == 600
+    # the holds and the redaction are entries of the account's log, the first 10 minutes old
+    assert value(waiting, "redact_tree_head_lag_seconds") == 600
+    assert ("redact_tree_head_lag_seconds", ()) in signed
+    assert value(signed, "redact_tree_head_lag_seconds") == 0
+
+
+def test_a_store_that_does_not_answer_is_reported_and_the_rest_still_is(
+    make_app, sqlite_url, tmp_path
+):
+    app = make_app(sqlite_url, metrics_token=TOKEN, queue_url=f"sqlite:///{tmp_path / 'q.db'}")
+    with app.test_client() as client:
+        up = samples(client.get("/metrics", headers=BEARER).text)
+        database.close()
+        database.obj.close_all()
+        (tmp_path / "redact.db").write_bytes(b"not a database" * 100)
+        response = client.get("/metrics", headers=BEARER)
+    assert response.status_code == 200
+    down = samples(response.text)
+    assert ("redact_store_up", ()) in up and value(up, "redact_store_up") == 1
+    assert ("redact_store_up", ()) in down and value(down, "redact_store_up") == 0
+    assert not any(name == "redact_jobs" for name, _ in down)  # not read: not reported
+    assert value(down, "redact_job_queue_depth") == 0 and ("redact_job_queue_depth", ()) in down
+    # the process's own figures: the scrape before this one
+    scrapes = {"operation": "/metrics", "status": "200"}
+    assert value(down, "redact_http_requests_total", **scrapes) == (
+        value(up, "redact_http_requests_total", **scrapes) + 1
+    )
 
 
 def healthz_counts(base: str) -> set[float]:

@@ -29,9 +29,11 @@ from app.cli.records import holds, policies, retention
 from app.cli.serve import serve, worker
 from app.cli.transactions import transactions
 from app.cli.webhooks import webhooks
+from app.version import VERSION
 
 
 @click.group()
+@click.version_option(VERSION, prog_name="redact", message="%(prog)s %(version)s")
 def main():
     """Redact: a self-hostable, Vonage-compatible redaction service."""
 

@@ -1,5 +1,5 @@
 """The chores around the service: `migrate` (the release phase), `maintenance`
-(PostgreSQL's VACUUM), `config` (the effective configuration)."""
+(PostgreSQL's VACUUM), `config` (the version and the effective configuration)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import peewee
 
 from app.cli.common import fail, load_settings, open_store_or_exit
 from app.settings import ConfigError, Settings
+from app.version import VERSION
 from models import database
 from models.migrations.sealing import seal_job_subjects, seal_records
 from models.worker.maintenance import vacuum_erased
@@ -49,9 +50,10 @@ def maintenance():
 
 @click.command()
 def config():
-    """Print the effective configuration (secrets masked) as JSON."""
+    """Print the service's version and the effective configuration (secrets masked) as
+    JSON."""
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         fail(str(exc), 2)
-    click.echo(json.dumps(settings.report(), indent=2))
+    click.echo(json.dumps({"version": VERSION, **settings.report()}, indent=2))

@@ -196,6 +196,28 @@ def backlog(
     return found
 
 
+def retention_lag(now: datetime.datetime, min_age_seconds: int) -> dict[str, float]:
+    """By product, how long (seconds) the record that has waited longest past its retention
+    has been due, among those the retention pass redacts (no hold keeps them); 0 when none
+    waits. The pass runs every minute, so while it keeps up this stays near a minute."""
+    lag: dict[str, float] = {}
+    query = RetentionPolicy.select().where(RetentionPolicy.mode.in_(("after", "immediate")))
+    for policy in query:
+        cutoff = retention_cutoff(now, policy.days, min_age_seconds)
+        oldest = (
+            Transaction.select(Transaction.created_at)
+            .where(
+                due_condition(policy.account_id, policy.product, cutoff)
+                & ~held_condition(policy.account_id)
+            )
+            .order_by(Transaction.created_at)
+            .first()
+        )
+        waited = (cutoff - oldest.created_at).total_seconds() if oldest else 0.0
+        lag[policy.product] = max(lag.get(policy.product, 0.0), waited)
+    return lag
+
+
 def policies_shown(api_key: str, now: datetime.datetime, min_age_seconds: int) -> dict:
     """The account's policies as the API and the CLI show them: each product's policy
     with its backlog (records past retention, not yet redacted) and how many of those

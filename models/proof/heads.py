@@ -5,11 +5,12 @@ entries has this root, as of this time, signed by the store's key.
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterator
 
 import peewee
 
-from models.proof.entries import LogChunk, LogState, b64, log_size, timestamp
+from models.proof.entries import LogChunk, LogState, b64, entry, log_size, timestamp
 from models.proof.signing import publish
 from models.proof.tree import LogNode, hashes, integrate, root_of_frontier
 from models.store.base import BaseModel, UTCDateTimeField, database
@@ -104,6 +105,23 @@ def sign_grown_logs(key: SigningKey, now: datetime.datetime) -> int:
     for api_key in grown:
         signed_head(api_key, key, now)
     return len(grown)
+
+
+def unsigned_since() -> datetime.datetime | None:
+    """When the oldest erasure-log entry that no signed tree head covers yet was appended,
+    over every account's log; None when each log's newest head covers it whole. The worker
+    signs every minute for each log that grew, so while it runs (with a signing key) this
+    is never much more than a minute ago."""
+    oldest = None
+    grown = LogState.select(LogState.api_key, LogState.signed_size).where(
+        (LogState.size > LogState.signed_size) & (LogState.size > 0)
+    )
+    for state in grown:
+        first = entry(state.api_key, max(state.signed_size, 0))
+        if first is not None:
+            at = datetime.datetime.fromisoformat(json.loads(first.body)["at"])
+            oldest = at if oldest is None else min(oldest, at)
+    return oldest
 
 
 def heads(api_key: str) -> Iterator[TreeHead]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import secrets
+from typing import NamedTuple
 
 from models.errors import InvalidCursor
 from models.store.base import utcnow
@@ -58,6 +59,22 @@ def enqueue(
         ]
     ).execute()
     return len(endpoints)
+
+
+class Undelivered(NamedTuple):
+    events: int
+    """Events waiting to be delivered, retries included."""
+    waited: float
+    """How long (seconds) the oldest of them has waited since it was written; 0 if none."""
+
+
+def undelivered(now: datetime.datetime) -> Undelivered:
+    """The outbox's backlog, over every endpoint (for metrics)."""
+    pending = WebhookEvent.select(WebhookEvent.created).where(WebhookEvent.status == "pending")
+    oldest = pending.order_by(WebhookEvent.created).first()
+    if oldest is None:
+        return Undelivered(0, 0.0)
+    return Undelivered(pending.count(), max((now - oldest.created).total_seconds(), 0.0))
 
 
 def job_event_data(job) -> dict:
