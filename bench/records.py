@@ -326,7 +326,7 @@ def build_database(path: pathlib.Path, count: int, created: datetime.datetime) -
     """Tables by the models, rows by executemany (not measured), then the account's SMS
     policy: `after` RETENTION_DAYS days."""
     from models import Account, create_tables, database, open_store
-    from models.erasure.retention import set_policies
+    from models.erasure.policies import set_policies
     from models.store.keys import SubjectKey
 
     db = open_store(sqlite_url(path), subject_key=SUBJECT_KEY.encode()).database
