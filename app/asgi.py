@@ -1,4 +1,4 @@
-"""The ASGI application the Procfile serves: `gunicorn app.asgi:app`."""
+"""The ASGI application each worker process of `redact serve --workers N` serves."""
 
 import sys
 
@@ -10,4 +10,4 @@ try:
     app = create_app()
 except ConfigError as exc:  # one clear line instead of a traceback per worker
     print(f"error: {exc}", file=sys.stderr)
-    sys.exit(3)  # gunicorn's "worker failed to boot": the arbiter stops instead of retrying
+    sys.exit(3)  # STARTUP_FAILURE: the parent stops instead of starting it again (app/workers.py)

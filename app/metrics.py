@@ -1,7 +1,7 @@
 """Prometheus metrics at `GET /metrics` (outside the contracts).
 
-Counters and histograms are kept per process; with several workers (gunicorn) they are
-written to PROMETHEUS_MULTIPROC_DIR, which app/gunicorn_conf.py sets up, and a scrape of
+Counters and histograms are kept per process; with several workers they are written to
+PROMETHEUS_MULTIPROC_DIR, which `redact serve --workers N` sets up, and a scrape of
 any worker reports the sum of all (prometheus-client's multiprocess mode). What lives in
 the database or the queue (jobs by status, records redacted by jobs, queue depth, the
 retention backlog, the webhook outbox, the erasure log's unsigned entries) is read at

@@ -1,5 +1,5 @@
-"""The HTTP server's settings beyond uvicorn's, for `redact serve` and gunicorn's uvicorn
-workers (the Procfile): a guard against slow clients, and a cap on malloc arenas.
+"""The HTTP server's settings beyond uvicorn's, for `redact serve` (the Procfile's web
+line): a guard against slow clients, and a cap on malloc arenas.
 
 uvicorn closes a keep-alive connection left idle, but sets no deadline for a request
 itself: a client that sends its headers or body a byte at a time (slowloris) holds its
@@ -22,10 +22,8 @@ import json
 import os
 import uuid
 from collections.abc import Callable
-from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn_worker import UvicornWorker
 
 from app.settings import ConfigError, Settings
 
@@ -125,9 +123,3 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         return
     with contextlib.suppress(AttributeError, OSError):  # not glibc: nothing to do
         ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas)
-
-
-class Worker(UvicornWorker):
-    """gunicorn's uvicorn worker with the guarded protocol (the Procfile's worker class)."""
-
-    CONFIG_KWARGS: ClassVar[dict] = {**UvicornWorker.CONFIG_KWARGS, "http": PROTOCOL}

@@ -11,8 +11,10 @@ Unix socket (SCM_RIGHTS); the worker takes it into its uvicorn server as if it h
 it. The hand-off costs the parent an accept and a send per connection, not per request.
 
 A worker that dies is replaced; its connections end with it, as they would under any
-supervisor. SIGTERM or SIGINT stops accepting and lets each worker finish its requests in
-flight (uvicorn's graceful shutdown) before the parent returns.
+supervisor. One that exits before it was ever ready with STARTUP_FAILURE (3: the app or its
+settings cannot start, app/asgi.py) would fail again: the parent stops, and says so.
+SIGTERM or SIGINT stops accepting and lets each worker finish its requests in flight
+(uvicorn's graceful shutdown) before the parent returns.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 
 import uvicorn
 
-from app.server import GuardedHttpToolsProtocol
+from app.server import GuardedHttpToolsProtocol, limit_malloc_arenas
 
 logger = logging.getLogger("redact.workers")
 
@@ -39,6 +41,12 @@ SUPERVISE_SECONDS = 0.5
 START_SECONDS = 30  # at most, for every worker to be ready before the first accept
 STOP_SECONDS = 30  # a worker's graceful shutdown, at most, before it is killed
 READY = b"r"
+STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that cannot start (app/asgi.py's too)
+
+
+class StartupFailed(Exception):
+    """A worker could not start; starting another would fail the same way."""
+
 
 _spawn = multiprocessing.get_context("spawn")
 
@@ -51,6 +59,7 @@ class _Worker:
         self.index = index
         self.channel, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.ready = False
+        self.was_ready = False
         self.handed = 0
         closed[index] = 0
         self.process = _spawn.Process(
@@ -71,8 +80,10 @@ class Supervisor:
         self.workers: list[_Worker] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.failed: str | None = None
 
     def run(self) -> None:
+        """Serve until SIGTERM or SIGINT; StartupFailed if a worker cannot start."""
         listener = self.config.bind_socket()
         listener.listen(self.config.backlog)
         listener.setblocking(False)
@@ -96,12 +107,18 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             listener.close()
+        if self.failed is not None:
+            raise StartupFailed(self.failed)
 
     def _replace_dead(self) -> None:
         with self.lock:
             for i, worker in enumerate(self.workers):
                 if worker.process.is_alive() or self.stopping.is_set():
                     continue
+                if not worker.was_ready and worker.process.exitcode == STARTUP_FAILURE:
+                    self.failed = f"worker {i} could not start (exit {STARTUP_FAILURE})"
+                    self.stopping.set()
+                    return
                 logger.warning(
                     "worker %d (pid %s) exited with %s; starting another",
                     i,
@@ -172,6 +189,7 @@ class Supervisor:
             for worker in self.workers:
                 if worker.channel is channel:
                     worker.ready = message == READY
+                    worker.was_ready = worker.was_ready or worker.ready
         return bool(message)
 
     def _hand(self, connection: socket.socket) -> bool:
@@ -238,6 +256,7 @@ class _WorkerServer(uvicorn.Server):
 
 
 def _worker_main(config: uvicorn.Config, channel: socket.socket, closed: Any, index: int) -> None:
+    limit_malloc_arenas()
     config.configure_logging()
     with contextlib.suppress(KeyboardInterrupt):
         _WorkerServer(config, channel, closed, index).run()

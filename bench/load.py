@@ -1,8 +1,7 @@
 """Load on the scale-out set-up: several accounts at their rate limit for minutes, then an
 overload far beyond capacity, then a light load again.
 
-The service runs as the Procfile runs it (gunicorn, 2 uvicorn workers,
-app/gunicorn_conf.py) on PostgreSQL (database redact_bench) with the limiter and the queue
+The service runs as the Procfile runs it (`redact serve --no-jobs --workers 2`) on PostgreSQL (database redact_bench) with the limiter and the queue
 in Redis (db 14). Each account has its own records; every request redacts a record never
 sent before, so every 204 is real work, and the database is checked against the answers
 at the end (every 204 matched by a redacted row).
@@ -80,7 +79,6 @@ from run import (
 from models import MODELS, Account
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-GUNICORN_CONF = ROOT / "app" / "gunicorn_conf.py"
 WORKERS = 2
 PATH = "/v1/redact/transaction"
 SECRET = "load-secret-0001"
@@ -167,16 +165,8 @@ def service(log_path: pathlib.Path):
     with log_path.open("wb") as log:
         server = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "app.asgi:app",
-                "-c",
-                str(GUNICORN_CONF),
-                "--workers",
-                str(WORKERS),
-                "--bind",
-                f"127.0.0.1:{port}",
+                *(sys.executable, "-m", "app.cli", "serve", "--no-jobs"),
+                *("--workers", str(WORKERS), "--port", str(port)),
             ],
             cwd=ROOT,
             env=env,
@@ -238,7 +228,7 @@ def server_latency(port: int) -> dict[str, dict[str, float]]:
 
 
 def worker_rss(server: subprocess.Popen) -> dict[int, float]:
-    """MB resident of each worker process of the gunicorn master."""
+    """MB resident of each worker process of `redact serve`."""
     children = subprocess.run(
         ["pgrep", "-P", str(server.pid)], capture_output=True, text=True
     ).stdout.split()
@@ -273,7 +263,7 @@ class AccountClient:
         async with self.free:
             while True:
                 # As an HTTP client library does: a connection idle for longer than the
-                # server keeps one (gunicorn's keepalive, 2 s) is not reused.
+                # server keeps one (uvicorn's keep-alive, 5 s) is not reused.
                 while self.idle and time.monotonic() - self.idle[0][2] > IDLE_SECONDS:
                     self.idle.pop(0)[1].close()
                     self.open -= 1

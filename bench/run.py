@@ -1,8 +1,10 @@
 """Throughput and latency of the Redact service, against the floor of its HTTP stack, the
 framework as it comes, and a mock of the contract.
 
-Every Python app is served the way the Procfile serves the service (gunicorn, 2 uvicorn
-workers `uvicorn_worker.UvicornWorker`, loopback) and every row is loaded with wrk (2
+The service is served as the Procfile serves it (`redact serve --no-jobs --workers 2`:
+the parent hands each connection to the least-loaded worker), the other Python apps by
+gunicorn with 2 uvicorn workers (`uvicorn_worker.UvicornWorker`), all on loopback, and
+every row is loaded with wrk (2
 threads, --connections, --duration, after an uncounted 2 s warm-up) sending the same
 request, `POST /v1/redact/transaction` with basic auth and a JSON body. The rows, by the
 names --only takes:
@@ -154,7 +156,7 @@ class Row:
 
 
 SERVER_MODULES = ("gunicorn", "uvicorn_worker")
-SERVICE_MODULES = (*SERVER_MODULES, "models")
+SERVICE_MODULES = ("models",)
 ROWS = {
     row.key: row
     for row in (
@@ -427,19 +429,10 @@ def gunicorn_command(app: str, port: int) -> list[str]:
 
 
 def service_command(port: int) -> list[str]:
-    """The service exactly as the Procfile's web line serves it: its gunicorn settings
-    (app/gunicorn_conf.py: the worker class with the slow-client guard, shared metrics)."""
+    """The service exactly as the Procfile's web line serves it."""
     return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "app.asgi:app",
-        "-c",
-        str(ROOT / "app" / "gunicorn_conf.py"),
-        "--workers",
-        str(WORKERS),
-        "--bind",
-        f"127.0.0.1:{port}",
+        *(sys.executable, "-m", "app.cli", "serve", "--no-jobs"),
+        *("--workers", str(WORKERS), "--port", str(port)),
     ]
 
 
@@ -845,8 +838,8 @@ def print_report(
         print(f"\nWARNING: {warning}")
     print(
         f"\nwrk -t{WRK_THREADS} -c{args.connections} -d{args.duration}s --latency, "
-        f"loopback; Python apps: gunicorn, {WORKERS} uvicorn workers; Prism: 1 Node "
-        "process\n"
+        f"loopback; the service: redact serve --workers {WORKERS}; other Python apps: "
+        f"gunicorn, {WORKERS} uvicorn workers; Prism: 1 Node process\n"
     )
     print(
         f"{'app':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"

@@ -19,7 +19,7 @@ imports another: what two of them need is here.
   console script's wrapper, so usage errors and exit codes are as users see them);
   `redact` runs the installed console script as a subprocess; `start` and `served` leave
   one running, `stop` ends it; `one_line_error` checks the commands' error format.
-- Real servers: `Service` (the release step and gunicorn, as the Procfile runs them),
+- Real servers: `Service` (the release step and `redact serve`, as the Procfile runs them),
   `PrivatePostgres` and `PrivateRedis` (servers of the test's own, to stop and start).
 - Metrics: `samples` and `value` read a Prometheus scrape.
 - Webhooks: `Receiver`, a real HTTP endpoint on 127.0.0.1 that keeps what it is sent.
@@ -84,7 +84,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The version pyproject.toml gives the distribution (what `redact --version` must say).
 PROJECT_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 SPEC_DIR = ROOT / "openapi"
-GUNICORN_CONF = str(ROOT / "app" / "gunicorn_conf.py")  # by its path, as the Procfile says
 
 START = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.UTC)
 PASSWORD = "s3cret-Pa55"
@@ -594,7 +593,7 @@ def served(env: dict, cwd, *args: str, timeout: float = 60) -> Iterator[tuple]:
 
 class Service:
     """The service as the Procfile runs it: the release step (`redact migrate`), then
-    gunicorn with `workers` workers; stderr in cwd/gunicorn.log."""
+    `redact serve --no-jobs` with `workers` workers; stderr in cwd/service.log."""
 
     def __init__(self, env: dict, cwd, workers: int = 1):
         self.env = {**os.environ, **env}
@@ -606,19 +605,11 @@ class Service:
 
     def __enter__(self) -> Service:
         redact(self.env, "migrate", check=True, timeout=60)
-        with open(os.path.join(self.cwd, "gunicorn.log"), "wb") as log:
+        with open(os.path.join(self.cwd, "service.log"), "wb") as log:
             self.process = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "app.asgi:app",
-                    "-c",
-                    GUNICORN_CONF,
-                    "--workers",
-                    str(self.workers),
-                    "--bind",
-                    f"127.0.0.1:{self.port}",
+                    *(sys.executable, "-m", "app.cli", "serve", "--no-jobs"),
+                    *("--port", str(self.port), "--workers", str(self.workers)),
                 ],
                 env=self.env,
                 cwd=self.cwd,
@@ -636,10 +627,24 @@ class Service:
         stop(self.process)
 
     def worker_pids(self) -> list[int]:
-        children = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
-        ).stdout.split()
-        return [int(pid) for pid in children]
+        assert self.process is not None
+        return worker_pids(self.process.pid)
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The worker processes of `redact serve --workers N` running as `parent` (its
+    children that multiprocessing spawned; not its resource tracker)."""
+    with open(f"/proc/{parent}/task/{parent}/children") as children:
+        pids = [int(child) for child in children.read().split()]
+    workers = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"spawn_main" in cmdline.read():
+                    workers.append(pid)
+        except OSError:  # gone meanwhile
+            continue
+    return workers
 
 
 def _postgres_bin() -> str | None:

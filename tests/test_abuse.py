@@ -1,5 +1,5 @@
-"""Abuse at the HTTP layer, against the service as the Procfile runs it (gunicorn, uvicorn's
-parser): slow clients meet the read deadline, a flood beyond the requests a worker takes
+"""Abuse at the HTTP layer, against the service as the Procfile runs it (`redact serve`,
+uvicorn's parser): slow clients meet the read deadline, a flood beyond the requests a worker takes
 on is shed with 503 problems, and malformed or injected headers get a clear 4xx problem."""
 
 from __future__ import annotations

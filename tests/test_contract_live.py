@@ -1,5 +1,5 @@
 """Schemathesis over the three contracts against a live server, as the Procfile runs it
-(gunicorn with 2 workers, real HTTP): positive and negative data, every default check.
+(`redact serve` with 2 workers, real HTTP): positive and negative data, every default check.
 REDACT_FUZZ_EXAMPLES sets the examples per operation and mode (default 120: up to 4,080
 cases over the 17 operations); the limits are set high so fuzzing is never throttled."""
 

@@ -1,5 +1,5 @@
 """One tenant's burst never fails another tenant's request: against the service as the
-Procfile runs it (gunicorn), with one worker and the limiter in memory, and with two
+Procfile runs it (`redact serve`), with one worker and the limiter in memory, and with two
 workers sharing the limiter in Redis.
 
 Account A sends 400 redactions within half a second (its limit is 170 a second) while

@@ -261,7 +261,7 @@ def test_limiter_redis_dies_then_returns(private_redis, tmp_path):
         private_redis.start()  # empty: the minute's count starts again
         assert burst() == [404] * 5 + [429] * 3
         assert _limiter_failures(client, service.base) == 8
-    log = (tmp_path / "gunicorn.log").read_text()
+    log = (tmp_path / "service.log").read_text()
     assert log.count("rate-limit storage unavailable") >= 1, log[-2000:]
 
 
@@ -326,7 +326,7 @@ def store_url(request, tmp_path):
 
 @pytest.mark.slow
 def test_web_workers_killed_during_a_stream_of_redactions(store_url, tmp_path):
-    """Two gunicorn workers take a stream of redactions from eight clients; each worker is
+    """Two web workers take a stream of redactions from eight clients; each worker is
     killed with SIGKILL in turn. Every redaction answered 204 is in the store with its audit
     row, every record is whole (scrubbed with its audit, or untouched), and the stream goes
     on through the replacement workers."""

@@ -1,5 +1,5 @@
 """GET /metrics: off without a token, bearer-protected, Prometheus text; the figures move
-with what the service does; several gunicorn workers report one sum."""
+with what the service does; several web workers report one sum."""
 
 from __future__ import annotations
 
@@ -232,7 +232,7 @@ def healthz_counts(base: str) -> set[float]:
 
 
 @pytest.mark.slow
-def test_several_gunicorn_workers_report_one_sum(tmp_path):
+def test_several_web_workers_report_one_sum(tmp_path):
     metrics_dir = tmp_path / "metrics"
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'redact.db'}",

@@ -28,6 +28,7 @@ from tests.support import (
     served,
     value,
     wait_for,
+    worker_pids,
 )
 
 pytestmark = pytest.mark.slow
@@ -146,25 +147,30 @@ def test_serve_replaces_a_worker_that_dies(tmp_path):
         for connection in keep_alive_connections(base, 2):
             connection.close()
         wait_for(lambda: not connection_owners(port), what="the connections closed")
-        workers = process_children(process.pid)
+        workers = worker_pids(process.pid)
+        assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
 
+        # Its replacement is started...
+        wait_for(
+            lambda: len(now := worker_pids(process.pid)) == 2 and workers[0] not in now,
+            what="a replacement worker",
+        )
+
         def two_workers_answer() -> bool:
-            connections = keep_alive_connections(base, 2)
+            try:
+                connections = keep_alive_connections(base, 2)
+            except ConnectionError:  # handed to the dead worker as it died
+                return False
             owners = connection_owners(port)
             for connection in connections:
                 connection.close()
             wait_for(lambda: not connection_owners(port), what="the connections closed")
             return len(owners) == 2 and workers[0] not in owners
 
-        # The survivor and its replacement take new connections between them.
+        # ...and, once ready, it and the survivor take new connections between them.
         wait_for(two_workers_answer, timeout=30, interval=0.5, what="a replaced worker")
     assert process.returncode == 0
-
-
-def process_children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as children:
-        return [int(child) for child in children.read().split()]
 
 
 @pytest.mark.postgres

@@ -24,7 +24,7 @@ from app.cli.common import (
 )
 from app.demo import curl_line, seed_demo
 from app.server import PROTOCOL, limit_malloc_arenas
-from app.workers import Supervisor
+from app.workers import StartupFailed, Supervisor
 from models import create_tables, database, utcnow
 from models.jobs import QueueUnavailable
 
@@ -38,15 +38,20 @@ STORE_RETRY_SECONDS = 2
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--demo", is_flag=True, help="Add a demo account and records, print a curl line.")
-def serve(host: str, port: int, workers: int, demo: bool):
+@click.option(
+    "--jobs/--no-jobs",
+    default=True,
+    show_default=True,
+    help="Work on redaction jobs in this process too (--no-jobs: `redact worker` processes do).",
+)
+def serve(host: str, port: int, workers: int, demo: bool, jobs: bool):
     """Run the HTTP service (creating tables if missing)."""
     limit_malloc_arenas()
     logs.configure()
     settings = load_settings()
     logs.event("config", settings=settings.report())
     if workers > 1:
-        # uvicorn's workers are new processes: they sum their metrics through files, as
-        # app/gunicorn_conf.py arranges for gunicorn's.
+        # The workers are new processes: they sum their metrics through files.
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # made only when none is given
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="redact-metrics-")
         directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
@@ -82,8 +87,9 @@ def serve(host: str, port: int, workers: int, demo: bool):
     # the store this process opened; so does the app when it is served here (one worker).
     # More workers are processes of their own, each opening its store (app/asgi.py).
     services = services_or_exit(settings, store)
-    consumer = services.queue.consumer(workers=1)
-    consumer.start()
+    consumer = services.queue.consumer(workers=1) if jobs else None
+    if consumer is not None:
+        consumer.start()
     try:
         if workers == 1:
             uvicorn.run(
@@ -104,9 +110,13 @@ def serve(host: str, port: int, workers: int, demo: bool):
                 access_log=False,
                 http=PROTOCOL,
             )
-            Supervisor(config, workers).run()
+            try:
+                Supervisor(config, workers).run()
+            except StartupFailed as exc:
+                fail(f"{exc}; its error is above")
     finally:
-        consumer.stop(graceful=True)  # the job a worker thread holds ends before the store
+        if consumer is not None:  # the job a worker thread holds ends before the store
+            consumer.stop(graceful=True)
         services.close()
 
 
