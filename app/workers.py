@@ -58,6 +58,7 @@ class _Worker:
     def __init__(self, config: uvicorn.Config, index: int, closed: Any):
         self.index = index
         self.channel, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.channel.setblocking(False)  # a worker that does not read is passed over
         self.ready = False
         self.was_ready = False
         self.handed = 0
