@@ -5,6 +5,7 @@ the process's (the installed console script's exit codes, `serve`)."""
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
@@ -208,7 +209,12 @@ def test_serve_demo_runs_the_quickstart(env, tmp_path):
             f"{base}{url_path}", auth=auth, json={"id": "0A00000000NOTHERE", "product": "sms"}
         )
         assert missing.status_code == 404
-    out = (tmp_path / "serve.out").read_text()
+        # The banner: the version, where it serves and its documentation page, which answers.
+        out = (tmp_path / "serve.out").read_text()
+        assert f"redact {PROJECT_VERSION} serving at {base} (1 worker)" in out
+        page = re.search(r"API documentation: (\S+)", out).group(1)
+        assert page == f"{base}/v1/redact/ui/"
+        assert httpx.get(page).status_code == 200
     err = (tmp_path / "serve.log").read_text()
     assert "curl -i -u demo0001:demo-secret-0001" in out
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]

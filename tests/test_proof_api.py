@@ -9,6 +9,8 @@ import base64
 import datetime
 import hashlib
 import json
+import os
+import stat
 
 import psycopg2
 import pytest
@@ -393,3 +395,25 @@ def test_a_canceled_jobs_receipt_says_it_redacted_nothing(make_app, database_url
         document = verify_receipt(answer["receipt"], keys(client))
         assert document["job"]["status"] == "canceled"
         assert document["records"] == {"count": 0, "ranges": []}
+
+
+def test_secrets_beside_an_sqlite_store_are_the_owners_alone(make_app, tmp_path):
+    """Even under a umask that lets everyone read, the signing key, the subject key and
+    the key-encryption key an SQLite store keeps beside it are readable by its owner
+    alone (0600)."""
+    previous = os.umask(0)
+    try:
+        app = make_app(f"sqlite:///{tmp_path / 'redact.db'}", subject_key="")
+        client = app.test_client()
+        account = add_account("acct0001")
+        add_records(record("T1"))
+        redact(client, account, "T1")
+        receipt(client, account, "T1")  # signs a tree head: the signing key is made
+    finally:
+        os.umask(previous)
+    secrets = [
+        path for path in tmp_path.iterdir() if path.name.endswith((".signing-key", ".key", ".kek"))
+    ]
+    assert {p.name.rsplit(".", 1)[-1] for p in secrets} >= {"signing-key", "key"}, secrets
+    for path in secrets:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path.name, oct(path.stat().st_mode))

@@ -23,7 +23,9 @@ from app.cli.common import (
     services_or_exit,
 )
 from app.demo import curl_line, seed_demo
+from app.docs import PAGE as DOCS_PAGE
 from app.server import PROTOCOL, limit_malloc_arenas
+from app.version import VERSION
 from app.workers import StartupFailed, Supervisor
 from models import create_tables, database, utcnow
 from models.jobs import QueueUnavailable
@@ -78,10 +80,15 @@ def serve(host: str, port: int, workers: int, demo: bool, jobs: bool):
         threading.Thread(
             target=_prepare_when_reachable, args=(demo,), name="store-setup", daemon=True
         ).start()
+    base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    click.echo(
+        f"redact {VERSION} serving at {base} ({workers} worker{'s' * (workers > 1)}); "
+        f"API documentation: {base}{DOCS_PAGE}"
+    )
     if demo:
         click.echo(
             f"Demo account {'ready' if ready else 'added once the database answers'}."
-            f" Redact a record with:\n  {curl_line(f'http://{host}:{port}')}"
+            f" Redact a record with:\n  {curl_line(base)}"
         )
     # One command runs everything: the job queue's consumer runs in this process too, on
     # the store this process opened; so does the app when it is served here (one worker).
