@@ -57,26 +57,35 @@ def test_serve_with_two_workers_reports_one_sum(tmp_path, monkeypatch):
     assert counts == {20}
 
 
-def connection_owners(port: int) -> collections.Counter:
-    """How many TCP connections to `port` each process holds open, in any state but
-    listening (from /proc: the connections' socket inodes, then the processes' files)."""
-    inodes = set()
+def server_sockets(port: int) -> dict[str, int]:
+    """The server ends of the TCP connections to `port`, in any state but listening: each
+    one's socket (as /proc/PID/fd links name it) and its client's port (/proc/net/tcp)."""
+    found = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as lines:
             for line in list(lines)[1:]:
                 fields = line.split()
-                local, state, inode = fields[1], fields[3], fields[9]
+                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
                 if state != "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{inode}]")
-    owners: collections.Counter = collections.Counter()
+                    found[f"socket:[{inode}]"] = int(remote.rsplit(":", 1)[1], 16)
+    return found
+
+
+def socket_holders(sockets) -> dict[str, int]:
+    """Which process holds each of `sockets` open (by /proc/PID/fd)."""
+    holders = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds]
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
         except OSError:  # gone, or not ours to read
             continue
-        owners.update({int(pid): sum(link in inodes for link in links)} if inodes else {})
-    return +owners
+        holders.update({link: int(pid) for link in links if link in sockets})
+    return holders
+
+
+def connection_owners(port: int) -> collections.Counter:
+    """How many TCP connections to `port` each process holds open."""
+    return collections.Counter(socket_holders(server_sockets(port)).values())
 
 
 def keep_alive_connections(base: str, count: int) -> list[http.client.HTTPConnection]:
@@ -115,29 +124,8 @@ def connection_owners_of(connection: http.client.HTTPConnection, port: int) -> i
     """The pid holding the server's end of `connection`."""
     assert connection.sock is not None
     client_port = connection.sock.getsockname()[1]
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as lines:
-            for line in list(lines)[1:]:
-                fields = line.split()
-                local, remote = fields[1], fields[2]
-                if (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)) == (
-                    port,
-                    client_port,
-                ):
-                    return _holder(f"socket:[{fields[9]}]")
-    raise AssertionError(f"no server end for the connection from port {client_port}")
-
-
-def _holder(link: str) -> int:
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if any(
-                os.readlink(f"/proc/{pid}/fd/{fd}") == link for fd in os.listdir(f"/proc/{pid}/fd")
-            ):
-                return int(pid)
-        except OSError:
-            continue
-    raise AssertionError(f"no process holds {link}")
+    [link] = [link for link, peer in server_sockets(port).items() if peer == client_port]
+    return socket_holders({link})[link]
 
 
 def test_serve_replaces_a_worker_that_dies(tmp_path):
