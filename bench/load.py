@@ -1,10 +1,11 @@
 """Load on the scale-out set-up: several accounts at their rate limit for minutes, then an
 overload far beyond capacity, then a light load again.
 
-The service runs as the Procfile runs it (`redact serve --no-jobs --workers 2`) on PostgreSQL (database redact_bench) with the limiter and the queue
-in Redis (db 14). Each account has its own records; every request redacts a record never
-sent before, so every 204 is real work, and the database is checked against the answers
-at the end (every 204 matched by a redacted row).
+The service runs as the Procfile runs it (`redact serve --no-jobs --workers 2`) on
+PostgreSQL (database redact_bench) with the limiter and the queue in Redis (db 14). Each
+account has its own records; every request redacts a record never sent before, so every
+204 is real work, and the database is checked against the answers at the end (every 204
+matched by a redacted row).
 
 Phases, each open loop: account a's request i is sent at its scheduled time
 t0 + (i + a/accounts)/rate whatever the earlier requests are doing, and its latency runs
