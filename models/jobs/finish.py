@@ -14,8 +14,9 @@ from models.webhooks.outbox import enqueue, job_event_data
 
 
 def finish_run(job: RedactionJob, now: datetime.datetime) -> None:
-    """redacting -> succeeded, forgetting the job's numbers and request digest."""
-    _finish(job, "redacting", "succeeded", now)
+    """redacting -> succeeded, forgetting the job's numbers and request digest; nothing
+    waits any more."""
+    _finish(job, "redacting", "succeeded", now, waiting_records=0, waiting_until=None)
 
 
 def finish_cancel(job: RedactionJob, now: datetime.datetime) -> None:
@@ -23,7 +24,7 @@ def finish_cancel(job: RedactionJob, now: datetime.datetime) -> None:
     _finish(job, "canceling", "canceled", now)
 
 
-def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime) -> None:
+def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime, **changes) -> None:
     """Move a job to a final status, its webhook event written with it; a finished job
     keeps no number, not even hashed."""
     # The key its numbers are sealed under goes first, durably: no copy opens them after.
@@ -35,7 +36,7 @@ def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime)
             .where((JobObject.job == job.seq) & JobObject.subject_key.is_null(False))
             .execute()
         )
-        if transition(job, source, target, request_digest=None):
+        if transition(job, source, target, request_digest=None, **changes):
             finished = RedactionJob.get_by_id(job.seq)
             [job.log_index] = entries.append([job_entry(finished)], now)
             RedactionJob.update(log_index=job.log_index).where(

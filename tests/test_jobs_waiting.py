@@ -1,0 +1,101 @@
+"""A job whose records are partly premature, through the jobs API and the app's real
+queue, with the app's clock moved: the run redacts the rest at once and says what waits
+and until when, and goes on by itself then."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from models import RedactionAudit, database
+from tests.support import (
+    JOBS,
+    START,
+    JobsClient,
+    add_account,
+    add_records,
+    assert_job_contract,
+    record,
+    row,
+)
+
+SUBJECT = "447700900123"
+MINUTES = datetime.timedelta(minutes=1)
+
+
+@pytest.fixture
+def jobs(make_app, database_url, tmp_path):
+    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'queue.db'}")
+    headers = add_account("acct0001")
+    with app.test_client() as client:
+        yield JobsClient(client, headers, app.services.queue)
+
+
+def audit_for(job_id: str) -> list[str]:
+    with database.connection_context():
+        return sorted(
+            a.transaction_id
+            for a in RedactionAudit.select().where(RedactionAudit.trace_id == job_id)
+        )
+
+
+def shown(jobs: JobsClient, job_id: str) -> dict:
+    return assert_job_contract(
+        jobs.client.get(f"{JOBS}/{job_id}", headers=jobs.headers), "/jobs/{job}", "get"
+    )
+
+
+def redacted(*ids: str) -> list[bool]:
+    return [row(i).redacted_at is not None for i in ids]
+
+
+def waiting_job(jobs: JobsClient) -> str:
+    """A running job of two old records and two premature ones (one named, 10 minutes
+    old; one about its subject, 5 minutes old), drained once."""
+    add_records(
+        record("T1"),
+        record("P1", age=10 * MINUTES),
+        record("S1", to=SUBJECT),
+        record("S2", age=5 * MINUTES, **{"from": SUBJECT}),
+    )
+    job = jobs.ready(["T1", "P1"], [SUBJECT], validation_behavior="fix")
+    started = jobs.action(job["id"], "run", expect=202)
+    assert assert_job_contract(started, "/jobs/{job}/run", "post")["waiting"] is None
+    jobs.drain()
+    return job["id"]
+
+
+def test_a_run_redacts_what_it_can_at_once_and_says_what_waits_until_when(jobs, clock):
+    job_id = waiting_job(jobs)
+    job = shown(jobs, job_id)
+    assert job["status"] == "redacting"
+    assert job["counts"]["redacted"] == 2
+    # S2, the younger, comes of age 55 minutes after START
+    until = int((START + 55 * MINUTES).timestamp())
+    assert job["waiting"] == {"records": 2, "until": until}
+    assert redacted("T1", "S1", "P1", "S2") == [True, True, False, False]
+    assert audit_for(job_id) == ["S1", "T1"]
+
+    clock.advance(minutes=54)
+    jobs.drain()
+    assert shown(jobs, job_id)["waiting"] == {"records": 2, "until": until}
+
+    clock.advance(minutes=1)
+    jobs.drain()  # the task the run scheduled for `until`
+    done = shown(jobs, job_id)
+    assert (done["status"], done["waiting"]) == ("succeeded", None)
+    assert (done["counts"]["redacted"], done["counts"]["already_redacted"]) == (4, 0)
+    assert redacted("T1", "S1", "P1", "S2") == [True, True, True, True]
+    assert audit_for(job_id) == ["P1", "S1", "S2", "T1"]  # each once
+
+
+def test_a_job_with_nothing_premature_never_waits(jobs):
+    add_records(record("T1"), record("T2"))
+    job = jobs.ready(["T1", "T2"])
+    jobs.action(job["id"], "run", expect=202)
+    jobs.drain()
+    assert (shown(jobs, job["id"])["status"], shown(jobs, job["id"])["waiting"]) == (
+        "succeeded",
+        None,
+    )
