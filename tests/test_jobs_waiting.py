@@ -1,6 +1,7 @@
 """A job whose records are partly premature, through the jobs API and the app's real
 queue, with the app's clock moved: the run redacts the rest at once and says what waits
-and until when, and goes on by itself then."""
+and until when, goes on by itself then, and can be cancelled while it waits (what it
+redacted stays redacted; its result and receipt say what it left)."""
 
 from __future__ import annotations
 
@@ -98,4 +99,51 @@ def test_a_job_with_nothing_premature_never_waits(jobs):
     assert (shown(jobs, job["id"])["status"], shown(jobs, job["id"])["waiting"]) == (
         "succeeded",
         None,
+    )
+
+
+def test_cancel_while_waiting_keeps_what_was_redacted_and_says_what_was_not(jobs, clock):
+    job_id = waiting_job(jobs)
+    response = jobs.action(job_id, "cancel", expect=200)
+    assert assert_job_contract(response, "/jobs/{job}/cancel", "post")["status"] == "canceling"
+    jobs.drain()
+    canceled = shown(jobs, job_id)
+    assert canceled["status"] == "canceled"
+    assert canceled["counts"]["redacted"] == 2
+    assert canceled["waiting"] == {"records": 2, "until": int((START + 55 * MINUTES).timestamp())}
+
+    clock.advance(hours=2)  # the task scheduled for `until` finds the job canceled
+    jobs.drain()
+    assert shown(jobs, job_id)["status"] == "canceled"
+    assert redacted("T1", "S1", "P1", "S2") == [True, True, False, False]
+    assert audit_for(job_id) == ["S1", "T1"]
+
+    receipt = jobs.client.get(f"{JOBS}/{job_id}/receipt", headers=jobs.headers)
+    assert receipt.status_code == 200, receipt.text
+    document = receipt.json()["document"]
+    assert document["job"]["status"] == "canceled"
+    assert (document["job"]["redacted"], document["job"]["not_redacted"]) == (2, 2)
+    assert document["records"]["count"] == 2
+
+
+def test_a_running_job_that_does_not_wait_cannot_be_cancelled(jobs):
+    add_records(record("T1"))
+    job = jobs.ready(["T1"])
+    jobs.action(job["id"], "run", expect=202)
+    refused = jobs.action(job["id"], "cancel", expect=409)
+    assert "while it waits for premature records" in refused.json()["detail"]
+    jobs.drain()
+    assert shown(jobs, job["id"])["status"] == "succeeded"
+
+
+def test_a_job_cancelled_before_it_runs_left_every_record(jobs):
+    add_records(record("T1"), record("T2"))
+    job = jobs.ready(["T1", "T2"])
+    jobs.action(job["id"], "cancel", expect=200)
+    jobs.drain()
+    assert shown(jobs, job["id"])["waiting"] is None
+    receipt = jobs.client.get(f"{JOBS}/{job['id']}/receipt", headers=jobs.headers).json()
+    assert (receipt["document"]["job"]["redacted"], receipt["document"]["job"]["not_redacted"]) == (
+        0,
+        2,
     )

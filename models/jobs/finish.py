@@ -20,7 +20,9 @@ def finish_run(job: RedactionJob, now: datetime.datetime) -> None:
 
 
 def finish_cancel(job: RedactionJob, now: datetime.datetime) -> None:
-    """canceling -> canceled: nothing is redacted; the job's numbers are forgotten."""
+    """canceling -> canceled: nothing more is redacted (what a run redacted before the
+    cancel stays redacted, and `waiting` keeps what it left); the job's numbers are
+    forgotten."""
     _finish(job, "canceling", "canceled", now)
 
 
@@ -47,9 +49,19 @@ def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime,
     job.status = target
 
 
+def not_redacted(job: RedactionJob) -> int:
+    """Records a finished job left unredacted: those that waited when it was cancelled
+    during its run, every record validation found when it was cancelled before; none for
+    a job that succeeded."""
+    if job.status != "canceled":
+        return 0
+    return job.waiting_records if job.waiting_until is not None else job.records
+
+
 def job_entry(job: RedactionJob) -> tuple[str, str, dict]:
     """The `job.finished` entry of the erasure log (`job` as it finished): its status and
-    counts, and its redactions as ranges of log positions with their count."""
+    counts (with the records it left unredacted), and its redactions as ranges of log
+    positions with their count."""
     ranges = log_ranges(job)
     return (
         job.account_id,
@@ -60,6 +72,7 @@ def job_entry(job: RedactionJob) -> tuple[str, str, dict]:
             "redacted": job.redacted,
             "already_redacted": job.already_redacted,
             "skipped": job.skipped,
+            "not_redacted": not_redacted(job),
             "entries": {"count": sum(end - start + 1 for start, end in ranges), "ranges": ranges},
         },
     )

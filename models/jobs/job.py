@@ -38,11 +38,12 @@ WORKING = ("created", "validating", "redacting", "canceling")
 MOVES = {
     "validate": {"failed": "validating"},
     "run": {"ready": "redacting"},
-    "cancel": {"ready": "canceling", "failed": "canceling"},
+    "cancel": {"ready": "canceling", "failed": "canceling", "redacting": "canceling"},
 }
 """The moves a client asks for, as {action: {from status: to status}}. The service makes
 the others: created -> validating -> ready | failed, redacting -> succeeded and
-canceling -> canceled."""
+canceling -> canceled. A redacting job can be cancelled only while it waits for premature
+records (see lifecycle.move): a run at work is not stopped halfway through a batch."""
 
 CLEARED_SUBJECT = "REDACTED"
 

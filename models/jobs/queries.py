@@ -47,8 +47,8 @@ def job_resource(job: RedactionJob, objects: Iterable[tuple[str, object]] | None
 def waiting(job: RedactionJob) -> dict | None:
     """What the job's run left for later because it is premature: how many records, and
     when (Unix seconds, rounded up) the last comes of age and the run goes on; None when
-    nothing waits."""
-    if job.waiting_until is None or job.status != "redacting":
+    nothing waits. A job cancelled while it waited keeps it: the records it left."""
+    if job.waiting_until is None or job.status not in ("redacting", "canceling", "canceled"):
         return None
     return {"records": job.waiting_records, "until": math.ceil(job.waiting_until.timestamp())}
 
