@@ -6,9 +6,13 @@ redacted stays redacted; its result and receipt say what it left)."""
 from __future__ import annotations
 
 import datetime
+import json
+import pathlib
+import re
 
 import pytest
 
+from app.demo import API_KEY, API_SECRET, seed_demo
 from models import RedactionAudit, database
 from tests.support import (
     JOBS,
@@ -17,6 +21,7 @@ from tests.support import (
     add_account,
     add_records,
     assert_job_contract,
+    basic,
     record,
     row,
 )
@@ -147,3 +152,45 @@ def test_a_job_cancelled_before_it_runs_left_every_record(jobs):
         0,
         2,
     )
+
+
+DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "jobs.md"
+
+
+def docs_examples() -> list[dict]:
+    """The JSON examples of docs/jobs.md, in order."""
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", DOCS.read_text())]
+
+
+def test_the_dsar_example_of_the_docs_prints_what_the_service_prints(jobs, clock):
+    with database.connection_context():
+        seed_demo(clock())
+    demo = basic(API_KEY, API_SECRET)
+    demo_jobs = JobsClient(jobs.client, demo, jobs.queue)
+    created = demo_jobs.create(
+        [{"id": "0A0000000DEMO0001", "product": "sms"}],
+        ["+44 7700 900001"],
+        validation_behavior="fix",
+        description="DSAR 42",
+        headers={"Idempotency-Key": "dsar-2026-0042"},
+    )
+    demo_jobs.drain()
+    demo_jobs.action(created["id"], "run", expect=202)
+    demo_jobs.drain()
+    waiting, receipt_job = docs_examples()
+    job = shown(demo_jobs, created["id"])
+    # The demo's young record is 5 minutes old: it comes of age 55 minutes from now.
+    until = int((START + 55 * MINUTES).timestamp())
+    assert job == waiting | {"id": created["id"], "created": job["created"]} | {
+        "waiting": waiting["waiting"] | {"until": until}
+    }
+
+    demo_jobs.action(created["id"], "cancel", expect=200)
+    demo_jobs.drain()
+    receipt = demo_jobs.client.get(f"{JOBS}/{created['id']}/receipt", headers=demo)
+    document = receipt.json()["document"]
+    assert document["job"] == receipt_job | {
+        "id": created["id"],
+        "finished_at": document["job"]["finished_at"],
+    }
+    assert document["records"] == {"count": 6, "ranges": [[0, 5]]}
