@@ -17,11 +17,13 @@ from models import RedactionAudit, database
 from tests.support import (
     JOBS,
     START,
+    SUBJECT_KEY,
     JobsClient,
     add_account,
     add_records,
     assert_job_contract,
     basic,
+    cli,
     record,
     row,
 )
@@ -94,6 +96,26 @@ def test_a_run_redacts_what_it_can_at_once_and_says_what_waits_until_when(jobs, 
     assert (done["counts"]["redacted"], done["counts"]["already_redacted"]) == (4, 0)
     assert redacted("T1", "S1", "P1", "S2") == [True, True, True, True]
     assert audit_for(job_id) == ["P1", "S1", "S2", "T1"]  # each once
+
+
+def test_jobs_show_prints_what_waits(make_app, sqlite_url, tmp_path):
+    app = make_app(sqlite_url, queue_url=f"sqlite:///{tmp_path / 'queue.db'}")
+    headers = add_account("acct0001")
+    with app.test_client() as client:
+        jobs = JobsClient(client, headers, app.services.queue)
+        job_id = waiting_job(jobs)
+        api = shown(jobs, job_id)
+    env = {"DATABASE_URL": sqlite_url, "REDACT_SUBJECT_KEY": SUBJECT_KEY}
+    printed = json.loads(cli(env, "jobs", "show", job_id, check=True).stdout)
+    assert (
+        printed["waiting"]
+        == api["waiting"]
+        == {
+            "records": 2,
+            "until": int((START + 55 * MINUTES).timestamp()),
+        }
+    )
+    assert printed == api
 
 
 def test_a_job_with_nothing_premature_never_waits(jobs):
