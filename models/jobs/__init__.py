@@ -4,8 +4,8 @@
 - errors.py: every error of the jobs API, each carrying its data
 - lifecycle.py: creating a job, the moves a client asks for, updates
 - queries.py: one job (the ownership check), lists and pages, a job as it is shown
-- lease.py, validation.py, records.py, run.py: the work a queue worker does, resumable
-  after a kill
+- lease.py, validation.py, records.py, run.py, finish.py: the work a queue worker does,
+  resumable after a kill
 - queue.py: Huey carries job ids; `advance(job_id)` does what a job needs next
 - service.py: what the jobs API and the `redact jobs` commands share, with its rules
 

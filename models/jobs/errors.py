@@ -19,6 +19,8 @@ class JobNotFound(JobError):
 class InvalidMove(JobError):
     def __init__(self, job_id: str, action: str, status: str):
         allowed = " or ".join(MOVES[action]) if action in MOVES else "no status"
+        if action == "cancel":
+            allowed = "ready or failed, or redacting while it waits for premature records"
         super().__init__(
             f"Cannot {action} redaction job {job_id} in status '{status}'; "
             f"{action} needs status {allowed}"

@@ -38,11 +38,12 @@ WORKING = ("created", "validating", "redacting", "canceling")
 MOVES = {
     "validate": {"failed": "validating"},
     "run": {"ready": "redacting"},
-    "cancel": {"ready": "canceling", "failed": "canceling"},
+    "cancel": {"ready": "canceling", "failed": "canceling", "redacting": "canceling"},
 }
 """The moves a client asks for, as {action: {from status: to status}}. The service makes
 the others: created -> validating -> ready | failed, redacting -> succeeded and
-canceling -> canceled."""
+canceling -> canceled. A redacting job can be cancelled only while it waits for premature
+records (see lifecycle.move): a run at work is not stopped halfway through a batch."""
 
 CLEARED_SUBJECT = "REDACTED"
 
@@ -91,6 +92,10 @@ class RedactionJob(BaseModel):
     # A worker's claim: until when, and by whom (None: queued, not yet claimed).
     lease_until = UTCDateTimeField(null=True)
     lease_owner = peewee.CharField(max_length=80, null=True)
+    # Records the run left for later because they are premature, and when the last of
+    # them comes of age (when the run goes on); 0 and None when nothing waits.
+    waiting_records = peewee.IntegerField(default=0)
+    waiting_until = UTCDateTimeField(null=True)
     cursor = peewee.IntegerField(default=-1)
     """Position of the last transaction object the run has processed."""
     transactions = peewee.IntegerField(default=0)
@@ -157,6 +162,8 @@ class JobObject(BaseModel):
     subject = peewee.CharField(max_length=32, null=True)  # stores before sealing only
     subject_key = peewee.CharField(max_length=32, null=True)
     done = peewee.BooleanField(default=False)
+    # A transaction the run found premature: tried again when the run goes on.
+    waiting = peewee.BooleanField(default=False)
     # The number as given, sealed under the job's data key (models/store/sealing.py).
     sealed_subject = peewee.TextField(null=True)
 

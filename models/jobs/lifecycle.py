@@ -126,11 +126,13 @@ def _request_digest(body: dict | None) -> str:
 
 
 def move(job: RedactionJob, action: str) -> RedactionJob:
-    """Apply a client's move (validate, run, cancel) if the job's status allows it;
-    InvalidMove names the current status otherwise. The row changes only if its status is
-    still the one read, so concurrent moves cannot both win."""
+    """Apply a client's move (validate, run, cancel) if the job's status allows it (a
+    redacting job is cancelled only while it waits for premature records); InvalidMove
+    names the current status otherwise. The row changes only if its status is still the
+    one read, so concurrent moves cannot both win. Cancelling takes the job's lease away:
+    a worker that has just gone on with a waiting job stops at its next batch."""
     target = MOVES[action].get(job.status)
-    if target is None:
+    if target is None or (job.status == "redacting" and not job.waiting_records):
         raise InvalidMove(job.id, action, job.status)
     changes: dict[str, object] = {"lease_owner": None, "lease_until": None}
     if action == "validate":

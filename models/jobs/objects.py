@@ -54,6 +54,7 @@ def store_objects(
                 None,
                 None,
                 False,
+                False,
             )
         )
         position += 1
@@ -71,7 +72,7 @@ def store_objects(
         sealed = sealer.seal(subject_place(job.seq, position), number)
         if digests is not None:
             digests.append(hasher().digest(number) or "")
-        batch.append((job.seq, position, None, None, "", sealed, key, False))
+        batch.append((job.seq, position, None, None, "", sealed, key, False, False))
         position += 1
         if len(batch) >= batch_size:
             subjects_stored += flush()
@@ -90,6 +91,7 @@ _OBJECT_FIELDS = (
     JobObject.sealed_subject,
     JobObject.subject_key,
     JobObject.done,
+    JobObject.waiting,
 )
 # Built once per batch size (see PreparedQuery); values go in as the database stores them.
 _INSERT_OBJECTS = PreparedQuery(

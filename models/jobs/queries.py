@@ -4,6 +4,7 @@ validation errors, and a job as the API and the CLI show it."""
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Iterable, Iterator
 
 from models.errors import InvalidCursor
@@ -39,7 +40,17 @@ def job_resource(job: RedactionJob, objects: Iterable[tuple[str, object]] | None
         "objects": expanded,
         "run_at": _epoch(job.run_at),
         "counts": job.counts,
+        "waiting": waiting(job),
     }
+
+
+def waiting(job: RedactionJob) -> dict | None:
+    """What the job's run left for later because it is premature: how many records, and
+    when (Unix seconds, rounded up) the last comes of age and the run goes on; None when
+    nothing waits. A job cancelled while it waited keeps it: the records it left."""
+    if job.waiting_until is None or job.status not in ("redacting", "canceling", "canceled"):
+        return None
+    return {"records": job.waiting_records, "until": math.ceil(job.waiting_until.timestamp())}
 
 
 def _epoch(moment: datetime.datetime | None) -> int | None:

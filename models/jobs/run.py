@@ -3,6 +3,11 @@
 A record is redacted at most once (the scrub only touches unredacted rows, and the run's
 cursor moves with it), so the counts and the audit trail stay exact. A run never holds
 more than one batch of records in memory.
+
+A run redacts every record that may be redacted now. Premature records (younger than
+the premature window) wait: a named transaction is marked `waiting` and tried again by
+the next run, a subject stays undone; the job shows how many records wait and when the
+last of them comes of age, and the run goes on then.
 """
 
 from __future__ import annotations
@@ -17,53 +22,82 @@ from peewee import fn
 from models.erasure.held import held_condition
 from models.erasure.redaction import RedactionRequest, redact_batch
 from models.errors import PrematureRedaction
-from models.jobs.job import JobLogRange, JobObject, RedactionJob, transition
+from models.jobs.finish import finish_run
+from models.jobs.job import JobLogRange, JobObject, RedactionJob
 from models.jobs.lease import LeaseLost, Wait, WorkConfig, renew
 from models.jobs.records import OBJECTS_AFTER, subject_records
-from models.proof import entries
 from models.records.account import Account
 from models.records.transaction import Transaction
 from models.store.base import Clock, database
 from models.store.state import current_store
-from models.webhooks.outbox import enqueue, job_event_data
 
 
 @dataclasses.dataclass
 class _Batch:
-    """One atomic step of a run: redact `requests`, then move the job's cursor to
-    `cursor` (transaction objects) or mark `subject_done` (a subject with no more
-    records); with the job's counts, in the same transaction."""
+    """One atomic step of a run: redact `requests` (for the job's transaction objects at
+    `positions`, if they are that), then move the job's cursor to `cursor` (transaction
+    objects) or mark `subject_done` (a subject with no more records); with the job's
+    counts, in the same transaction. `waits` receives when each premature record of the
+    batch comes of age."""
 
     job: RedactionJob
     owner: str
     now: datetime.datetime
     config: WorkConfig
     requests: list[RedactionRequest]
+    positions: list[int] | None = None
     cursor: int | None = None
     subject_done: int | None = None
+    waits: list[datetime.datetime] = dataclasses.field(default_factory=list)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Run:
-    """One run of a job: who runs it, on which clock and settings, for which products."""
+    """One run of a job: who runs it, on which clock and settings, for which products;
+    and what it found premature (how many records, when the last comes of age)."""
 
     job: RedactionJob
     owner: str
     clock: Clock
     config: WorkConfig
     products: Collection[str]
+    waiting: int = 0
+    until: datetime.datetime | None = None
+
+    def wait_for(self, count: int, moment: datetime.datetime) -> None:
+        self.waiting += count
+        if self.until is None or moment > self.until:
+            self.until = moment
 
 
 def run(
     job: RedactionJob, *, owner: str, clock: Clock, config: WorkConfig
 ) -> datetime.datetime | None:
-    """Redact the job's records, batch by batch, from where its row says the last run
-    stopped; then mark it succeeded and forget its numbers. Returns when to come back if
-    some records are not old enough yet (raises Wait), else None."""
-    now = clock()
-    if job.eligible_at is not None and job.eligible_at > now:
-        raise Wait(job.eligible_at)
+    """Redact every record of the job that may be redacted now, batch by batch, from where
+    its row says the last run stopped. If some are premature, the job is marked waiting
+    (how many, and when the last comes of age) and that moment returned: when to come
+    back. Otherwise mark it succeeded and forget its numbers, and return None."""
     job_run = _Run(job, owner, clock, config, Account.get_by_id(job.account_id).product_set)
+
+    after = -1
+    while True:  # the named transactions an earlier run found premature
+        objects: list[Any] = list(
+            JobObject.select(
+                JobObject.position, JobObject.transaction_id, JobObject.product, JobObject.direction
+            )
+            .where(
+                (JobObject.job == job.seq)
+                & (JobObject.waiting == True)  # noqa: E712 (a peewee expression)
+                & (JobObject.position > after)
+            )
+            .order_by(JobObject.position)
+            .limit(config.batch_size)
+            .tuples()
+        )
+        if not objects:
+            break
+        _redact_objects(job_run, objects)
+        after = objects[-1][0]
 
     while True:  # the named transactions, from the cursor on
         objects = OBJECTS_AFTER.execute(
@@ -71,12 +105,7 @@ def run(
         ).fetchall()
         if not objects:
             break
-        now = clock()
-        requests = [
-            _request(job_run, now, transaction_id, product, direction or None)
-            for _, transaction_id, product, direction in objects
-        ]
-        _commit(_Batch(job, owner, now, config, requests, cursor=objects[-1][0]))
+        _redact_objects(job_run, objects, cursor=objects[-1][0])
         job.cursor = objects[-1][0]
 
     # Read whole before the first commit: on SQLite an open read cursor would hold the
@@ -91,13 +120,47 @@ def run(
     for subject in subjects:
         _erase_subject(job_run, subject)
 
+    if job_run.until is not None:
+        _record_waiting(job_run)
+        return job_run.until
     finish_run(job, clock())
     return None
 
 
+def _redact_objects(job_run: _Run, objects: list, cursor: int | None = None) -> None:
+    """Redact the records a batch of transaction objects names (position, id, product,
+    direction), noting those that wait."""
+    now = job_run.clock()
+    batch = _Batch(
+        job_run.job,
+        job_run.owner,
+        now,
+        job_run.config,
+        [
+            _request(job_run, now, transaction_id, product, direction or None)
+            for _, transaction_id, product, direction in objects
+        ],
+        positions=[position for position, _, _, _ in objects],
+        cursor=cursor,
+    )
+    _commit(batch)
+    for moment in batch.waits:
+        job_run.wait_for(1, moment)
+
+
+def _record_waiting(job_run: _Run) -> None:
+    """Show on the job what waits, its lease renewed in the same transaction."""
+    job = job_run.job
+    with database.atomic():
+        renew(job, job_run.owner, job_run.clock(), job_run.config)
+        RedactionJob.update(waiting_records=job_run.waiting, waiting_until=job_run.until).where(
+            RedactionJob.seq == job.seq
+        ).execute()
+
+
 def _erase_subject(job_run: _Run, subject) -> None:
-    """Redact the records about one subject's number, batch by batch, then mark it done;
-    Wait if records about it are not old enough yet."""
+    """Redact the records about one subject's number that may be redacted now, batch by
+    batch; then mark it done, or note that its other records wait."""
     job, products, config = job_run.job, job_run.products, job_run.config
     min_age = datetime.timedelta(seconds=config.min_age_seconds)
     while True:
@@ -127,17 +190,20 @@ def _erase_subject(job_run: _Run, subject) -> None:
                 )
             )
             continue
-        newest = (
-            Transaction.select(fn.MIN(Transaction.created_at))
+        left: Any = (
+            Transaction.select(fn.COUNT(Transaction.id), fn.MAX(Transaction.created_at))
             .where(
                 subject_records(job, subject.subject_key)
                 & Transaction.product.in_(sorted(products))
                 & ~held_condition(job.account_id)
             )
-            .scalar()
+            .tuples()
+            .get()
         )
-        if newest is not None:  # records about the number arrived after validation
-            raise Wait(Transaction.created_at.python_value(newest) + min_age)
+        premature, newest = left
+        if premature:  # too young yet (some may have arrived after validation)
+            job_run.wait_for(premature, Transaction.created_at.python_value(newest) + min_age)
+            return
         _commit(_Batch(job, job_run.owner, now, config, [], subject_done=subject.position))
         return
 
@@ -182,13 +248,20 @@ def _run_batch(batch: _Batch) -> None:
     renew(job, batch.owner, batch.now, batch.config)
     redacted = already = skipped = 0
     positions: list[int] = []
-    for outcome in redact_batch(batch.requests, positions) if batch.requests else []:
+    batch.waits = []  # afresh: a shared transaction that failed runs its batches again
+    waiting: list[int] = []
+    outcomes = redact_batch(batch.requests, positions) if batch.requests else []
+    for index, outcome in enumerate(outcomes):
         if outcome is True:
             redacted += 1
         elif outcome is False:
             already += 1
         elif isinstance(outcome, PrematureRedaction):
-            raise Wait(batch.now + datetime.timedelta(seconds=outcome.remaining_seconds))
+            until = batch.now + datetime.timedelta(seconds=outcome.remaining_seconds)
+            if batch.positions is None:  # a subject's records are chosen old enough
+                raise Wait(until)
+            batch.waits.append(until)
+            waiting.append(batch.positions[index])
         else:  # the record is gone from the account or the product unprovisioned since
             skipped += 1
     changes: dict[Any, Any] = {
@@ -201,77 +274,15 @@ def _run_batch(batch: _Batch) -> None:
     if positions:  # one account's, appended together: consecutive
         JobLogRange.insert(job=job.seq, start=positions[0], count=len(positions)).execute()
     RedactionJob.update(changes).where(RedactionJob.seq == job.seq).execute()
+    if batch.positions is not None:  # which of these objects wait (now, or no longer)
+        (
+            JobObject.update(waiting=JobObject.position.in_(waiting))
+            .where((JobObject.job == job.seq) & JobObject.position.in_(batch.positions))
+            .execute()
+        )
     if batch.subject_done is not None:
         (
             JobObject.update(done=True)
             .where((JobObject.job == job.seq) & (JobObject.position == batch.subject_done))
             .execute()
         )
-
-
-def finish_run(job: RedactionJob, now: datetime.datetime) -> None:
-    """redacting -> succeeded, forgetting the job's numbers and request digest."""
-    _finish(job, "redacting", "succeeded", now)
-
-
-def finish_cancel(job: RedactionJob, now: datetime.datetime) -> None:
-    """canceling -> canceled: nothing is redacted; the job's numbers are forgotten."""
-    _finish(job, "canceling", "canceled", now)
-
-
-def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime) -> None:
-    """Move a job to a final status, its webhook event written with it; a finished job
-    keeps no number, not even hashed."""
-    # The key its numbers are sealed under goes first, durably: no copy opens them after.
-    if job.key_id is not None:
-        current_store().keystore.destroy([job.key_id], now)
-    with database.atomic():
-        (
-            JobObject.update(subject=None, subject_key=None, sealed_subject=None)
-            .where((JobObject.job == job.seq) & JobObject.subject_key.is_null(False))
-            .execute()
-        )
-        if transition(job, source, target, request_digest=None):
-            finished = RedactionJob.get_by_id(job.seq)
-            [job.log_index] = entries.append([job_entry(finished)], now)
-            RedactionJob.update(log_index=job.log_index).where(
-                RedactionJob.seq == job.seq
-            ).execute()
-            data = job_event_data(finished)
-            enqueue(job.account_id, f"job.{target}", data, f"job:{job.id}", now)
-    job.status = target
-
-
-def job_entry(job: RedactionJob) -> tuple[str, str, dict]:
-    """The `job.finished` entry of the erasure log (`job` as it finished): its status and
-    counts, and its redactions as ranges of log positions with their count."""
-    ranges = log_ranges(job)
-    return (
-        job.account_id,
-        "job.finished",
-        {
-            "job": job.id,
-            "status": job.status,
-            "redacted": job.redacted,
-            "already_redacted": job.already_redacted,
-            "skipped": job.skipped,
-            "entries": {"count": sum(end - start + 1 for start, end in ranges), "ranges": ranges},
-        },
-    )
-
-
-def log_ranges(job: RedactionJob) -> list[list[int]]:
-    """The log positions of the job's redactions as [first, last] ranges, merged."""
-    ranges: list[list[int]] = []
-    rows: list[Any] = list(
-        JobLogRange.select(JobLogRange.start, JobLogRange.count)
-        .where(JobLogRange.job == job.seq)
-        .order_by(JobLogRange.start)
-        .tuples()
-    )
-    for start, count in rows:
-        if ranges and ranges[-1][1] + 1 == start:
-            ranges[-1][1] += count
-        else:
-            ranges.append([start, start + count - 1])
-    return ranges

@@ -123,6 +123,7 @@ def job_receipt(job: FinishedJob, key: SigningKey, now: datetime.datetime) -> Re
             "redacted": entry["redacted"],
             "already_redacted": entry["already_redacted"],
             "skipped": entry["skipped"],
+            "not_redacted": entry.get("not_redacted", 0),  # entries before it had none
         },
         "records": entry["entries"],
         "log": proof(api_key, position, head),

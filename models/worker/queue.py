@@ -26,6 +26,7 @@ from huey import crontab
 
 from models.erasure.retention import run_retention
 from models.jobs.errors import QueueUnavailable
+from models.jobs.finish import finish_cancel
 from models.jobs.lease import (
     LeaseLost,
     Wait,
@@ -36,7 +37,7 @@ from models.jobs.lease import (
     start_scheduled_run,
     sweep,
 )
-from models.jobs.run import finish_cancel, run
+from models.jobs.run import run
 from models.jobs.validation import validate
 from models.proof.heads import sign_grown_logs
 from models.store.base import Clock, database, utcnow
