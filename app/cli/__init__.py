@@ -31,8 +31,24 @@ from app.cli.transactions import transactions
 from app.cli.webhooks import webhooks
 from app.version import VERSION
 
+ENVIRONMENT = """\b
+The environment names what commands use (docs/configuration.md lists it all):
+  DATABASE_URL           the store; default sqlite:///redact.db (current directory)
+  REDACT_KEYSTORE_URL    the key store; default FILE.keystore beside an SQLite FILE
+  REDACT_QUEUE_URL       the job queue; default FILE-queue beside an SQLite FILE
+  RATELIMIT_STORAGE_URI  the rate limiter; default memory:// (per process)
+  REDACT_SUBJECT_KEY     the phone-number index's key; default in FILE.key (SQLite)
 
-@click.group()
+Only serve, worker, migrate, accounts create and transactions load create a missing
+store; the other commands say that it is missing."""
+
+GROUP_EPILOG = (
+    "The store is DATABASE_URL's (default sqlite:///redact.db, in the current directory); "
+    "'redact --help' lists the other variables."
+)
+
+
+@click.group(epilog=ENVIRONMENT)
 @click.version_option(VERSION, prog_name="redact", message="%(prog)s %(version)s")
 def main():
     """Redact: a self-hostable, Vonage-compatible redaction service."""
@@ -57,6 +73,7 @@ for command in (
     suppressions,
 ):
     main.add_command(command)
+    command.epilog = command.epilog or GROUP_EPILOG
 
 
 def run() -> None:

@@ -8,7 +8,7 @@ import json
 import click
 import peewee
 
-from app.cli.common import fail, load_settings, open_store_or_exit
+from app.cli.common import existing_store_or_exit, fail, load_settings, open_store_or_exit
 from app.settings import ConfigError, Settings
 from app.version import VERSION
 from models import database
@@ -36,7 +36,7 @@ def migrate():
 def maintenance():
     """PostgreSQL: VACUUM what redaction rewrote, so no old row version keeps a scrubbed
     value or a destroyed key (the worker also does it daily). SQLite needs none."""
-    store = open_store_or_exit(load_settings())
+    store = existing_store_or_exit(load_settings())
     try:
         tables = vacuum_erased(database.obj)
         store.keystore.vacuum()

@@ -10,9 +10,9 @@ import click
 
 from app.cli.common import (
     account_or_exit,
+    existing_store_or_exit,
     fail,
     load_settings,
-    open_store_or_exit,
     services_or_exit,
 )
 from models.jobs import (
@@ -118,7 +118,8 @@ def jobs_create(api_key, file, subjects, behavior, description, run_at):
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
 def jobs_list(api_key, status, limit):
     """The account's jobs, newest first."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
+    account_or_exit(api_key)
     page = list_jobs(api_key, limit=limit, status=status)
     data = [job_resource(j) for j in page.items]
     click.echo(json.dumps({"has_more": page.has_more, "data": data}, indent=2))
@@ -129,7 +130,7 @@ def jobs_list(api_key, status, limit):
 @click.option("--objects", is_flag=True, help="Include the job's objects.")
 def jobs_show(job_id, objects):
     """One job."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     try:
         job = find_job(job_id)
     except JobNotFound:
