@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
+import click
 import pytest
 
 from app.cli import main
-from tests.support import cli, one_line_error
+from tests.support import ROOT, cli, one_line_error
 
 NUMBER = "14155550100"
 
@@ -140,3 +142,25 @@ def test_the_help_names_the_environment():
         assert variable in top
     for name in main.commands:
         assert "DATABASE_URL" in cli({}, name, "--help", check=True).stdout, name
+
+
+def test_the_documented_command_lines_are_the_commands_there_are():
+    """Each line of docs/operating.md's command-line synopsis names a command and options
+    it has, and the error it shows for a missing store is the one tested above."""
+    text = (ROOT / "docs" / "operating.md").read_text()
+    section = text[text.index("## Command line") :]
+    synopsis = section[section.index("```\n") + 4 : section.index("\n```", section.index("```\n"))]
+    for line in synopsis.splitlines():
+        if not line.startswith("redact "):
+            continue
+        words = line.split()[1:]
+        command = main
+        while isinstance(command, click.Group) and words and words[0] in command.commands:
+            command = command.commands[words.pop(0)]
+        assert command is not main or words == ["--version"], line
+        options = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+        options |= {"--version"} if command is main else set()
+        for option in re.findall(r"(--[a-z-]+)", line):
+            assert option in options, (line, option)
+    missing = "error: no store at /srv/redact/redact.db (DATABASE_URL=sqlite:///redact.db);"
+    assert missing in section

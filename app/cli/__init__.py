@@ -9,6 +9,7 @@
 - proof.py: `audit verify`, `receipts verify`, `keys generate|list`
 - webhooks.py: `webhooks create|list|show|delete`
 - common.py: what they share (one-line errors, opening the store and the queue)
+- progress.py: the long commands' progress on stderr (a bar on a terminal, else lines)
 
 Every error is one line on stderr and a non-zero exit; nothing half-written is kept.
 """

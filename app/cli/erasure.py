@@ -11,6 +11,7 @@ import socket
 import click
 
 from app.cli.common import account_or_exit, existing_store_or_exit, fail, load_settings
+from app.cli.progress import Progress
 from app.cli.proof import keys
 from models import RedactionError, utcnow
 from models.erasure.suppression import (
@@ -45,12 +46,9 @@ def keys_rotate():
     more than REDACT_KEK_RETAIN_DAYS ago. Resumable: run it again if it stops."""
     settings = load_settings()
     store = existing_store_or_exit(settings)
-
-    def progress(done: int, total: int) -> None:
-        click.echo(f"re-wrapped {done} of {total} keys", err=True)
-
     retain = datetime.timedelta(days=settings.kek_retain_days)
-    rotation = rotate(store.keystore, utcnow(), retain, progress)
+    with Progress("re-wrapped", "keys", seconds=settings.progress_seconds) as shown:
+        rotation = rotate(store.keystore, utcnow(), retain, shown.update)
     _echo(
         {
             "new_kek": rotation.new_kek,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from contextlib import nullcontext
 
 import click
 
@@ -15,6 +16,7 @@ from app.cli.common import (
     load_settings,
     services_or_exit,
 )
+from app.cli.progress import job_progress
 from models.jobs import (
     STATUSES,
     InvalidJobRequest,
@@ -161,9 +163,11 @@ def jobs_cancel(job_id):
 def _apply(job_id: str, action: str, wait: bool) -> None:
     """An operator's move: taken even while the queue is full (cancelling is how a full
     queue is relieved)."""
-    service = services_or_exit().jobs
+    settings = load_settings()
+    service = services_or_exit(settings).jobs
     try:
-        moved = service.apply(service.job(job_id), action, here=wait, admit=False)
+        with job_progress(job_id, settings.progress_seconds) if wait else nullcontext():
+            moved = service.apply(service.job(job_id), action, here=wait, admit=False)
     except JobNotFound:
         fail(f"no redaction job {job_id!r}")
     except InvalidMove as exc:

@@ -11,6 +11,7 @@ import socket
 import click
 
 from app.cli.common import account_or_exit, existing_store_or_exit, fail, load_settings
+from app.cli.progress import Progress
 from models import PRODUCTS, RedactionError, utcnow
 from models.erasure.audit import operator
 from models.erasure.held import STATUSES
@@ -157,13 +158,15 @@ def retention_run():
     prints what it did. Interrupted, it loses nothing: run it again to go on."""
     settings = load_settings()
     existing_store_or_exit(settings)
-    report = run_retention(
-        clock=utcnow,
-        min_age_seconds=settings.min_age_seconds,
-        batch_size=settings.job_batch_size,
-        owner=f"{socket.gethostname()}:{os.getpid()}:retention-run",
-        lease_seconds=settings.job_lease_seconds,
-    )
+    with Progress("redacted", "records", seconds=settings.progress_seconds) as shown:
+        report = run_retention(
+            clock=utcnow,
+            min_age_seconds=settings.min_age_seconds,
+            batch_size=settings.job_batch_size,
+            owner=f"{socket.gethostname()}:{os.getpid()}:retention-run",
+            lease_seconds=settings.job_lease_seconds,
+            progress=shown.update,
+        )
     if report is None:
         fail("another worker's retention pass is under way; try again later")
     _echo({"redacted": report.redacted, "held": report.held})
