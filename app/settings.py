@@ -226,6 +226,9 @@ class Settings:
         "the service's own network through a webhook",
         least=0,
     )
+    progress_seconds: int = setting(
+        "REDACT_PROGRESS_SECONDS", 5, "seconds between progress lines off a terminal", least=0
+    )
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -266,9 +269,8 @@ class Settings:
         }
 
     def report(self) -> dict[str, Any]:
-        """The effective configuration, secrets masked: every setting by its variable,
-        with the defaults that depend on others resolved (`redact config`, and the
-        start-up log line)."""
+        """The effective configuration, secrets masked: every setting by its variable, the
+        defaults that depend on others resolved (`redact config`, the start-up log line)."""
         return effective_report(self)
 
     def store_options(self) -> dict[str, Any]:

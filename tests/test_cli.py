@@ -173,6 +173,8 @@ def test_the_installed_command_exits_with_one_line_and_its_code(env):
     with their codes."""
     one_line_error(redact({**env, "DATABASE_URL": "mysql://x/y"}, "serve"), "DATABASE_URL", 2)
     one_line_error(redact(env, "accounts", "create", "--bogus"), "--bogus", 2)
+    one_line_error(redact(env, "jobs", "show", "rj_nope"), "no store at", 1)
+    redact(env, "migrate", check=True)
     one_line_error(redact(env, "jobs", "show", "rj_nope"), "no redaction job 'rj_nope'", 1)
     assert redact(env, "config").returncode == 0
 
@@ -260,6 +262,7 @@ def test_release_phase_creates_the_tables(env):
 
 
 def test_maintenance_has_nothing_to_do_on_sqlite(env):
+    cli(env, "migrate", check=True)
     sqlite = cli(env, "maintenance")
     assert sqlite.returncode == 0, sqlite.stderr
     assert sqlite.stdout.startswith("nothing to do")

@@ -144,7 +144,7 @@ def test_jobs_commands_print_json_and_fail_in_one_line(env):
     early = cli(env, "jobs", "run", job["id"])  # still validating: no worker has run
     assert early.returncode == 1
     assert early.stderr.strip() == (
-        f"error: Cannot run redaction job {job['id']} in status "
+        f"error: cannot run redaction job {job['id']} in status "
         "'validating'; run needs status ready"
     )
 

@@ -227,6 +227,7 @@ def test_a_forged_or_foreign_receipt_is_one_line_and_exit_1(receipt_file):
 
 
 def test_keys_generate_and_list(env):
+    cli(env, "migrate", check=True)
     generated = cli(env, "keys", "generate", check=True).stdout
     assert SigningKey.parse(generated).kid
     listed = json.loads(cli(env, "keys", "list", check=True).stdout)["keys"]

@@ -128,7 +128,7 @@ def test_a_bad_hold_is_one_line_and_creates_nothing(loaded, args, fragment):
 
 def test_an_unknown_hold_is_one_line(loaded):
     for action in ("show", "release"):
-        one_line_error(cli(loaded, "holds", action, "hold_nope"), "No hold with id 'hold_nope'")
+        one_line_error(cli(loaded, "holds", action, "hold_nope"), "no hold with id 'hold_nope'")
 
 
 def test_retention_run_redacts_what_is_due_and_skips_what_is_held(loaded):

@@ -77,7 +77,7 @@ def test_a_bad_endpoint_is_one_line_and_registers_nothing(accounts, args, fragme
 def test_an_unknown_endpoint_is_one_line(accounts):
     for action in ("show", "delete"):
         one_line_error(
-            cli(accounts, "webhooks", action, "whk_nope"), "No webhook with id 'whk_nope'"
+            cli(accounts, "webhooks", action, "whk_nope"), "no webhook with id 'whk_nope'"
         )
     one_line_error(cli(accounts, "webhooks", "list", "--account", "nobody"), "no account")
 

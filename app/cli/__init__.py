@@ -9,6 +9,7 @@
 - proof.py: `audit verify`, `receipts verify`, `keys generate|list`
 - webhooks.py: `webhooks create|list|show|delete`
 - common.py: what they share (one-line errors, opening the store and the queue)
+- progress.py: the long commands' progress on stderr (a bar on a terminal, else lines)
 
 Every error is one line on stderr and a non-zero exit; nothing half-written is kept.
 """
@@ -31,8 +32,24 @@ from app.cli.transactions import transactions
 from app.cli.webhooks import webhooks
 from app.version import VERSION
 
+ENVIRONMENT = """\b
+The environment names what commands use (docs/configuration.md lists it all):
+  DATABASE_URL           the store; default sqlite:///redact.db (current directory)
+  REDACT_KEYSTORE_URL    the key store; default FILE.keystore beside an SQLite FILE
+  REDACT_QUEUE_URL       the job queue; default FILE-queue beside an SQLite FILE
+  RATELIMIT_STORAGE_URI  the rate limiter; default memory:// (per process)
+  REDACT_SUBJECT_KEY     the phone-number index's key; default in FILE.key (SQLite)
 
-@click.group()
+Only serve, worker, migrate, accounts create and transactions load create a missing
+store; the other commands say that it is missing."""
+
+GROUP_EPILOG = (
+    "The store is DATABASE_URL's (default sqlite:///redact.db, in the current directory); "
+    "'redact --help' lists the other variables."
+)
+
+
+@click.group(epilog=ENVIRONMENT)
 @click.version_option(VERSION, prog_name="redact", message="%(prog)s %(version)s")
 def main():
     """Redact: a self-hostable, Vonage-compatible redaction service."""
@@ -57,6 +74,7 @@ for command in (
     suppressions,
 ):
     main.add_command(command)
+    command.epilog = command.epilog or GROUP_EPILOG
 
 
 def run() -> None:

@@ -10,7 +10,13 @@ import secrets
 import click
 import peewee
 
-from app.cli.common import fail, load_settings, open_store_or_exit
+from app.cli.common import (
+    existing_store_or_exit,
+    fail,
+    load_settings,
+    open_store_or_exit,
+    unknown_account,
+)
 from models import PRODUCTS, Account, database, utcnow
 
 API_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -79,14 +85,14 @@ def accounts_rotate_secret(api_key: str, api_secret: str | None, grace_seconds: 
     shown) and until when the former one is still accepted."""
     api_secret = api_secret if api_secret is not None else secrets.token_urlsafe(12)
     check_secret(api_secret)
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     now = utcnow()
     with database.atomic():
         account = Account.rotate_secret(
             api_key, api_secret, datetime.timedelta(seconds=grace_seconds), now
         )
     if account is None:
-        fail(f"no account {api_key!r}")
+        unknown_account(api_key)
     until = account.previous_secret_until
     click.echo(
         json.dumps(

@@ -8,7 +8,8 @@ import json
 import click
 import peewee
 
-from app.cli.common import fail, load_settings, open_store_or_exit
+from app.cli.common import existing_store_or_exit, fail, load_settings, open_store_or_exit
+from app.cli.progress import Progress
 from app.settings import ConfigError, Settings
 from app.version import VERSION
 from models import database
@@ -20,13 +21,11 @@ from models.worker.maintenance import vacuum_erased
 def migrate():
     """Check the configuration, create or upgrade the tables, and seal the personal
     fields of records stored before sealing (the release phase; resumable)."""
-    open_store_or_exit(load_settings())
+    settings = load_settings()
+    open_store_or_exit(settings)
     click.echo("tables ready")
-
-    def progress(done: int, total: int) -> None:
-        click.echo(f"sealed {done} of {total} records", err=True)
-
-    records = seal_records(progress=progress)
+    with Progress("sealed", "records", seconds=settings.progress_seconds) as shown:
+        records = seal_records(progress=shown.update)
     subjects = seal_job_subjects()
     if records or subjects:
         click.echo(f"sealed {records} records and {subjects} job numbers stored in clear")
@@ -36,10 +35,12 @@ def migrate():
 def maintenance():
     """PostgreSQL: VACUUM what redaction rewrote, so no old row version keeps a scrubbed
     value or a destroyed key (the worker also does it daily). SQLite needs none."""
-    store = open_store_or_exit(load_settings())
+    settings = load_settings()
+    store = existing_store_or_exit(settings)
     try:
-        tables = vacuum_erased(database.obj)
-        store.keystore.vacuum()
+        with Progress("vacuumed", "tables", seconds=settings.progress_seconds) as shown:
+            tables = vacuum_erased(database.obj, shown.update)
+            store.keystore.vacuum()
     except peewee.PeeweeException as exc:
         fail(f"maintenance failed: {type(exc).__name__}")
     if tables:

@@ -10,7 +10,8 @@ import socket
 
 import click
 
-from app.cli.common import account_or_exit, fail, load_settings, open_store_or_exit
+from app.cli.common import account_or_exit, existing_store_or_exit, fail, load_settings
+from app.cli.progress import Progress
 from app.cli.proof import keys
 from models import RedactionError, utcnow
 from models.erasure.suppression import (
@@ -44,13 +45,10 @@ def keys_rotate():
     """Re-wrap every data key under a new key-encryption key, then destroy the KEKs retired
     more than REDACT_KEK_RETAIN_DAYS ago. Resumable: run it again if it stops."""
     settings = load_settings()
-    store = open_store_or_exit(settings)
-
-    def progress(done: int, total: int) -> None:
-        click.echo(f"re-wrapped {done} of {total} keys", err=True)
-
+    store = existing_store_or_exit(settings)
     retain = datetime.timedelta(days=settings.kek_retain_days)
-    rotation = rotate(store.keystore, utcnow(), retain, progress)
+    with Progress("re-wrapped", "keys", seconds=settings.progress_seconds) as shown:
+        rotation = rotate(store.keystore, utcnow(), retain, shown.update)
     _echo(
         {
             "new_kek": rotation.new_kek,
@@ -77,7 +75,7 @@ def suppressions():
 @click.argument("number")
 def suppressions_add(account, number):
     """Suppress NUMBER for the account (logged in its erasure log)."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     with database.connection_context():
         account_or_exit(account)
         try:
@@ -93,7 +91,7 @@ def suppressions_add(account, number):
 @click.option("--account", required=True, help="The account's API key.")
 def suppressions_list(account):
     """The account's suppressions (ids only: numbers are not kept)."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     with database.connection_context():
         account_or_exit(account)
         rows: list[dict] = []
@@ -112,7 +110,7 @@ def suppressions_list(account):
 @click.argument("suppression")
 def suppressions_lift(account, suppression):
     """Lift SUPPRESSION (a `sup_...` id): records carrying the number are taken again."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     with database.connection_context():
         account_or_exit(account)
         try:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import datetime
 import json
+from contextlib import nullcontext
 
 import click
 
 from app.cli.common import (
     account_or_exit,
+    existing_store_or_exit,
     fail,
     load_settings,
-    open_store_or_exit,
     services_or_exit,
 )
+from app.cli.progress import job_progress
 from models.jobs import (
     STATUSES,
     InvalidJobRequest,
@@ -118,7 +120,8 @@ def jobs_create(api_key, file, subjects, behavior, description, run_at):
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
 def jobs_list(api_key, status, limit):
     """The account's jobs, newest first."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
+    account_or_exit(api_key)
     page = list_jobs(api_key, limit=limit, status=status)
     data = [job_resource(j) for j in page.items]
     click.echo(json.dumps({"has_more": page.has_more, "data": data}, indent=2))
@@ -129,7 +132,7 @@ def jobs_list(api_key, status, limit):
 @click.option("--objects", is_flag=True, help="Include the job's objects.")
 def jobs_show(job_id, objects):
     """One job."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     try:
         job = find_job(job_id)
     except JobNotFound:
@@ -160,9 +163,11 @@ def jobs_cancel(job_id):
 def _apply(job_id: str, action: str, wait: bool) -> None:
     """An operator's move: taken even while the queue is full (cancelling is how a full
     queue is relieved)."""
-    service = services_or_exit().jobs
+    settings = load_settings()
+    service = services_or_exit(settings).jobs
     try:
-        moved = service.apply(service.job(job_id), action, here=wait, admit=False)
+        with job_progress(job_id, settings.progress_seconds) if wait else nullcontext():
+            moved = service.apply(service.job(job_id), action, here=wait, admit=False)
     except JobNotFound:
         fail(f"no redaction job {job_id!r}")
     except InvalidMove as exc:

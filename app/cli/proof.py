@@ -12,7 +12,7 @@ import urllib.request
 
 import click
 
-from app.cli.common import fail, load_settings, open_store_or_exit
+from app.cli.common import existing_store_or_exit, fail, load_settings
 from models import database
 from models.proof.check import accounts, check_log
 from models.proof.heads import HEAD_TYPE
@@ -44,7 +44,7 @@ def audit():
 def audit_verify(keys_from, heads_from):
     """Recompute every account's log from its stored entries and check every signed tree
     head; names the first entry altered, removed or inserted, and exits 1 if any is."""
-    store = open_store_or_exit(load_settings())
+    store = existing_store_or_exit(load_settings())
     faults = 0
     with database.connection_context():
         keys = key_set(_keys_from(keys_from) if keys_from else listed_keys(store.signing_key))
@@ -97,7 +97,7 @@ def receipts_verify(file, keys_from):
     if keys_from:
         keys = _keys_from(keys_from)
     else:
-        store = open_store_or_exit(load_settings())
+        store = existing_store_or_exit(load_settings())
         with database.connection_context():
             keys = listed_keys(store.signing_key)
     try:
@@ -164,6 +164,6 @@ def keys_generate():
 @keys.command("list")
 def keys_list():
     """The public keys, as GET /v1/redact/keys answers them (a JWK set)."""
-    store = open_store_or_exit(load_settings())
+    store = existing_store_or_exit(load_settings())
     with database.connection_context():
         click.echo(json.dumps({"keys": listed_keys(store.signing_key)}, indent=2))

@@ -10,7 +10,8 @@ import socket
 
 import click
 
-from app.cli.common import account_or_exit, fail, load_settings, open_store_or_exit
+from app.cli.common import account_or_exit, existing_store_or_exit, fail, load_settings
+from app.cli.progress import Progress
 from models import PRODUCTS, RedactionError, utcnow
 from models.erasure.audit import operator
 from models.erasure.held import STATUSES
@@ -37,7 +38,7 @@ def _show_policies(api_key: str, min_age_seconds: int) -> None:
 def policies_show(api_key):
     """The account's policy for each product it may redact, with its backlog."""
     settings = load_settings()
-    open_store_or_exit(settings)
+    existing_store_or_exit(settings)
     account_or_exit(api_key)
     _show_policies(api_key, settings.min_age_seconds)
 
@@ -50,7 +51,7 @@ def policies_show(api_key):
 def policies_set(api_key, product, mode, after_days):
     """Change the account's policy for one product (audited); prints the policies."""
     settings = load_settings()
-    open_store_or_exit(settings)
+    existing_store_or_exit(settings)
     account_or_exit(api_key)
     try:
         set_policies(
@@ -92,7 +93,7 @@ def _transaction(value: str) -> dict:
 )
 def holds_create(api_key, reason, subjects, transactions):
     """Hold records and every record about numbers; prints the hold."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     account_or_exit(api_key)
     try:
         named = [_transaction(t) for t in transactions]
@@ -117,7 +118,7 @@ def holds_create(api_key, reason, subjects, transactions):
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
 def holds_list(api_key, status, limit):
     """The account's holds, newest first."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     account_or_exit(api_key)
     page = list_holds(api_key, limit=limit, status=status)
     _echo({"data": [hold_resource(h) for h in page.items], "has_more": page.has_more})
@@ -127,7 +128,7 @@ def holds_list(api_key, status, limit):
 @click.argument("hold_id")
 def holds_show(hold_id):
     """One hold, of any account."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     try:
         _echo(hold_resource(find_hold(hold_id)))
     except RedactionError as exc:
@@ -138,7 +139,7 @@ def holds_show(hold_id):
 @click.argument("hold_id")
 def holds_release(hold_id):
     """Release a hold (audited): what it held may be redacted again."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     try:
         hold = find_hold(hold_id)
         _echo(hold_resource(release_hold(hold_id, hold.account_id, now=utcnow(), actor=operator())))
@@ -156,14 +157,16 @@ def retention_run():
     """Redact now every record past its retention (the worker does it every minute);
     prints what it did. Interrupted, it loses nothing: run it again to go on."""
     settings = load_settings()
-    open_store_or_exit(settings)
-    report = run_retention(
-        clock=utcnow,
-        min_age_seconds=settings.min_age_seconds,
-        batch_size=settings.job_batch_size,
-        owner=f"{socket.gethostname()}:{os.getpid()}:retention-run",
-        lease_seconds=settings.job_lease_seconds,
-    )
+    existing_store_or_exit(settings)
+    with Progress("redacted", "records", seconds=settings.progress_seconds) as shown:
+        report = run_retention(
+            clock=utcnow,
+            min_age_seconds=settings.min_age_seconds,
+            batch_size=settings.job_batch_size,
+            owner=f"{socket.gethostname()}:{os.getpid()}:retention-run",
+            lease_seconds=settings.job_lease_seconds,
+            progress=shown.update,
+        )
     if report is None:
         fail("another worker's retention pass is under way; try again later")
     _echo({"redacted": report.redacted, "held": report.held})

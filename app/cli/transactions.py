@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from app.cli.common import fail, load_settings, open_store_or_exit
+from app.cli.progress import Progress
 from models import InvalidRecord, load_records
 
 
@@ -17,9 +18,12 @@ def transactions():
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 def transactions_load(file):
     """Load JSON Lines records from FILE ('-' for stdin), all or nothing."""
-    open_store_or_exit(load_settings())
+    settings = load_settings()
+    open_store_or_exit(settings)
     try:
-        counts = load_records(file)
+        total = _lines_in(file)
+        with Progress("loaded", "records", seconds=settings.progress_seconds, total=total) as shown:
+            counts = load_records(file, shown.update)
     except InvalidRecord as exc:
         fail(f"{exc}; nothing was loaded")
     except UnicodeDecodeError:
@@ -38,3 +42,12 @@ def transactions_load(file):
     if counts.refused:
         line += f"; refused {len(counts.refused)} carrying a suppressed number"
     click.echo(line)
+
+
+def _lines_in(file) -> int | None:
+    """The records in a file that can be read twice (not a pipe), for the progress bar."""
+    if not file.seekable():
+        return None
+    count = sum(1 for line in file if line.strip())
+    file.seek(0)
+    return count

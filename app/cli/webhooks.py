@@ -8,7 +8,7 @@ import json
 
 import click
 
-from app.cli.common import account_or_exit, fail, load_settings, open_store_or_exit
+from app.cli.common import account_or_exit, existing_store_or_exit, fail, load_settings
 from models import RedactionError, utcnow
 from models.webhooks.endpoints import create_webhook, delete_webhook, find_webhook, webhook_resource
 from models.webhooks.endpoints import list_webhooks as list_endpoints
@@ -38,7 +38,7 @@ def webhooks():
 @click.option("--description")
 def webhooks_create(api_key, url, events, description):
     """Register an endpoint; prints it with its signing secret, shown this once."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     account_or_exit(api_key)
     try:
         endpoint = create_webhook(
@@ -54,7 +54,7 @@ def webhooks_create(api_key, url, events, description):
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
 def webhooks_list(api_key, limit):
     """The account's endpoints, newest first (without their secrets)."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     account_or_exit(api_key)
     page = list_endpoints(api_key, limit=limit)
     _echo({"data": [webhook_resource(e) for e in page.items], "has_more": page.has_more})
@@ -64,7 +64,7 @@ def webhooks_list(api_key, limit):
 @click.argument("webhook_id")
 def webhooks_show(webhook_id):
     """One endpoint, of any account, with its delivery counts (not its secret)."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     try:
         _echo(webhook_resource(find_webhook(webhook_id)))
     except RedactionError as exc:
@@ -75,7 +75,7 @@ def webhooks_show(webhook_id):
 @click.argument("webhook_id")
 def webhooks_delete(webhook_id):
     """Delete an endpoint; its events not yet delivered are dropped. Prints it."""
-    open_store_or_exit(load_settings())
+    existing_store_or_exit(load_settings())
     try:
         endpoint = find_webhook(webhook_id)
         shown = webhook_resource(endpoint)

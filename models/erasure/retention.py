@@ -73,6 +73,7 @@ def run_retention(
     budget_seconds: float | None = None,
     lease_seconds: int = 60,
     monotonic: Callable[[], float] = time.monotonic,
+    progress: Callable[[int], None] | None = None,
 ) -> RetentionReport | None:
     """One pass over the policies: redact what is past retention. Returns None if another
     worker's pass holds the lease; stops early (`finished` False) once `budget_seconds`
@@ -82,7 +83,8 @@ def run_retention(
     keep another's waiting. Held records are left out of the batches (and counted once
     per policy), so that they never stand in the way of the rest. Besides `after`
     policies, `immediate` ones are passed too: a record a hold kept from being redacted on
-    arrival is redacted once the hold is released (not within the premature window)."""
+    arrival is redacted once the hold is released (not within the premature window).
+    `progress`, if given, is called with the records redacted so far after each batch."""
     if not _claim(owner, clock(), lease_seconds):
         return None
     started = monotonic()
@@ -106,6 +108,8 @@ def run_retention(
                     turns.remove(turn)
                 else:
                     report.redacted += redacted
+                    if progress is not None:
+                        progress(report.redacted)
                     products = report.of(turn.account).redacted
                     products[turn.product] = products.get(turn.product, 0) + redacted
         _end_pass(owner, report, clock())

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from models.errors import InvalidRecord, InvalidRecords, RecordConflict
 from models.intake.prepare import seal_rows
@@ -19,7 +19,9 @@ BATCH = 1000
 TRACE_ID = "cli:transactions-load"
 
 
-def load_records(lines: Iterable[str]) -> StoreCounts:
+def load_records(
+    lines: Iterable[str], progress: Callable[[int], None] | None = None
+) -> StoreCounts:
     """Store every record of `lines` (JSON Lines, each naming its account in `api_key`;
     blank lines skipped) in one transaction, as the records API stores them: a record the
     account holds already is left unchanged, and `immediate` policies redact on arrival.
@@ -28,7 +30,8 @@ def load_records(lines: Iterable[str]) -> StoreCounts:
     with other content), raises InvalidRecord naming its line number, and nothing is
     stored. A record carrying a number its account suppresses is not stored (nor
     anything of it): `refused` lists (line number, fields carrying it). Returns the
-    counts."""
+    counts. `progress`, if given, is called with the records read so far after each
+    batch (before the commit that stores them all)."""
     known_accounts: set[str] = set()
     counts = StoreCounts()
     now = utcnow()
@@ -47,7 +50,12 @@ def load_records(lines: Iterable[str]) -> StoreCounts:
                 if len(batch) >= BATCH:
                     counts.add(_store(batch, known_accounts, now, made))
                     batch = []
-            counts.add(_store(batch, known_accounts, now, made))
+                    if progress is not None:
+                        progress(counts.received)
+            if batch:
+                counts.add(_store(batch, known_accounts, now, made))
+                if progress is not None:
+                    progress(counts.received)
     except InvalidRecord:  # nothing was stored (after a database error the commit may
         current_store().keystore.discard(made)  # have happened: the keys stay)
         raise

@@ -13,6 +13,7 @@ expire; docs/erasure.md says how operators should handle them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import peewee
@@ -29,7 +30,9 @@ logger = logging.getLogger("redact.worker.maintenance")
 """The tables redaction rewrites: scrubbed records, forgotten numbers and digests."""
 
 
-def vacuum_erased(db: peewee.Database) -> list[str]:
+def vacuum_erased(
+    db: peewee.Database, progress: Callable[[int, int], None] | None = None
+) -> list[str]:
     """VACUUM (with ANALYZE) the tables redaction rewrites, so that no dead row version
     keeps a scrubbed value; returns their names ([] on SQLite, which needs none).
 
@@ -41,7 +44,8 @@ def vacuum_erased(db: peewee.Database) -> list[str]:
     when it keeps one: so no entry is written when a transaction that began before this
     run, a replication slot or a prepared transaction still holds back the horizon (seen
     through pg_stat_activity, which shows other roles' sessions only to a superuser or
-    pg_read_all_stats). The service holds no transaction longer than a batch."""
+    pg_read_all_stats). The service holds no transaction longer than a batch. `progress`,
+    if given, is called with the tables vacuumed so far and their number."""
     if not is_postgres(db):
         return []
     tables = [model._meta.table_name for model in REWRITTEN]
@@ -59,8 +63,10 @@ def vacuum_erased(db: peewee.Database) -> list[str]:
         connection.autocommit = True
         try:
             with connection.cursor() as cursor:
-                for table in tables:
+                for done, table in enumerate(tables, start=1):
                     cursor.execute(f'VACUUM (ANALYZE) "{table}"')
+                    if progress is not None:
+                        progress(done, len(tables))
         finally:
             connection.autocommit = autocommit
         holding = _holding_back(db, begun)
