@@ -33,6 +33,7 @@ from tests.support import (
     SUBJECT_KEY,
     TEST_KEK,
     Clock,
+    JobsClient,
     PrivatePostgres,
     PrivateRedis,
     add_account,
@@ -48,6 +49,20 @@ def database_url(request, tmp_path):
         return f"sqlite:///{tmp_path / 'redact.db'}"
     require_service("PostgreSQL", "127.0.0.1", 5432)
     return POSTGRES_URL
+
+
+@pytest.fixture
+def jobs_app(make_app, database_url, tmp_path):
+    """An app whose job queue is an SQLite file of its own."""
+    return make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'queue.db'}")
+
+
+@pytest.fixture
+def jobs(jobs_app):
+    """The jobs API of `jobs_app` for account acct0001 (a JobsClient)."""
+    headers = add_account("acct0001")
+    with jobs_app.test_client() as client:
+        yield JobsClient(client, headers, jobs_app.services.queue)
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ from app.http.validation import openapi_to_json_schema
 from models import (
     PRODUCTS,
     Account,
+    RedactionAudit,
     Transaction,
     create_tables,
     database,
@@ -243,6 +244,15 @@ def add_account(api_key: str, products=PRODUCTS) -> dict:
             products=",".join(p for p in PRODUCTS if p in products),
         )
     return basic(api_key)
+
+
+def audit_for(trace_id: str) -> list[str]:
+    """The ids of the records audited as redacted under `trace_id` (a job's id), sorted."""
+    with database.connection_context():
+        return sorted(
+            a.transaction_id
+            for a in RedactionAudit.select().where(RedactionAudit.trace_id == trace_id)
+        )
 
 
 def add_records(*records: dict) -> int:

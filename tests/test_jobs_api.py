@@ -9,7 +9,7 @@ import datetime
 
 import pytest
 
-from models import RedactionAudit, Transaction, current_store, database
+from models import Transaction, current_store, database
 from models.jobs.job import JobObject, RedactionJob, TransactionRef
 from models.jobs.lifecycle import create_job
 from tests.support import (
@@ -19,30 +19,10 @@ from tests.support import (
     add_account,
     add_records,
     assert_job_contract,
+    audit_for,
     record,
     row,
 )
-
-
-@pytest.fixture
-def jobs_app(make_app, database_url, tmp_path):
-    return make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'queue.db'}")
-
-
-@pytest.fixture
-def jobs(jobs_app):
-    headers = add_account("acct0001")
-    with jobs_app.test_client() as client:
-        yield JobsClient(client, headers, jobs_app.services.queue)
-
-
-def audit_for(job_id: str) -> list[str]:
-    with database.connection_context():
-        return sorted(
-            a.transaction_id
-            for a in RedactionAudit.select().where(RedactionAudit.trace_id == job_id)
-        )
-
 
 # ------------------------------------------------------------------------ the resource
 

@@ -10,10 +10,8 @@ import json
 import pathlib
 import re
 
-import pytest
-
 from app.demo import API_KEY, API_SECRET, seed_demo
-from models import RedactionAudit, database
+from models import database
 from tests.support import (
     JOBS,
     START,
@@ -22,6 +20,7 @@ from tests.support import (
     add_account,
     add_records,
     assert_job_contract,
+    audit_for,
     basic,
     cli,
     record,
@@ -30,22 +29,6 @@ from tests.support import (
 
 SUBJECT = "447700900123"
 MINUTES = datetime.timedelta(minutes=1)
-
-
-@pytest.fixture
-def jobs(make_app, database_url, tmp_path):
-    app = make_app(database_url, queue_url=f"sqlite:///{tmp_path / 'queue.db'}")
-    headers = add_account("acct0001")
-    with app.test_client() as client:
-        yield JobsClient(client, headers, app.services.queue)
-
-
-def audit_for(job_id: str) -> list[str]:
-    with database.connection_context():
-        return sorted(
-            a.transaction_id
-            for a in RedactionAudit.select().where(RedactionAudit.trace_id == job_id)
-        )
 
 
 def shown(jobs: JobsClient, job_id: str) -> dict:
