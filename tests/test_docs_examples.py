@@ -31,6 +31,7 @@ PAGES = ("README.md", "docs/api.md", "docs/records.md")
 DOCS_BASE = "http://127.0.0.1:8000"
 STATUS = re.compile(r"^# (\d{3})\b")
 ELIDED = re.compile(r"\b([a-z]+)_\.\.\.")
+REDACT = ("redact ", ".venv/bin/redact ")
 
 
 def commands(page: str) -> list[tuple[str | None, str]]:
@@ -56,7 +57,7 @@ def commands(page: str) -> list[tuple[str | None, str]]:
             while command.endswith("\\") or _open_quote(command):
                 i += 1
                 command += "\n" + lines[i]  # as bash reads it: the backslash continues
-            if command.startswith("redact ") or command.startswith(".venv/bin/redact "):
+            if command.startswith(REDACT):
                 found.append((None, command))  # a status comment names the next curl's
             else:
                 found.append((expected, command))
@@ -107,7 +108,7 @@ def test_every_shell_example_answers_as_documented(page, tmp_path):
                     assert status == expected, where
                 else:
                     assert int(status) < 400, where
-            elif command.startswith(("redact ", ".venv/bin/redact ")):
+            elif command.startswith(REDACT):
                 assert code == 0, where
             else:  # a pipeline: its output names the status its comment gives
                 assert code == 0, where
