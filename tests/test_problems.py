@@ -161,6 +161,32 @@ def test_the_detail_names_the_first_problem_and_counts_the_rest(client, account)
     assert many["detail"].endswith("(and 2 more problems, see errors)"), many
 
 
+def test_a_body_that_fits_no_form_is_told_the_form(client, account):
+    response = client.post(
+        "/v1/redact/policies",
+        json={"products": {"sms": {"auto_redact": "off", "after_days": 30}}},
+        headers=account,
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {
+            "field": "products.sms",
+            "reason": "must be a policy, `after` with `after_days`, or `off` or `immediate` "
+            "without it",
+        }
+    ]
+    numbers = client.post(
+        "/v1/redact/jobs", json={"objects": {"subjects": ["call me"]}}, headers=account
+    ).json()
+    assert numbers["errors"] == [
+        {
+            "field": "objects.subjects[0]",
+            "reason": "must be a phone number, 7 to 15 digits (optionally after + and with "
+            "separators)",
+        }
+    ]
+
+
 def test_a_body_that_is_not_json_is_still_invalid_json(client, account):
     response = client.post(
         "/v1/redact/jobs",
@@ -170,6 +196,13 @@ def test_a_body_that_is_not_json_is_still_invalid_json(client, account):
     problem = response.json()
     assert response.status_code == 422
     assert (problem["title"], "errors" in problem) == ("Invalid JSON", False)
+    text = client.post(
+        "/v1/redact/jobs", content=b"objects", headers={**account, "Content-Type": "text/plain"}
+    ).json()
+    assert (text["title"], text["detail"]) == (
+        "Invalid JSON",
+        "Content-type text/plain is not accepted here: send application/json",
+    )
     not_an_object = client.post("/v1/redact/webhooks", json=["x"], headers=account).json()
     assert not_an_object["title"] == "Invalid Webhook"
     assert not_an_object["errors"] == [{"field": "body", "reason": "must be a JSON object"}]

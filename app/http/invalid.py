@@ -153,18 +153,27 @@ def _reason(keyword: str, expected: t.Any, value: t.Any, schema: dict) -> str:
     if keyword == "pattern":
         return _form(schema)
     if keyword in ("anyOf", "oneOf"):
-        return "does not match any of the accepted forms"
+        return _described(schema) or "does not match any of the accepted forms"
     if keyword == "additionalProperties":
         return "is not allowed here"
     return "is not valid here"
 
 
-def _form(schema: dict) -> str:
-    """What a pattern asks for, in words: the schema's description when it names a kind
-    of value ("A phone number ..."), the prefix of an id, or only that it is wrong."""
+def _described(schema: dict) -> str | None:
+    """ "must be <the schema's description>", when that names a kind of value ("A phone
+    number ...") in a few words."""
     description = " ".join(str(schema.get("description", "")).split())
     if description[:2] in ("A ", "An") and len(description) <= 100:
         return f"must be {description[0].lower()}{description[1:].rstrip('.')}"
+    return None
+
+
+def _form(schema: dict) -> str:
+    """What a pattern asks for, in words: the schema's description, the prefix of an
+    id, or only that it is wrong."""
+    described = _described(schema)
+    if described:
+        return described
     pattern = str(schema.get("pattern", ""))
     prefix = re.match(r"\^([a-z]+_)", pattern)
     if prefix:
@@ -188,8 +197,8 @@ def jsonschema_errors(
             path = tuple(error.absolute_path)
             if any(other[: len(path)] == path for other in named):
                 continue  # what is wrong there is said already, more precisely
-            if error.context:  # what is wrong with the form that came closest
-                error = best_match(error.context)
+            if error.context and not _described(error.schema):
+                error = best_match(error.context)  # what the closest form lacks
         items += field_error(
             join_path(prefix, error.absolute_path),
             str(error.validator),
@@ -260,6 +269,16 @@ def records_errors(exc: Exception) -> dict:
             for index, field, message in invalid.errors
         ],
     }
+
+
+def media_type_detail(detail: str) -> str:
+    """Connexion's detail for a content type an operation does not take, without the
+    Python list it ends in."""
+    found = re.match(r"Invalid Content-type \((.*)\), expected \[(.*)\]$", detail)
+    if found is None:
+        return detail
+    expected = ", ".join(kind.strip(" '\"") for kind in found[2].split(","))
+    return f"Content-type {found[1] or 'none'} is not accepted here: send {expected}"
 
 
 def listed_errors(exc: Exception) -> dict:

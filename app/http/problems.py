@@ -27,15 +27,9 @@ import peewee
 import starlette.exceptions
 from connexion.lifecycle import ConnexionResponse
 
+from app.http import invalid
 from app.http.admission import Overloaded
 from app.http.edge import BadContentLength, BodyTooLarge, UnroutablePath
-from app.http.invalid import (
-    InvalidParameters,
-    InvalidRequest,
-    InvalidWebhookRequest,
-    listed_errors,
-    records_errors,
-)
 from app.http.state import request_state
 from app.http.validation import InvalidJson, InvalidProduct
 from models import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned, errors
@@ -137,9 +131,11 @@ def _http(status: int, title: str, **reads) -> ProblemType:
 
 CATALOGUE: dict[type[Exception], ProblemType] = {
     # Every contract's schema failures but the Redact API's (app/http/invalid.py).
-    InvalidRequest: _ours("invalid-request", 422, "Invalid Request", extensions=listed_errors),
-    InvalidParameters: _ours(
-        "invalid-parameters", 400, "Invalid Parameters", extensions=listed_errors
+    invalid.InvalidRequest: _ours(
+        "invalid-request", 422, "Invalid Request", extensions=invalid.listed_errors
+    ),
+    invalid.InvalidParameters: _ours(
+        "invalid-parameters", 400, "Invalid Parameters", extensions=invalid.listed_errors
     ),
     # The Redact API's, with the upstream types.
     InvalidJson: ProblemType(422, f"{DOCS}#invalid-json", "Invalid JSON"),
@@ -173,11 +169,11 @@ CATALOGUE: dict[type[Exception], ProblemType] = {
     ),
     # The records API's and legal holds'.
     errors.InvalidRecords: _ours(
-        "invalid-records", 422, "Invalid Records", extensions=records_errors
+        "invalid-records", 422, "Invalid Records", extensions=invalid.records_errors
     ),
     errors.RecordConflict: _ours("record-conflict", 409, "Record Conflict"),
     errors.RecordsSuppressed: _ours(
-        "suppressed-number", 422, "Suppressed Number", extensions=records_errors
+        "suppressed-number", 422, "Suppressed Number", extensions=invalid.records_errors
     ),
     errors.SuppressionNotFound: _ours("suppression-not-found", 404, "No Such Suppression"),
     errors.InvalidSuppression: _ours("invalid-suppression", 422, "Invalid Suppression"),
@@ -194,8 +190,8 @@ CATALOGUE: dict[type[Exception], ProblemType] = {
     # The webhooks API's.
     errors.WebhookNotFound: _ours("webhook-not-found", 404, "No Such Webhook"),
     errors.InvalidWebhook: _ours("invalid-webhook", 422, "Invalid Webhook"),
-    InvalidWebhookRequest: _ours(
-        "invalid-webhook", 422, "Invalid Webhook", extensions=listed_errors
+    invalid.InvalidWebhookRequest: _ours(
+        "invalid-webhook", 422, "Invalid Webhook", extensions=invalid.listed_errors
     ),
     errors.TooManyWebhooks: _ours("too-many-webhooks", 409, "Too Many Webhooks"),
     # The edge's (app/http/edge.py, app/http/admission.py).
@@ -232,7 +228,8 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
             return Unauthorized()
         if exc.status == 415:
             # Connexion's media-type check: the contract says 422.
-            return CATALOGUE[InvalidJson].of(InvalidJson(str(exc.detail or exc.title)))
+            detail = invalid.media_type_detail(str(exc.detail or exc.title))
+            return CATALOGUE[InvalidJson].of(InvalidJson(detail))
         return _plain(exc.status, str(exc.detail or exc.title), dict(exc.headers or {}))
     if isinstance(exc, (peewee.OperationalError, OSError)) or _missing_table(exc):
         return _plain(
