@@ -6,8 +6,10 @@ problem: `{"field": "records[3].product", "reason": "must be one of: sms, voice"
 the value it was given) into such an item, whichever validator reported it: jsonschema
 (query parameters, and the full list of a body's problems), fastjsonschema (the compiled
 check of a body) or the record schema of the domain (marshmallow, `records_errors`).
-Reasons name no regular expression and no Python value: a pattern is "is not in the
-expected form", a list of choices is written out.
+Reasons name no regular expression and no Python value: a list of choices is written
+out; a pattern, or a value that fits none of a schema's forms, is told what the schema's
+description says it is ("must be a phone number, ..."), else the prefix of an id or only
+that it is not in the expected form.
 """
 
 from __future__ import annotations
