@@ -150,6 +150,11 @@ def _reason(keyword: str, expected: t.Any, value: t.Any, schema: dict) -> str:
         return f"must have at most {_plural(expected, 'member')}"
     if keyword == "multipleOf":
         return f"must be a multiple of {expected}"
+    if keyword == "format" and expected in ("int32", "int64"):
+        bits = int(expected[3:])
+        if isinstance(value, int) and value < 0:
+            return f"must be at least {-(2 ** (bits - 1))}"
+        return f"must be at most {2 ** (bits - 1) - 1}"
     if keyword == "format":
         return f"must be a valid {expected}"
     if keyword == "pattern":
