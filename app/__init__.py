@@ -25,7 +25,6 @@ warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testcli
 
 import connexion
 import starlette.exceptions
-from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest
 from connexion.middleware.context import ContextMiddleware
@@ -59,7 +58,13 @@ from app.http.front import FrontPath, send_problem
 from app.http.gate import AccountGate, Gatekeeper
 from app.http.problems import HTTPProblem, render
 from app.http.ratelimit import RateLimits
-from app.http.validation import ContractBodyValidator, RecordsBodyValidator
+from app.http.validation import (
+    ContractBodyValidator,
+    RecordsBodyValidator,
+    RedactBodyValidator,
+    WebhooksBodyValidator,
+    validator_map,
+)
 from app.services import Services, open_services
 from app.settings import Settings
 from models import utcnow
@@ -165,7 +170,7 @@ def create_app(
         lifespan=lifespan,
         middlewares=middlewares,
         security_map={"basic": basic_security_handler(authenticator)},
-        validator_map={"body": MediaTypeDict({"*/*json": ContractBodyValidator})},
+        validator_map=validator_map(ContractBodyValidator),
     )
     # Routes outside the contracts. Connexion mounts the contracts at /v1/redact when the
     # app is first called, after these routes, so a GET of a document's path finds its
@@ -187,7 +192,10 @@ def create_app(
     # contract carries the same UI.
     ui = SwaggerUIOptions(serve_spec=False, swagger_ui_template_arguments={"urls": docs.PICKER})
     app.add_api(
-        SPEC_DIR / "redact.yml", resolver=OperationResolver(api.operations()), swagger_ui_options=ui
+        SPEC_DIR / "redact.yml",
+        resolver=OperationResolver(api.operations()),
+        swagger_ui_options=ui,
+        validator_map=validator_map(RedactBodyValidator),
     )
     app.add_api(
         SPEC_DIR / "jobs.yml",
@@ -209,7 +217,7 @@ def create_app(
         strict_validation=True,
         resolver=OperationResolver(records_api.operations()),
         swagger_ui_options=ui,
-        validator_map={"body": MediaTypeDict({"*/*json": RecordsBodyValidator})},
+        validator_map=validator_map(RecordsBodyValidator),
     )
     app.add_api(
         SPEC_DIR / "webhooks.yml",
@@ -217,6 +225,7 @@ def create_app(
         strict_validation=True,
         resolver=OperationResolver(webhooks_api.operations()),
         swagger_ui_options=ui,
+        validator_map=validator_map(WebhooksBodyValidator),
     )
     # Connexion registers its own handlers for these; ours replace them.
     for error in (Exception, ProblemException):

@@ -142,15 +142,21 @@ def test_a_bad_record_in_the_middle_stores_nothing_and_each_problem_is_listed(cl
     body = matches(response, "/records", "post")
     assert response.status_code == 422
     assert body["title"] == "Invalid Records" and body["count"] == 8
-    assert [(e["index"], e["field"]) for e in body["errors"]] == [
-        (2, "created_at"),
-        (3, "id"),
-        (3, "product"),
-        (4, ""),
-        (5, "type"),
-        (6, "from_"),
-        (6, "held"),
-        (7, "api_key"),
+    assert body["errors"] == [
+        {"field": "records[2].created_at", "reason": "must be a date and time"},
+        {"field": "records[3].id", "reason": "must be 1 to 64 characters"},
+        {
+            "field": "records[3].product",
+            "reason": "must be one of: sms, voice, number-insight, verify, verify-sdk, messages",
+        },
+        {"field": "records[4]", "reason": "must be a JSON object"},
+        {"field": "records[5].type", "reason": "only SMS records have a type"},
+        {"field": "records[6].from_", "reason": "a name the service uses; not a record field"},
+        {"field": "records[6].held", "reason": "a name the service uses; not a record field"},
+        {
+            "field": "records[7].api_key",
+            "reason": "leave it out: records belong to the account that sends them",
+        },
     ]
     assert count(Transaction.select()) == 0
 
@@ -205,10 +211,17 @@ def test_a_redacted_record_sent_again_is_unchanged_and_stays_redacted(client, ac
 
 
 def test_connexion_refuses_what_is_not_a_list_of_up_to_1000_objects(client, account):
-    for body in ({"records": []}, {"records": {}}, {}, {"records": [{}] * 1001}):
+    for body, reason in (
+        ({"records": []}, "must not be empty"),
+        ({"records": {}}, "must be an array"),
+        ({}, "is required"),
+        ({"records": [{}] * 1001}, "must hold at most 1000 items"),
+    ):
         response = client.post(RECORDS, json=body, headers=account)
-        matches(response, "/records", "post")
-        assert response.status_code in (400, 422), response.text
+        problem = matches(response, "/records", "post")
+        assert response.status_code == 422, response.text
+        assert problem["title"] == "Invalid Request"
+        assert problem["errors"] == [{"field": "records", "reason": reason}]
     assert count(Transaction.select()) == 0
 
 
@@ -725,10 +738,10 @@ def test_a_nul_character_is_a_422_and_stores_nothing(client, account, where):
     body = matches(response, "/records", "post")
     assert response.status_code == 422
     if where == "detail":  # stored as JSON, which escapes it
-        assert body["count"] == 1 and body["errors"][0]["field"] == "created_at"
+        assert body["count"] == 1 and body["errors"][0]["field"] == "records[0].created_at"
     else:
         assert body["errors"] == [
-            {"index": 0, "field": where, "message": "a NUL character is not allowed"}
+            {"field": f"records[0].{where}", "reason": "a NUL character is not allowed"}
         ]
     # No stored id holds NUL: the Redact API, a read-back and a hold say so.
     assert redact(client, account, "a\u0000b").status_code == 404

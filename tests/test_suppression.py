@@ -73,7 +73,7 @@ def test_a_suppressed_number_is_refused_and_nothing_of_the_record_is_kept(
         problem = alone.json()
         assert problem["title"] == "Suppressed Number"
         assert problem["errors"] == [
-            {"index": 0, "field": "to", "message": "the number is suppressed by this account"}
+            {"field": "records[0].to", "reason": "the number is suppressed by this account"}
         ]
         assert NUMBER not in alone.text and SECRET_TEXT not in alone.text
 

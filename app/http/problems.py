@@ -4,12 +4,14 @@
 error adds (a detail other than its message, headers, RFC 7807 extension members). The
 domain's errors (models/errors.py, models/jobs/errors.py) carry their data and know nothing
 of HTTP; the edge's own are declared where they are raised (app/http/edge.py,
-admission.py, validation.py) or here. Bodies carry `type`, `title`, `detail` and
+admission.py, invalid.py, validation.py) or here. Bodies carry `type`, `title`, `detail` and
 `instance` (the request's trace id), as the upstream contract shapes them; `type` URIs are
 the upstream ones where the upstream catalogue names the error, else URNs of this service
-(listed in docs/jobs.md, docs/records.md and docs/webhooks.md). 401 has the contract's own
-shape. Errors of Connexion, Starlette and the database are mapped by `as_problem` too;
-`render` answers them all.
+(docs/api.md lists them all, and a test keeps that list and this one the same). A request
+that breaks a schema adds `errors`, each field and what is wrong with it in words
+(app/http/invalid.py, validation.py). 401 has the contract's own shape. Errors of
+Connexion, Starlette and the database are mapped by `as_problem` too; `render` answers
+them all.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import peewee
 import starlette.exceptions
 from connexion.lifecycle import ConnexionResponse
 
+from app.http import invalid
 from app.http.admission import Overloaded
 from app.http.edge import BadContentLength, BodyTooLarge, UnroutablePath
 from app.http.state import request_state
@@ -118,17 +121,6 @@ def _retry_after(seconds: int) -> Callable[[Exception], dict]:
     return lambda _: {"Retry-After": str(seconds)}
 
 
-def _invalid_records(exc: Exception) -> dict:
-    invalid = t.cast(errors.InvalidRecords, exc)
-    return {
-        "count": invalid.count,
-        "errors": [
-            {"index": index, "field": field, "message": message}
-            for index, field, message in invalid.errors
-        ],
-    }
-
-
 def _limit_headers(exc: Exception) -> dict:
     return t.cast(RateLimitHit, exc).headers
 
@@ -138,6 +130,13 @@ def _http(status: int, title: str, **reads) -> ProblemType:
 
 
 CATALOGUE: dict[type[Exception], ProblemType] = {
+    # Every contract's schema failures but the Redact API's (app/http/invalid.py).
+    invalid.InvalidRequest: _ours(
+        "invalid-request", 422, "Invalid Request", extensions=invalid.listed_errors
+    ),
+    invalid.InvalidParameters: _ours(
+        "invalid-parameters", 400, "Invalid Parameters", extensions=invalid.listed_errors
+    ),
     # The Redact API's, with the upstream types.
     InvalidJson: ProblemType(422, f"{DOCS}#invalid-json", "Invalid JSON"),
     InvalidProduct: ProblemType(422, f"{DOCS}/redact#invalid-product", "Invalid Product"),
@@ -170,11 +169,11 @@ CATALOGUE: dict[type[Exception], ProblemType] = {
     ),
     # The records API's and legal holds'.
     errors.InvalidRecords: _ours(
-        "invalid-records", 422, "Invalid Records", extensions=_invalid_records
+        "invalid-records", 422, "Invalid Records", extensions=invalid.records_errors
     ),
     errors.RecordConflict: _ours("record-conflict", 409, "Record Conflict"),
     errors.RecordsSuppressed: _ours(
-        "suppressed-number", 422, "Suppressed Number", extensions=_invalid_records
+        "suppressed-number", 422, "Suppressed Number", extensions=invalid.records_errors
     ),
     errors.SuppressionNotFound: _ours("suppression-not-found", 404, "No Such Suppression"),
     errors.InvalidSuppression: _ours("invalid-suppression", 422, "Invalid Suppression"),
@@ -191,6 +190,9 @@ CATALOGUE: dict[type[Exception], ProblemType] = {
     # The webhooks API's.
     errors.WebhookNotFound: _ours("webhook-not-found", 404, "No Such Webhook"),
     errors.InvalidWebhook: _ours("invalid-webhook", 422, "Invalid Webhook"),
+    invalid.InvalidWebhookRequest: _ours(
+        "invalid-webhook", 422, "Invalid Webhook", extensions=invalid.listed_errors
+    ),
     errors.TooManyWebhooks: _ours("too-many-webhooks", 409, "Too Many Webhooks"),
     # The edge's (app/http/edge.py, app/http/admission.py).
     BodyTooLarge: _http(413, "Content Too Large"),
@@ -226,7 +228,8 @@ def as_problem(exc: Exception) -> Problem | Unauthorized:
             return Unauthorized()
         if exc.status == 415:
             # Connexion's media-type check: the contract says 422.
-            return CATALOGUE[InvalidJson].of(InvalidJson(str(exc.detail or exc.title)))
+            detail = invalid.media_type_detail(str(exc.detail or exc.title))
+            return CATALOGUE[InvalidJson].of(InvalidJson(detail))
         return _plain(exc.status, str(exc.detail or exc.title), dict(exc.headers or {}))
     if isinstance(exc, (peewee.OperationalError, OSError)) or _missing_table(exc):
         return _plain(

@@ -1,8 +1,12 @@
-"""Request-body validation against the spec's schema, with the contract's errors.
+"""Request validation against the spec's schema, with the contracts' errors.
 
 Connexion's default JSON validator compiles the schema on every request and answers
-400; this one compiles each schema once and raises the contract's 422 problems:
-Invalid Product for a product outside the enum, Invalid JSON for everything else.
+400 with the library's words; this one compiles each schema once and raises 422
+problems: a body that cannot be read is Invalid JSON; one that breaks the schema is
+InvalidRequest (app/http/invalid.py: an `errors` list in plain words), or, for the
+Redact API, whose upstream contract fixes its bodies, Invalid Product for a product
+outside the enum and Invalid JSON for everything else. Parameters that break the schema
+are InvalidParameters (400), with the same `errors` list.
 """
 
 from __future__ import annotations
@@ -11,10 +15,22 @@ import json
 import typing as t
 
 import fastjsonschema
+import jsonschema
+from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import BadRequestProblem
-from connexion.validators import AbstractRequestBodyValidator
+from connexion.utils import is_null, is_nullable
+from connexion.validators import AbstractRequestBodyValidator, ParameterValidator
 from starlette.datastructures import Headers
 
+from app.http.invalid import (
+    BODY,
+    FieldError,
+    InvalidParameters,
+    InvalidRequest,
+    InvalidWebhookRequest,
+    fastjsonschema_errors,
+    jsonschema_errors,
+)
 from app.http.state import request_state
 
 
@@ -28,6 +44,18 @@ class InvalidProduct(Exception):
 
 
 _COMPILED: dict[int, tuple[dict, t.Callable]] = {}
+_CHECKERS: dict[int, tuple[dict, jsonschema.Draft4Validator]] = {}
+
+
+def schema_errors(schema: dict, body: t.Any) -> list[FieldError]:
+    """Every problem of `body` under `schema`, as the `errors` of a problem (jsonschema
+    lists them all where the compiled check stops at the first; asked only once that
+    check has failed)."""
+    cached = _CHECKERS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        checker = jsonschema.Draft4Validator(openapi_to_json_schema(schema))
+        cached = _CHECKERS[id(schema)] = (schema, checker)
+    return jsonschema_errors(cached[1].iter_errors(body))
 
 
 def compiled_validator(schema: dict) -> t.Callable:
@@ -123,6 +151,35 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
         """The part of the operation's schema checked here."""
         return self._schema
 
+    problem: type[InvalidRequest] = InvalidRequest
+    """What a body that breaks the schema raises."""
+
+    def _validate(self, body: t.Any) -> None:
+        if body is None and not self._required:
+            return
+        if not isinstance(body, dict):
+            raise self.problem([{"field": BODY, "reason": "must be a JSON object"}])
+        schema = self.enforced_schema()
+        try:
+            compiled_validator(schema)(body)
+        except fastjsonschema.JsonSchemaValueException as error:
+            raise self.problem(
+                schema_errors(schema, body) or fastjsonschema_errors(error)
+            ) from None
+
+
+class WebhooksBodyValidator(ContractBodyValidator):
+    """The webhooks contract's bodies: a body that breaks the schema is an Invalid
+    Webhook (docs/webhooks.md)."""
+
+    problem = InvalidWebhookRequest
+
+
+class RedactBodyValidator(ContractBodyValidator):
+    """The Redact API's body, answered as the upstream contract's 422s are (their bodies
+    are fixed by it): Invalid Product for a product outside the enum, Invalid JSON with
+    the validator's words for anything else."""
+
     def _validate(self, body: t.Any) -> None:
         if body is None and not self._required:
             return
@@ -168,3 +225,61 @@ class RecordsBodyValidator(ContractBodyValidator):
                 }
             cached = _ENVELOPES[id(self._schema)] = (self._schema, envelope)
         return cached[1]
+
+
+class ContractParameterValidator(ParameterValidator):
+    """Connexion's parameter validation, with every bad parameter named in the `errors`
+    of one InvalidParameters (Connexion stops at the first and answers with the
+    library's multi-line dump)."""
+
+    def validate_request(self, request) -> None:
+        problems: list[FieldError] = []
+        if self.strict_validation:
+            extra = self.validate_query_parameter_list(
+                request, security_params=self.security_query_params
+            )
+            problems += [
+                {"field": name, "reason": "is not a parameter of this operation"}
+                for name in sorted(extra)
+            ]
+        sources = {
+            "query": lambda name: request.query_params.get(name),
+            "path": lambda name: request.path_params.get(name.replace("-", "_")),
+            "header": lambda name: request.headers.get(name),
+            "cookie": lambda name: request.cookies.get(name),
+        }
+        for where, read in sources.items():
+            for parameter in self.parameters.get(where, []):
+                problems += _parameter_errors(parameter, read(parameter["name"]))
+        if problems:
+            raise InvalidParameters(problems)
+
+
+def _fits(bits: int) -> t.Callable[[t.Any], bool]:
+    return lambda value: not isinstance(value, int) or -(2 ** (bits - 1)) <= value < 2 ** (bits - 1)
+
+
+# Draft 4's formats, and OpenAPI's integer sizes (jsonschema does not know them, so that a
+# query parameter beyond int64 was taken).
+PARAMETER_FORMATS = jsonschema.FormatChecker(formats=())
+PARAMETER_FORMATS.checkers.update(jsonschema.Draft4Validator.FORMAT_CHECKER.checkers)
+for _name, _bits in (("int32", 32), ("int64", 64)):
+    PARAMETER_FORMATS.checks(_name)(_fits(_bits))
+
+
+def _parameter_errors(parameter: dict, value: t.Any) -> list[FieldError]:
+    """The first problem of one parameter (one line per parameter), if it has one."""
+    name = parameter["name"]
+    if is_nullable(parameter) and is_null(value):
+        return []
+    if value is None:
+        return [{"field": name, "reason": "is required"}] if parameter.get("required") else []
+    schema = parameter.get("schema", parameter)
+    checker = jsonschema.Draft4Validator(schema, format_checker=PARAMETER_FORMATS)
+    return jsonschema_errors(checker.iter_errors(value), prefix=name)[:1]
+
+
+def validator_map(body: type[ContractBodyValidator]) -> dict:
+    """A contract's validators: its bodies checked by `body`, its parameters by
+    ContractParameterValidator."""
+    return {"parameter": ContractParameterValidator, "body": MediaTypeDict({"*/*json": body})}
