@@ -156,7 +156,7 @@ def jobs_run(job_id, wait):
 @jobs.command("cancel")
 @click.argument("job_id")
 def jobs_cancel(job_id):
-    """Cancel a ready or failed job."""
+    """Cancel a ready or failed job, or one whose run waits for premature records."""
     _apply(job_id, "cancel", False)
 
 
