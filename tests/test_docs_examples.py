@@ -27,7 +27,7 @@ from tests.support import ROOT, SUBJECT_KEY, served
 
 pytestmark = pytest.mark.slow
 
-PAGES = ("README.md", "docs/api.md", "docs/records.md")
+PAGES = ("README.md", "docs/api.md", "docs/records.md", "docs/webhooks.md", "docs/erasure.md")
 DOCS_BASE = "http://127.0.0.1:8000"
 STATUS = re.compile(r"^# (\d{3})\b")
 ELIDED = re.compile(r"\b([a-z]+)_\.\.\.")
