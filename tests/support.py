@@ -833,3 +833,74 @@ class Receiver:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Trickler:
+    """A webhook receiver that never finishes answering: on 127.0.0.1 (any free port), it
+    takes each connection and its request, then sends the start of an answer one byte
+    every `interval` seconds (or nothing at all, if `interval` is None) until the sender
+    hangs up. `closed` holds, per connection, the seconds from its request to the hang-up."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n" + b"x-slow: 1\r\n" * 100
+
+    def __init__(self, interval: float | None = 1.0):
+        self.interval = interval
+        self.closed: list[float] = []
+        self.requests = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(0.2)
+            request = b""
+            while b"\r\n\r\n" not in request and not self._stop.is_set():
+                try:
+                    request += connection.recv(65536)
+                except TimeoutError:
+                    continue
+            self.requests += 1
+            connection.settimeout(None)  # MSG_DONTWAIT below answers at once
+            sent = 0
+            started = time.monotonic()
+            while not self._stop.wait(0.05):
+                try:
+                    if connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                        break  # the sender hung up
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    break
+                due = self.interval is not None and (
+                    time.monotonic() - started >= (sent + 1) * self.interval
+                )
+                if due and sent < len(self.ANSWER):
+                    try:
+                        connection.send(self.ANSWER[sent : sent + 1])
+                    except OSError:
+                        break
+                    sent += 1
+            else:
+                return
+            self.closed.append(time.monotonic() - started)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+    def __enter__(self) -> Trickler:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

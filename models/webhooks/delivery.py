@@ -55,7 +55,8 @@ class DeliveryConfig:
 
 
 def due_endpoints(now: datetime.datetime, skip: Iterable[int] = ()) -> list[tuple[int, str]]:
-    """Endpoints (seq, account) whose oldest pending event is due by `now`."""
+    """Endpoints (seq, account) whose oldest pending event is due by `now`: those whose
+    event was never tried first, so that endpoints that keep failing queue behind them."""
     heads = (
         WebhookEvent.select(
             WebhookEvent.endpoint.alias("endpoint"), peewee.fn.MIN(WebhookEvent.seq).alias("head")
@@ -67,6 +68,7 @@ def due_endpoints(now: datetime.datetime, skip: Iterable[int] = ()) -> list[tupl
         WebhookEvent.select(WebhookEvent.endpoint, WebhookEvent.api_key)
         .join(heads, on=(WebhookEvent.seq == heads.c.head))
         .where(WebhookEvent.next_attempt_at <= now)
+        .order_by(WebhookEvent.attempts, WebhookEvent.seq)  # endpoints that failed go last
         .tuples()
     )
     skipped = set(skip)
