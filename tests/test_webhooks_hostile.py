@@ -7,13 +7,32 @@ second lookup of one name."""
 
 from __future__ import annotations
 
+import datetime
+import os
 import socket
+import ssl
+import subprocess
+import threading
 import time
 
 import pytest
 
+from models import Account
+from models.erasure.holds import create_hold
 from models.webhooks.delivery import DeliveryConfig, Dispatcher, deliver_due
-from tests.support import Receiver, Trickler, add_account, wait_for
+from models.webhooks.endpoints import create_webhook
+from models.webhooks.rows import WebhookEvent
+from tests.support import (
+    Receiver,
+    Trickler,
+    add_account,
+    redact_command,
+    start,
+    stop,
+    store_at,
+    unavailable,
+    wait_for,
+)
 from tests.test_webhooks_delivery import attempts, events, hold, register
 
 DEADLINE = 2
@@ -159,3 +178,220 @@ def _config(*, threads: int, timeout: float) -> DeliveryConfig:
     return DeliveryConfig(
         timeout_seconds=timeout, threads=threads, poll_seconds=0.05, allow_private=True
     )
+
+
+# ------------------------------------------------------------------ TLS to the pinned address
+
+
+def _certificate(directory, name: str) -> tuple[str, str, str]:
+    """A CA (ca.pem) and a certificate it signed for the DNS name `name` only, with its
+    key: the three files' paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def made(subject: str, key, issuer: str, issuer_key, *, ca: bool):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            san = x509.SubjectAlternativeName([x509.DNSName(subject)])
+            builder = builder.add_extension(san, critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = made("test CA", ca_key, "test CA", ca_key, ca=True)
+    leaf = made(name, key, "test CA", ca_key, ca=False)
+    paths = [str(directory / f) for f in ("ca.pem", "cert.pem", "key.pem")]
+    for path, data in zip(
+        paths,
+        [
+            ca.public_bytes(serialization.Encoding.PEM),
+            leaf.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        ],
+        strict=True,
+    ):
+        with open(path, "wb") as file:
+            file.write(data)
+    return paths[0], paths[1], paths[2]
+
+
+class TLSReceiver(Receiver):
+    """A Receiver behind TLS with `cert`, keeping the SNI name each handshake sent."""
+
+    def __init__(self, cert: str, key: str):
+        super().__init__()
+        self.names: list[str | None] = []
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        context.sni_callback = lambda _socket, name, _context: self.names.append(name)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+
+
+@pytest.mark.slow
+def test_https_goes_to_the_pinned_address_verified_against_the_host_name(env, tmp_path):
+    """A worker delivers over TLS to `localhost` (its certificate names it; the CA is the
+    test's, through OpenSSL's SSL_CERT_FILE): SNI and Host name the host. The same
+    receiver as `127.0.0.1`, which its certificate does not name, fails verification."""
+    ca, cert, key = _certificate(tmp_path, "localhost")
+    env = {
+        **env,
+        "SSL_CERT_FILE": ca,
+        "REDACT_WEBHOOK_ALLOW_PRIVATE": "1",
+        "REDACT_WEBHOOK_POLL_SECONDS": "1",
+        "REDACT_WEBHOOK_TIMEOUT_SECONDS": "5",
+    }
+    receiver = TLSReceiver(cert, key)
+    try:
+        with store_at(env["DATABASE_URL"], tables=True):
+            Account.create(api_key="acct0001", secret_hash="x", products="sms")
+            Account.create(api_key="acct0002", secret_hash="x", products="sms")
+            now = datetime.datetime.now(datetime.UTC)
+            for api_key, host in (("acct0001", "localhost"), ("acct0002", "127.0.0.1")):
+                create_webhook(
+                    api_key=api_key,
+                    url=f"https://{host}:{receiver.port}/hooks",
+                    events=["hold.created"],
+                    description=None,
+                    now=now,
+                )
+                create_hold(
+                    api_key=api_key,
+                    subjects=["447700900123"],
+                    transactions=[],
+                    reason="r",
+                    now=now,
+                    actor="test",
+                )
+        worker = start(env, tmp_path, "worker", "--threads", "2")
+        try:
+            wait_for(lambda: receiver.deliveries, timeout=30, what="the TLS delivery")
+            wait_for(lambda: _attempted(env) == 2, timeout=30, what="both attempts")
+        finally:
+            stop(worker)
+    finally:
+        receiver.close()
+    (delivery,) = receiver.deliveries
+    assert delivery.headers["host"] == f"localhost:{receiver.port}"
+    assert "localhost" in receiver.names
+    with store_at(env["DATABASE_URL"]):
+        outcomes = {
+            e.api_key: [(a.status_code, a.error) for a in attempts(e)]
+            for e in WebhookEvent.select()
+        }
+    assert outcomes["acct0001"] == [(200, None)]
+    ((status, error),) = outcomes["acct0002"][:1]
+    assert status is None and "CERTIFICATE_VERIFY_FAILED" in error, error
+
+
+def _attempted(env: dict) -> int:
+    with store_at(env["DATABASE_URL"]):
+        return WebhookEvent.select().where(WebhookEvent.attempts > 0).count()
+
+
+# ---------------------------------------------------------- a real rebinding name server
+
+
+class RebindingNameServer:
+    """A DNS server on 127.0.0.1:53 (UDP) that answers the first A query for `name` with
+    a public address and every later one with 127.0.0.1; it has no IPv6 address for it.
+    `asked` counts the A queries."""
+
+    def __init__(self, name: str):
+        import dns.message
+        import dns.rdatatype
+        import dns.rrset
+
+        self.name = name.rstrip(".") + "."
+        self.asked = 0
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 53))
+
+        def serve() -> None:
+            while True:
+                try:
+                    wire, sender = self._socket.recvfrom(4096)
+                except OSError:
+                    return
+                query = dns.message.from_wire(wire)
+                answer = dns.message.make_response(query)
+                question = query.question[0]
+                if question.name.to_text() == self.name and question.rdtype == dns.rdatatype.A:
+                    self.asked += 1
+                    address = PUBLIC if self.asked == 1 else "127.0.0.1"
+                    answer.answer.append(dns.rrset.from_text(self.name, 0, "IN", "A", address))
+                self._socket.sendto(answer.to_wire(), sender)
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_a_worker_asks_a_rebinding_name_server_once_and_delivers_nothing(env, tmp_path):
+    """`redact worker` in a mount namespace of its own whose /etc/resolv.conf names the
+    test's name server: the system resolver, as in production, asked by the worker
+    process; the receiver on loopback, where the second answer points, gets nothing."""
+    try:
+        server = RebindingNameServer("hooks.rebind.test")
+    except PermissionError:
+        unavailable("binding port 53 needs root")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    env = {**env, "REDACT_WEBHOOK_POLL_SECONDS": "1", "REDACT_WEBHOOK_TIMEOUT_SECONDS": "2"}
+    with Receiver() as receiver:
+        with store_at(env["DATABASE_URL"], tables=True):
+            Account.create(api_key="acct0001", secret_hash="x", products="sms")
+            now = datetime.datetime.now(datetime.UTC)
+            create_webhook(
+                api_key="acct0001",
+                url=f"http://hooks.rebind.test:{receiver.port}/hooks",
+                events=["hold.created"],
+                description=None,
+                now=now,
+            )
+            create_hold(
+                api_key="acct0001",
+                subjects=["447700900123"],
+                transactions=[],
+                reason="r",
+                now=now,
+                actor="test",
+            )
+        namespaced = [
+            "unshare", "--mount", "sh", "-c",
+            f'mount --bind {resolv} /etc/resolv.conf && exec "$@"', "sh",
+            *redact_command("worker", "--threads", "1"),
+        ]  # fmt: skip
+        with open(tmp_path / "worker.log", "wb") as log:
+            worker = subprocess.Popen(
+                namespaced, env={**os.environ, **env}, cwd=tmp_path, stdout=log, stderr=log
+            )
+        try:
+            wait_for(lambda: _attempted(env), timeout=30, what="an attempt")
+        finally:
+            stop(worker)
+            server.close()
+        assert receiver.deliveries == []
+    assert server.asked == 1
+    with store_at(env["DATABASE_URL"]):
+        (event,) = WebhookEvent.select()
+        (attempt,) = attempts(event)
+    assert attempt.status_code is None and attempt.error, attempt.error
