@@ -42,10 +42,10 @@ class Example:
         return f"{page}:{self.line}: {self.command}"
 
 
-def blocks(page: str) -> list[tuple[str, str, int, str]]:
-    """The page's fenced blocks: (language, text, first line, what follows the block up
-    to the next one)."""
-    text = (ROOT / page).read_text()
+def blocks(page: str, text: str | None = None) -> list[tuple[str, str, int, str]]:
+    """The page's fenced blocks (of `text`, if given, as the page): (language, text,
+    first line, what follows the block up to the next one)."""
+    text = (ROOT / page).read_text() if text is None else text
     found = list(FENCE.finditer(text))
     return [
         (
@@ -91,7 +91,7 @@ def _commands(block: str, first: int) -> list[Example]:
         if not line.strip() or line.startswith("#"):
             continue
         command, start = line, i - 1
-        while command.endswith("\\") or command.count("'") % 2 == 1:
+        while command.endswith("\\") or _quote_open(command):
             command += "\n" + lines[i]  # as bash reads it: the line goes on
             i += 1
         if "curl " in command:  # a status comment names the next curl's answer
@@ -108,7 +108,22 @@ def _commands(block: str, first: int) -> list[Example]:
         if output:
             example.answer = "\n".join(output)
         found.append(example)
+    assert pending.status is None, f"line {first + len(lines)}: a status with no curl below it"
     return found
+
+
+def _quote_open(command: str) -> bool:
+    """Whether a quoted string is still open at the end of `command`, as bash reads it (a
+    `#` starting a word outside quotes starts a comment)."""
+    quote = None
+    for n, char in enumerate(command):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (n == 0 or command[n - 1].isspace()):
+            return False
+    return quote is not None
 
 
 def _expectation(status: str, rest: str) -> Example:
@@ -212,12 +227,12 @@ def compare(shown: str, printed: str) -> list[str]:
     return [f"printed {got!r}, the docs show {want!r}"]
 
 
-def other_spelling(page: str) -> list[str]:
-    """Lines of the page's code blocks that start the command as `redact`, not
-    `.venv/bin/redact`."""
+def other_spelling(page: str, text: str | None = None) -> list[str]:
+    """Lines of the page's code blocks (`text`, if given) that start the command as
+    `redact`, not `.venv/bin/redact`."""
     return [
         f"{page}:{first + n}: {line}"
-        for language, block, first, _ in blocks(page)
+        for language, block, first, _ in blocks(page, text)
         if language in ("sh", "")
         for n, line in enumerate(block.splitlines())
         if not line.lstrip().startswith("#") and OTHER_SPELLING.search(line.strip())

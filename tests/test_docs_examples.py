@@ -8,14 +8,14 @@ How a page shows an answer (tests/docs_support.py reads it):
 
 - `# NNN ...` above a curl command (or a pipeline of curls): the status it answers.
   Then, on the same line, either the body as JSON (`# 200 {"received": 2, ...}`), or a
-  problem's title and, in quotes, its detail (`# 404 Invalid ID: "ID '...' could not be
-  found (type=MO)"`; a parenthesis after the title is prose), and a header the answer
+  problem's title and, in quotes, its detail (`# 404 Invalid ID: "ID '0A0000000DEMO0001'
+  could not be found (type=MO)"`; a parenthesis after the title is prose), and a header the answer
   carries as `with Header-Name` (the command must then show headers, `curl -i`). Other
   words are prose. A curl without such a comment must answer below 400; a 204 has no
   body. A pipeline's output must name its status (the 429 example produces 429s).
 - `# text` lines right below a command other than curl: what it prints, line by line.
-- A ```json (or plain ```) block right after an sh block: what the block's last command
-  answers or prints.
+- A ```json (or plain ```) block right after an sh block (nothing but blank lines
+  between): what the block's last command answers or prints.
 - "a moment later" in the comment: the answer comes once a worker has done its part; the
   command is asked again (up to 20 s) until it answers as shown.
 
@@ -218,17 +218,19 @@ def test_the_command_is_spelled_one_way(page):
     assert not other_spelling(page), f"spell it {SPELLING}"
 
 
-def test_the_spelling_check_finds_the_other_spelling(tmp_path):
-    """The check above can fail: a page with `redact` at the start of a command."""
-    page = ROOT / "docs" / "spelling-check-example.md"
-    try:
-        page.write_text(
-            "```sh\nredact config\nexport K=$(redact keys generate)\n.venv/bin/redact config\n"
-            "curl http://127.0.0.1:8000/v1/redact/transaction\n```\n"
-        )
-        assert len(other_spelling("docs/spelling-check-example.md")) == 2
-    finally:
-        page.unlink()
+def test_the_spelling_check_finds_the_other_spelling():
+    """The check above can fail: a page with `redact` at the start of a command, alone or
+    in a substitution, fails it; a synopsis or output block too; prose does not."""
+    page = (
+        "Run `redact config`.\n\n```sh\nredact config\nexport K=$(redact keys generate)\n"
+        ".venv/bin/redact config\ncurl http://127.0.0.1:8000/v1/redact/transaction\n```\n\n"
+        "```\nredact jobs show JOB\nerror: run 'redact serve' first\n```\n"
+    )
+    assert [line.split(": ", 1)[1] for line in other_spelling("page.md", page)] == [
+        "redact config",
+        "export K=$(redact keys generate)",
+        "redact jobs show JOB",
+    ]
 
 
 def test_the_comparison_tells_a_wrong_example():
