@@ -267,6 +267,11 @@ def test_the_examples_are_read_with_what_they_show():
     answer = Answer(0, "", "", "404", "", json.dumps({"title": "Invalid ID", "detail": "ID 'y'"}))
     assert problems(wrong, answer)
     assert problems(dataclasses.replace(wrong, status="403"), answer)
+    replayed = Example(1, "curl -i ...", status="200", headers=("Idempotent-Replayed",))
+    assert problems(replayed, Answer(0, "", "", "200", "content-type: application/json", ""))
+    assert not problems(replayed, Answer(0, "", "", "200", "idempotent-replayed: true", ""))
+    assert problems(Example(1, "curl ..."), Answer(0, "", "", "204", "", "{}"))  # a body
+    assert problems(Example(1, "curl ..."), Answer(0, "", "", "404", "", ""))  # no comment
 
 
 def test_the_webhook_receiver_of_the_docs_verifies_what_the_service_sends():
