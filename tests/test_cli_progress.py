@@ -18,7 +18,7 @@ import pytest
 from app.cli.progress import Progress
 from app.services import job_queue
 from app.settings import Settings
-from tests.support import cli, redact, redact_command, store_at
+from tests.support import cli, postgres_env, redact, redact_command, store_at
 
 ACCOUNT, SECRET, NUMBER = "acct0001", "secret-123", "447700900001"
 RECORDS = 3000
@@ -163,3 +163,13 @@ def test_the_bar_leaves_stdout_alone(monkeypatch):
     finally:
         stream.close()
         os.close(controller)
+
+
+@pytest.mark.postgres
+def test_maintenance_shows_each_table_it_vacuumed(env):
+    """PostgreSQL's maintenance (SQLite needs none): a line per table off a terminal."""
+    env = {**env, **postgres_env(REDACT_PROGRESS_SECONDS="0")}
+    done = redact(env, "maintenance", check=True)
+    assert done.stdout.strip() == "vacuumed transaction, redaction_job_object, redaction_job"
+    shown = lines(done.stderr, r"vacuumed (\d) of 3 tables \([\d,]+/s\)")
+    assert [line.split()[1] for line in shown] == ["1", "2", "3"], done.stderr

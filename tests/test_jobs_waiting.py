@@ -12,6 +12,7 @@ import re
 
 from app.demo import API_KEY, API_SECRET, seed_demo
 from models import database
+from models.webhooks.rows import WebhookEvent
 from tests.docs_support import differences, loose_json
 from tests.support import (
     JOBS,
@@ -114,6 +115,9 @@ def test_a_job_with_nothing_premature_never_waits(jobs):
 
 
 def test_cancel_while_waiting_keeps_what_was_redacted_and_says_what_was_not(jobs, clock):
+    hook = {"url": "https://example.com/hooks", "events": ["job.canceled"]}
+    registered = jobs.client.post("/v1/redact/webhooks", json=hook, headers=jobs.headers)
+    assert registered.status_code == 201, registered.text
     job_id = waiting_job(jobs)
     response = jobs.action(job_id, "cancel", expect=200)
     assert assert_job_contract(response, "/jobs/{job}/cancel", "post")["status"] == "canceling"
@@ -122,6 +126,10 @@ def test_cancel_while_waiting_keeps_what_was_redacted_and_says_what_was_not(jobs
     assert canceled["status"] == "canceled"
     assert canceled["counts"]["redacted"] == 2
     assert canceled["waiting"] == {"records": 2, "until": int((START + 55 * MINUTES).timestamp())}
+    with database.connection_context():
+        (event,) = [json.loads(e.payload) for e in WebhookEvent.select()]
+    assert event["type"] == "job.canceled"
+    assert event["data"]["job"] == {k: canceled[k] for k in ("id", "status", "counts", "waiting")}
 
     clock.advance(hours=2)  # the task scheduled for `until` finds the job canceled
     jobs.drain()

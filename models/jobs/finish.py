@@ -7,6 +7,7 @@ import datetime
 from typing import Any
 
 from models.jobs.job import JobLogRange, JobObject, RedactionJob, transition
+from models.jobs.queries import waiting
 from models.proof import entries
 from models.store.base import database
 from models.store.state import current_store
@@ -44,7 +45,7 @@ def _finish(job: RedactionJob, source: str, target: str, now: datetime.datetime,
             RedactionJob.update(log_index=job.log_index).where(
                 RedactionJob.seq == job.seq
             ).execute()
-            data = job_event_data(finished)
+            data = job_event_data(finished, waiting(finished))
             enqueue(job.account_id, f"job.{target}", data, f"job:{job.id}", now)
     job.status = target
 

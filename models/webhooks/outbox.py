@@ -77,9 +77,11 @@ def undelivered(now: datetime.datetime) -> Undelivered:
     return Undelivered(pending.count(), max((now - oldest.created).total_seconds(), 0.0))
 
 
-def job_event_data(job) -> dict:
-    """A job as its events show it: id, status and counts."""
-    return {"job": {"id": job.id, "status": job.status, "counts": job.counts}}
+def job_event_data(job, waiting: dict | None = None) -> dict:
+    """A job as its events show it: id, status, counts, and what it left waiting (a job
+    canceled while records of it waited for the premature window: as the jobs API shows
+    it; null otherwise)."""
+    return {"job": {"id": job.id, "status": job.status, "counts": job.counts, "waiting": waiting}}
 
 
 def list_deliveries(
