@@ -24,8 +24,10 @@ service batch is reported by the group commit's observer (`GroupCommit.observer`
 commit and per redaction, and the mean ms per batch waiting for the process lock (the
 other worker's batch) and holding it. Then one more 1-worker run of about 2 s under
 `strace -f -c -e trace=fsync,fdatasync` gives the fsyncs per commit (both stores' syncs,
-and the few of opening and closing the store), if strace is installed; last, the ratio of
-the service's redactions/s to the plain UPDATE's.
+and the few of opening and closing the store), if strace is installed; beside it, what one
+fsync costs on the store's disk (p50 and p99 of FSYNC_SAMPLES 4 KiB writes, each
+fsynced): a lone redaction's commit waits for its fsyncs in a row, the floor of its
+latency. Last, the ratio of the service's redactions/s to the plain UPDATE's.
 
     python bench/commit.py [--records 200000] [--seconds 5] [--concurrency 16] [--json PATH]
 """
@@ -36,9 +38,12 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import pathlib
+import random
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +56,7 @@ from bench.run import API_KEY, open_bench_store, prepare_database, record_id  # 
 
 START_DELAY = 3.0  # seconds for the children to import and open the store before the start
 STRACE_SECONDS = 2.0
+FSYNC_SAMPLES = 500
 COLUMNS = (  # heading, figure, width, format
     ("redactions/s", "per_second", 13, ",.0f"),
     ("batch mean", "batch_mean", 12, ".1f"),
@@ -236,6 +242,28 @@ def row(label: str, figures: dict, lock: bool = True) -> str:
     return "".join(cells)
 
 
+def fsync_latency(directory: pathlib.Path, count: int = FSYNC_SAMPLES) -> dict:
+    """What one fsync costs on the store's disk: `count` times, a 4 KiB write at a random
+    page of a 16 MiB file, then fsync; the p50 and p99 of the fsync alone, in ms."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, 16 << 20)
+        os.fsync(fd)
+        page = os.urandom(4096)
+        taken = []
+        for _ in range(count):
+            os.pwrite(fd, page, random.randrange(4096) * 4096)
+            started = time.perf_counter()
+            os.fsync(fd)
+            taken.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    cuts = statistics.quantiles(taken, n=100)
+    return {"p50_ms": cuts[49], "p99_ms": cuts[98]}
+
+
 def plural(workers: int) -> str:
     return f"{workers} worker{'s' * (workers > 1)}"
 
@@ -261,6 +289,7 @@ def main() -> int:
         source.mkdir()
         print(f"building {args.records:,} sealed records ...", file=sys.stderr, flush=True)
         prepare_database(f"sqlite:///{source}/svc.db", args.records)
+        report["fsync"] = fsync_latency(work)
         report["plain"] = measure(args, source, work, "plain", "plain", 1, args.seconds)
         for workers in (1, 2):
             report[f"service_{workers}"] = measure(
@@ -286,6 +315,14 @@ def main() -> int:
     fsyncs = report["fsyncs_per_commit"]
     measured = "not measured (strace missing)" if fsyncs is None else f"{fsyncs:.1f}"
     print(f"fsyncs per commit{'' if fsyncs is None else ' (1 worker, strace)'}: {measured}")
+    fsync = report["fsync"]
+    floor = ""
+    if fsyncs is not None:
+        floor = f"; a commit's {fsyncs:.1f} fsyncs at p50: {fsyncs * fsync['p50_ms']:.1f} ms"
+    print(
+        f"one fsync on this disk ({FSYNC_SAMPLES} samples): p50 {fsync['p50_ms']:.2f} ms, "
+        f"p99 {fsync['p99_ms']:.2f} ms{floor}"
+    )
     plain = report["plain"]["per_second"]
     report["ratio"] = {w: report[f"service_{w}"]["per_second"] / plain for w in (1, 2)}
     ratios = ", ".join(f"{plural(w)} {ratio:.2f}x" for w, ratio in report["ratio"].items())
