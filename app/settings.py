@@ -184,7 +184,7 @@ class Settings:
     webhook_timeout_seconds: int = setting(
         "REDACT_WEBHOOK_TIMEOUT_SECONDS",
         10,
-        "how long a webhook endpoint has to answer a delivery before the attempt counts as failed",
+        "one webhook attempt's deadline: connecting, TLS, sending, the answer's headers and body",
         least=1,
     )
     webhook_retry_base_seconds: int = setting(
