@@ -135,7 +135,7 @@ def _at_once() -> Iterator[None]:
     try:
         yield
     except peewee.OperationalError as exc:
-        cause = exc.args[0] if exc.args else exc
+        cause = exc.__cause__ or exc.__context__  # the driver's own
         if getattr(cause, "pgcode", None) == "55P03" or "database is locked" in str(exc):
             raise LogBusy() from None
         raise
