@@ -48,11 +48,13 @@ def backfill(
     holds the account's log before it looks for the records, so concurrent runs (or
     redactions) never log a record twice. `progress` is called with the count so far."""
     done = 0
+    after = ""  # the records come in id order: a batch starts after the last one's
     while True:
         with database.atomic():
             entries.lock_log(api_key)
             rows: list[Any] = list(
                 _unlogged(api_key)
+                .where(Transaction.id > after)
                 .select(
                     Transaction.id,
                     Transaction.product,
@@ -69,6 +71,7 @@ def backfill(
             )
             if not rows:
                 return done
+            after = rows[-1][0]
             audits = _audits(api_key, [row[0] for row in rows])
             positions = entries.append([_entry(api_key, row, audits) for row in rows], now)
             for row, position in zip(rows, positions, strict=True):
