@@ -121,7 +121,8 @@ def _newest_or_signed(
     with database.atomic():  # on SQLite, BEGIN IMMEDIATE: the write lock
         if most is not None and is_postgres():
             locked = LogState.select(LogState.size).where(LogState.api_key == api_key)
-            list(locked.for_update(nowait=True).tuples())  # no row: nothing to wait for
+            if not list(locked.for_update(nowait=True).tuples()):
+                most = 0  # no log yet (a first append may be making it: not waited for)
         return _sign(api_key, key, now, most)
 
 
@@ -159,7 +160,7 @@ def _sign(api_key: str, key: SigningKey, now: datetime.datetime, most: int | Non
     """Sign and keep a head of the account's tree as integrated (after integrating up to
     `most` more entries), in the caller's transaction holding the log."""
     state = LogState.get_or_none(LogState.api_key == api_key)
-    if most is not None and state is not None:
+    if most and state is not None:
         integrate(api_key, state.integrated + most)
     state = LogState.get_or_none(LogState.api_key == api_key)
     head = _head_of(api_key, state, key, now)
@@ -172,7 +173,7 @@ def _sign(api_key: str, key: SigningKey, now: datetime.datetime, most: int | Non
         kid=key.kid,
         token=head.token,
     ).on_conflict_ignore().execute()  # another process may have signed this size
-    if state is not None:
+    if state is not None and most != 0:  # 0: its row is not held (it was not there)
         LogState.update(signed_size=head.tree_size).where(
             (LogState.api_key == api_key) & (LogState.signed_size < head.tree_size)
         ).execute()
