@@ -142,7 +142,7 @@ def receipts_backfill(api_key):
                 def update(count: int, before: int = before) -> None:
                     shown.update(before + count)
 
-                done[account] = backfill(account, utcnow(), progress=update)
+                done[account] = backfill(account, utcnow, progress=update)
     click.echo(json.dumps({"backfilled": sum(done.values()), "accounts": done}, indent=2))
 
 

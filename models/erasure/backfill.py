@@ -13,7 +13,6 @@ added for a record that had none), so a second run finds nothing to do.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +21,7 @@ from peewee import JOIN, fn
 from models.erasure.scrub import log_entry, scrubbed_fields
 from models.proof import entries
 from models.records.transaction import RedactionAudit, Transaction
-from models.store.base import database
+from models.store.base import Clock, database
 
 BATCH = 500
 TRACE_ID = "cli:receipts-backfill"
@@ -40,11 +39,10 @@ def to_backfill(api_key: str | None = None) -> dict[str, int]:
     return dict(sorted((account, count) for account, count in query))
 
 
-def backfill(
-    api_key: str, now: datetime.datetime, progress: Callable[[int], None] | None = None
-) -> int:
-    """Append a backfilled `redaction` entry (at `now`) for each record of the account
-    redacted without one, BATCH records a transaction; how many were appended. Each batch
+def backfill(api_key: str, clock: Clock, progress: Callable[[int], None] | None = None) -> int:
+    """Append a backfilled `redaction` entry for each record of the account redacted
+    without one, BATCH records a transaction, each at the clock's time as it is written;
+    how many were appended. Each batch
     holds the account's log before it looks for the records, so concurrent runs (or
     redactions) never log a record twice. `progress` is called with the count so far."""
     done = 0
@@ -73,7 +71,7 @@ def backfill(
                 return done
             after = rows[-1][0]
             audits = _audits(api_key, [row[0] for row in rows])
-            positions = entries.append([_entry(api_key, row, audits) for row in rows], now)
+            positions = entries.append([_entry(api_key, row, audits) for row in rows], clock())
             for row, position in zip(rows, positions, strict=True):
                 _name_entry(api_key, row, audits.get(row[0]), position)
         done += len(rows)
