@@ -369,6 +369,35 @@ def test_malformed_objects_are_422_and_create_nothing(jobs, objects):
         assert RedactionJob.select().count() == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (
+            {"objects": {"transactions": [{"id": "T\u0000", "product": "sms"}]}},
+            "objects.transactions[0].id",
+        ),
+        ({"objects": {"subjects": ["447700900001"]}, "description": "DSAR\u000042"}, "description"),
+        ({"objects": {"subjects": ["447700900001"]}, "note\u0000": "x"}, "note\u0000"),
+    ],
+)
+def test_a_nul_character_in_a_body_is_a_422_and_stores_nothing(jobs, body, field):
+    """PostgreSQL's text cannot hold NUL: refused before anything is stored, on SQLite too."""
+    add_records(record("T1"))
+    response = jobs.client.post(JOBS, json=body, headers=jobs.headers)
+    problem = assert_job_contract(response, "/jobs", "post")
+    assert response.status_code == 422
+    assert problem["type"] == "urn:redact:problem:invalid-request"
+    assert problem["errors"] == [{"field": field, "reason": "must not contain a NUL character"}]
+    job = jobs.ready(["T1"], description="kept")
+    for update in ({"description": "a\u0000b"}, {"description": "ok", "x": ["\u0000"]}):
+        response = jobs.client.post(f"{JOBS}/{job['id']}", json=update, headers=jobs.headers)
+        assert_job_contract(response, "/jobs/{job}", "post")
+        assert response.status_code == 422, response.text
+    assert jobs.get(job["id"])["description"] == "kept"
+    with database.connection_context():
+        assert RedactionJob.select().count() == 1
+
+
 # ------------------------------------------------------------------------------ update
 
 

@@ -180,6 +180,18 @@ def test_jobs_commands_print_json_and_fail_in_one_line(env):
         one_line_error(cli(env, *args), fragment)
 
 
+def test_jobs_create_refuses_a_nul_in_an_id_in_one_line(store_env):
+    """As the API's body validator does (PostgreSQL's text cannot hold one): nothing made."""
+    seed(store_env, [record("T1")])
+    lines = '{"id": "T1", "product": "sms"}\n{"id": "T\\u0000", "product": "sms"}\n'
+    refused = cli(
+        store_env, "jobs", "create", "--account", "acct0001", "--transactions", "-", stdin=lines
+    )
+    one_line_error(refused, "a NUL character is not allowed")
+    listed = json.loads(cli(store_env, "jobs", "list", "--account", "acct0001").stdout)
+    assert listed["data"] == []
+
+
 @pytest.mark.redis
 @pytest.mark.slow
 def test_jobs_run_through_a_redis_queue(make_app, database_url, redis_url):

@@ -6,11 +6,15 @@ no account sees another's log, receipts or tree heads."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import json
 import os
+import sqlite3
 import stat
+import threading
+import time
 
 import psycopg2
 import pytest
@@ -107,6 +111,49 @@ def test_every_api_redaction_is_an_entry_proven_in_the_signed_tree(client, accou
         root = b64d(answer["root_hash"])
         assert verify_inclusion(item["index"], 5, b64d(item["leaf_hash"]), path, root)
         assert not verify_inclusion(item["index"], 5, leaf_hash(b"forged"), path, root)
+
+
+@contextlib.contextmanager
+def log_held(database_url: str, exclusive: bool = False):
+    """Another connection holds the acct0001 log as a job's batch does: its `log_state`
+    row FOR UPDATE (PostgreSQL), the SQLite file's write lock (`exclusive`: as while a
+    batch commits, when readers are kept out too). Let go after 5 s at most, so that a
+    request that waits shows as slow rather than hanging."""
+    if database_url.startswith("sqlite"):
+        path = database_url.removeprefix("sqlite:///")
+        held = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        held.execute("BEGIN EXCLUSIVE" if exclusive else "BEGIN IMMEDIATE")
+    else:
+        held = psycopg2.connect(POSTGRES_URL)
+        held.cursor().execute("SELECT 1 FROM log_state WHERE api_key = 'acct0001' FOR UPDATE")
+    timer = threading.Timer(5, held.rollback)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        held.rollback()
+        held.close()
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_a_tree_head_does_not_wait_for_a_writer_holding_the_log(
+    client, account, database_url, exclusive
+):
+    if exclusive and not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's readers never wait for a writer")
+    add_records(*(record(f"T{n}") for n in range(3)))
+    redact(client, account, "T0")
+    assert head(client, account)[0]["tree_size"] == 1
+    redact(client, account, "T1")
+    with log_held(database_url, exclusive):
+        started = time.monotonic()
+        response = client.get(f"{LOG}/tree-head", headers=account)
+        assert time.monotonic() - started < 2  # not the 5 s the lock is held
+    answer = matches(response, "/log/tree-head")
+    _, document = verify(answer["signature"], key_set(keys(client)))
+    assert answer["tree_size"] == document["tree_size"] == 1  # the newest head signed
+    assert head(client, account)[0]["tree_size"] == 2  # the log is free: signed now
 
 
 def test_a_later_tree_head_is_proven_to_extend_an_earlier_one(client, account, clock):

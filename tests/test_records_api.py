@@ -725,6 +725,32 @@ def test_a_record_held_on_arrival_under_immediate_is_redacted_once_released(clie
     assert row("KEPT").body == "REDACTED"
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (HOLDS, {"reason": "case\u00001", "subjects": ["447700900001"]}, "reason"),
+        (
+            HOLDS,
+            {"reason": "x", "transactions": [{"id": "R\u0000", "product": "sms"}]},
+            "transactions[0].id",
+        ),
+        (POLICIES, {"products": {"sms\u0000": {"auto_redact": "off"}}}, "products.sms\u0000"),
+        ("/v1/redact/suppressions", {"number": "447700900001\u0000"}, "number"),
+    ],
+)
+def test_a_nul_character_in_a_policy_hold_or_suppression_is_a_422(
+    client, account, path, body, field
+):
+    response = client.post(path, json=body, headers=account)
+    problem = matches(response, path.removeprefix("/v1/redact"), "post")
+    assert response.status_code == 422
+    assert problem["errors"] == [{"field": field, "reason": "must not contain a NUL character"}]
+    assert client.get(HOLDS, headers=account).json()["data"] == []
+    policies = client.get(POLICIES, headers=account).json()["products"]
+    assert {p["auto_redact"] for p in policies.values()} == {"off"}
+    assert client.get("/v1/redact/suppressions", headers=account).json()["data"] == []
+
+
 @pytest.mark.parametrize("where", ["id", "text", "detail"])
 def test_a_nul_character_is_a_422_and_stores_nothing(client, account, where):
     bad = api_record("R1")

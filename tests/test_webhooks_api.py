@@ -125,6 +125,7 @@ def test_deleting_an_endpoint_drops_its_pending_events(client, account):
         {"url": 7},
         {"surprise": True},
         {"description": "x\u0000y"},
+        {"surprise\u0000": True},
     ],
 )
 def test_a_bad_endpoint_is_a_422_and_registers_nothing(client, account, body):

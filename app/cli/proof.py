@@ -1,6 +1,7 @@
 """`redact audit verify`, `redact receipts verify` and `redact keys`: checking the
 erasure log and receipts (models/proof/check.py, models/proof/receipts.py), and the signing key
-(models/proof/signing.py)."""
+(models/proof/signing.py); `redact receipts backfill` logs the records redacted before the
+log existed (models/erasure/backfill.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import urllib.request
 
 import click
 
-from app.cli.common import existing_store_or_exit, fail, load_settings
-from models import database
+from app.cli.common import account_or_exit, existing_store_or_exit, fail, load_settings
+from app.cli.progress import Progress
+from models import database, utcnow
+from models.erasure.backfill import backfill, to_backfill
 from models.proof.check import accounts, check_log
 from models.proof.heads import HEAD_TYPE
 from models.proof.receipts import verify_receipt
@@ -114,6 +117,33 @@ def receipts_verify(file, keys_from):
         f"valid: {what} of {document['account']}, log entry {log['index']} of"
         f" {log['tree_size']}, erasure {document['erasure']['status']}"
     )
+
+
+@receipts.command("backfill")
+@click.option(
+    "--account", "api_key", help="Only this account's records (default: every account's)."
+)
+def receipts_backfill(api_key):
+    """Log the records redacted before the erasure log existed, so that their receipts can
+    be issued: each gets a `redaction` entry that says it was written after the fact
+    (`backfilled`: true, `at` when it was written). A second run appends nothing."""
+    settings = load_settings()
+    existing_store_or_exit(settings)
+    with database.connection_context():
+        if api_key is not None:
+            account_or_exit(api_key)
+        counts = to_backfill(api_key)
+        total = sum(counts.values())
+        done: dict[str, int] = {}
+        with Progress("logged", "records", seconds=settings.progress_seconds, total=total) as shown:
+            for account in counts:
+                before = sum(done.values())
+
+                def update(count: int, before: int = before) -> None:
+                    shown.update(before + count)
+
+                done[account] = backfill(account, utcnow, progress=update)
+    click.echo(json.dumps({"backfilled": sum(done.values()), "accounts": done}, indent=2))
 
 
 def _read(path: str) -> str:

@@ -34,7 +34,7 @@ class ProofApi:
         }
 
     def tree_head(self, token_info: dict):
-        head = signed_head(token_info["sub"], self.store.signer(), self.clock())
+        head = signed_head(token_info["sub"], self.store.signer(), self.clock(), wait=False)
         return {
             "tree_size": head.tree_size,
             "root_hash": b64(bytes(head.root)),

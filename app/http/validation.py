@@ -31,6 +31,7 @@ from app.http.invalid import (
     fastjsonschema_errors,
     jsonschema_errors,
 )
+from app.http.nul import nul_errors
 from app.http.state import request_state
 
 
@@ -142,6 +143,8 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
         if not raw and not self._required:
             return None
         body = parse_json_body(raw)
+        if self.refuses_nul and (found := nul_errors(raw, body, self.left_to_domain())):
+            raise self.problem(found)
         # Kept for app/http/direct.py, which answers once the body is validated (the
         # validation raises before the request goes on otherwise).
         request_state(scope).body = body
@@ -153,6 +156,12 @@ class ContractBodyValidator(AbstractRequestBodyValidator):
 
     problem: type[InvalidRequest] = InvalidRequest
     """What a body that breaks the schema raises."""
+
+    refuses_nul = True  # a NUL in any string of the body (app/http/nul.py)
+
+    def left_to_domain(self) -> tuple[str, ...]:
+        """Top-level members of the body the domain checks itself, NUL included."""
+        return ()
 
     def _validate(self, body: t.Any) -> None:
         if body is None and not self._required:
@@ -179,6 +188,8 @@ class RedactBodyValidator(ContractBodyValidator):
     """The Redact API's body, answered as the upstream contract's 422s are (their bodies
     are fixed by it): Invalid Product for a product outside the enum, Invalid JSON with
     the validator's words for anything else."""
+
+    refuses_nul = False  # an id holding NUL is the contract's 404 (no record holds one)
 
     def _validate(self, body: t.Any) -> None:
         if body is None and not self._required:
@@ -209,6 +220,9 @@ class RecordsBodyValidator(ContractBodyValidator):
     which names every bad record by its index and field, where this would stop at the
     first. The contract's TransactionRecord states the same rules (the contract fuzzing
     checks that the two agree, with valid and invalid records)."""
+
+    def left_to_domain(self) -> tuple[str, ...]:
+        return ("records",) if "records" in self._schema.get("properties", {}) else ()
 
     def enforced_schema(self) -> dict:
         cached = _ENVELOPES.get(id(self._schema))

@@ -44,6 +44,8 @@ def store_objects(
             raise InvalidJobRequest(f"transaction {ref.id}: no product {ref.product!r}")
         if ref.type is not None and ref.type not in DIRECTIONS:
             raise InvalidJobRequest(f"transaction {ref.id}: no type {ref.type!r}")
+        if "\x00" in ref.id:  # PostgreSQL's text cannot hold one (the API refuses it first)
+            raise InvalidJobRequest(f"transaction {ref.id!r}: a NUL character is not allowed")
         batch.append(
             (
                 job.seq,

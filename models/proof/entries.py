@@ -7,7 +7,9 @@ data: the account, its position (`index`), `kind`, the time (`at`) and ids, prod
 field names, sources, job and trace ids. Its leaf hash is HASH(0x00 || the document's
 UTF-8 bytes). Kinds:
 
-- `redaction`: one record scrubbed (source api, job, retention or policy);
+- `redaction`: one record scrubbed (source api, job, retention or policy); one written
+  after the fact by `redact receipts backfill` for a record redacted before the log
+  existed says so (`backfilled`: true, models/erasure/backfill.py);
 - `hold.created`, `hold.released`, `policy.changed`: what models/erasure/audit.record_event
   records, without the hold's reason or the operator's login;
 - `job.finished`: a job's final status, counts, and the log ranges of its redactions;
@@ -108,7 +110,7 @@ def append(entries: Sequence[tuple[str, str, dict]], now: datetime.datetime) -> 
         templates: dict = {}
         for i in by_account[api_key]:
             _, kind, fields = entries[i]
-            if kind == "redaction":
+            if kind == "redaction" and "backfilled" not in fields:
                 body = _redaction_body(api_key, size, at, fields, templates)
             else:
                 body = canonical(
@@ -166,6 +168,12 @@ def _redaction_body(api_key: str, index: int, at: str, fields: dict, cache: dict
         )
     key = _optional(fields.get("key"))
     return f"{parts[0]}{index}{parts[1]}{key}{parts[2]}{_string(record['id'])}{parts[3]}"
+
+
+def lock_log(api_key: str) -> int:
+    """Hold the account's log for the caller's transaction (as appending does: writers of
+    it wait for the transaction); its size."""
+    return _locked_state(api_key).size
 
 
 def _locked_state(api_key: str) -> Any:

@@ -72,7 +72,10 @@ def record_receipt(
         .first()
     )
     if audit is None or audit.log_index is None:
-        raise NoReceipt(f"Record '{transaction_id}' was redacted before the erasure log began")
+        raise NoReceipt(
+            f"Record '{transaction_id}' was redacted before the erasure log began"
+            " (`redact receipts backfill` logs it)"
+        )
     position = audit.log_index
     entry = json.loads(_entry(api_key, position).body)
     head = heads.signed_head(api_key, key, now)
@@ -86,6 +89,8 @@ def record_receipt(
         "job": entry["job"],
         "trace_id": entry["trace_id"],
         "fields": entry["fields"],
+        # Logged after the fact: `redacted_at` is then when the entry was written.
+        "backfilled": entry.get("backfilled", False),
         "log": proof(api_key, position, head),
         "erasure": erasure(api_key, position, head, now),
     }
@@ -219,6 +224,7 @@ def verify_receipt(token: str, keys: list[dict]) -> dict:
             "job": document["job"],
             "trace_id": document["trace_id"],
             "fields": document["fields"],
+            "backfilled": document.get("backfilled") or None,  # absent from other entries
         }
     else:
         job = document["job"]
