@@ -8,6 +8,7 @@ second lookup of one name."""
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 import socket
 import ssl
@@ -66,27 +67,50 @@ def test_a_name_that_rebinds_to_loopback_gets_nothing_delivered(
 
 
 @pytest.mark.parametrize(
-    "host",
+    "address",
     [
-        "[::1]",
-        "[::]",
-        "[::ffff:127.0.0.1]",  # IPv4-mapped loopback
-        "[::ffff:a9fe:a9fe]",  # IPv4-mapped 169.254.169.254, the metadata service
-        "[64:ff9b::a9fe:a9fe]",  # the same through NAT64's well-known prefix
-        "[2002:a00:1::1]",  # 6to4 of 10.0.0.1
-        "[fd00:ec2::254]",  # a unique local address (a cloud's IPv6 metadata service)
-        "[fe80::1]",
-        "2130706433",  # 127.0.0.1 as one number
-        "0x7f.1",
-        "100.64.0.1",  # shared address space
+        "::1",
+        "::",
+        "::ffff:127.0.0.1",  # IPv4-mapped loopback
+        "::ffff:a9fe:a9fe",  # IPv4-mapped 169.254.169.254, the metadata service
+        "64:ff9b::a9fe:a9fe",  # the same through NAT64's well-known prefix
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo of 10.0.0.1
+        "fd00:ec2::254",  # a unique local address (a cloud's IPv6 metadata service)
+        "fe80::1",
     ],
 )
-def test_ipv6_and_other_spellings_of_private_addresses_are_refused(client, account, clock, host):
-    register(client, account, f"http://{host}:9/hooks")
+def test_a_name_resolving_to_a_private_ipv6_form_is_refused(
+    client, account, clock, monkeypatch, address
+):
+    lookup = socket.getaddrinfo
+
+    def resolving(host, port, *args, **kwargs):
+        if host == "v6.hooks.example":
+            return lookup(address, port, socket.AF_INET6, *args[1:], **kwargs)
+        return lookup(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolving)
+    _refused(client, account, clock, "http://v6.hooks.example:9/hooks", address)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["2130706433", "0x7f.1", "127.1", "100.64.0.1"],  # 127.0.0.1 spelt otherwise; shared space
+)
+def test_other_spellings_of_private_ipv4_addresses_are_refused(client, account, clock, host):
+    _refused(client, account, clock, f"http://{host}:9/hooks", "")
+
+
+def _refused(client, account, clock, url: str, address: str) -> None:
+    register(client, account, url)
     hold(client, account)
     assert deliver_due(clock, DeliveryConfig(timeout_seconds=1)) == 0
     (attempt,) = attempts(events()[0])
     assert attempt.status_code is None and attempt.error.startswith("refused: "), attempt.error
+    if address:  # the address refused is the one the name resolved to
+        refused = attempt.error.rsplit("(", 1)[1].rstrip(")")
+        assert ipaddress.ip_address(refused) == ipaddress.ip_address(address), attempt.error
 
 
 @pytest.mark.slow
