@@ -235,16 +235,17 @@ def test_one_accounts_slow_endpoint_does_not_delay_anothers(client, account, clo
 # ---------------------------------------------------------------- workers, as processes
 
 
-def _prepare(env: dict, url: str) -> str:
-    """acct0001 with an endpoint at `url` for hold.created and one hold; the secret."""
+def prepare_endpoint(env: dict, url: str, api_key: str = "acct0001") -> str:
+    """`api_key`'s account with an endpoint at `url` for hold.created and one hold, in the
+    command's store; the endpoint's secret."""
     with store_at(env["DATABASE_URL"], tables=True):
-        Account.create(api_key="acct0001", secret_hash="x", products="sms")
+        Account.create(api_key=api_key, secret_hash="x", products="sms")
         now = datetime.datetime.now(datetime.UTC)
         endpoint = create_webhook(
-            api_key="acct0001", url=url, events=["hold.created"], description=None, now=now
+            api_key=api_key, url=url, events=["hold.created"], description=None, now=now
         )
         create_hold(
-            api_key="acct0001",
+            api_key=api_key,
             subjects=["447700900123"],
             transactions=[],
             reason="r",
@@ -273,7 +274,7 @@ def test_a_worker_killed_between_delivery_and_recording_it_sends_it_again(env, t
     env = {**env, **WORKER_ENV}
     with Receiver() as receiver:
         receiver.hold = threading.Event()
-        secret = _prepare(env, receiver.url)
+        secret = prepare_endpoint(env, receiver.url)
         worker = start(env, tmp_path, "worker", "--threads", "1")
         try:
             assert receiver.arrived.wait(30), "the worker sent nothing"
@@ -304,7 +305,7 @@ def test_a_worker_killed_between_delivery_and_recording_it_sends_it_again(env, t
 def test_redact_serve_alone_delivers(env, tmp_path):
     env = {**env, **WORKER_ENV}
     with Receiver() as receiver:
-        secret = _prepare(env, receiver.url)
+        secret = prepare_endpoint(env, receiver.url)
         with served(env, tmp_path):
             wait_for(lambda: receiver.deliveries, timeout=30, what="a delivery from serve")
         (payload,) = [standardwebhooks.Webhook(secret).verify(d.body, d.headers)

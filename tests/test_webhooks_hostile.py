@@ -18,10 +18,7 @@ import time
 
 import pytest
 
-from models import Account
-from models.erasure.holds import create_hold
 from models.webhooks.delivery import DeliveryConfig, Dispatcher, deliver_due
-from models.webhooks.endpoints import create_webhook
 from models.webhooks.rows import WebhookEvent
 from tests.support import (
     Receiver,
@@ -34,7 +31,7 @@ from tests.support import (
     unavailable,
     wait_for,
 )
-from tests.test_webhooks_delivery import attempts, events, hold, register
+from tests.test_webhooks_delivery import attempts, events, hold, prepare_endpoint, register
 
 DEADLINE = 2
 CONFIG = DeliveryConfig(timeout_seconds=DEADLINE, allow_private=True)
@@ -282,26 +279,8 @@ def test_https_goes_to_the_pinned_address_verified_against_the_host_name(env, tm
     }
     receiver = TLSReceiver(cert, key)
     try:
-        with store_at(env["DATABASE_URL"], tables=True):
-            Account.create(api_key="acct0001", secret_hash="x", products="sms")
-            Account.create(api_key="acct0002", secret_hash="x", products="sms")
-            now = datetime.datetime.now(datetime.UTC)
-            for api_key, host in (("acct0001", "localhost"), ("acct0002", "127.0.0.1")):
-                create_webhook(
-                    api_key=api_key,
-                    url=f"https://{host}:{receiver.port}/hooks",
-                    events=["hold.created"],
-                    description=None,
-                    now=now,
-                )
-                create_hold(
-                    api_key=api_key,
-                    subjects=["447700900123"],
-                    transactions=[],
-                    reason="r",
-                    now=now,
-                    actor="test",
-                )
+        for api_key, host in (("acct0001", "localhost"), ("acct0002", "127.0.0.1")):
+            prepare_endpoint(env, f"https://{host}:{receiver.port}/hooks", api_key)
         worker = start(env, tmp_path, "worker", "--threads", "2")
         try:
             wait_for(lambda: receiver.deliveries, timeout=30, what="the TLS delivery")
@@ -381,24 +360,7 @@ def test_a_worker_asks_a_rebinding_name_server_once_and_delivers_nothing(env, tm
     resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
     env = {**env, "REDACT_WEBHOOK_POLL_SECONDS": "1", "REDACT_WEBHOOK_TIMEOUT_SECONDS": "2"}
     with Receiver() as receiver:
-        with store_at(env["DATABASE_URL"], tables=True):
-            Account.create(api_key="acct0001", secret_hash="x", products="sms")
-            now = datetime.datetime.now(datetime.UTC)
-            create_webhook(
-                api_key="acct0001",
-                url=f"http://hooks.rebind.test:{receiver.port}/hooks",
-                events=["hold.created"],
-                description=None,
-                now=now,
-            )
-            create_hold(
-                api_key="acct0001",
-                subjects=["447700900123"],
-                transactions=[],
-                reason="r",
-                now=now,
-                actor="test",
-            )
+        prepare_endpoint(env, f"http://hooks.rebind.test:{receiver.port}/hooks")
         namespaced = [
             "unshare", "--mount", "sh", "-c",
             f'mount --bind {resolv} /etc/resolv.conf && exec "$@"', "sh",
