@@ -42,18 +42,6 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def refused_address(url: str) -> str | None:
-    """Why events may not go to `url` unless private addresses are allowed: the reason if
-    its host is, or resolves to, a non-public address; None if every address it resolves
-    to is public."""
-    parts = urllib.parse.urlsplit(url)
-    try:
-        resolve(parts.hostname or "", _port(parts), allow_private=False)
-    except Refused as exc:
-        return str(exc)
-    return None
-
-
 def post(
     endpoint: WebhookEndpoint,
     event: WebhookEvent,
