@@ -4,9 +4,15 @@ twice the limit. Memory storage limits per process; Redis shares the limit."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+import limits
 import pytest
 import time_machine
+from limits.strategies import MovingWindowRateLimiter
 
+from app.http.moving_window import LocalMovingWindow
 from tests.support import add_account
 
 URL = "/v1/redact/transaction"
@@ -107,3 +113,40 @@ def test_limiter_storage_down_fails_open(make_app, sqlite_url):
     with app.test_client() as client:
         assert [post(client, headers) for _ in range(3)] == [404, 404, 404]
     assert admitted_unlimited() - before >= 3
+
+
+def test_the_memory_limiter_starts_no_thread(make_app, sqlite_url, monkeypatch):
+    """memory:// keeps its window inline (app/http/moving_window.py), where `limits`' own
+    memory storage starts a timer thread every 10 ms under load, on the event loop."""
+    timers = []
+    start = threading.Timer.start
+    monkeypatch.setattr(threading.Timer, "start", lambda timer: timers.append(start(timer)))
+    app = make_app(sqlite_url, rate_limit="5/second")
+    first, second = add_account("acct0001"), add_account("acct0002")
+    with app.test_client() as client, time_machine.travel(BEFORE_BOUNDARY, tick=True):
+        for _ in range(3):
+            assert [post(client, first) for _ in range(6)][-1] == 429
+            assert [post(client, second) for _ in range(6)][-1] == 429
+            time.sleep(0.02)  # past the 10 ms after which limits' storage starts another
+    assert timers == []
+
+
+def test_the_memory_window_is_exact_and_forgets_idle_keys():
+    storage = LocalMovingWindow()
+    limiter = MovingWindowRateLimiter(storage)
+    limit = limits.parse("5/second")
+    with time_machine.travel(BEFORE_BOUNDARY, tick=False) as traveller:
+        assert [limiter.hit(limit, "a") for _ in range(6)] == [True] * 5 + [False]
+        assert limiter.get_window_stats(limit, "a") == (BEFORE_BOUNDARY + 1, 0)
+        for address in range(1000):  # one failure each, from many addresses
+            assert limiter.hit(limit, "b", str(address))
+        assert len(storage) == 1001
+        traveller.shift(0.5)
+        assert not limiter.hit(limit, "a")  # its five are in the last second still
+        traveller.shift(0.6)
+        assert limiter.hit(limit, "a")  # they left it
+        assert limiter.get_window_stats(limit, "a") == (BEFORE_BOUNDARY + 2.1, 4)
+        assert len(storage) == 1  # the idle addresses were swept with that hit
+        assert limiter.hit(limit, "a", cost=4) and not limiter.hit(limit, "a")
+        storage.clear(limit.key_for("a"))
+        assert limiter.hit(limit, "a", cost=5) and not limiter.hit(limit, "a", cost=6)

@@ -5,7 +5,8 @@
   admits up to twice the limit across one).
 - Each client address may fail authentication `REDACT_AUTH_FAILURE_LIMIT` times (default
   20/minute); beyond that its requests get 429 before any credential check.
-- Storage is `RATELIMIT_STORAGE_URI`: memory (one process) or Redis (shared by workers).
+- Storage is `RATELIMIT_STORAGE_URI`: memory (one process; app/http/moving_window.py,
+  which keeps the window without a thread) or Redis (shared by workers).
   Redis is used through its asyncio client, so a round trip does not block the event
   loop that serves every request of the worker.
 - If the storage is unreachable the limiter fails open: requests are admitted and each
@@ -30,6 +31,7 @@ import redis.asyncio
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from app.http.moving_window import LocalMovingWindow
 from app.metrics import LIMITER_UNAVAILABLE
 
 logger = logging.getLogger("redact.http.ratelimit")
@@ -57,7 +59,7 @@ class RateLimits:
         self.account_limit = limits.parse(account_limit)
         self.failure_limit = limits.parse(auth_failure_limit)
         self._memory = (
-            MovingWindowRateLimiter(storage_from_string(storage_uri))
+            MovingWindowRateLimiter(LocalMovingWindow())
             if storage_uri.startswith("memory")
             else None
         )
