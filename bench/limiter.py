@@ -1,10 +1,10 @@
-"""What the in-process rate limiter costs a request, beside `limits`' own memory storage, in
-one run.
+"""What the account limit costs a request, beside `limits`' own storages, in one run.
 
-`python bench/limiter.py [--requests 20000] [--accounts 10]` counts requests as the
+`python bench/limiter.py [--requests 20000] [--accounts 50] [--redis URL]` counts requests as the
 account gate does (app/http/gate.py: the moving window's `hit`, then `get_window_stats`
-for the RateLimit headers) against a limit never reached, paced a request every 0.2 ms (so
-the window's bookkeeping runs as it does under load), through:
+for the RateLimit headers) at the default limit, 170/second, over enough accounts that none
+reaches it, paced a request every 0.2 ms (so the window's bookkeeping runs as it does under
+load), through:
 
   limits memory://   `limits`' MemoryStorage, which drops expired entries on a timer thread
                      it starts again 10 ms after the last one ended;
@@ -13,28 +13,40 @@ the window's bookkeeping runs as it does under load), through:
 Each is measured twice: alone, and with a thread spinning in Python beside it (what a job
 running in the same process is to the event loop). It prints the mean and worst time of
 one request's count, and how many threads the storage started.
+
+With `--redis URL` (a database it may empty, e.g. redis://127.0.0.1:6379/11) it also
+counts as the scale-out gate does, from one event loop, one request after another:
+
+  limits Redis       `limits`' asyncio moving window on Redis: `hit`, then
+                     `get_window_stats`, a script call each;
+  RedisMovingWindow  app/http/redis_window.py: both in one script call.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import threading
 import time
 
 import limits
+import limits.aio.strategies
+import redis.asyncio
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from app.http.moving_window import LocalMovingWindow
+from app.http.redis_window import RedisMovingWindow
 
 PACE_SECONDS = 0.0002
+LIMIT = "170/second"  # the service's default; spread over the accounts, none reaches it
 
 
 def measure(storage, requests: int, accounts: int, busy: bool) -> dict:
     limiter = MovingWindowRateLimiter(storage)
-    item = limits.parse("1000000/second")
+    item = limits.parse(LIMIT)
     started = threading.Timer.start
     timers = 0
 
@@ -74,10 +86,39 @@ def measure(storage, requests: int, accounts: int, busy: bool) -> dict:
     }
 
 
+async def measure_redis(url: str, requests: int, accounts: int, ours: bool) -> dict:
+    pool = redis.asyncio.ConnectionPool.from_url(url)
+    client = redis.asyncio.Redis(connection_pool=pool)
+    await client.flushdb()
+    item = limits.parse(LIMIT)
+    storage = storage_from_string(f"async+{url}", implementation="redispy", connection_pool=pool)
+    theirs = limits.aio.strategies.MovingWindowRateLimiter(storage)
+    window = RedisMovingWindow(client)
+    took = []
+    for n in range(requests):
+        key = f"acct{n % accounts:04d}"
+        begin = time.perf_counter()
+        if ours:
+            allowed, _, _ = await window.hit(item, "account", key)
+        else:
+            allowed = await theirs.hit(item, "account", key)
+            await theirs.get_window_stats(item, "account", key)
+        assert allowed
+        took.append(time.perf_counter() - begin)
+    await pool.aclose()
+    return {
+        "mean_us": statistics.fmean(took) * 1e6,
+        "p99_us": statistics.quantiles(took, n=100)[98] * 1e6,
+        "max_ms": max(took) * 1e3,
+        "threads": 0,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--accounts", type=int, default=10)
+    parser.add_argument("--accounts", type=int, default=50)
+    parser.add_argument("--redis", help="also measure on this Redis database (it is emptied)")
     args = parser.parse_args()
     sys.setswitchinterval(0.005)  # the interpreter's default, stated
     print(f"{args.requests:,} requests over {args.accounts} accounts, one every 0.2 ms")
@@ -94,11 +135,25 @@ def main() -> None:
                 f"{name:<22}{beside:<16}{row['mean_us']:>9.1f}{row['p99_us']:>9.1f}"
                 f"{row['max_ms']:>9.2f}{row['threads']:>9,}"
             )
+    if args.redis:
+        for name, ours in (("limits Redis", False), ("RedisMovingWindow", True)):
+            row = rows[name, False] = asyncio.run(
+                measure_redis(args.redis, args.requests, args.accounts, ours)
+            )
+            print(
+                f"{name:<22}{'nothing':<16}{row['mean_us']:>9.1f}{row['p99_us']:>9.1f}"
+                f"{row['max_ms']:>9.2f}{row['threads']:>9,}"
+            )
     for busy in (False, True):
         ours, theirs = rows["LocalMovingWindow", busy], rows["limits memory://", busy]
         print(
             f"LocalMovingWindow/limits memory:// mean time, beside "
             f"{'a busy thread' if busy else 'nothing'}: {ours['mean_us'] / theirs['mean_us']:.2f}x"
+        )
+    if args.redis:
+        ours, theirs = rows["RedisMovingWindow", False], rows["limits Redis", False]
+        print(
+            f"RedisMovingWindow/limits Redis mean time: {ours['mean_us'] / theirs['mean_us']:.2f}x"
         )
 
 

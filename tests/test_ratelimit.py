@@ -150,3 +150,46 @@ def test_the_memory_window_is_exact_and_forgets_idle_keys():
         assert limiter.hit(limit, "a", cost=4) and not limiter.hit(limit, "a")
         storage.clear(limit.key_for("a"))
         assert limiter.hit(limit, "a", cost=5) and not limiter.hit(limit, "a", cost=6)
+
+
+def test_the_ratelimit_headers_follow_the_window(make_app, sqlite_url, storage_uri):
+    app = make_app(sqlite_url, ratelimit_storage_uri=storage_uri, rate_limit="3/second")
+    headers = add_account("acct0001")
+    with app.test_client() as client, time_machine.travel(BEFORE_BOUNDARY, tick=False) as t:
+
+        def ratelimit():
+            response = client.post(URL, json=BODY, headers=headers)
+            return response.status_code, response.headers["RateLimit"]
+
+        assert [ratelimit() for _ in range(4)] == [
+            (404, '"account";r=2;t=1'),
+            (404, '"account";r=1;t=1'),
+            (404, '"account";r=0;t=1'),
+            (429, '"account";r=0;t=1'),
+        ]
+        t.shift(0.5)
+        assert ratelimit() == (429, '"account";r=0;t=1')
+        t.shift(0.51)  # the three have left the window; this one is in it alone
+        assert ratelimit() == (404, '"account";r=2;t=1')
+
+
+@pytest.mark.redis
+def test_an_account_request_is_one_round_trip_to_redis(make_app, sqlite_url, redis_url):
+    """The account's count and the window its headers report come from one script call
+    (app/http/redis_window.py), where `limits` makes two."""
+    import redis
+
+    app = make_app(sqlite_url, ratelimit_storage_uri=redis_url, rate_limit="50/second")
+    headers = add_account("acct0001")
+    window = f"LIMITS:{limits.parse('50/second').key_for('account', 'acct0001')}"
+
+    def scripts_run(server) -> int:
+        stats = server.info("commandstats")
+        return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("eval", "evalsha"))
+
+    with app.test_client() as client, redis.Redis.from_url(redis_url) as server:
+        assert post(client, headers) == 404  # authenticates, loads the script
+        before = scripts_run(server)
+        assert [post(client, headers) for _ in range(10)] == [404] * 10
+        assert scripts_run(server) - before == 10
+        assert server.llen(window) == 11  # where limits keeps the same window

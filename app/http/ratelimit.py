@@ -8,7 +8,8 @@
 - Storage is `RATELIMIT_STORAGE_URI`: memory (one process; app/http/moving_window.py,
   which keeps the window without a thread) or Redis (shared by workers).
   Redis is used through its asyncio client, so a round trip does not block the event
-  loop that serves every request of the worker.
+  loop that serves every request of the worker, and an account's request is counted and
+  its window read in one round trip (app/http/redis_window.py).
 - If the storage is unreachable the limiter fails open: requests are admitted and each
   failure is logged, because refusing all erasures while Redis restarts helps nobody.
 """
@@ -32,6 +33,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from app.http.moving_window import LocalMovingWindow
+from app.http.redis_window import RedisMovingWindow
 from app.metrics import LIMITER_UNAVAILABLE
 
 logger = logging.getLogger("redact.http.ratelimit")
@@ -66,10 +68,12 @@ class RateLimits:
         self._by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _limiter(self):
-        """The memory limiter, or this event loop's Redis limiter (an asyncio client
-        belongs to the loop it was created on)."""
-        if self._memory is not None:
-            return self._memory
+        """The memory limiter, or this event loop's Redis limiter."""
+        return self._memory if self._memory is not None else self._redis()[0]
+
+    def _redis(self) -> tuple:
+        """This event loop's Redis limiter, connection pool and one-trip window (an
+        asyncio client belongs to the loop it was created on)."""
         loop = asyncio.get_running_loop()
         found = self._by_loop.get(loop)
         if found is None:
@@ -85,8 +89,19 @@ class RateLimits:
             found = self._by_loop[loop] = (
                 limits.aio.strategies.MovingWindowRateLimiter(storage),
                 pool,
+                RedisMovingWindow(redis.asyncio.Redis(connection_pool=pool)),
             )
-        return found[0]
+        return found
+
+    async def _hit_and_window(self, item, *identifiers: str) -> tuple[bool, float, int]:
+        """Count one request if `item`'s window has room: whether it was counted, when
+        the window next has room (epoch seconds), how much room it has now; with Redis in
+        one round trip (app/http/redis_window.py)."""
+        if self._memory is not None:
+            allowed = self._memory.hit(item, *identifiers)
+            reset, remaining = self._memory.get_window_stats(item, *identifiers)
+            return allowed, reset, remaining
+        return await self._redis()[2].hit(item, *identifiers)
 
     async def aclose(self) -> None:
         """Close this event loop's connections to the storage (the app's lifespan ends)."""
@@ -127,8 +142,7 @@ class RateLimits:
         item = self.account_limit
 
         async def check() -> Decision:
-            allowed = await self._call("hit", item, "account", api_key)
-            reset, remaining = await self._call("get_window_stats", item, "account", api_key)
+            allowed, reset, remaining = await self._hit_and_window(item, "account", api_key)
             return Decision(
                 allowed,
                 item.amount,
