@@ -44,6 +44,23 @@ PACE_SECONDS = 0.0002
 LIMIT = "170/second"  # the service's default; spread over the accounts, none reaches it
 
 
+def summary(took: list[float], threads: int) -> dict:
+    """The mean, p99 and worst of the times `took` (seconds), and the threads started."""
+    return {
+        "mean_us": statistics.fmean(took) * 1e6,
+        "p99_us": statistics.quantiles(took, n=100)[98] * 1e6,
+        "max_ms": max(took) * 1e3,
+        "threads": threads,
+    }
+
+
+def print_row(name: str, beside: str, row: dict) -> None:
+    print(
+        f"{name:<22}{beside:<16}{row['mean_us']:>9.1f}{row['p99_us']:>9.1f}"
+        f"{row['max_ms']:>9.2f}{row['threads']:>9,}"
+    )
+
+
 def measure(storage, requests: int, accounts: int, busy: bool) -> dict:
     limiter = MovingWindowRateLimiter(storage)
     item = limits.parse(LIMIT)
@@ -78,12 +95,7 @@ def measure(storage, requests: int, accounts: int, busy: bool) -> dict:
     finally:
         threading.Timer.start = started  # type: ignore[method-assign]
         spinning.set()
-    return {
-        "mean_us": statistics.fmean(took) * 1e6,
-        "p99_us": statistics.quantiles(took, n=100)[98] * 1e6,
-        "max_ms": max(took) * 1e3,
-        "threads": timers,
-    }
+    return summary(took, timers)
 
 
 async def measure_redis(url: str, requests: int, accounts: int, ours: bool) -> dict:
@@ -106,12 +118,7 @@ async def measure_redis(url: str, requests: int, accounts: int, ours: bool) -> d
         assert allowed
         took.append(time.perf_counter() - begin)
     await pool.aclose()
-    return {
-        "mean_us": statistics.fmean(took) * 1e6,
-        "p99_us": statistics.quantiles(took, n=100)[98] * 1e6,
-        "max_ms": max(took) * 1e3,
-        "threads": 0,
-    }
+    return summary(took, 0)
 
 
 def main() -> None:
@@ -129,21 +136,14 @@ def main() -> None:
             ("limits memory://", lambda: storage_from_string("memory://")),
             ("LocalMovingWindow", LocalMovingWindow),
         ):
-            row = rows[name, busy] = measure(make(), args.requests, args.accounts, busy)
-            beside = "a busy thread" if busy else "nothing"
-            print(
-                f"{name:<22}{beside:<16}{row['mean_us']:>9.1f}{row['p99_us']:>9.1f}"
-                f"{row['max_ms']:>9.2f}{row['threads']:>9,}"
-            )
+            rows[name, busy] = measure(make(), args.requests, args.accounts, busy)
+            print_row(name, "a busy thread" if busy else "nothing", rows[name, busy])
     if args.redis:
         for name, ours in (("limits Redis", False), ("RedisMovingWindow", True)):
-            row = rows[name, False] = asyncio.run(
+            rows[name, False] = asyncio.run(
                 measure_redis(args.redis, args.requests, args.accounts, ours)
             )
-            print(
-                f"{name:<22}{'nothing':<16}{row['mean_us']:>9.1f}{row['p99_us']:>9.1f}"
-                f"{row['max_ms']:>9.2f}{row['threads']:>9,}"
-            )
+            print_row(name, "nothing", rows[name, False])
     for busy in (False, True):
         ours, theirs = rows["LocalMovingWindow", busy], rows["limits memory://", busy]
         print(
