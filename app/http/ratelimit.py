@@ -23,7 +23,7 @@ import math
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import limits
 import limits.aio.strategies
@@ -55,6 +55,15 @@ class Decision:
         }
 
 
+class _RedisClients(NamedTuple):
+    """One event loop's way to Redis: `limits`' limiter, the pool it uses (ours, so that
+    it can be closed), and the account window's one-trip script on that pool."""
+
+    limiter: limits.aio.strategies.MovingWindowRateLimiter
+    pool: redis.asyncio.ConnectionPool
+    window: RedisMovingWindow
+
+
 class RateLimits:
     def __init__(self, storage_uri: str, account_limit: str, auth_failure_limit: str):
         self.storage_uri = storage_uri
@@ -69,9 +78,9 @@ class RateLimits:
 
     def _limiter(self):
         """The memory limiter, or this event loop's Redis limiter."""
-        return self._memory if self._memory is not None else self._redis()[0]
+        return self._memory if self._memory is not None else self._redis().limiter
 
-    def _redis(self) -> tuple:
+    def _redis(self) -> _RedisClients:
         """This event loop's Redis limiter, connection pool and one-trip window (an
         asyncio client belongs to the loop it was created on)."""
         loop = asyncio.get_running_loop()
@@ -86,7 +95,7 @@ class RateLimits:
             storage = storage_from_string(
                 f"async+{self.storage_uri}", implementation="redispy", **options
             )
-            found = self._by_loop[loop] = (
+            found = self._by_loop[loop] = _RedisClients(
                 limits.aio.strategies.MovingWindowRateLimiter(storage),
                 pool,
                 RedisMovingWindow(redis.asyncio.Redis(connection_pool=pool)),
@@ -101,13 +110,13 @@ class RateLimits:
             allowed = self._memory.hit(item, *identifiers)
             reset, remaining = self._memory.get_window_stats(item, *identifiers)
             return allowed, reset, remaining
-        return await self._redis()[2].hit(item, *identifiers)
+        return await self._redis().window.hit(item, *identifiers)
 
     async def aclose(self) -> None:
         """Close this event loop's connections to the storage (the app's lifespan ends)."""
         found = self._by_loop.pop(asyncio.get_running_loop(), None)
         if found is not None:
-            await found[1].aclose()
+            await found.pool.aclose()
 
     def reachable(self) -> bool:
         """Whether the storage answers (readiness; run in a thread: it blocks). Asked on a
