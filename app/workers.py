@@ -33,7 +33,7 @@ from typing import Any
 
 import uvicorn
 
-from app.server import GuardedHttpToolsProtocol, limit_malloc_arenas
+from app.server import GuardedHttpToolsProtocol, limit_malloc_arenas, settle_heap
 
 logger = logging.getLogger("redact.workers")
 
@@ -219,6 +219,7 @@ class _WorkerServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=[])  # the lifespan; no listening socket
+        settle_heap()
         loop = asyncio.get_running_loop()
         self.channel.setblocking(False)
         loop.add_reader(self.channel.fileno(), self._receive, loop)

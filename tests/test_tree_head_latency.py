@@ -8,10 +8,16 @@ through the store's group commit. Each request's latency is the service's own me
 times are the group commit's reports, so the test knows which requests arrived while a
 batch held the log (it asks until requests met several batches so); the job is checked to
 be still running once the requests are done.
+
+The process settles its heap first, as a served one does once it has built the app
+(app/server.py's `settle_heap`): a full pass of the collector holds the interpreter's lock,
+and over the test process's heap (the suite's objects) it took 77-97 ms at a quarter of
+the suite, longer later; CI saw single requests at 238-321 ms before.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -20,6 +26,7 @@ import time
 import pytest
 
 from app.http.edge import access_log
+from app.server import settle_heap
 from tests.support import JobsClient, add_account, add_records, record
 
 pytestmark = pytest.mark.slow
@@ -50,6 +57,23 @@ class Batches:
         )
 
 
+class FullPasses:
+    """The collector's passes over its oldest generation, as (start, milliseconds)."""
+
+    def __init__(self):
+        self.found: list[tuple[float, float]] = []
+        self.started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        now = time.perf_counter()
+        if phase == "start":
+            self.started = now
+        else:
+            self.found.append((self.started, round(1000 * (now - self.started))))
+
+
 class Durations(logging.Handler):
     def __init__(self):
         super().__init__()
@@ -78,6 +102,9 @@ def test_a_tree_head_answers_within_100_ms_while_a_large_job_runs(make_app, data
     sys.setswitchinterval(0.0005)
     access_log.addHandler(durations)
     access_log.setLevel(logging.INFO)
+    passes = FullPasses()
+    settle_heap()
+    gc.callbacks.append(passes)
     try:
         with app.test_client() as client:
             jobs = JobsClient(client, headers, app.services.queue)
@@ -111,13 +138,14 @@ def test_a_tree_head_answers_within_100_ms_while_a_large_job_runs(make_app, data
             assert len(held) >= SAMPLES, (len(measured), len(batches.spans))
             took = [round(took) for _, took, _ in measured]
             held = sorted(round(1000 * (end - start)) for start, end in batches.spans)
-            # All but one within the bound (the code before waited for every batch: 119-1,328
-            # ms, several requests a run). One cause of the single misses seen on SQLite
-            # (150-320 ms) was the memory rate limiter starting a thread the event loop
-            # waited for (app/http/moving_window.py removed it); another remains: CI saw
-            # one request at 238 ms after that change.
-            slow = [ms for ms in took if ms >= BOUND_MS]
-            assert len(slow) <= 1, f"took {took} ms; batches held the log {held} ms"
+            # Every one within the bound (the code before waited for every batch: 119-1,328
+            # ms, several requests a run; the memory rate limiter's timer threads and the
+            # collector's full passes over an unsettled heap each cost single requests
+            # 150-320 ms).
+            full = [ms for start, ms in passes.found if start >= measured[0][0]]
+            assert max(took) < BOUND_MS, (
+                f"took {took} ms; batches held the log {held} ms; full collections {full} ms"
+            )
             # Each answer is a head of the log as committed, growing (or kept) as it grows.
             sizes = [answer["tree_size"] for _, _, answer in measured]
             assert sizes == sorted(sizes)
@@ -127,6 +155,8 @@ def test_a_tree_head_answers_within_100_ms_while_a_large_job_runs(make_app, data
             final = [client.get(HEAD, headers=headers).json()["tree_size"] for _ in range(12)]
             assert final[-1] == RECORDS + 1  # and the job's own entry
     finally:
+        gc.callbacks.remove(passes)
+        gc.unfreeze()
         access_log.removeHandler(durations)
         access_log.setLevel(level)
         sys.setswitchinterval(interval)

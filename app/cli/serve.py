@@ -24,7 +24,7 @@ from app.cli.common import (
 )
 from app.demo import curl_line, seed_demo
 from app.docs import PAGE as DOCS_PAGE
-from app.server import PROTOCOL, limit_malloc_arenas
+from app.server import PROTOCOL, limit_malloc_arenas, settle_heap
 from app.version import VERSION
 from app.workers import StartupFailed, Supervisor
 from models import create_tables, database, utcnow
@@ -99,8 +99,10 @@ def serve(host: str, port: int, workers: int, demo: bool, jobs: bool):
         consumer.start()
     try:
         if workers == 1:
+            app = create_app(services=services)
+            settle_heap()
             uvicorn.run(
-                create_app(services=services),
+                app,
                 host=host,
                 port=port,
                 log_level="warning",
@@ -172,4 +174,6 @@ def worker(threads: int):
     logger.info(
         "worker: %d thread(s) on the queue %s", threads, settings.report()["REDACT_QUEUE_URL"]
     )
-    queue.consumer(workers=threads).run()
+    consumer = queue.consumer(workers=threads)
+    settle_heap()
+    consumer.run()
