@@ -121,11 +121,53 @@ async def measure_redis(url: str, requests: int, accounts: int, ours: bool) -> d
     return summary(took, 0)
 
 
+async def measure_redis_together(
+    url: str, requests: int, accounts: int, ours: bool, concurrency: int
+) -> dict:
+    """`concurrency` requesters at once, as a loaded worker's connections are: the
+    process's CPU time and Redis's a request, and requests a second."""
+    pool = redis.asyncio.ConnectionPool.from_url(url)
+    client = redis.asyncio.Redis(connection_pool=pool)
+    await client.flushdb()
+    item = limits.parse(f"{requests}/minute")  # no account reaches it
+    storage = storage_from_string(f"async+{url}", implementation="redispy", connection_pool=pool)
+    theirs = limits.aio.strategies.MovingWindowRateLimiter(storage)
+    window = RedisMovingWindow(client)
+
+    async def requester(first: int) -> None:
+        for n in range(first, requests, concurrency):
+            key = f"acct{n % accounts:04d}"
+            if ours:
+                allowed, _, _ = await window.hit(item, "account", key)
+            else:
+                allowed = await theirs.hit(item, "account", key)
+                await theirs.get_window_stats(item, "account", key)
+            assert allowed
+
+    async def redis_cpu() -> float:
+        info = await client.info("cpu")
+        return info["used_cpu_sys"] + info["used_cpu_user"]
+
+    server_before, cpu_before, begin = await redis_cpu(), time.process_time(), time.perf_counter()
+    await asyncio.gather(*(requester(first) for first in range(concurrency)))
+    elapsed = time.perf_counter() - begin
+    cpu, server = time.process_time() - cpu_before, await redis_cpu() - server_before
+    await pool.aclose()
+    return {
+        "cpu_us": cpu / requests * 1e6,
+        "redis_us": server / requests * 1e6,
+        "per_second": requests / elapsed,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--accounts", type=int, default=50)
     parser.add_argument("--redis", help="also measure on this Redis database (it is emptied)")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="requesters at once, the Redis rows' second run"
+    )
     args = parser.parse_args()
     sys.setswitchinterval(0.005)  # the interpreter's default, stated
     print(f"{args.requests:,} requests over {args.accounts} accounts, one every 0.2 ms")
@@ -144,6 +186,23 @@ def main() -> None:
                 measure_redis(args.redis, args.requests, args.accounts, ours)
             )
             print_row(name, "nothing", rows[name, False])
+    if args.redis:
+        at_once = f"{args.accounts} accounts, {args.concurrency} at once"
+        print(f"\n{args.requests:,} requests over {at_once}")
+        print(f"{'storage':<22}{'CPU us/request':>16}{'Redis us/request':>18}{'requests/s':>12}")
+        for name, ours, concurrency in (
+            ("limits Redis", False, args.concurrency),
+            ("RedisMovingWindow", True, args.concurrency),
+            ("  the same, 1 at once", True, 1),  # a call a request: nothing to batch
+        ):
+            rows[name, "together"] = found = asyncio.run(
+                measure_redis_together(args.redis, args.requests, args.accounts, ours, concurrency)
+            )
+            print(
+                f"{name:<22}{found['cpu_us']:>16.1f}{found['redis_us']:>18.1f}"
+                f"{found['per_second']:>12,.0f}"
+            )
+        print()
     for busy in (False, True):
         ours, theirs = rows["LocalMovingWindow", busy], rows["limits memory://", busy]
         print(
@@ -154,6 +213,12 @@ def main() -> None:
         ours, theirs = rows["RedisMovingWindow", False], rows["limits Redis", False]
         print(
             f"RedisMovingWindow/limits Redis mean time: {ours['mean_us'] / theirs['mean_us']:.2f}x"
+        )
+        ours, theirs = rows["RedisMovingWindow", "together"], rows["limits Redis", "together"]
+        print(
+            f"RedisMovingWindow/limits Redis, {args.concurrency} at once: CPU a request "
+            f"{ours['cpu_us'] / theirs['cpu_us']:.2f}x, Redis's CPU a request "
+            f"{ours['redis_us'] / theirs['redis_us']:.2f}x"
         )
 
 

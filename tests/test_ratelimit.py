@@ -4,6 +4,7 @@ twice the limit. Memory storage limits per process; Redis shares the limit."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -193,3 +194,49 @@ def test_an_account_request_is_one_round_trip_to_redis(make_app, sqlite_url, red
         assert [post(client, headers) for _ in range(10)] == [404] * 10
         assert scripts_run(server) - before == 10
         assert server.llen(window) == 11  # where limits keeps the same window
+
+
+@pytest.mark.redis
+def test_requests_that_arrive_together_are_counted_in_one_script_call(redis_url):
+    """The window counts, in one call, every request the event loop has at hand, each in
+    the order it came and exactly, as if each had made its own call."""
+    import redis
+    import redis.asyncio
+
+    from app.http.redis_window import RedisMovingWindow
+
+    limit = limits.parse("5/second")
+    accounts = [name for name in ("a", "b", "c") for _ in range(8)]  # 8 each, interleaved
+    server = redis.Redis.from_url(redis_url)
+
+    def scripts_run() -> int:
+        stats = server.info("commandstats")
+        return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("eval", "evalsha"))
+
+    async def burst() -> tuple[list, int, tuple, int]:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        window = RedisMovingWindow(client)
+        try:
+            await window.hit(limit, "warm")  # Redis learns the script
+            before = scripts_run()
+            together = await asyncio.gather(*(window.hit(limit, name) for name in accounts))
+            between = scripts_run()
+            alone = await window.hit(limit, "d")  # by itself: a batch of one
+            return together, between - before, alone, scripts_run() - between
+        finally:
+            await client.aclose()
+
+    with server:
+        together, calls, alone, calls_alone = asyncio.run(burst())
+        assert (calls, calls_alone) == (1, 1)
+        for name in "abc":
+            mine = [
+                (a, room)
+                for who, (a, _, room) in zip(accounts, together, strict=True)
+                if who == name
+            ]
+            assert (
+                mine == [(True, 4), (True, 3), (True, 2), (True, 1), (True, 0)] + [(False, 0)] * 3
+            )
+            assert server.llen(f"LIMITS:{limit.key_for(name)}") == 5
+    assert (alone[0], alone[2]) == (True, 4)
