@@ -169,11 +169,11 @@ import os, signal, datetime
 from models import open_store, database
 from models.erasure import redaction
 from models.store.keystore import KeyStore
-destroy = KeyStore.destroy
+destroying = KeyStore.destroying
 def destroy_then_die(self, key_ids, now):
-    destroy(self, key_ids, now)
+    destroying(self, key_ids, now).result()  # the key store's commit is done
     os.kill(os.getpid(), signal.SIGKILL)
-KeyStore.destroy = destroy_then_die
+KeyStore.destroying = destroy_then_die
 open_store({database_url!r}, subject_key={SUBJECT_KEY.encode()!r})
 with database.connection_context():
     redaction.redact_transaction(

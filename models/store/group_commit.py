@@ -84,9 +84,14 @@ class GroupCommit:
         The writer commits on a connection of its own: the calling thread must hold no
         transaction and no unfinished read cursor (on SQLite either holds a lock the
         commit waits for)."""
+        return self.submit(batch_fn, item).result()
+
+    def submit(self, batch_fn: Callable[[list], list], item: Any) -> concurrent.futures.Future:
+        """A future of `item`'s outcome, for a thread that works on meanwhile (as `run`,
+        once the caller asks for the result)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._submit((batch_fn, item, future, None))
-        return future.result()
+        return future
 
     async def run_async(self, batch_fn: Callable[[list], list], item: Any) -> Any:
         """`item`'s outcome, once the transaction holding it has committed; the event loop

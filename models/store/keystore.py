@@ -17,15 +17,15 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import peewee
 from playhouse.db_url import connect
 
 from models.errors import KeyStoreUnusable
 from models.store.base import UTCDateTimeField
+from models.store.group_commit import GroupCommit
 from models.store.kek import KEY_BYTES, KeyEncryptionKeys
 
 # Bound to no database: each query of the key store names its own (`Query.bind`), so that
@@ -81,8 +81,10 @@ class KeyStore:
         self.db = db
         self.keks = keks
         self.sqlite = isinstance(db, peewee.SqliteDatabase)
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
+        # Destroys from every thread of the process share transactions on one writer
+        # thread, which keeps its connection while busy (a pooled PostgreSQL connection
+        # costs a round trip each time it is lent).
+        self._destroys = GroupCommit(db)
         self._secrets: dict[str, bytes] = {}
         p = db.param
         self._sql_fetch = "SELECT id, kek, wrapped FROM data_key WHERE id IN ({})"
@@ -125,10 +127,7 @@ class KeyStore:
             DataKey._meta.without_rowid = False
 
     def close(self) -> None:
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:  # what it was destroying, destroyed first
-            executor.shutdown(wait=True)
+        self._destroys.close()  # what it was destroying, destroyed first
         close_idle = getattr(self.db, "close_idle", None)
         if close_idle is not None:
             close_idle()
@@ -179,27 +178,27 @@ class KeyStore:
     def destroy(self, key_ids: Sequence[str], now: datetime.datetime) -> None:
         """Destroy these data keys, durably, before returning (unknown or destroyed ids
         are skipped); then truncate SQLite's WAL, so no earlier frame holds them."""
-        if not key_ids:
-            return
-        stamp = DataKey.destroyed_at.db_value(now)
-        with self.connected(), self.db.atomic():
-            for chunk in chunks(sorted(set(key_ids)), 500):
-                sql = self._sql_destroy.format(", ".join([self.param] * len(chunk)))
-                self.db.execute_sql(sql, [stamp, *chunk])
+        self.destroying(key_ids, now).result()
 
     def destroying(self, key_ids: Sequence[str], now: datetime.datetime) -> Future:
-        """`destroy` begun in the key store's own thread, so that the caller's statements run
-        while the key store commits; the caller waits for the result before it commits
+        """`destroy` begun on the key store's writer thread, so that the caller's statements
+        run while the key store commits; the caller waits for the result before it commits
         anything that relies on the keys being gone (the result raises what `destroy`
-        raised)."""
+        raised). Destroys asked for meanwhile by other threads commit with it."""
         if not key_ids:
             done: Future = Future()
             done.set_result(None)
             return done
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="keystore")
-            return self._executor.submit(self.destroy, list(key_ids), now)
+        return self._destroys.submit(self._destroy_batch, (list(key_ids), now))
+
+    def _destroy_batch(self, items: list[tuple[list[str], datetime.datetime]]) -> list:
+        """The destroys of `items` (key ids, when), inside the writer's transaction."""
+        for key_ids, now in items:
+            stamp = DataKey.destroyed_at.db_value(now)
+            for chunk in chunks(sorted(set(key_ids)), 500):
+                sql = self._sql_destroy.format(", ".join([self.param] * len(chunk)))
+                self.db.execute_sql(sql, [stamp, *chunk])
+        return [None] * len(items)
 
     def discard(self, key_ids: Sequence[str]) -> None:
         """Delete keys that never protected stored data (records that were not stored)."""
