@@ -1,15 +1,21 @@
 """On PostgreSQL, a batch's statements are prepared on the server once per connection
 (models/store/prepared.py): the same rows as unprepared, through rollbacks and new
-connections; a statement of many values is not prepared."""
+connections; a statement of many values is not prepared. Statements sent together in one
+round trip each see what committed before they ran: a redaction that waited for a hold's
+lock sees the hold."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import peewee
 import pytest
 
-from models import Transaction, database
+from models import RecordHeld, Transaction, database, redact_transaction
+from models.erasure.holds import create_hold
 from models.store.prepared import SERVER_PREPARED_MAX_PARAMS, PreparedQuery
-from tests.support import POSTGRES_URL, add_account, add_records, record
+from tests.support import POSTGRES_URL, START, add_account, add_records, record
 
 pytestmark = pytest.mark.postgres
 
@@ -70,3 +76,51 @@ def test_a_statement_of_many_values_runs_unprepared(make_app):
         database.execute_sql("DEALLOCATE ALL")
         assert found(many) == ["P0"]
         assert prepared_here() == []
+
+
+def test_a_redaction_waiting_for_a_hold_to_commit_sees_the_hold(make_app):
+    """The batch's account lock and its look for holds go in one round trip; the look
+    must still see a hold committed while the lock was waited for (a statement of its
+    own, with its own snapshot), or the held record would be scrubbed."""
+    make_app(POSTGRES_URL)
+    add_account("acct0001")
+    add_records(record("HELD1"))
+    outcome: list = []
+
+    def redact() -> None:
+        try:
+            outcome.append(
+                redact_transaction(
+                    api_key="acct0001",
+                    products={"sms"},
+                    transaction_id="HELD1",
+                    product="sms",
+                    direction=None,
+                    now=START,
+                    min_age_seconds=3600,
+                    trace_id="t" * 32,
+                )
+            )
+        except RecordHeld as exc:
+            outcome.append(exc)
+
+    redaction = threading.Thread(target=redact)
+    with database.connection_context(), database.atomic():
+        create_hold(
+            api_key="acct0001",
+            subjects=[],
+            transactions=[{"id": "HELD1", "product": "sms"}],
+            reason="test",
+            now=START,
+            actor="test",
+        )
+        redaction.start()  # its batch now waits for the account's lock, held here
+        deadline = time.monotonic() + 10
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        while database.execute_sql(waiting).fetchone()[0] == 0:
+            assert time.monotonic() < deadline, "the redaction never waited for the lock"
+            time.sleep(0.01)
+    redaction.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], RecordHeld), outcome
+    with database.connection_context():
+        assert Transaction.get(Transaction.id == "HELD1").redacted_at is None

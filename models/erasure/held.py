@@ -18,8 +18,8 @@ import peewee
 
 from models.records.account import Account
 from models.records.transaction import Transaction
-from models.store.base import BaseModel, UTCDateTimeField, database, is_postgres
-from models.store.prepared import PreparedQuery
+from models.store.base import BaseModel, UTCDateTimeField, is_postgres
+from models.store.prepared import PreparedQuery, Statement, run_together
 
 STATUSES = ("active", "released")
 TRANSACTION, SUBJECT = "transaction", "subject"
@@ -84,10 +84,11 @@ def held_records(candidates: Collection[tuple[str, str, str | None, str | None]]
     if not candidates:
         return set()
     accounts = sorted({c[1] for c in candidates})
-    lock_accounts(accounts, shared=True)
     # Most accounts hold nothing most of the time: a cheap look first, before the lookup
-    # of every id and number of the batch.
-    if not _ANY_ACTIVE.execute(len(accounts), {"account": accounts}).fetchone():
+    # of every id and number of the batch; after the accounts' locks (a statement of its
+    # own, so it sees what committed before they were granted).
+    locks = account_locks(accounts, shared=True)
+    if not _ANY_ACTIVE.execute(len(accounts), {"account": accounts}, after=locks).fetchone():
         return set()
     values = sorted({v for c in candidates for v in (c[0], c[2], c[3]) if v is not None})
     rows: list[Any] = list(
@@ -119,13 +120,16 @@ def lock_accounts(accounts: list[str], *, shared: bool) -> None:
     READ COMMITTED, a batch could look before the hold commits and scrub after, and the
     hold's creator would be told of a record that is then redacted. (SQLite serialises
     all writers already.)"""
+    run_together(account_locks(accounts, shared=shared))
+
+
+def account_locks(accounts: list[str], *, shared: bool) -> list[Statement]:
+    """The statement `lock_accounts` runs (none on SQLite)."""
     if not is_postgres():
-        return
+        return []
     lock = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    database.execute_sql(
-        f"SELECT {lock}(hashtext('redact-hold:' || a)) FROM unnest(%s::text[]) AS a",
-        (sorted(accounts),),
-    )
+    sql = f"SELECT {lock}(hashtext('redact-hold:' || a)) FROM unnest(%s::text[]) AS a"
+    return [(sql, [sorted(accounts)])]
 
 
 _ANY_ACTIVE = PreparedQuery(

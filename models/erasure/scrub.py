@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from models.proof import entries
 from models.records.products import POLICIES, REDACTED, scrub_details
 from models.records.transaction import RedactionAudit
-from models.store.prepared import PreparedQuery
+from models.store.prepared import PreparedQuery, Statement, run_together
 
 
 def scrub(
@@ -64,6 +64,7 @@ def audit_redactions(redacted: Sequence[Redacted], now: datetime.datetime) -> li
     """In the caller's transaction, for each record: a `redaction` entry appended to its
     account's erasure log (at `now`), and its RedactionAudit row (at the record's `at`)
     naming the entry's position. The positions, in order."""
+    writes: list[Statement] = []  # sent together (one round trip on PostgreSQL)
     positions = entries.append(
         [
             log_entry(
@@ -77,6 +78,7 @@ def audit_redactions(redacted: Sequence[Redacted], now: datetime.datetime) -> li
             for r in redacted
         ],
         now,
+        writes,
     )
     stamps: dict[datetime.datetime, object] = {}  # a job's records share one `at`
     audit = []
@@ -87,7 +89,8 @@ def audit_redactions(redacted: Sequence[Redacted], now: datetime.datetime) -> li
         audit.append(
             (stamp, r.api_key, r.transaction_id, r.product, r.trace_id, r.source, position)
         )
-    _AUDIT.execute(len(audit), {"audit": audit})
+    writes.append(_AUDIT.statement(len(audit), {"audit": audit}))
+    run_together(writes)
     return positions
 
 

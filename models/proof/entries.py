@@ -35,7 +35,7 @@ import peewee
 from models.proof import merkle
 from models.store.base import BaseModel, is_postgres
 from models.store.keys import canonical
-from models.store.prepared import PreparedQuery
+from models.store.prepared import PreparedQuery, Statement, run_together
 
 MAX_ENTRIES = 1000  # per GET /log/entries
 CHUNK = 500  # entries per log_chunk row, at most
@@ -95,9 +95,16 @@ def timestamp(moment: datetime.datetime) -> str:
 # --- appending ---
 
 
-def append(entries: Sequence[tuple[str, str, dict]], now: datetime.datetime) -> list[int]:
+def append(
+    entries: Sequence[tuple[str, str, dict]],
+    now: datetime.datetime,
+    writes: list[Statement] | None = None,
+) -> list[int]:
     """Append entries (account, kind, fields) in the caller's transaction; their
-    positions in their accounts' logs, in the order given."""
+    positions in their accounts' logs, in the order given. With `writes`, the statements
+    that write them are added to it, for the caller to run (`run_together`) before its
+    transaction commits."""
+    pending: list[Statement] = [] if writes is None else writes
     by_account: dict[str, list[int]] = {}
     for i, (api_key, _, _) in enumerate(entries):
         by_account.setdefault(api_key, []).append(i)
@@ -126,7 +133,7 @@ def append(entries: Sequence[tuple[str, str, dict]], now: datetime.datetime) -> 
             while last < len(rows) and last - first < CHUNK and rows[last][0] == kind:
                 last += 1
             chunk = rows[first:last]
-            _INSERT_CHUNK.execute(
+            statement = _INSERT_CHUNK.statement(
                 None,
                 {
                     "api_key": api_key,
@@ -137,8 +144,11 @@ def append(entries: Sequence[tuple[str, str, dict]], now: datetime.datetime) -> 
                     "leaves": b"".join(row[2] for row in chunk),
                 },
             )
+            pending.append(statement)
             first = last
-        _UPDATE_SIZE.execute(None, {"size": size, "api_key": api_key})
+        pending.append(_UPDATE_SIZE.statement(None, {"size": size, "api_key": api_key}))
+    if writes is None:
+        run_together(pending)
     return positions
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import peewee
@@ -42,8 +42,14 @@ class PreparedQuery:
         self._build = build
         self._compiled: dict[tuple[type, Any], tuple[str, list, _ServerSide | None]] = {}
 
-    def execute(self, shape: Any, values: dict):
-        """Run on the current database; returns the cursor."""
+    def execute(self, shape: Any, values: dict, after: Sequence[Statement] = ()):
+        """Run on the current database; returns the cursor. `after`: statements whose
+        results are not needed, run first (on PostgreSQL in the same round trip)."""
+        return run_together([*after, self.statement(shape, values)])
+
+    def statement(self, shape: Any, values: dict) -> Statement:
+        """The statement `execute` would run, as (SQL, parameters) for the current
+        database's connection (on PostgreSQL, prepared on it first if it was not)."""
         db = database.obj
         # The SQL depends on the dialect (quoting, placeholders), i.e. the database's class.
         compiled = self._compiled.get((type(db), shape))
@@ -65,8 +71,8 @@ class PreparedQuery:
             else:  # "cell": one value of a table
                 params.append(values[name[0]][name[1]][name[2]])
         if server_side is not None:
-            return server_side.execute(db, params)
-        return db.execute_sql(sql, params)
+            return server_side.prepared_on(db), params
+        return sql, params
 
     def _compile(self, shape: Any, db: peewee.Database) -> tuple[str, list, _ServerSide | None]:
         marks: dict[str, tuple] = {}
@@ -106,7 +112,8 @@ class _ServerSide:
         self.prepare = f"PREPARE {self.name} AS {_PLACEHOLDER.sub(numbered, sql)}"
         self.run = f"EXECUTE {self.name}" + (f" ({', '.join(['%s'] * count)})" if count else "")
 
-    def execute(self, db: peewee.Database, params: list):
+    def prepared_on(self, db: peewee.Database) -> str:
+        """The SQL that runs the statement on `db`'s connection, prepared there first."""
         connection = db.connection()
         prepared = _prepared_on.get(connection)
         if prepared is None:
@@ -114,7 +121,26 @@ class _ServerSide:
         if self.name not in prepared:
             db.execute_sql(self.prepare)
             prepared.add(self.name)
-        return db.execute_sql(self.run, params)
+        return self.run
+
+
+Statement = tuple[str, list]
+"""SQL for the current database, with its parameters."""
+
+
+def run_together(statements: Sequence[Statement]):
+    """Run `statements` in order on the current database; the last one's cursor. On
+    PostgreSQL they go in one round trip (a string of statements, each with a snapshot
+    of its own as if sent alone), which under load costs a writer a wait for the server
+    and then for a core each time."""
+    db = database.obj
+    if len(statements) > 1 and isinstance(db, peewee.PostgresqlDatabase):
+        sql = "; ".join(sql for sql, _ in statements)
+        return db.execute_sql(sql, [p for _, params in statements for p in params])
+    cursor = None
+    for sql, params in statements:
+        cursor = db.execute_sql(sql, params)
+    return cursor
 
 
 def _segments(slots: list[tuple]) -> list[tuple]:
