@@ -84,7 +84,7 @@ class KeyStore:
         # Destroys from every thread of the process share transactions on one writer
         # thread, which keeps its connection while busy (a pooled PostgreSQL connection
         # costs a round trip each time it is lent).
-        self._destroys = GroupCommit(db)
+        self._destroys = GroupCommit(db, transaction=False)
         self._secrets: dict[str, bytes] = {}
         p = db.param
         self._sql_fetch = "SELECT id, kek, wrapped FROM data_key WHERE id IN ({})"
@@ -192,12 +192,20 @@ class KeyStore:
         return self._destroys.submit(self._destroy_batch, (list(key_ids), now))
 
     def _destroy_batch(self, items: list[tuple[list[str], datetime.datetime]]) -> list:
-        """The destroys of `items` (key ids, when), inside the writer's transaction."""
+        """The destroys of `items` (key ids, when), atomically: as one statement (its own
+        transaction, durable when it returns) when they share a time and number at most
+        500 keys, as a redaction batch's do; else in one transaction."""
+        by_stamp: dict = {}
         for key_ids, now in items:
-            stamp = DataKey.destroyed_at.db_value(now)
-            for chunk in chunks(sorted(set(key_ids)), 500):
-                sql = self._sql_destroy.format(", ".join([self.param] * len(chunk)))
-                self.db.execute_sql(sql, [stamp, *chunk])
+            by_stamp.setdefault(DataKey.destroyed_at.db_value(now), set()).update(key_ids)
+        statements = [
+            (self._sql_destroy.format(", ".join([self.param] * len(chunk))), [stamp, *chunk])
+            for stamp, key_ids in by_stamp.items()
+            for chunk in chunks(sorted(key_ids), 500)
+        ]
+        with self.db.atomic() if len(statements) > 1 else contextlib.nullcontext():
+            for sql, params in statements:
+                self.db.execute_sql(sql, params)
         return [None] * len(items)
 
     def discard(self, key_ids: Sequence[str]) -> None:
