@@ -133,7 +133,7 @@ def append(
             while last < len(rows) and last - first < CHUNK and rows[last][0] == kind:
                 last += 1
             chunk = rows[first:last]
-            statement = _INSERT_CHUNK.statement(
+            chunk_insert = _INSERT_CHUNK.statement(
                 None,
                 {
                     "api_key": api_key,
@@ -144,7 +144,7 @@ def append(
                     "leaves": b"".join(row[2] for row in chunk),
                 },
             )
-            pending.append(statement)
+            pending.append(chunk_insert)
             first = last
         pending.append(_UPDATE_SIZE.statement(None, {"size": size, "api_key": api_key}))
     if writes is None:

@@ -177,7 +177,7 @@ class KeyStore:
 
     def destroy(self, key_ids: Sequence[str], now: datetime.datetime) -> None:
         """Destroy these data keys, durably, before returning (unknown or destroyed ids
-        are skipped); then truncate SQLite's WAL, so no earlier frame holds them."""
+        are skipped)."""
         self.destroying(key_ids, now).result()
 
     def destroying(self, key_ids: Sequence[str], now: datetime.datetime) -> Future:
