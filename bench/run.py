@@ -965,8 +965,10 @@ def write_json(
                     "rate": m.paced.rate,
                     "errors": m.paced.errors,
                     "p99_target_ms": PACED_P99_TARGET_MS.get(m.key),
-                    "met": m.key in PACED_P99_TARGET_MS
-                    and m.paced.p99_ms <= PACED_P99_TARGET_MS[m.key],
+                    # None for the bare row's floor: it has no target to meet or miss
+                    "met": m.paced.p99_ms <= PACED_P99_TARGET_MS[m.key]
+                    if m.key in PACED_P99_TARGET_MS
+                    else None,
                 },
                 "redacted_throughput": m.redacted_throughput,
                 "redacted_paced": m.redacted_paced,
