@@ -48,7 +48,7 @@ Then the ratios of req/s of each service row (sqlite, postgres) over each baseli
 
 Each target is reported MET or MISSED, or not measured when --only left a row out.
 
-For sqlite and postgres, an open-loop run (Python, httpx, after a 2 s warm-up) then offers
+For sqlite and postgres, an open-loop run (bench/paced.py, after a 2 s warm-up) then offers
 170 requests/s, the default per-account rate limit, for 60 s: request i is sent at
 t0 + i/170 whatever the earlier ones are doing, and its latency runs from that scheduled
 time, so queueing is counted (the client shares the machine's 2 cores); the target is
@@ -85,12 +85,14 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # imported as bench.run too
+from paced import PacedResult, send_paced
 
 try:
     import httpx
@@ -614,70 +616,10 @@ def measure_throughput(
 # ---------------------------------------------------------------------------- paced load
 
 
-@dataclasses.dataclass
-class PacedResult:
-    sent: int
-    seconds: float
-    outcomes: dict[str, int]  # by status code or exception name
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @property
-    def rate(self) -> float:
-        return self.sent / self.seconds
-
-    @property
-    def errors(self) -> int:
-        return sum(n for outcome, n in self.outcomes.items() if not outcome.startswith("2"))
-
-    @property
-    def successes(self) -> int:
-        return self.sent - self.errors
-
-
-async def send_paced(
-    client: httpx.AsyncClient, url: str, ids: list[str], rate: float
-) -> PacedResult:
-    """Open loop: request i starts at t0 + i/rate whatever the earlier ones are doing;
-    its latency runs from that scheduled time to its response."""
-    loop = asyncio.get_running_loop()
-
-    async def one(record: str, scheduled: float) -> tuple[float, str]:
-        try:
-            response = await client.post(
-                url, json={"id": record, "product": "sms", "type": "outbound"}
-            )
-            outcome = str(response.status_code)
-        except httpx.HTTPError as exc:
-            outcome = type(exc).__name__
-        return loop.time() - scheduled, outcome
-
-    t0 = loop.time() + 0.05
-    tasks = []
-    for i, record in enumerate(ids):
-        scheduled = t0 + i / rate
-        await asyncio.sleep(max(0.0, scheduled - loop.time()))
-        tasks.append(asyncio.create_task(one(record, scheduled)))
-    outcomes = await asyncio.gather(*tasks)
-    elapsed = loop.time() - t0
-    latencies = sorted(latency * 1000 for latency, _ in outcomes)
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return PacedResult(
-        sent=len(outcomes),
-        seconds=elapsed,
-        outcomes=dict(collections.Counter(outcome for _, outcome in outcomes)),
-        p50_ms=cuts[49],
-        p99_ms=cuts[98],
-        max_ms=latencies[-1],
-    )
-
-
 async def measure_paced(base_url: str, warmup: IdRange, measured: IdRange) -> PacedResult:
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(auth=(API_KEY, API_SECRET), limits=limits, timeout=10) as client:
-        await send_paced(client, base_url + PATH, warmup.ids(), PACED_RATE)
-        return await send_paced(client, base_url + PATH, measured.ids(), PACED_RATE)
+    url = base_url + PATH
+    await send_paced(url, (API_KEY, API_SECRET), warmup.ids(), PACED_RATE)
+    return await send_paced(url, (API_KEY, API_SECRET), measured.ids(), PACED_RATE)
 
 
 # ---------------------------------------------------------------------------- the phases
@@ -873,7 +815,8 @@ def print_report(
             continue
         print(
             f"{name}: achieved {p.rate:.1f} req/s, p50 {p.p50_ms:.2f} p99 {p.p99_ms:.2f} "
-            f"max {p.max_ms:.2f} ms, errors {p.errors}, redacted "
+            f"max {p.max_ms:.2f} ms (client late p99 {p.late_p99_ms:.2f}), errors {p.errors}, "
+            f"redacted "
             f"{by_key[key].redacted_paced}/{p.sent} (target p99 <= {target} ms: "
             f"{'MET' if p.p99_ms <= target else 'MISSED'})"
         )
@@ -881,8 +824,8 @@ def print_report(
     if floor is not None:
         print(
             f"paced {PACED_RATE} req/s bare ASGI (the paced client's floor): p50 "
-            f"{floor.p50_ms:.2f} p99 {floor.p99_ms:.2f} max {floor.max_ms:.2f} ms, "
-            f"errors {floor.errors}"
+            f"{floor.p50_ms:.2f} p99 {floor.p99_ms:.2f} max {floor.max_ms:.2f} ms (client late "
+            f"p99 {floor.late_p99_ms:.2f}), errors {floor.errors}"
         )
     failed = [key for key, why in unmeasured.items() if why.startswith("FAILED")]
     if warnings or failed:
