@@ -21,12 +21,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 
 import peewee
-from playhouse.db_url import connect
 
 from models.errors import KeyStoreUnusable
 from models.store.base import UTCDateTimeField
 from models.store.group_commit import GroupCommit
 from models.store.kek import KEY_BYTES, KeyEncryptionKeys
+from models.store.postgres import open_pooled
 
 # Bound to no database: each query of the key store names its own (`Query.bind`), so that
 # several key stores (a live one, a copy) can be open in one process.
@@ -104,7 +104,7 @@ class KeyStore:
             options.update(pragmas=SQLITE_PRAGMAS, timeout=10, check_same_thread=False)
         elif "connect_timeout=" not in rest:
             options["connect_timeout"] = 5
-        db = connect(f"{scheme}+pool://{rest}", **options)
+        db = open_pooled(scheme, rest, **options)
         return cls(db, keks)
 
     @contextlib.contextmanager

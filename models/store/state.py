@@ -17,7 +17,6 @@ import os
 from collections.abc import Iterator
 
 import peewee
-from playhouse.db_url import connect
 from playhouse.pool import PooledDatabase
 
 from models.errors import NoSigningKey
@@ -27,6 +26,7 @@ from models.store.journal import JournalPages
 from models.store.kek import EnvKeks, FileKeks, KeyEncryptionKeys, kek_file
 from models.store.keys import SigningKey, SubjectKey, signing_key_file, subject_key_file
 from models.store.keystore import KeyStore, keystore_file
+from models.store.postgres import open_pooled
 from models.store.process_lock import ProcessWriteLock
 
 SQLITE_PRAGMAS = {
@@ -139,7 +139,7 @@ def open_store(
         # A server that is down answers at once; an unreachable host must not hold a
         # request past this (the request then gets its 503).
         options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-    db = connect(f"{scheme}+pool://{rest}", **options)
+    db = open_pooled(scheme, rest, **options)
     if subject_key is not None:
         key = SubjectKey(subject_key)
     elif scheme == "sqlite" and db.database != ":memory:":
