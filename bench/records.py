@@ -13,7 +13,9 @@ the same rows, and the Auto-redact retention pass beside a plain UPDATE of the s
    storing them. Target: >= 20,000 records/s through the API.
 
 2. Retention. One file holds --retention-records SMS records (default 1,000,000) of one
-   account, created 400 days ago, and the account's SMS policy is `after` 30 days. On a
+   account, created 400 days ago, stored as `redact transactions load` stores them
+   (sealed, a data key each in the key store beside the file), and the account's SMS
+   policy is `after` 30 days. On a
    copy, one plain UPDATE in one transaction scrubs them (as bench/jobs.py's does, number
    hashes cleared too). On another copy a child process runs the retention pass
    (`models.erasure.retention.run_retention`, batches of --batch, as `redact retention run` with
@@ -323,48 +325,44 @@ every answer 200 with stored {PER_REQUEST:,}; both files hold the same rows""")
 
 
 def build_database(path: pathlib.Path, count: int, created: datetime.datetime) -> None:
-    """Tables by the models, rows by executemany (not measured), then the account's SMS
-    policy: `after` RETENTION_DAYS days."""
-    from models import Account, create_tables, database, open_store
+    """Tables by the models, then the account, its records stored as `redact transactions
+    load` stores them (sealed, a data key each, in the key store beside the file; not
+    measured) and its SMS policy: `after` RETENTION_DAYS days."""
+    from models import Account, create_tables, database, load_records, open_store
     from models.erasure.policies import set_policies
-    from models.store.keys import SubjectKey
 
-    db = open_store(sqlite_url(path), subject_key=SUBJECT_KEY.encode()).database
+    store = open_store(sqlite_url(path), subject_key=SUBJECT_KEY.encode())
     create_tables()
+    stamp = created.isoformat()
     with database.connection_context():
         Account.register(API_KEY, API_SECRET)
-    db.close_all()
-    key = SubjectKey(SUBJECT_KEY.encode())
-    stamp = created.replace(tzinfo=None).isoformat(sep=" ")
-    connection = sqlite3.connect(path)
-    with connection:
         for start in range(0, count, BUILD_CHUNK):
-            connection.executemany(
-                INSERT,
-                (
-                    (
-                        record_id(n),
-                        API_KEY,
-                        stamp,
-                        "447700900001",
-                        f"4477{n:08d}",
-                        f"Your code is {n % 10000:04d}. Do not share it.",
-                        '{"status":"delivered","price":"0.0333"}',
-                        key.hash("447700900001"),
-                        key.hash(f"4477{n:08d}"),
-                    )
-                    for n in range(start, min(start + BUILD_CHUNK, count))
-                ),
+            load_records(
+                json.dumps(
+                    {
+                        **record(n),
+                        "api_key": API_KEY,
+                        "created_at": stamp,
+                        "from": "447700900001",
+                        "to": f"4477{n:08d}",
+                    }
+                )
+                for n in range(start, min(start + BUILD_CHUNK, count))
             )
-    connection.close()
-    with database.connection_context():
         set_policies(
             API_KEY,
             {"sms": {"auto_redact": "after", "after_days": RETENTION_DAYS}},
             now=datetime.datetime.now(datetime.UTC),
             actor="bench",
         )
-    db.close_all()
+    store.close()
+
+
+def copy_store(source: pathlib.Path, copy: pathlib.Path) -> None:
+    """The store's file and the files beside it (key store, KEKs, keys)."""
+    for suffix in ("", ".keystore", ".keystore.kek", ".key", ".signing-key"):
+        if pathlib.Path(f"{source}{suffix}").exists():
+            shutil.copy(f"{source}{suffix}", f"{copy}{suffix}")
 
 
 def plain_update(path: pathlib.Path) -> float:
@@ -477,7 +475,7 @@ def retention(args, work: pathlib.Path) -> dict:
     source = work / "retention.db"
     build_database(source, n, created)
     update_db = work / "update.db"
-    shutil.copy(source, update_db)
+    copy_store(source, update_db)
     update_seconds = plain_update(update_db)
     check_redacted_update = sqlite3.connect(update_db)
     updated = check_redacted_update.execute(
@@ -493,7 +491,7 @@ def retention(args, work: pathlib.Path) -> dict:
     passes = []
     for batch in args.batch:
         copy = work / f"retention-{batch}.db"
-        shutil.copy(source, copy)
+        copy_store(source, copy)
         result = retention_pass(copy, batch, args.profile)
         if (result["redacted"], result["held"], result["finished"]) != (n, 0, True):
             raise BenchError(f"the pass did not redact every record: {result}")
