@@ -63,6 +63,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+from paced import read_response
 from run import (
     PG_ADMIN_DSN,
     PG_URL,
@@ -292,7 +293,7 @@ class AccountClient:
         body = json.dumps({"id": transaction_id, "product": "sms"}).encode()
         try:
             writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
-            status, close = await asyncio.wait_for(self._response(reader), TIMEOUT)
+            status, close = await asyncio.wait_for(read_response(reader), TIMEOUT)
         except (TimeoutError, OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
             writer.close()
             await self._lost()
@@ -305,26 +306,6 @@ class AccountClient:
                 self.idle.append((reader, writer, time.monotonic()))
                 self.free.notify()
         return status
-
-    @staticmethod
-    async def _response(reader: asyncio.StreamReader) -> tuple[str, bool]:
-        """Read one response; (status, whether the server closes the connection)."""
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        version, status = lines[0].split()[:2]
-        if not version.startswith("HTTP/1."):
-            raise ValueError(f"not an HTTP response: {lines[0]!r}")
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip().lower()
-        if headers.get("transfer-encoding") == "chunked":
-            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                await reader.readexactly(size + 2)
-            await reader.readuntil(b"\r\n")
-        elif int(headers.get("content-length", 0)):
-            await reader.readexactly(int(headers["content-length"]))
-        return status, headers.get("connection") == "close"
 
     def close(self):
         for _, writer, _ in self.idle:

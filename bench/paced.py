@@ -74,11 +74,13 @@ class Connections:
             writer.close()
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """The status code, and whether the connection may be used again."""
+async def read_response(reader: asyncio.StreamReader) -> tuple[str, bool]:
+    """Read one response: its status code, and whether the server closes the connection."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
+    version, status = lines[0].split()[:2]
+    if not version.startswith("HTTP/1."):
+        raise ValueError(f"not an HTTP response: {lines[0]!r}")
     headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
@@ -87,9 +89,9 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
         while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
             await reader.readexactly(size + 2)
         await reader.readuntil(b"\r\n")
-    elif "content-length" in headers:
+    elif int(headers.get("content-length", 0)):
         await reader.readexactly(int(headers["content-length"]))
-    return status, headers.get("connection") != "close"
+    return status, headers.get("connection") == "close"
 
 
 def encode(url: str, auth: tuple[str, str], body: dict) -> bytes:
@@ -117,12 +119,11 @@ async def send_paced(url: str, auth: tuple[str, str], ids: list[str], rate: floa
         try:
             reader, writer = await pool.take()
             writer.write(request)
-            status, reusable = await read_response(reader)
-            outcome = str(status)
-            if reusable:
-                pool.give_back((reader, writer))
-            else:
+            outcome, closes = await read_response(reader)
+            if closes:
                 writer.close()
+            else:
+                pool.give_back((reader, writer))
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             outcome = type(exc).__name__
         return time.perf_counter() - scheduled, late, outcome
