@@ -359,10 +359,24 @@ def build_database(path: pathlib.Path, count: int, created: datetime.datetime) -
 
 
 def copy_store(source: pathlib.Path, copy: pathlib.Path) -> None:
-    """The store's file and the files beside it (key store, KEKs, keys)."""
-    for suffix in ("", ".keystore", ".keystore.kek", ".key", ".signing-key"):
-        if pathlib.Path(f"{source}{suffix}").exists():
-            shutil.copy(f"{source}{suffix}", f"{copy}{suffix}")
+    """The store's file and the files the store keeps beside it (its key store and that
+    store's KEKs, its subject and signing keys)."""
+    from models.store.kek import kek_file
+    from models.store.keys import signing_key_file, subject_key_file
+    from models.store.keystore import keystore_file
+
+    def beside(path: str) -> list[str]:
+        return [
+            path,
+            keystore_file(path),
+            kek_file(keystore_file(path)),
+            subject_key_file(path),
+            signing_key_file(path),
+        ]
+
+    for file, copied in zip(beside(str(source)), beside(str(copy)), strict=True):
+        if os.path.exists(file):
+            shutil.copy(file, copied)
 
 
 def plain_update(path: pathlib.Path) -> float:

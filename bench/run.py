@@ -270,12 +270,18 @@ class RedactPlan:
 
     @classmethod
     def reserve(cls, allocator: IdAllocator, duration: float) -> RedactPlan:
-        return cls(
-            warmup=wrk_range(allocator, WARMUP_SECONDS),
-            throughput=wrk_range(allocator, duration),
-            paced_warmup=allocator.take(PACED_RATE * PACED_WARMUP_SECONDS),
-            paced=allocator.take(PACED_RATE * PACED_SECONDS),
-        )
+        warmup = wrk_range(allocator, WARMUP_SECONDS)
+        throughput = wrk_range(allocator, duration)
+        paced_warmup, paced = paced_ranges(allocator)
+        return cls(warmup, throughput, paced_warmup, paced)
+
+
+def paced_ranges(allocator: IdAllocator) -> tuple[IdRange, IdRange]:
+    """Fresh ids for a paced run's warm-up, then for the run itself."""
+    return (
+        allocator.take(PACED_RATE * PACED_WARMUP_SECONDS),
+        allocator.take(PACED_RATE * PACED_SECONDS),
+    )
 
 
 # ------------------------------------------------------------------------------ database
@@ -666,9 +672,7 @@ def measure_stub(
         result = measure_throughput(url, warmup, measured, args, log_path)
         paced = None
         if row.key == "bare":  # the paced client's floor: no service code behind it
-            paced_warmup = allocator.take(PACED_RATE * PACED_WARMUP_SECONDS)
-            paced_ids = allocator.take(PACED_RATE * PACED_SECONDS)
-            paced = asyncio.run(measure_paced(served.base_url, paced_warmup, paced_ids))
+            paced = asyncio.run(measure_paced(served.base_url, *paced_ranges(allocator)))
     measurement = Measurement(
         row.key,
         row.label,
