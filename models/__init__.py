@@ -20,6 +20,7 @@ from models.erasure.audit import AuditEvent
 from models.erasure.held import HOLD_MODELS
 from models.erasure.redaction import redact_transaction, redact_transaction_async
 from models.erasure.retention import RETENTION_MODELS
+from models.erasure.settling import settle_pending
 from models.erasure.suppression import SUPPRESSION_MODELS
 from models.errors import (
     InvalidRecord,
@@ -59,9 +60,11 @@ MODELS = (
 
 def create_tables() -> None:
     """Create the tables that are missing, and bring those of an earlier version up to
-    date (models/migrations.py), and the key store's tables."""
+    date (models/migrations.py), and the key store's tables; then complete the redactions
+    a crash left acknowledged but not yet scrubbed (models/erasure/settling.py)."""
     current_store().keystore.create_tables()
     create_or_upgrade(MODELS)
+    settle_pending()
 
 
 __all__ = [

@@ -288,6 +288,18 @@ def row(transaction_id: str, api_key: str | None = None) -> Transaction:
         return opened(Transaction.get(named))
 
 
+def scrubs_committed() -> None:
+    """Wait until the current store's writer has committed what it holds. The Redact API
+    answers once a record's key is destroyed, and the scrub commits a moment later
+    (docs/erasure.md): a test that then reads the database or its files itself, rather
+    than through the API (which waits for it), waits for that commit first."""
+    current_store().group_commit.run(_nothing_to_write, None)
+
+
+def _nothing_to_write(items: list) -> list:
+    return [None] * len(items)
+
+
 def opened(record: Transaction) -> Transaction:
     """`record` with its personal fields opened with its data key from the current
     store's key store, as the records API reads them (REDACTED once the key is gone)."""

@@ -14,8 +14,9 @@ import subprocess
 import sys
 
 import psycopg2
+import pytest
 
-from models import Transaction, database
+from models import RedactionAudit, Transaction, database
 from models.store.kek import FileKeks
 from models.store.keystore import KeyStore
 from models.store.rotation import rotate
@@ -24,10 +25,12 @@ from tests.support import (
     SUBJECT_KEY,
     add_account,
     add_records,
+    basic,
     files_containing,
     postgres_database,
     postgres_keystore,
     record,
+    scrubs_committed,
     store_at,
 )
 
@@ -90,6 +93,7 @@ def test_a_backup_restored_after_a_redaction_opens_nothing_of_it(make_app, datab
         assert read(client, account, "GONE")["text"] == TEXT
         answer = client.post(URL, json={"id": "GONE", "product": "sms"}, headers=account)
         assert answer.status_code == 204
+        scrubs_committed()
 
     # The backup served beside the live key store (and the live KEKs): the redacted
     # record opens nowhere, the other still reads as stored.
@@ -157,53 +161,140 @@ def test_a_key_store_copy_older_than_the_rotation_bound_unwraps_nothing(
         assert read(client, account, "STAYS")["text"] == KEPT
 
 
-def test_a_redaction_killed_after_destroying_the_key_leaves_nothing_readable(env, tmp_path):
-    """kill -9 between the key store's commit and the data store's: the record opens
-    nowhere; it was never acknowledged, and the retried redaction completes it."""
-    database_url = env["DATABASE_URL"]
+def _killed_after_destroying_the_key(database_url: str, tmp_path: pathlib.Path) -> None:
+    """A process that redacts KILLED as the Redact API does and is killed (-9) once
+    the key store has committed the key's destruction, before the data store commits the
+    scrub: the moment it could have answered 204."""
     with store_at(database_url, tables=True):
         add_account("acct0001")
         add_records(record("KILLED", text=TEXT))
     script = f"""
-import os, signal, datetime
-from models import open_store, database
+import asyncio, os, signal, datetime
+from models import open_store
 from models.erasure import redaction
 from models.store.keystore import KeyStore
 destroying = KeyStore.destroying
-def destroy_then_die(self, key_ids, now):
-    destroying(self, key_ids, now).result()  # the key store's commit is done
+def destroy_then_die(self, *args):
+    destroying(self, *args).result()  # the key store's commit is done
     os.kill(os.getpid(), signal.SIGKILL)
 KeyStore.destroying = destroy_then_die
 open_store({database_url!r}, subject_key={SUBJECT_KEY.encode()!r})
-with database.connection_context():
-    redaction.redact_transaction(
-        api_key="acct0001", products=["sms"], transaction_id="KILLED", product="sms",
-        direction=None, now=datetime.datetime.now(datetime.UTC), min_age_seconds=0,
-        trace_id="t",
-    )
+asyncio.run(redaction.redact_transaction_async(
+    api_key="acct0001", products=["sms"], transaction_id="KILLED", product="sms",
+    direction=None, now=datetime.datetime.now(datetime.UTC), min_age_seconds=0,
+    trace_id="killed-trace",
+))
 """
     killed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=False)
     assert killed.returncode == -signal.SIGKILL
+
+
+def test_a_redaction_killed_after_destroying_the_key_is_completed_at_the_next_start(env, tmp_path):
+    """kill -9 between the key store's commit and the data store's: the record opens
+    nowhere, the key store holds the redaction's intent, and the next start completes the
+    scrub, its audit row and its log entry as the request asked."""
+    database_url = env["DATABASE_URL"]
+    _killed_after_destroying_the_key(database_url, tmp_path)
     with store_at(database_url) as store:
         with database.connection_context():
             stored = Transaction.get(Transaction.id == "KILLED")
         assert stored.redacted_at is None  # the scrub never committed
         assert store.keystore.fetch([stored.key_id]) == {}  # but nothing of it opens
+        [intent] = store.keystore.pending().items()
+        assert intent[0] == stored.key_id and "killed-trace" in intent[1]
         assert TEXT.encode() not in pathlib.Path(database_url.split(":///", 1)[1]).read_bytes()
-        from models.erasure.redaction import redact_transaction
 
+    with store_at(database_url, tables=True):  # a start: `redact serve` and the CLI do this
         with database.connection_context():
-            assert redact_transaction(
-                api_key="acct0001",
-                products=["sms"],
-                transaction_id="KILLED",
-                product="sms",
-                direction=None,
-                now=datetime.datetime.now(datetime.UTC),
-                min_age_seconds=0,
-                trace_id="retry",
-            )
-            assert Transaction.get(Transaction.id == "KILLED").body == "REDACTED"
+            scrubbed = Transaction.get(Transaction.id == "KILLED")
+            audits = list(RedactionAudit.select().where(RedactionAudit.transaction_id == "KILLED"))
+        assert scrubbed.body == "REDACTED" and scrubbed.redacted_at is not None
+        assert [(a.trace_id, a.source) for a in audits] == [("killed-trace", "api")]
+        assert audits[0].log_index is not None  # in the erasure log, so it has a receipt
+    with store_at(database_url) as store:
+        assert store.keystore.pending() == {}  # settled, and deleted as the store closed
+
+
+def test_a_read_completes_a_redaction_whose_scrub_a_crash_left_pending(env, tmp_path, make_app):
+    """After the same crash, with no restart in between: reading the record, or asking
+    for its receipt, completes the redaction first, so neither says it is not redacted."""
+    database_url = env["DATABASE_URL"]
+    _killed_after_destroying_the_key(database_url, tmp_path)
+    app = make_app(database_url, keep_tables=True)  # tables as they are: no start-up pass
+    headers = basic("acct0001")
+    with app.test_client() as client:
+        receipt = client.get(
+            f"{RECORDS}/KILLED/receipt", params={"product": "sms"}, headers=headers
+        )
+        assert receipt.status_code == 200, receipt.text
+        shown = read(client, headers, "KILLED")
+    assert shown["text"] == "REDACTED"
+    assert shown["redaction"]["source"] == "api" and shown["redaction"]["redacted_at"]
+    assert app.services.store.keystore.pending() == {}
+
+
+def test_an_intent_is_kept_only_until_its_scrub_has_committed(make_app, sqlite_url):
+    app = make_app(sqlite_url)
+    headers = add_account("acct0001")
+    add_records(record("I1"), record("I2"))
+    keystore = app.services.store.keystore
+    with app.test_client() as client:
+        for transaction_id in ("I1", "I2"):
+            body = {"id": transaction_id, "product": "sms"}
+            answer = client.post(URL, json=body, headers=headers)
+            assert answer.status_code == 204
+            scrubs_committed()
+        # I1's intent was deleted with I2's destroy; I2's waits for the next destroy, or
+        # for the service to stop.
+        [intent] = keystore.pending().values()
+        assert '"I2"' in intent
+    assert keystore.pending() == {}
+
+
+class _EndsTheSessionAfter:
+    """The key store's destroy, after which the server ends the data store writer's
+    session (`pid`) before it commits the scrub."""
+
+    def __init__(self, destroying, pid: int):
+        self.destroying = destroying
+        self.pid = pid
+
+    def result(self):
+        self.destroying.result()
+        with contextlib.closing(psycopg2.connect(POSTGRES_URL)) as other:
+            other.autocommit = True
+            other.cursor().execute("SELECT pg_terminate_backend(%s)", (self.pid,))
+
+
+@pytest.mark.postgres
+def test_a_scrub_whose_commit_fails_after_the_204_is_completed_by_the_writer(
+    make_app, monkeypatch, caplog
+):
+    """The 204 comes once the key is destroyed; the server then ends the session before
+    the scrub commits: the writer completes the scrub from the intent, in its next batch."""
+    app = make_app(POSTGRES_URL)
+    headers = add_account("acct0001")
+    add_records(record("LOST", text=TEXT))
+    destroying = KeyStore.destroying
+
+    def destroy_then_end_the_session(self, *args):
+        # On the data store's writer thread: its connection is the one to end.
+        pid = database.connection().get_backend_pid()
+        monkeypatch.setattr(KeyStore, "destroying", destroying)  # the first batch only
+        return _EndsTheSessionAfter(destroying(self, *args), pid)
+
+    monkeypatch.setattr(KeyStore, "destroying", destroy_then_end_the_session)
+    with app.test_client() as client:
+        answer = client.post(URL, json={"id": "LOST", "product": "sms"}, headers=headers)
+        assert answer.status_code == 204
+        shown = read(client, headers, "LOST")  # waits for the writer's next batch if need be
+    assert shown["text"] == "REDACTED" and shown["redaction"]["source"] == "api"
+    with database.connection_context():
+        audits = list(RedactionAudit.select().where(RedactionAudit.transaction_id == "LOST"))
+    assert [(len(a.trace_id), a.source) for a in audits] == [(32, "api")]  # the request's
+    assert "1 acknowledged redactions did not commit" in caplog.text  # the commit did fail
+    app.services.store.group_commit.close()  # what it had queued is done
+    assert app.services.store.keystore.pending() == {}
 
 
 def test_a_key_store_the_keks_given_cannot_unwrap_answers_503_and_stores_nothing(

@@ -37,6 +37,7 @@ from tests.support import (
     record,
     require_marker,
     samples,
+    scrubs_committed,
     start,
     stop,
     store_at,
@@ -107,6 +108,7 @@ def test_a_full_disk_fails_the_redaction_cleanly_and_service_recovers(
         os.unlink(filler)
         done = client.post(URL, json={"id": "FULL1", "product": "sms"}, headers=headers)
         assert done.status_code == 204
+        scrubs_committed()
     with database.connection_context():
         scrubbed = Transaction.get(Transaction.id == "FULL1")
     assert scrubbed.body == "REDACTED" and scrubbed.redacted_at is not None

@@ -15,6 +15,7 @@ from tests.support import (
     basic,
     opened,
     record,
+    scrubs_committed,
 )
 
 URL = "/v1/redact/transaction"
@@ -22,12 +23,15 @@ UPSTREAM = "https://developer.nexmo.com/api-errors"
 
 
 def stored(transaction_id: str) -> Transaction:
-    """The stored record, its sealed fields opened."""
+    """The stored record, its sealed fields opened, once the scrubs answered have
+    committed."""
+    scrubs_committed()
     with database.connection_context():
         return opened(Transaction.get(Transaction.id == transaction_id))
 
 
 def audit_rows() -> list[RedactionAudit]:
+    scrubs_committed()
     with database.connection_context():
         return list(RedactionAudit.select().order_by(RedactionAudit.id))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from models import Transaction, database
 from models.store.keystore import DataKey
 from models.store.state import current_store
-from tests.support import add_account, add_records, files_containing, record
+from tests.support import add_account, add_records, files_containing, record, scrubs_committed
 
 URL = "/v1/redact/transaction"
 MARKER = b"MARKER-7f3a9c"
@@ -52,9 +52,11 @@ def test_scrubbed_bytes_are_gone_from_the_files(make_app, tmp_path):
             )
             assert response.status_code == 204
         # At the 204, checked while the service runs with its connections open: the key
-        # is gone from every file, and so is the ciphertext.
+        # is gone from every file; the scrub commits a moment later, and the ciphertext
+        # with it.
         assert files_containing(db_path, wrapped) == []
         assert store.keystore.fetch([sealed.key_id]) == {}
+        scrubs_committed()
         assert files_containing(db_path, MARKER) == []
         assert files_containing(db_path, sealed.body.encode()) == []
     assert files_containing(db_path, b"KEEP-ME-41b2") == []

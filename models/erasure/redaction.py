@@ -9,32 +9,21 @@ statements is shared.
 from __future__ import annotations
 
 import datetime
-import typing
 from collections.abc import Collection
-from typing import Any
-
-import peewee
 
 from models.erasure.held import held_records
-from models.erasure.scrub import Redacted, audit_redactions, scrub, scrubbed_fields
+from models.erasure.settling import intent_json, settle_later
+from models.erasure.statements import (
+    FIND,
+    Found,
+    RedactionRequest,
+    scrub_and_audit,
+    scrubbed_values,
+)
 from models.errors import PrematureRedaction, RecordHeld, RecordNotFound, Unprovisioned
 from models.records.products import direction_of, record_kind
 from models.records.transaction import Transaction
-from models.store.prepared import PreparedQuery
 from models.store.state import current_store
-
-
-class RedactionRequest(typing.NamedTuple):
-    """One record to redact, for whom and why (a named tuple: a job makes millions)."""
-
-    api_key: str
-    transaction_id: str
-    product: str
-    direction: str | None
-    now: datetime.datetime
-    min_age_seconds: int
-    trace_id: str
-    source: str
 
 
 def redaction_request(
@@ -82,18 +71,46 @@ def redact_transaction(**request) -> bool:
 
 
 async def redact_transaction_async(**request) -> bool:
-    """`redact_transaction` for a coroutine: it awaits the commit without holding a
-    thread."""
-    return await current_store().group_commit.run_async(redact_batch, redaction_request(**request))
+    """`redact_transaction` for a coroutine (the Redact API's): it awaits the erasure
+    without holding a thread, and returns as soon as the record's key is destroyed,
+    durably, with the redaction's intent (see `redact_acknowledged`); the scrub and its
+    audit entry commit together a moment later."""
+    return await current_store().group_commit.run_async(
+        redact_acknowledged, redaction_request(**request)
+    )
 
 
-def redact_batch(requests: list[RedactionRequest], positions: list[int] | None = None) -> list:
+def redact_acknowledged(requests: list[RedactionRequest]) -> list:
+    """`redact_batch`, whose outcomes its callers hear once the keys are destroyed,
+    before the scrub commits: the key store keeps each redaction's intent with the
+    destroy, until the scrub has committed (models/store/pending.py), so a crash between
+    the two loses nothing (models/erasure/settling.py completes it). A batch that
+    scrubs a record with no key (stored before sealing) is told after the commit: its
+    scrub is its erasure."""
+    intents: dict[str | None, RedactionRequest] = {}
+    outcomes = redact_batch(requests, intents=intents)
+    group_commit = current_store().group_commit
+    if None not in intents:
+        group_commit.tell_before_commit()
+    keys = [key for key in intents if key is not None]
+    if keys:
+        group_commit.after_transaction(settle_later(keys))
+    return outcomes
+
+
+def redact_batch(
+    requests: list[RedactionRequest],
+    positions: list[int] | None = None,
+    intents: dict[str | None, RedactionRequest] | None = None,
+) -> list:
     """Redact `requests` inside the caller's transaction; one outcome per request: True
     (scrubbed now), False (already redacted) or the exception saying why not. Each
     scrub is audited and appended to its account's erasure log (models/erasure/scrub.py); the
-    log positions are added to `positions` if given."""
+    log positions are added to `positions` if given. With `intents`, each destroyed key's
+    request is added to it and stored with the destroy (models/store/pending.py), and a
+    record scrubbed with no key to destroy is added under None."""
     ids = sorted({r.transaction_id for r in requests})
-    found = list(map(_Found._make, _FIND.execute(len(ids), {"id": ids}).fetchall()))
+    found = list(map(Found._make, FIND.execute(len(ids), {"id": ids}).fetchall()))
     rows = {(row.id, row.account): row for row in found}  # an id may name several accounts'
     held = held_records(
         [
@@ -130,7 +147,7 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
                 )
             )
         else:
-            to_scrub[name], fields[name] = _scrubbed_values(request.product, row)
+            to_scrub[name], fields[name] = scrubbed_values(request.product, row)
             outcomes.append(True)
     if not to_scrub:
         return outcomes
@@ -140,48 +157,20 @@ def redact_batch(requests: list[RedactionRequest], positions: list[int] | None =
     # nothing readable (the retry scrubs). The key store commits in its own thread while
     # the scrub's statements run here.
     keys = {name: rows[name].key_id for name in to_scrub}
+    stored = None
+    if intents is not None:
+        for index, request in enumerate(requests):
+            if outcomes[index] is True:
+                intents[keys[(request.transaction_id, request.api_key)] or None] = request
+        stored = {key: intent_json(r) for key, r in intents.items() if key is not None}
     destroying = current_store().keystore.destroying(
-        [key for key in keys.values() if key], max(r.now for r in requests)
+        [key for key in keys.values() if key], max(r.now for r in requests), stored
     )
     try:
-        _scrub_and_audit(requests, outcomes, to_scrub, fields, keys, positions)
+        scrub_and_audit(requests, outcomes, to_scrub, fields, keys, positions)
     finally:
         destroying.result()  # raises if the keys are not destroyed: nothing commits then
     return outcomes
-
-
-def _scrub_and_audit(requests, outcomes, to_scrub, fields, keys, positions) -> None:
-    """The scrub of `to_scrub`, and the audit and log entries of what it scrubbed
-    (`outcomes` of those a concurrent transaction scrubbed first become False)."""
-    now = Transaction.redacted_at.db_value(max(r.now for r in requests))
-    values = {"now": now, "scrub": list(to_scrub.values())}
-    scrubbed = set(map(tuple, _SCRUB.execute(len(to_scrub), values)))  # (id, account)
-
-    redacted = []
-    for index, request in enumerate(requests):
-        if outcomes[index] is not True:
-            continue
-        name = (request.transaction_id, request.api_key)
-        if name not in scrubbed:
-            outcomes[index] = False  # a concurrent transaction scrubbed it first
-            continue
-        redacted.append(
-            Redacted(
-                request.api_key,
-                request.transaction_id,
-                request.product,
-                request.direction,
-                fields[name],
-                request.source,
-                request.trace_id,
-                request.now,
-                keys[name],
-            )
-        )
-    if redacted:
-        logged = audit_redactions(redacted, max(r.now for r in requests))
-        if positions is not None:
-            positions.extend(logged)
 
 
 def _cutoff(cache: dict, now: datetime.datetime, min_age_seconds: int):
@@ -202,75 +191,3 @@ def _is_newer(stored, moment) -> bool:
     if isinstance(stored, str) and stored[10:11] == " ":
         return stored > str(moment)
     return Transaction.created_at.python_value(stored) > Transaction.created_at.python_value(moment)
-
-
-class _Found(typing.NamedTuple):
-    """A record as `_FIND` reads it (its columns are these fields): raw database values."""
-
-    id: str
-    account: str
-    product: str
-    direction: str | None
-    created_at: Any
-    redacted_at: Any
-    sender: str | None
-    recipient: str | None
-    body: str | None
-    details: Any
-    sender_key: str | None
-    recipient_key: str | None
-    key_id: str | None
-
-
-_SELECTED = tuple(getattr(Transaction, name) for name in _Found._fields)
-
-# The three statements of a batch, built once per batch size (see PreparedQuery).
-_FIND = PreparedQuery(
-    lambda mark, n: Transaction.select(*_SELECTED).where(
-        Transaction.id.in_([mark("id", i) for i in range(n)])
-    )
-)
-
-
-def _build_scrub(mark, n):
-    columns = ("id", "api_key", *Transaction.PERSONAL_COLUMNS, "details")
-    # A CTE with named columns: SQLite cannot name the columns of a VALUES subquery.
-    values = peewee.ValuesList(
-        [[mark("scrub", i, j) for j in range(len(columns))] for i in range(n)]
-    ).cte("scrub", columns=columns)
-    return (
-        Transaction.update(
-            {
-                **{getattr(Transaction, c): getattr(values.c, c) for c in columns[2:]},
-                Transaction.redacted_at: mark("now"),
-                **{getattr(Transaction, c): None for c in Transaction.SUBJECT_COLUMNS},
-            }
-        )
-        .from_(values)
-        .where(
-            (Transaction.id == values.c.id)
-            & (Transaction.account == values.c.api_key)
-            & Transaction.redacted_at.is_null()
-        )
-        .returning(Transaction.id, Transaction.account)
-        .with_cte(values)
-    )
-
-
-_SCRUB = PreparedQuery(_build_scrub)
-
-
-def _scrubbed_values(product: str, row: _Found) -> tuple[tuple, list[str]]:
-    """(id, account, sender, recipient, body, details) as the scrub writes them, and the
-    names of the fields it scrubs."""
-    details = Transaction.details.python_value(row.details)
-    names = scrubbed_fields(product, row.sender, row.recipient, row.body, details)
-    sender, recipient, body, details = scrub(product, row.sender, row.recipient, row.body, details)
-    return (
-        row.id,
-        row.account,
-        sender,
-        recipient,
-        body,
-        Transaction.details.db_value(details),
-    ), names

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.erasure.held import TRANSACTION, HoldItem, LegalHold
+from models.erasure.settling import settle_record
 from models.errors import RecordNotFound
 from models.records.products import (
     direction_of,
@@ -36,6 +37,8 @@ def read_record(api_key: str, transaction_id: str, product: str, type_: str | No
     sender, recipient, body, details = record.sender, record.recipient, record.body, record.details
     if record.key_id is not None and record.redacted_at is None:
         key = current_store().keystore.fetch([record.key_id]).get(record.key_id)
+        if key is None and settle_record(record.key_id):  # redacted: its scrub was pending
+            return read_record(api_key, transaction_id, product, type_)
         sender, recipient, body, details = open_fields(
             key, api_key, record.id, record.product, sender, recipient, body, details
         )

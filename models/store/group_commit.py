@@ -57,6 +57,10 @@ class GroupCommit:
     `batch_fn(items)` returns one outcome per item; an outcome that is an exception is
     raised to that item's caller (it must not have written anything for that item). An
     exception raised by `batch_fn` rolls the whole batch back and reaches every caller.
+    A `batch_fn` that has made its outcomes durable by other means (the Redact API's: its
+    keys destroyed, its intents kept in the key store) says so with `tell_before_commit`:
+    its callers hear them as soon as it returns, before the transaction commits; a
+    `batch_fn` learns how the transaction ended through `after_transaction`.
     """
 
     def __init__(
@@ -81,6 +85,20 @@ class GroupCommit:
         self._start = threading.Lock()
         self._writer: threading.Thread | None = None
         self._writer_pid: int | None = None
+        self._after: list[Callable[[bool], None]] = []
+        self._tell_now = False
+
+    def after_transaction(self, callback: Callable[[bool], None]) -> None:
+        """Call `callback(committed)` once the running batch's transaction has ended;
+        only from a `batch_fn`, on the writer thread. It must be quick; what it raises is
+        logged."""
+        self._after.append(callback)
+
+    def tell_before_commit(self) -> None:
+        """Let the callers of the running `batch_fn` hear its outcomes as soon as it
+        returns, before the transaction commits; only from a `batch_fn`, on the writer
+        thread."""
+        self._tell_now = True
 
     def run(self, batch_fn: Callable[[list], list], item: Any) -> Any:
         """`item`'s outcome, once the transaction holding it has committed (blocks).
@@ -154,17 +172,20 @@ class GroupCommit:
             asked = time.perf_counter()
             taken = asked
             pages = None
+            heard: set[int] = set()  # told before the commit
             try:
                 with self._process_lock:
                     taken = time.perf_counter()
                     # What arrived while another process held the lock joins this batch.
                     closing = _take_waiting(units, batch)
-                    outcomes, pages = self._execute(batch)
+                    outcomes, pages = self._execute(batch, heard)
             except BaseException as exc:  # the lock itself failed
                 closing = _take_waiting(units, batch) or closing
                 outcomes = [exc] * len(batch)
             self._report(Commit(len(batch), taken - asked, time.perf_counter() - taken, pages))
             try:
+                if heard:
+                    batch, outcomes = _unheard(batch, outcomes, heard)
                 _deliver(batch, outcomes)
             except Exception:  # the writer must live on: every later caller waits on it
                 logger.exception("group commit: delivering a batch's outcomes failed")
@@ -184,29 +205,44 @@ class GroupCommit:
             except Exception:
                 logger.warning("group commit: the observer failed", exc_info=True)
 
-    def _execute(self, batch: list[tuple]) -> tuple[list, int | None]:
-        """The batch's outcomes, and the pages its commit wrote (None if unknown)."""
+    def _execute(self, batch: list[tuple], heard: set[int]) -> tuple[list, int | None]:
+        """The batch's outcomes, and the pages its commit wrote (None if unknown); the
+        indexes of the units told before the commit are added to `heard`."""
         outcomes: list = [None] * len(batch)
         groups: dict[Callable, list[int]] = {}
         for index, (batch_fn, *_) in enumerate(batch):
             groups.setdefault(batch_fn, []).append(index)
+        self._after = []
+        committed = False
         try:
             if self._db.is_closed():
                 self._db.connect()
             pages = None
             with self._db.atomic() if self._transaction else contextlib.nullcontext():
                 for batch_fn, indexes in groups.items():
+                    self._tell_now = False
                     results = batch_fn([batch[i][1] for i in indexes])
                     for index, outcome in zip(indexes, results, strict=True):
                         outcomes[index] = outcome
+                    if self._tell_now:
+                        _deliver([batch[i] for i in indexes], [outcomes[i] for i in indexes])
+                        heard.update(indexes)
                 if self._journal_pages is not None:  # before the commit empties it
                     pages = self._journal_pages()
+            committed = True
         except BaseException as exc:  # rolled back: nothing of the batch was written
             outcomes = [exc] * len(batch)
             # Not kept: the failure may have broken it (a database restart); the pool
             # checks it before lending it again.
             self._close_quietly()
             return outcomes, None
+        finally:
+            after, self._after = self._after, []
+            for callback in after:
+                try:
+                    callback(committed)
+                except Exception:
+                    logger.exception("group commit: a callback after the transaction failed")
         return outcomes, pages
 
 
@@ -220,6 +256,12 @@ def _take_waiting(units: queue.SimpleQueue, batch: list) -> bool:
         if unit is _STOP:
             return True
         batch.append(unit)
+
+
+def _unheard(batch: list[tuple], outcomes: list, heard: set[int]) -> tuple[list, list]:
+    """The units of `batch` (and their outcomes) not told before the commit."""
+    kept = [i for i in range(len(batch)) if i not in heard]
+    return [batch[i] for i in kept], [outcomes[i] for i in kept]
 
 
 def _deliver(batch: list[tuple], outcomes: list) -> None:

@@ -26,6 +26,7 @@ from models.errors import KeyStoreUnusable
 from models.store.base import UTCDateTimeField
 from models.store.group_commit import GroupCommit
 from models.store.kek import KEY_BYTES, KeyEncryptionKeys
+from models.store.pending import Intents, PendingScrub, chunks
 from models.store.postgres import open_pooled
 
 # Bound to no database: each query of the key store names its own (`Query.bind`), so that
@@ -67,7 +68,7 @@ class KeySecret(_KeyModel):
     wrapped = peewee.BlobField()
 
 
-KEY_MODELS = (DataKey, KeySecret)
+KEY_MODELS = (DataKey, KeySecret, PendingScrub)
 
 
 def new_data_key() -> bytes:
@@ -86,6 +87,7 @@ class KeyStore:
         # costs a round trip each time it is lent).
         self._destroys = GroupCommit(db, transaction=False)
         self._secrets: dict[str, bytes] = {}
+        self.intents = Intents(db)  # acknowledged redactions' (models/store/pending.py)
         p = db.param
         self._sql_fetch = "SELECT id, kek, wrapped FROM data_key WHERE id IN ({})"
         self.param = p
@@ -128,6 +130,7 @@ class KeyStore:
 
     def close(self) -> None:
         self._destroys.close()  # what it was destroying, destroyed first
+        self.intents.flush()
         close_idle = getattr(self.db, "close_idle", None)
         if close_idle is not None:
             close_idle()
@@ -180,33 +183,48 @@ class KeyStore:
         are skipped)."""
         self.destroying(key_ids, now).result()
 
-    def destroying(self, key_ids: Sequence[str], now: datetime.datetime) -> Future:
+    def destroying(
+        self,
+        key_ids: Sequence[str],
+        now: datetime.datetime,
+        intents: dict[str, str] | None = None,
+    ) -> Future[None]:
         """`destroy` begun on the key store's writer thread, so that the caller's statements
         run while the key store commits; the caller waits for the result before it commits
         anything that relies on the keys being gone (the result raises what `destroy`
-        raised). Destroys asked for meanwhile by other threads commit with it."""
+        raised). Destroys asked for meanwhile by other threads commit with it. `intents`
+        (key id: request) are stored in the same transaction (models/store/pending.py)."""
         if not key_ids:
-            done: Future = Future()
+            done: Future[None] = Future()
             done.set_result(None)
             return done
-        return self._destroys.submit(self._destroy_batch, (list(key_ids), now))
+        return self._destroys.submit(self._destroy_batch, (list(key_ids), now, intents))
 
-    def _destroy_batch(self, items: list[tuple[list[str], datetime.datetime]]) -> list:
-        """The destroys of `items` (key ids, when), atomically: as one statement (its own
-        transaction, durable when it returns) when they share a time and number at most
-        500 keys, as a redaction batch's do; else in one transaction."""
+    def _destroy_batch(self, items: list[tuple]) -> list:
+        """The destroys of `items` (key ids, when, intents), atomically: as one statement
+        (its own transaction, durable when it returns) when they share a time, number at
+        most 500 keys and store no intents; else in one transaction."""
         by_stamp: dict = {}
-        for key_ids, now in items:
+        intents: dict[str, str] = {}
+        for key_ids, now, wanted in items:
             by_stamp.setdefault(DataKey.destroyed_at.db_value(now), set()).update(key_ids)
+            intents.update(wanted or {})
         statements = [
             (self._sql_destroy.format(", ".join([self.param] * len(chunk))), [stamp, *chunk])
             for stamp, key_ids in by_stamp.items()
             for chunk in chunks(sorted(key_ids), 500)
         ]
+        if intents:
+            statements.extend(self.intents.statements(intents))
         with self.db.atomic() if len(statements) > 1 else contextlib.nullcontext():
             for sql, params in statements:
                 self.db.execute_sql(sql, params)
         return [None] * len(items)
+
+    def pending(self, key_ids: Sequence[str] | None = None) -> dict[str, str]:
+        """The intents of acknowledged redactions still stored (of `key_ids`, or all)."""
+        with self.connected():
+            return self.intents.read(key_ids)
 
     def discard(self, key_ids: Sequence[str]) -> None:
         """Delete keys that never protected stored data (records that were not stored)."""
@@ -272,11 +290,6 @@ class KeyStore:
                 self.db.execute_sql('VACUUM "key_secret"')
             finally:
                 conn.autocommit = autocommit
-
-
-def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def keystore_file(database_path: str) -> str:
