@@ -9,7 +9,8 @@ request's scheduled time to its answer. Checkouts alternate within a round, so t
 meet the same machine; p99 over a minute rests on a few dozen requests, so compare the
 rounds, not one run.
 
-    python bench/paced_ab.py --baseline PATH [--rounds 3] [--seconds 30] [--skip-postgres]
+    python bench/paced_ab.py --baseline PATH [--rounds 3] [--seconds 30]
+                             [--stores sqlite,postgres]
 """
 
 from __future__ import annotations
@@ -50,14 +51,17 @@ def main() -> int:
     parser.add_argument("--baseline", type=pathlib.Path, required=True, help="a checkout")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=30, help="seconds per paced run")
-    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--stores", default="sqlite,postgres", help="of: sqlite,postgres")
     args = parser.parse_args()
+    wanted = set(args.stores.split(","))
+    if not wanted or wanted - {"sqlite", "postgres"}:
+        parser.error("--stores: a comma-separated list of sqlite and postgres")
     baseline = args.baseline.resolve()
     if not (baseline / "app" / "cli").is_dir():
         print(f"error: {baseline} is not a checkout of the service", file=sys.stderr)
         return 2
-    stores = [("SQLite", None, "memory://")]
-    if not args.skip_postgres:
+    stores = [("SQLite", None, "memory://")] if "sqlite" in wanted else []
+    if "postgres" in wanted:
         why_not = bench.prepare_postgres_and_redis()
         if why_not:
             print(f"error: {why_not}", file=sys.stderr)

@@ -26,7 +26,7 @@ from models.errors import KeyStoreUnusable
 from models.store.base import UTCDateTimeField
 from models.store.group_commit import GroupCommit
 from models.store.kek import KEY_BYTES, KeyEncryptionKeys
-from models.store.pending import Intents, PendingScrub, chunks
+from models.store.pending import Intents, PendingScrub, as_one_statement, chunks
 from models.store.postgres import open_pooled
 
 # Bound to no database: each query of the key store names its own (`Query.bind`), so that
@@ -202,8 +202,9 @@ class KeyStore:
 
     def _destroy_batch(self, items: list[tuple]) -> list:
         """The destroys of `items` (key ids, when, intents), atomically: as one statement
-        (its own transaction, durable when it returns) when they share a time, number at
-        most 500 keys and store no intents; else in one transaction."""
+        (its own transaction, durable when it returns) on PostgreSQL, and on SQLite when
+        they share a time, number at most 500 keys and store no intents; else in one
+        transaction."""
         by_stamp: dict = {}
         intents: dict[str, str] = {}
         for key_ids, now, wanted in items:
@@ -216,6 +217,8 @@ class KeyStore:
         ]
         if intents:
             statements.extend(self.intents.statements(intents))
+        if not self.sqlite and len(statements) > 1:  # one round trip, not BEGIN, each, COMMIT
+            statements = [as_one_statement(statements)]
         with self.db.atomic() if len(statements) > 1 else contextlib.nullcontext():
             for sql, params in statements:
                 self.db.execute_sql(sql, params)

@@ -57,6 +57,7 @@ class Intents:
         settled since the last call; for the key store's transaction."""
         with self._lock:
             settled, self._settled = self._settled, []
+        settled = [key_id for key_id in settled if key_id not in intents]  # stored anew
         statements = []
         for chunk in chunks(sorted(intents), 400):
             rows = ", ".join([self._row] * len(chunk))
@@ -101,6 +102,14 @@ class Intents:
             (self._delete.format(", ".join([self._param] * len(chunk))), list(chunk))
             for chunk in chunks(sorted(set(key_ids)), 500)
         ]
+
+
+def as_one_statement(statements: list[tuple[str, list]]) -> tuple[str, list]:
+    """PostgreSQL: `statements` (writes) as one, the first ones as data-modifying common
+    table expressions: one round trip, atomic without a transaction around it."""
+    *first, (last, _) = statements
+    steps = ", ".join(f"step{n} AS ({sql})" for n, (sql, _) in enumerate(first))
+    return f"WITH {steps} {last}", [value for _, values in statements for value in values]
 
 
 def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
