@@ -17,6 +17,11 @@ import psycopg2
 import pytest
 
 from models import RedactionAudit, Transaction, database
+from models.erasure.redaction import (
+    ANSWERED_EARLY_AT_MOST,
+    redact_acknowledged,
+    redaction_request,
+)
 from models.store.kek import FileKeks
 from models.store.keystore import KeyStore
 from models.store.rotation import rotate
@@ -249,6 +254,34 @@ def test_an_intent_is_kept_only_until_its_scrub_has_committed(make_app, sqlite_u
         [intent] = keystore.pending().values()
         assert '"I2"' in intent
     assert keystore.pending() == {}
+
+
+def test_a_batch_under_load_keeps_no_intents_and_is_answered_after_its_commit(make_app, sqlite_url):
+    """A batch larger than ANSWERED_EARLY_AT_MOST redacts as a job's does: its keys
+    destroyed first, its callers told once the scrub has committed, no intent kept."""
+    app = make_app(sqlite_url)
+    add_account("acct0001")
+    count = ANSWERED_EARLY_AT_MOST + 1
+    add_records(*(record(f"B{n}") for n in range(count)))
+    now = datetime.datetime.now(datetime.UTC)
+    requests = [
+        redaction_request(
+            api_key="acct0001",
+            products=["sms"],
+            transaction_id=f"B{n}",
+            product="sms",
+            direction=None,
+            now=now,
+            min_age_seconds=0,
+            trace_id="t" * 32,
+        )
+        for n in range(count)
+    ]
+    with database.connection_context(), database.atomic():
+        assert redact_acknowledged(requests) == [True] * count
+    assert app.services.store.keystore.pending() == {}
+    with database.connection_context():
+        assert Transaction.select().where(Transaction.redacted_at.is_null()).count() == 0
 
 
 class _EndsTheSessionAfter:

@@ -80,13 +80,22 @@ async def redact_transaction_async(**request) -> bool:
     )
 
 
+ANSWERED_EARLY_AT_MOST = 4
+"""The largest batch whose callers hear before its commit. A larger batch is one under
+load, where the next batch waits for this commit anyway: answering early gained nothing
+there, and cost a fifth of the throughput (bench/README.md, "Answering at the key's
+destruction"), the early answers' work competing with the commit for the interpreter."""
+
+
 def redact_acknowledged(requests: list[RedactionRequest]) -> list:
     """`redact_batch`, whose outcomes its callers hear once the keys are destroyed,
     before the scrub commits: the key store keeps each redaction's intent with the
     destroy, until the scrub has committed (models/store/pending.py), so a crash between
     the two loses nothing (models/erasure/settling.py completes it). A batch that
     scrubs a record with no key (stored before sealing) is told after the commit: its
-    scrub is its erasure."""
+    scrub is its erasure; so is a batch of more than ANSWERED_EARLY_AT_MOST."""
+    if len(requests) > ANSWERED_EARLY_AT_MOST:
+        return redact_batch(requests)
     intents: dict[str | None, RedactionRequest] = {}
     outcomes = redact_batch(requests, intents=intents)
     group_commit = current_store().group_commit
