@@ -163,8 +163,9 @@ def redact_batch(
 
     # The keys are destroyed, durably, before this transaction commits: once they are
     # gone no copy of these records opens, and a crash before the scrub commits leaves
-    # nothing readable (the retry scrubs). The key store commits in its own thread while
-    # the scrub's statements run here.
+    # nothing readable (the retry scrubs, or the intents kept with the destroy are
+    # completed). The key store commits in its own thread while the scrub's statements
+    # run here.
     keys = {name: rows[name].key_id for name in to_scrub}
     stored = None
     if intents is not None:

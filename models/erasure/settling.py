@@ -29,7 +29,17 @@ logger = logging.getLogger("redact.erasure.settling")
 
 def intent_json(request: RedactionRequest) -> str:
     """What the key store keeps of an acknowledged redaction until its scrub commits."""
-    return json.dumps([*request[:4], request.now.isoformat(), *request[6:]])
+    return json.dumps(
+        [
+            request.api_key,
+            request.transaction_id,
+            request.product,
+            request.direction,
+            request.now.isoformat(),
+            request.trace_id,
+            request.source,
+        ]
+    )
 
 
 def intent_request(text: str) -> RedactionRequest:
