@@ -92,8 +92,9 @@ def redact_acknowledged(requests: list[RedactionRequest]) -> list:
     before the scrub commits: the key store keeps each redaction's intent with the
     destroy, until the scrub has committed (models/store/pending.py), so a crash between
     the two loses nothing (models/erasure/settling.py completes it). A batch that
-    scrubs a record with no key (stored before sealing) is told after the commit: its
-    scrub is its erasure; so is a batch of more than ANSWERED_EARLY_AT_MOST."""
+    scrubs a record with no key (stored before sealing) is told after the commit, its
+    scrub being its erasure; so is a batch of more than ANSWERED_EARLY_AT_MOST, which
+    keeps no intents."""
     if len(requests) > ANSWERED_EARLY_AT_MOST:
         return redact_batch(requests)
     intents: dict[str | None, RedactionRequest] = {}
