@@ -11,8 +11,10 @@ Unix socket (SCM_RIGHTS); the worker takes it into its uvicorn server as if it h
 it. The hand-off costs the parent an accept and a send per connection, not per request.
 
 A worker that dies is replaced; its connections end with it, as they would under any
-supervisor. One that exits before it was ever ready with STARTUP_FAILURE (3: the app or its
-settings cannot start, app/asgi.py) would fail again: the parent stops, and says so.
+supervisor, and what it acknowledged but had not finished writing is completed
+(`on_lost`: the Redact API's pending scrubs, models/erasure/settling.py). One that exits
+before it was ever ready with STARTUP_FAILURE (3: the app or its settings cannot start,
+app/asgi.py) would fail again: the parent stops, and says so.
 SIGTERM or SIGINT stops accepting and lets each worker finish its requests in flight
 (uvicorn's graceful shutdown) before the parent returns.
 """
@@ -28,6 +30,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
@@ -74,8 +77,13 @@ class Supervisor:
     """The parent process: accepts on `config`'s address, hands connections out, and
     keeps `workers` worker processes running."""
 
-    def __init__(self, config: uvicorn.Config, workers: int):
+    def __init__(
+        self, config: uvicorn.Config, workers: int, on_lost: Callable[[], object] | None = None
+    ):
+        """`on_lost` is called (on the supervising thread) once a worker that died has
+        been replaced, and after the stop if a worker had to be killed."""
         self.config = config
+        self.on_lost = on_lost
         self.count = workers
         self.closed = RawArray("q", workers)  # written by each worker, for itself
         self.workers: list[_Worker] = []
@@ -100,10 +108,12 @@ class Supervisor:
             )
             accepting.start()
             while not self.stopping.wait(SUPERVISE_SECONDS):
-                self._replace_dead()
+                if self._replace_dead():
+                    self._lost()
             accepting.join()  # it stops within SUPERVISE_SECONDS
             listener.close()  # from here new connections are refused
-            self._stop_all()
+            if not self._stop_all():
+                self._lost()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -111,7 +121,16 @@ class Supervisor:
         if self.failed is not None:
             raise StartupFailed(self.failed)
 
-    def _replace_dead(self) -> None:
+    def _lost(self) -> None:
+        if self.on_lost is not None:
+            try:
+                self.on_lost()
+            except Exception:
+                logger.exception("completing what a lost worker left failed")
+
+    def _replace_dead(self) -> bool:
+        """Start a worker in place of each that died; True if any did."""
+        replaced = False
         with self.lock:
             for i, worker in enumerate(self.workers):
                 if worker.process.is_alive() or self.stopping.is_set():
@@ -119,7 +138,7 @@ class Supervisor:
                 if not worker.was_ready and worker.process.exitcode == STARTUP_FAILURE:
                     self.failed = f"worker {i} could not start (exit {STARTUP_FAILURE})"
                     self.stopping.set()
-                    return
+                    return replaced
                 logger.warning(
                     "worker %d (pid %s) exited with %s; starting another",
                     i,
@@ -127,8 +146,12 @@ class Supervisor:
                     worker.process.exitcode,
                 )
                 self.workers[i] = _Worker(self.config, i, self.closed)
+                replaced = True
+        return replaced
 
-    def _stop_all(self) -> None:
+    def _stop_all(self) -> bool:
+        """Stop every worker; False if one had to be killed."""
+        clean = True
         with self.lock:
             workers = list(self.workers)
         for worker in workers:
@@ -139,7 +162,9 @@ class Supervisor:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join()
+                clean = False
             worker.channel.close()
+        return clean
 
     def _accept(self, listener: socket.socket) -> None:
         """Accept connections and hand each to the least-loaded ready worker; learn which

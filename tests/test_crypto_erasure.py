@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import pathlib
 import signal
 import subprocess
@@ -16,7 +17,9 @@ import sys
 import psycopg2
 import pytest
 
-from models import RedactionAudit, Transaction, database
+from app.services import job_queue
+from app.settings import Settings
+from models import RedactionAudit, Transaction, database, utcnow
 from models.erasure.redaction import (
     ANSWERED_EARLY_AT_MOST,
     redact_acknowledged,
@@ -25,9 +28,11 @@ from models.erasure.redaction import (
 from models.store.kek import FileKeks
 from models.store.keystore import KeyStore
 from models.store.rotation import rotate
+from models.worker.queue import LEFT_PENDING_SECONDS
 from tests.support import (
     POSTGRES_URL,
     SUBJECT_KEY,
+    Service,
     add_account,
     add_records,
     basic,
@@ -37,6 +42,7 @@ from tests.support import (
     record,
     scrubs_committed,
     store_at,
+    wait_for,
 )
 
 URL = "/v1/redact/transaction"
@@ -236,6 +242,56 @@ def test_a_read_completes_a_redaction_whose_scrub_a_crash_left_pending(env, tmp_
     assert shown["text"] == "REDACTED"
     assert shown["redaction"]["source"] == "api" and shown["redaction"]["redacted_at"]
     assert app.services.store.keystore.pending() == {}
+
+
+def _completed_as_asked(database_url: str) -> bool:
+    """KILLED is scrubbed, with one audit row of the redaction the crash interrupted, and
+    the key store holds no intent."""
+    with store_at(database_url) as store:
+        with database.connection_context():
+            row = Transaction.get(Transaction.id == "KILLED")
+            audits = list(RedactionAudit.select().where(RedactionAudit.transaction_id == "KILLED"))
+        if row.redacted_at is None:
+            return False
+        assert row.body == "REDACTED"
+        assert [(a.trace_id, a.source) for a in audits] == [("killed-trace", "api")]
+        return store.keystore.pending() == {}
+
+
+def test_the_queue_sweep_completes_a_redaction_left_by_a_process_that_is_gone(env, tmp_path):
+    """After the same crash, with no restart and no read (another host's process died, say):
+    the queue's periodic sweep leaves alone an intent a live writer may still be completing,
+    and completes, then deletes, one acknowledged more than a minute ago."""
+    database_url = env["DATABASE_URL"]
+    _killed_after_destroying_the_key(database_url, tmp_path)
+    settings = Settings.from_env({**env, "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'q.db'}"})
+    with store_at(database_url) as store:
+        now = job_queue(settings)
+        now.sweep()
+        now.close()
+        assert len(store.keystore.pending()) == 1  # just acknowledged: its writer's to do
+
+        a_minute_on = datetime.timedelta(seconds=LEFT_PENDING_SECONDS + 1)
+        later = job_queue(settings, clock=lambda: utcnow() + a_minute_on)
+        later.sweep()
+        later.close()
+        assert store.keystore.pending() == {}  # completed and deleted at once
+    assert _completed_as_asked(database_url)
+
+
+@pytest.mark.slow
+def test_serve_completes_what_a_worker_killed_after_its_204_left(env, tmp_path):
+    """`redact serve --workers 2` runs while a process that acknowledged a redaction is
+    killed before its scrub commits (a process of its own here: the moment a worker can
+    die at). Once a worker dies and is replaced, the supervisor completes every redaction
+    left pending: no restart, no read of the record, no wait for the sweep."""
+    with Service(
+        {**env, "REDACT_QUEUE_URL": f"sqlite:///{tmp_path / 'q.db'}"}, tmp_path, 2
+    ) as service:
+        _killed_after_destroying_the_key(env["DATABASE_URL"], tmp_path)
+        assert not _completed_as_asked(env["DATABASE_URL"])
+        os.kill(service.worker_pids()[0], signal.SIGKILL)
+        wait_for(lambda: _completed_as_asked(env["DATABASE_URL"]), timeout=30)
 
 
 def test_an_intent_is_kept_only_until_its_scrub_has_committed(make_app, sqlite_url):

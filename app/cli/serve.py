@@ -28,6 +28,7 @@ from app.server import PROTOCOL, limit_malloc_arenas, settle_heap
 from app.version import VERSION
 from app.workers import StartupFailed, Supervisor
 from models import create_tables, database, utcnow
+from models.erasure.settling import settle_left
 from models.jobs import QueueUnavailable
 
 logger = logging.getLogger("redact.cli.serve")
@@ -120,7 +121,7 @@ def serve(host: str, port: int, workers: int, demo: bool, jobs: bool):
                 http=PROTOCOL,
             )
             try:
-                Supervisor(config, workers).run()
+                Supervisor(config, workers, on_lost=settle_left).run()
             except StartupFailed as exc:
                 fail(f"{exc}; its error is above")
     finally:

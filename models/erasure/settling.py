@@ -2,8 +2,10 @@
 scrub did not commit (a crash, a failed commit between the two): their intents wait in the
 key store (models/store/pending.py), and whoever meets one first completes it, with the
 scrub, the audit row and the erasure-log entry the redaction would have written, named by
-what the intent kept (who asked, when, why): the next start (`settle_pending`), a read of
-the record (`settle_record`), or the writer right after a commit that failed.
+what the intent kept (who asked, when, why): the next start (`settle_pending`), the
+supervisor of `redact serve --workers` once a worker has died and the queue's periodic
+sweep (`settle_left`), a read of the record (`settle_record`), or the writer right after a
+commit that failed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
+
+import peewee
 
 from models.erasure.statements import (
     FIND,
@@ -58,6 +62,30 @@ def settle_pending() -> int:
         store.group_commit.run(settle_batch, None)
         store.group_commit.close()  # its thread and connection, before `serve` forks
     return count
+
+
+def settle_left(acknowledged_before: datetime.datetime | None = None) -> int:
+    """Complete, and delete, the intents a process that is gone left behind (a worker
+    killed while serving): all of them, or those acknowledged before
+    `acknowledged_before` (a live writer settles its own within a commit); how many there
+    were. Completing one that its own writer is completing too is harmless: only one of
+    them scrubs it. An unreachable store is logged, and its intents wait for the next
+    pass."""
+    store = current_store()
+    try:
+        left = [
+            key_id
+            for key_id, text in store.keystore.pending().items()
+            if acknowledged_before is None or intent_request(text).now < acknowledged_before
+        ]
+        if left:
+            store.group_commit.run(settle_batch, left)
+            store.keystore.intents.flush()
+            logger.info("completed %d acknowledged redactions left pending", len(left))
+    except peewee.PeeweeException as exc:
+        logger.warning("could not complete the redactions left pending: %s", exc)
+        return 0
+    return len(left)
 
 
 def settle_record(key_id: str) -> bool:

@@ -4,9 +4,11 @@ One task, `advance(job_id)`, does whatever a job needs next and schedules itself
 when the job must wait (a `run_at`, records not yet old enough). A periodic `sweep`, once
 a minute and when a worker starts, queues jobs whose `run_at` has come and jobs whose
 worker died (their lease expired), so that no lost task or killed worker leaves a job
-stuck. A periodic `retention` task runs the Auto-redact pass (models/erasure/retention.py), and
-`tree_heads` signs a tree head of every erasure log that grew (models/proof/heads.py). The
-consumer delivers the webhook outbox too (models/webhooks/delivery.py's Dispatcher, a thread).
+stuck; it also completes the Redact API's redactions that a process which is gone
+acknowledged but did not scrub (models/erasure/settling.py). A periodic `retention` task
+runs the Auto-redact pass (models/erasure/retention.py), and `tree_heads` signs a tree head
+of every erasure log that grew (models/proof/heads.py). The consumer delivers the webhook
+outbox too (models/webhooks/delivery.py's Dispatcher, a thread).
 
 Storage: an SQLite file on the embedded default, Redis in scale-out (REDACT_QUEUE_URL).
 """
@@ -25,6 +27,7 @@ import redis
 from huey import crontab
 
 from models.erasure.retention import run_retention
+from models.erasure.settling import settle_left
 from models.jobs.errors import QueueUnavailable
 from models.jobs.finish import finish_cancel
 from models.jobs.lease import (
@@ -47,6 +50,10 @@ from models.webhooks.delivery import DeliveryConfig, Dispatcher
 from models.worker.maintenance import vacuum_erased
 
 logger = logging.getLogger("redact.worker.queue")
+
+LEFT_PENDING_SECONDS = 60
+"""An acknowledged redaction still unscrubbed this long after was left by a process that is
+gone (its own writer completes it within a commit)."""
 
 RETENTION_SLICE_SECONDS = 10.0
 """How long a retention task works before it queues the rest behind other tasks."""
@@ -190,13 +197,15 @@ class JobQueue:
             self.submit(job_id, eta=come_back)
 
     def sweep(self) -> list[str]:
-        """Queue the jobs that are due or whose worker is gone."""
+        """Queue the jobs that are due or whose worker is gone; complete the redactions
+        left pending by a process that is gone."""
         with database.connection_context():
             due = sweep(self.clock(), self.config)
             for job_id in due:
                 self.submit(job_id)
         if due:
             logger.info("sweep queued %d job(s)", len(due))
+        settle_left(self.clock() - datetime.timedelta(seconds=LEFT_PENDING_SECONDS))
         return due
 
     def retention(self, budget_seconds: float | None = RETENTION_SLICE_SECONDS):
