@@ -5,8 +5,12 @@ successes, duplicates and errors."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
+import sqlite3
+import threading
 
+import peewee
 import pytest
 
 from models import (
@@ -18,6 +22,7 @@ from models import (
     database,
     redact_transaction,
 )
+from models.erasure.redaction import redact_acknowledged, redact_batch, redaction_request
 from tests.support import (
     POSTGRES_URL,
     START,
@@ -142,3 +147,156 @@ def test_concurrent_redactions_need_few_connections(make_app, clock):
         )
         assert cursor.fetchone()[0] <= 3
     watcher.close()
+
+
+def _preparable(call, prepare):
+    """A batch function for GroupCommit with a `prepare` step."""
+
+    def batch_fn(items):
+        return call(items)
+
+    batch_fn.prepare = prepare  # type: ignore[attr-defined]
+    return batch_fn
+
+
+def _audit(item: str) -> None:
+    RedactionAudit.create(
+        at=START, api_key="acct0001", transaction_id=item, product="sms", trace_id="t" * 32
+    )
+
+
+def _audited(item: str) -> int:
+    return RedactionAudit.select().where(RedactionAudit.transaction_id == item).count()
+
+
+class Ahead:
+    """A leading batch that waits, its transaction open on the writer thread, until the
+    test has queued the units that follow it (`lead(write)`), and a following batch
+    function (`follow`) that records what its `prepare` step saw."""
+
+    def __init__(self, db_path=None, fail_commit: bool = False):
+        self.db_path = db_path  # SQLite: also look from a connection of its own
+        self.fail_commit = fail_commit
+        self.started, self.go = threading.Event(), threading.Event()
+        # each prepare: (items, "lead" audit rows the writer saw, those another connection saw)
+        self.prepared: list[tuple[list, int, int | None]] = []
+        self.follow = _preparable(lambda items: self._prepare(items)(), self._prepare)
+
+    def lead(self, write):
+        def run(items):
+            self.started.set()
+            assert self.go.wait(10)
+            outcomes = write(items)
+            if self.fail_commit:  # a row checked only at the commit, which it fails
+                database.execute_sql("INSERT INTO ahead_child (parent) VALUES (999)")
+            return outcomes
+
+        return _preparable(run, lambda items: lambda: run(items))
+
+    def _prepare(self, items):
+        elsewhere = None
+        if self.db_path is not None:
+            with contextlib.closing(sqlite3.connect(self.db_path)) as other:
+                query = "SELECT count(*) FROM redaction_audit WHERE transaction_id = 'lead'"
+                elsewhere = other.execute(query).fetchone()[0]
+        self.prepared.append((list(items), _audited("lead"), elsewhere))
+
+        def finish():
+            for item in items:
+                _audit(item)
+            return items
+
+        return finish
+
+    def queue(self, lead_fn, lead_item, following: list[tuple]) -> list:
+        """Queue the leading unit, then (once its batch runs) `following`; the futures."""
+        group_commit = current_store().group_commit
+        futures = [group_commit.submit(lead_fn, lead_item)]
+        assert self.started.wait(10)
+        futures += [group_commit.submit(fn, item) for fn, item in following]
+        self.go.set()
+        return futures
+
+
+def _deferred_constraint():
+    """A table whose rows are checked at the commit: one naming no parent fails it."""
+    with database.connection_context():
+        database.execute_sql("DROP TABLE IF EXISTS ahead_child")
+        database.execute_sql("DROP TABLE IF EXISTS ahead_parent")
+        database.execute_sql("CREATE TABLE ahead_parent (id INTEGER PRIMARY KEY)")
+        database.execute_sql(
+            "CREATE TABLE ahead_child (parent INTEGER REFERENCES ahead_parent (id)"
+            " DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+
+def test_a_few_units_waiting_are_prepared_before_the_commit_ahead_of_them(make_app, tmp_path):
+    """Units that queued behind a small batch are prepared in its transaction, before its
+    commit (the Redact API's keys are destroyed while it syncs), and committed in their
+    own right after: each caller gets its outcome, each write is there once."""
+    db_path = tmp_path / "redact.db"
+    make_app(f"sqlite:///{db_path}")
+    ahead = Ahead(db_path)
+    lead = ahead.lead(lambda items: [_audit(item) or item for item in items])
+    futures = ahead.queue(lead, "lead", [(ahead.follow, "b"), (ahead.follow, "c")])
+    assert [future.result(10) for future in futures] == ["lead", "b", "c"]
+    # Prepared once, inside the leading transaction: the writer saw its row, which
+    # another connection could not see yet.
+    assert ahead.prepared == [(["b", "c"], 1, 0)]
+    with database.connection_context():
+        assert [_audited(item) for item in ("lead", "b", "c")] == [1, 1, 1]
+
+
+def test_units_prepared_ahead_of_a_commit_that_fails_start_over(app):
+    """What was prepared in a transaction that then failed to commit read its writes:
+    the following batch is done again from the start, and nothing is written twice."""
+    _deferred_constraint()
+    ahead = Ahead(fail_commit=True)
+    lead = ahead.lead(lambda items: [_audit(item) or item for item in items])
+    futures = ahead.queue(lead, "lead", [(ahead.follow, "b"), (ahead.follow, "c")])
+    with pytest.raises(peewee.IntegrityError):
+        futures[0].result(10)
+    assert [future.result(10) for future in futures[1:]] == ["b", "c"]
+    # First inside the failed transaction (its row seen), then again after it.
+    assert [(items, seen) for items, seen, _ in ahead.prepared] == [
+        (["b", "c"], 1),
+        (["b", "c"], 0),
+    ]
+    with database.connection_context():
+        assert [_audited(item) for item in ("lead", "b", "c")] == [0, 1, 1]
+
+
+@pytest.mark.parametrize("fail_commit", [False, True], ids=["committed", "failed"])
+def test_a_redaction_prepared_behind_one_of_the_same_record(app, fail_commit):
+    """A redaction checked inside the transaction of an earlier one of the same record
+    sees it: already redacted (False) once that commits; if that commit fails instead,
+    the later one starts over and redacts it. Either way the record is redacted and
+    audited once."""
+    _deferred_constraint()
+    add_account("acct0001")
+    add_records(record("0A00000000AHEAD01"))
+    request = redaction_request(
+        api_key="acct0001",
+        products={"sms"},
+        transaction_id="0A00000000AHEAD01",
+        product="sms",
+        direction=None,
+        now=START,
+        min_age_seconds=3600,
+        trace_id="a" * 32,
+    )
+    ahead = Ahead(fail_commit=fail_commit)
+    lead = ahead.lead(redact_batch)
+    futures = ahead.queue(lead, request, [(redact_acknowledged, request)])
+    if fail_commit:
+        with pytest.raises(peewee.IntegrityError):
+            futures[0].result(10)
+        assert futures[1].result(10) is True
+    else:
+        assert [future.result(10) for future in futures] == [True, False]
+    current_store().group_commit.close()  # the scrub that was told early has committed
+    with database.connection_context():
+        assert _audited("0A00000000AHEAD01") == 1
+        redacted = Transaction.get(Transaction.id == "0A00000000AHEAD01")
+        assert redacted.redacted_at is not None
+    assert current_store().keystore.fetch([redacted.key_id]) == {}

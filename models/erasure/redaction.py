@@ -9,7 +9,7 @@ statements is shared.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from models.erasure.held import held_records
 from models.erasure.settling import intent_json, settle_later
@@ -95,17 +95,32 @@ def redact_acknowledged(requests: list[RedactionRequest]) -> list:
     scrubs a record with no key (stored before sealing) is told after the commit, its
     scrub being its erasure; so is a batch of more than ANSWERED_EARLY_AT_MOST, which
     keeps no intents."""
+    return prepare_acknowledged(requests)()
+
+
+def prepare_acknowledged(requests: list[RedactionRequest]) -> Callable[[], list]:
+    """`redact_acknowledged` in two steps (`GroupCommit`'s `prepare`): this one checks the
+    records and begins destroying their keys; the one it returns scrubs, audits and
+    tells, in the transaction it runs in, which may be the one after this step's."""
     if len(requests) > ANSWERED_EARLY_AT_MOST:
-        return redact_batch(requests)
+        return prepare_batch(requests)
     intents: dict[str | None, RedactionRequest] = {}
-    outcomes = redact_batch(requests, intents=intents)
-    group_commit = current_store().group_commit
-    if None not in intents:
-        group_commit.tell_before_commit()
-    keys = [key for key in intents if key is not None]
-    if keys:
-        group_commit.after_transaction(settle_later(keys))
-    return outcomes
+    scrub = prepare_batch(requests, intents=intents)
+
+    def finish() -> list:
+        outcomes = scrub()
+        group_commit = current_store().group_commit
+        if None not in intents:
+            group_commit.tell_before_commit()
+        keys = [key for key in intents if key is not None]
+        if keys:
+            group_commit.after_transaction(settle_later(keys))
+        return outcomes
+
+    return finish
+
+
+redact_acknowledged.prepare = prepare_acknowledged  # type: ignore[attr-defined]
 
 
 def redact_batch(
@@ -119,6 +134,17 @@ def redact_batch(
     log positions are added to `positions` if given. With `intents`, each destroyed key's
     request is added to it and stored with the destroy (models/store/pending.py), and a
     record scrubbed with no key to destroy is added under None."""
+    return prepare_batch(requests, positions, intents)()
+
+
+def prepare_batch(
+    requests: list[RedactionRequest],
+    positions: list[int] | None = None,
+    intents: dict[str | None, RedactionRequest] | None = None,
+) -> Callable[[], list]:
+    """`redact_batch`'s first step: the checks, and the keys' destruction begun (and the
+    intents filled in); it returns the second, the scrub and its audit, which waits for
+    the keys to be gone and gives the outcomes."""
     ids = sorted({r.transaction_id for r in requests})
     found = list(map(Found._make, FIND.execute(len(ids), {"id": ids}).fetchall()))
     rows = {(row.id, row.account): row for row in found}  # an id may name several accounts'
@@ -160,7 +186,7 @@ def redact_batch(
             to_scrub[name], fields[name] = scrubbed_values(request.product, row)
             outcomes.append(True)
     if not to_scrub:
-        return outcomes
+        return lambda: outcomes
 
     # The keys are destroyed, durably, before this transaction commits: once they are
     # gone no copy of these records opens, and a crash before the scrub commits leaves
@@ -177,11 +203,15 @@ def redact_batch(
     destroying = current_store().keystore.destroying(
         [key for key in keys.values() if key], max(r.now for r in requests), stored
     )
-    try:
-        scrub_and_audit(requests, outcomes, to_scrub, fields, keys, positions)
-    finally:
-        destroying.result()  # raises if the keys are not destroyed: nothing commits then
-    return outcomes
+
+    def finish() -> list:
+        try:
+            scrub_and_audit(requests, outcomes, to_scrub, fields, keys, positions)
+        finally:
+            destroying.result()  # raises if the keys are not destroyed: nothing commits then
+        return outcomes
+
+    return finish
 
 
 def _cutoff(cache: dict, now: datetime.datetime, min_age_seconds: int):

@@ -15,12 +15,21 @@ import os
 import queue
 import threading
 import time
-import typing
 from collections.abc import Callable
 from typing import Any
 
 import peewee
 
+from models.store.batches import (
+    STOP,
+    Commit,
+    Written,
+    deliver,
+    preparable,
+    prepare,
+    take_waiting,
+    unheard,
+)
 from models.store.journal import JournalPages
 from models.store.process_lock import ProcessWriteLock
 
@@ -29,17 +38,15 @@ logger = logging.getLogger("redact.store.group_commit")
 
 WRITER_IDLE_SECONDS = 1.0
 
-_STOP = None
-"""Queued by `close`: the writer finishes what was queued before it, then ends."""
+FOLLOWING_SIZE = 4
+"""The largest batch that is prepared under the commit before it, and that prepares the
+next one: the answered-early batches of a light load (ANSWERED_EARLY_AT_MOST in
+models/erasure/redaction.py). Under a heavy load the batches are larger and take turns
+with other processes' at the lock as before."""
 
-
-class Commit(typing.NamedTuple):
-    """One batch the writer committed (or rolled back)."""
-
-    size: int  # the callers' units in it
-    waited: float  # seconds waiting for the process lock (another process's batch)
-    held: float  # seconds from taking the lock to the end of the commit
-    pages: int | None  # pages the commit wrote (SQLite's journal); None if unknown
+FOLLOWING_AT_MOST = 3
+"""Batches that may follow the first under one hold of the process lock: another
+process's writer waits for at most this many more commits."""
 
 
 class GroupCommit:
@@ -61,6 +68,14 @@ class GroupCommit:
     keys destroyed, its intents kept in the key store) says so with `tell_before_commit`:
     its callers hear them as soon as it returns, before the transaction commits; a
     `batch_fn` learns how the transaction ended through `after_transaction`.
+
+    A `batch_fn` may offer `batch_fn.prepare(items)`: it does the batch's reads, starts
+    what can run beside a commit (the Redact API's: checks the records, begins destroying
+    their keys) and returns what finishes the batch. When a batch of at most
+    FOLLOWING_SIZE such units is about to commit and a few more wait, the writer takes
+    them and prepares them in this transaction, so that their keys are destroyed while it
+    commits; they commit next, in their own transaction, under the same hold of the
+    process lock (FOLLOWING_AT_MOST in a row). If this commit fails, they start over.
     """
 
     def __init__(
@@ -146,7 +161,7 @@ class GroupCommit:
         with self._start:
             writer, self._writer = self._writer, None
             if writer is not None and self._writer_pid == os.getpid():
-                self._queue.put(_STOP)
+                self._queue.put(STOP)
                 writer.join()
             # Everything before the stop was committed; after a fork, what the queue holds
             # is the parent's.
@@ -166,30 +181,45 @@ class GroupCommit:
                 # it lends it).
                 self._close_quietly()
                 continue
-            if first is _STOP:
+            if first is STOP:
                 break
             batch = [first]
             asked = time.perf_counter()
             taken = asked
-            pages = None
+            written = Written([None], None, [], None)
             heard: set[int] = set()  # told before the commit
             try:
                 with self._process_lock:
                     taken = time.perf_counter()
                     # What arrived while another process held the lock joins this batch.
-                    closing = _take_waiting(units, batch)
-                    outcomes, pages = self._execute(batch, heard)
+                    closing = take_waiting(units, batch)
+                    for turn in range(FOLLOWING_AT_MOST + 1):
+                        last = closing or turn == FOLLOWING_AT_MOST
+                        ahead = None if last else units
+                        written = self._execute(batch, heard, written.prepared, ahead)
+                        if not written.following:
+                            break
+                        # The units taken ahead are written next, under this hold.
+                        closing = closing or written.closing
+                        done = time.perf_counter()
+                        self._finish(batch, written, heard, asked, taken, done)
+                        batch, heard, asked, taken = written.following, set(), done, done
             except BaseException as exc:  # the lock itself failed
-                closing = _take_waiting(units, batch) or closing
-                outcomes = [exc] * len(batch)
-            self._report(Commit(len(batch), taken - asked, time.perf_counter() - taken, pages))
-            try:
-                if heard:
-                    batch, outcomes = _unheard(batch, outcomes, heard)
-                _deliver(batch, outcomes)
-            except Exception:  # the writer must live on: every later caller waits on it
-                logger.exception("group commit: delivering a batch's outcomes failed")
+                closing = take_waiting(units, batch) or closing
+                written = Written([exc] * len(batch), None, [], None)
+            self._finish(batch, written, heard, asked, taken, time.perf_counter())
         self._close_quietly()
+
+    def _finish(self, batch, written: Written, heard: set[int], asked, taken, done) -> None:
+        """Report a batch's commit and tell its callers what they have not heard yet."""
+        self._report(Commit(len(batch), taken - asked, done - taken, written.pages))
+        try:
+            outcomes = written.outcomes
+            if heard:
+                batch, outcomes = unheard(batch, outcomes, heard)
+            deliver(batch, outcomes)
+        except Exception:  # the writer must live on: every later caller waits on it
+            logger.exception("group commit: delivering a batch's outcomes failed")
 
     def _close_quietly(self) -> None:
         try:
@@ -205,15 +235,27 @@ class GroupCommit:
             except Exception:
                 logger.warning("group commit: the observer failed", exc_info=True)
 
-    def _execute(self, batch: list[tuple], heard: set[int]) -> tuple[list, int | None]:
-        """The batch's outcomes, and the pages its commit wrote (None if unknown); the
-        indexes of the units told before the commit are added to `heard`."""
+    def _execute(
+        self,
+        batch: list[tuple],
+        heard: set[int],
+        prepared: dict | None,
+        units: queue.SimpleQueue | None,
+    ) -> Written:
+        """The batch's outcomes, and the pages its commit wrote; the indexes of the units
+        told before the commit are added to `heard`. `prepared` holds what an earlier
+        transaction prepared of this batch. With `units`, a few units waiting there when
+        this batch is about to commit are taken as the following batch and prepared
+        first (`prepare`)."""
         outcomes: list = [None] * len(batch)
         groups: dict[Callable, list[int]] = {}
         for index, (batch_fn, *_) in enumerate(batch):
             groups.setdefault(batch_fn, []).append(index)
         self._after = []
         committed = False
+        following: list = []
+        closing = False
+        ready = None
         try:
             if self._db.is_closed():
                 self._db.connect()
@@ -221,21 +263,32 @@ class GroupCommit:
             with self._db.atomic() if self._transaction else contextlib.nullcontext():
                 for batch_fn, indexes in groups.items():
                     self._tell_now = False
-                    results = batch_fn([batch[i][1] for i in indexes])
+                    if prepared is not None and batch_fn in prepared:
+                        results = prepared[batch_fn]()
+                    else:
+                        results = batch_fn([batch[i][1] for i in indexes])
                     for index, outcome in zip(indexes, results, strict=True):
                         outcomes[index] = outcome
                     if self._tell_now:
-                        _deliver([batch[i] for i in indexes], [outcomes[i] for i in indexes])
+                        deliver([batch[i] for i in indexes], [outcomes[i] for i in indexes])
                         heard.update(indexes)
+                if (
+                    units is not None
+                    and preparable(batch, FOLLOWING_SIZE)  # only its kind leads
+                    and 0 < units.qsize() <= FOLLOWING_SIZE
+                ):
+                    closing = take_waiting(units, following)
+                    ready = prepare(following, FOLLOWING_SIZE)
                 if self._journal_pages is not None:  # before the commit empties it
                     pages = self._journal_pages()
             committed = True
         except BaseException as exc:  # rolled back: nothing of the batch was written
-            outcomes = [exc] * len(batch)
             # Not kept: the failure may have broken it (a database restart); the pool
             # checks it before lending it again.
             self._close_quietly()
-            return outcomes, None
+            # What was prepared of the following batch read this one's writes: it is
+            # done again from the start.
+            return Written([exc] * len(batch), None, following, None, closing)
         finally:
             after, self._after = self._after, []
             for callback in after:
@@ -243,50 +296,4 @@ class GroupCommit:
                     callback(committed)
                 except Exception:
                     logger.exception("group commit: a callback after the transaction failed")
-        return outcomes, pages
-
-
-def _take_waiting(units: queue.SimpleQueue, batch: list) -> bool:
-    """Add every unit waiting in `units` to `batch`, up to a `close`; True if it met one."""
-    while True:
-        try:
-            unit = units.get_nowait()
-        except queue.Empty:
-            return False
-        if unit is _STOP:
-            return True
-        batch.append(unit)
-
-
-def _unheard(batch: list[tuple], outcomes: list, heard: set[int]) -> tuple[list, list]:
-    """The units of `batch` (and their outcomes) not told before the commit."""
-    kept = [i for i in range(len(batch)) if i not in heard]
-    return [batch[i] for i in kept], [outcomes[i] for i in kept]
-
-
-def _deliver(batch: list[tuple], outcomes: list) -> None:
-    """Complete the callers' futures: a thread's at once, an event loop's in one call per
-    loop (each `call_soon_threadsafe` wakes the loop)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-    for (_, _, future, loop), outcome in zip(batch, outcomes, strict=True):
-        if loop is None:
-            _settle(future, outcome)
-        else:
-            by_loop.setdefault(loop, []).append((future, outcome))
-    for loop, settled in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these
-            loop.call_soon_threadsafe(_settle_all, settled)
-
-
-def _settle_all(settled: list) -> None:
-    for future, outcome in settled:
-        _settle(future, outcome)
-
-
-def _settle(future, outcome) -> None:
-    if future.done():  # an asyncio caller that went away (cancelled)
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+        return Written(outcomes, pages, following, ready, closing)
