@@ -34,18 +34,23 @@ from tests.support import (
 )
 
 
+def sms(transaction_id: str, api_key: str = "acct0001") -> dict:
+    """The arguments of a redaction of the SMS `transaction_id` at START."""
+    return {
+        "api_key": api_key,
+        "products": {"sms"},
+        "transaction_id": transaction_id,
+        "product": "sms",
+        "direction": None,
+        "now": START,
+        "min_age_seconds": 3600,
+        "trace_id": "t" * 32,
+    }
+
+
 def redact(transaction_id: str, api_key: str = "acct0001"):
     try:
-        return redact_transaction(
-            api_key=api_key,
-            products={"sms"},
-            transaction_id=transaction_id,
-            product="sms",
-            direction=None,
-            now=START,
-            min_age_seconds=3600,
-            trace_id="t" * 32,
-        )
+        return redact_transaction(**sms(transaction_id, api_key))
     except (RecordNotFound, PrematureRedaction) as exc:
         return type(exc).__name__
 
@@ -275,16 +280,7 @@ def test_a_redaction_prepared_behind_one_of_the_same_record(app, fail_commit):
     _deferred_constraint()
     add_account("acct0001")
     add_records(record("0A00000000AHEAD01"))
-    request = redaction_request(
-        api_key="acct0001",
-        products={"sms"},
-        transaction_id="0A00000000AHEAD01",
-        product="sms",
-        direction=None,
-        now=START,
-        min_age_seconds=3600,
-        trace_id="a" * 32,
-    )
+    request = redaction_request(**sms("0A00000000AHEAD01"))
     ahead = Ahead(fail_commit=fail_commit)
     lead = ahead.lead(redact_batch)
     futures = ahead.queue(lead, request, [(redact_acknowledged, request)])
