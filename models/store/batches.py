@@ -8,7 +8,6 @@ import contextlib
 import logging
 import queue
 import typing
-from collections.abc import Callable
 
 logger = logging.getLogger("redact.store.group_commit")
 
@@ -93,11 +92,11 @@ def prepare(batch: list[tuple], most: int) -> dict | None:
     own transaction)."""
     if not preparable(batch, most):
         return None
-    groups: dict[Callable, list] = {}
+    groups: dict[typing.Any, list] = {}  # batch_fn (with its `prepare`): items
     for batch_fn, item, *_ in batch:
         groups.setdefault(batch_fn, []).append(item)
     try:
-        return {fn: getattr(fn, "prepare")(items) for fn, items in groups.items()}  # noqa: B009
+        return {batch_fn: batch_fn.prepare(items) for batch_fn, items in groups.items()}
     except Exception:
         logger.exception("group commit: preparing a batch ahead failed")
         return None

@@ -186,7 +186,7 @@ class GroupCommit:
             batch = [first]
             asked = time.perf_counter()
             taken = asked
-            written = Written([None], None, [], None)
+            prepared = None  # what an earlier transaction prepared of `batch`
             heard: set[int] = set()  # told before the commit
             try:
                 with self._process_lock:
@@ -196,14 +196,15 @@ class GroupCommit:
                     for turn in range(FOLLOWING_AT_MOST + 1):
                         last = closing or turn == FOLLOWING_AT_MOST
                         ahead = None if last else units
-                        written = self._execute(batch, heard, written.prepared, ahead)
+                        written = self._execute(batch, heard, prepared, ahead)
                         if not written.following:
                             break
                         # The units taken ahead are written next, under this hold.
                         closing = closing or written.closing
                         done = time.perf_counter()
                         self._finish(batch, written, heard, asked, taken, done)
-                        batch, heard, asked, taken = written.following, set(), done, done
+                        batch, prepared = written.following, written.prepared
+                        heard, asked, taken = set(), done, done
             except BaseException as exc:  # the lock itself failed
                 closing = take_waiting(units, batch) or closing
                 written = Written([exc] * len(batch), None, [], None)
