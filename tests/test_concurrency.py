@@ -9,6 +9,7 @@ import contextlib
 import datetime
 import sqlite3
 import threading
+import time
 
 import peewee
 import pytest
@@ -296,3 +297,24 @@ def test_a_redaction_prepared_behind_one_of_the_same_record(app, fail_commit):
         redacted = Transaction.get(Transaction.id == "0A00000000AHEAD01")
         assert redacted.redacted_at is not None
     assert current_store().keystore.fetch([redacted.key_id]) == {}
+
+
+def test_a_close_met_while_looking_ahead_still_stops_the_writer(make_app, tmp_path):
+    """A close queued while a small batch is about to commit is taken with the units
+    waiting behind it: the writer still commits that batch, then stops, and the close
+    returns."""
+    make_app(f"sqlite:///{tmp_path / 'redact.db'}")
+    ahead = Ahead()
+    group_commit = current_store().group_commit
+    lead = ahead.lead(lambda items: [_audit(item) or item for item in items])
+    future = group_commit.submit(lead, "lead")
+    assert ahead.started.wait(10)
+    closing = threading.Thread(target=group_commit.close, daemon=True)
+    closing.start()
+    time.sleep(0.2)  # `close` queues its stop at once, then waits for the writer
+    ahead.go.set()
+    closing.join(10)
+    assert not closing.is_alive(), "close() waits on a writer that never stops"
+    assert future.result(1) == "lead"
+    with database.connection_context():
+        assert _audited("lead") == 1

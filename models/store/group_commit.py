@@ -197,10 +197,10 @@ class GroupCommit:
                         last = closing or turn == FOLLOWING_AT_MOST
                         ahead = None if last else units
                         written = self._execute(batch, heard, prepared, ahead)
+                        closing = closing or written.closing  # a stop met looking ahead
                         if not written.following:
                             break
                         # The units taken ahead are written next, under this hold.
-                        closing = closing or written.closing
                         done = time.perf_counter()
                         self._finish(batch, written, heard, asked, taken, done)
                         batch, prepared = written.following, written.prepared
