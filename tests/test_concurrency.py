@@ -16,6 +16,7 @@ import pytest
 
 from models import (
     PrematureRedaction,
+    RecordHeld,
     RecordNotFound,
     RedactionAudit,
     Transaction,
@@ -23,6 +24,8 @@ from models import (
     database,
     redact_transaction,
 )
+from models.erasure import redaction
+from models.erasure.holds import create_hold
 from models.erasure.redaction import redact_acknowledged, redact_batch, redaction_request
 from tests.support import (
     POSTGRES_URL,
@@ -186,6 +189,8 @@ class Ahead:
         self.started, self.go = threading.Event(), threading.Event()
         # each prepare: (items, "lead" audit rows the writer saw, those another connection saw)
         self.prepared: list[tuple[list, int, int | None]] = []
+        self.reported: list[int] = []  # at each prepare, the commits reported so far
+        self.commits: list = []
         self.follow = _preparable(lambda items: self._prepare(items)(), self._prepare)
 
     def lead(self, write):
@@ -206,6 +211,7 @@ class Ahead:
                 query = "SELECT count(*) FROM redaction_audit WHERE transaction_id = 'lead'"
                 elsewhere = other.execute(query).fetchone()[0]
         self.prepared.append((list(items), _audited("lead"), elsewhere))
+        self.reported.append(len(self.commits))
 
         def finish():
             for item in items:
@@ -217,6 +223,14 @@ class Ahead:
     def queue(self, lead_fn, lead_item, following: list[tuple]) -> list:
         """Queue the leading unit, then (once its batch runs) `following`; the futures."""
         group_commit = current_store().group_commit
+        observer = group_commit.observer  # the service's metrics, a test's own
+
+        def observe(commit):
+            self.commits.append(commit)
+            if observer is not None:
+                observer(commit)
+
+        group_commit.observer = observe
         futures = [group_commit.submit(lead_fn, lead_item)]
         assert self.started.wait(10)
         futures += [group_commit.submit(fn, item) for fn, item in following]
@@ -249,13 +263,29 @@ def test_a_few_units_waiting_are_prepared_before_the_commit_ahead_of_them(make_a
     # Prepared once, inside the leading transaction: the writer saw its row, which
     # another connection could not see yet.
     assert ahead.prepared == [(["b", "c"], 1, 0)]
+    assert ahead.reported == [0]
     with database.connection_context():
         assert [_audited(item) for item in ("lead", "b", "c")] == [1, 1, 1]
 
 
-def test_units_prepared_ahead_of_a_commit_that_fails_start_over(app):
+def test_postgresql_prepares_nothing_ahead(make_app):
+    """On PostgreSQL a hold's account lock lasts one transaction, so what a batch checks
+    could change between two: the units behind a small batch are prepared and written
+    after its commit, in a batch of their own."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    make_app(POSTGRES_URL)
+    ahead = Ahead()
+    lead = ahead.lead(lambda items: [_audit(item) or item for item in items])
+    futures = ahead.queue(lead, "lead", [(ahead.follow, "b"), (ahead.follow, "c")])
+    assert [future.result(10) for future in futures] == ["lead", "b", "c"]
+    assert ahead.prepared == [(["b", "c"], 1, None)]
+    assert ahead.reported == [1]  # the lead's commit came first
+
+
+def test_units_prepared_ahead_of_a_commit_that_fails_start_over(make_app, tmp_path):
     """What was prepared in a transaction that then failed to commit read its writes:
     the following batch is done again from the start, and nothing is written twice."""
+    make_app(f"sqlite:///{tmp_path / 'redact.db'}")
     _deferred_constraint()
     ahead = Ahead(fail_commit=True)
     lead = ahead.lead(lambda items: [_audit(item) or item for item in items])
@@ -273,11 +303,12 @@ def test_units_prepared_ahead_of_a_commit_that_fails_start_over(app):
 
 
 @pytest.mark.parametrize("fail_commit", [False, True], ids=["committed", "failed"])
-def test_a_redaction_prepared_behind_one_of_the_same_record(app, fail_commit):
+def test_a_redaction_prepared_behind_one_of_the_same_record(make_app, tmp_path, fail_commit):
     """A redaction checked inside the transaction of an earlier one of the same record
     sees it: already redacted (False) once that commits; if that commit fails instead,
     the later one starts over and redacts it. Either way the record is redacted and
     audited once."""
+    make_app(f"sqlite:///{tmp_path / 'redact.db'}")
     _deferred_constraint()
     add_account("acct0001")
     add_records(record("0A00000000AHEAD01"))
@@ -318,3 +349,88 @@ def test_a_close_met_while_looking_ahead_still_stops_the_writer(make_app, tmp_pa
     assert future.result(1) == "lead"
     with database.connection_context():
         assert _audited("lead") == 1
+
+
+def test_a_hold_made_while_a_redaction_waits_is_never_missed(app):
+    """A legal hold of a record made while a redaction of it waits behind a batch (on
+    SQLite, checked under that batch's commit) is seen by the redaction (RecordHeld), or
+    waits until the redaction has committed: it never commits between the two."""
+    add_account("acct0001")
+    add_records(record("0A00000000LEAD001"), record("0A00000000HELD001"))
+    made = threading.Event()
+
+    def hold():
+        with database.connection_context():
+            create_hold(
+                api_key="acct0001",
+                subjects=[],
+                transactions=[{"id": "0A00000000HELD001", "product": "sms"}],
+                reason="litigation",
+                now=START,
+                actor="test",
+            )
+        made.set()
+
+    holder = threading.Thread(target=hold)
+    made_between = []
+
+    def observer(commit):  # on the writer thread, after each commit
+        if not holder.is_alive() and not made.is_set():  # the lead's: the hold's chance
+            holder.start()
+            made_between.append(made.wait(0.3))
+
+    current_store().group_commit.observer = observer
+    ahead = Ahead()
+    lead = ahead.lead(redact_batch)
+    requests = [
+        redaction_request(**sms(name)) for name in ("0A00000000LEAD001", "0A00000000HELD001")
+    ]
+    futures = ahead.queue(lead, requests[0], [(redact_acknowledged, requests[1])])
+    assert futures[0].result(10) is True
+    outcome = futures[1].exception(10) or futures[1].result(10)
+    holder.join(10)
+    assert made.is_set()
+    current_store().group_commit.close()
+    with database.connection_context():
+        redacted = Transaction.get(Transaction.id == "0A00000000HELD001").redacted_at
+    if made_between == [True]:
+        assert isinstance(outcome, RecordHeld) and redacted is None
+    else:  # the hold waited for the redaction's commit
+        assert outcome is True and redacted is not None
+
+
+def test_a_transaction_lost_while_preparing_ahead_fails_its_batch(
+    make_app, tmp_path, monkeypatch, caplog
+):
+    """A failure while a following batch is prepared that took the open transaction with
+    it (a database error SQLite answers by rolling back) fails the batch ahead, which
+    wrote nothing: it is not reported committed. Its caller, told at its key's
+    destruction, keeps the redaction: the intent completes it."""
+    make_app(f"sqlite:///{tmp_path / 'redact.db'}")
+    add_account("acct0001")
+    add_records(record("0A00000000LEAD001"), record("0A00000000NEXT001"))
+    checked = []
+
+    def held_records(candidates):
+        checked.append(candidates)
+        if len(checked) == 2:  # the following batch's check, in the lead's transaction
+            database.execute_sql("ROLLBACK")
+            raise peewee.OperationalError("disk I/O error")
+        return set()
+
+    monkeypatch.setattr(redaction, "held_records", held_records)
+    ahead = Ahead()
+    lead = ahead.lead(redact_acknowledged)
+    requests = [
+        redaction_request(**sms(name)) for name in ("0A00000000LEAD001", "0A00000000NEXT001")
+    ]
+    futures = ahead.queue(lead, requests[0], [(redact_acknowledged, requests[1])])
+    assert [future.result(10) for future in futures] == [True, True]
+    current_store().group_commit.close()
+    assert "1 acknowledged redactions did not commit" in caplog.text
+    with database.connection_context():
+        for name in ("0A00000000LEAD001", "0A00000000NEXT001"):
+            assert Transaction.get(Transaction.id == name).redacted_at is not None
+            assert _audited(name) == 1
+    current_store().keystore.intents.flush()  # settled intents go with the next destroy
+    assert current_store().keystore.pending() == {}

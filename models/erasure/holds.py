@@ -60,7 +60,9 @@ def create_hold(
     }
     if not hashes and not named:
         raise InvalidHold("a hold names at least one subject or transaction")
-    with database.atomic():
+    # Not between the checks of a redaction prepared ahead and its scrub (SQLite; on
+    # PostgreSQL the account's lock serialises the two).
+    with current_store().writers_excluded(), database.atomic():
         lock_accounts([api_key], shared=False)
         _check_records(api_key, named)
         hold = LegalHold.create(

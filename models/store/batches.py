@@ -24,6 +24,16 @@ class Commit(typing.NamedTuple):
 STOP = None
 """Queued by `GroupCommit.close`: the writer finishes what was queued before it, then ends."""
 
+FOLLOWING_SIZE = 4
+"""The largest batch that is prepared under the commit before it, and that prepares the
+next one: the answered-early batches of a light load (ANSWERED_EARLY_AT_MOST in
+models/erasure/redaction.py). Under a heavy load the batches are larger and take turns
+with other processes' at the lock as before."""
+
+FOLLOWING_AT_MOST = 3
+"""Batches that may follow the first under one hold of the process lock: another
+process's writer waits for at most this many more commits."""
+
 
 def take_waiting(units: queue.SimpleQueue, batch: list) -> bool:
     """Add every unit waiting in `units` to `batch`, up to a `close`; True if it met one."""

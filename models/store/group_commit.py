@@ -21,6 +21,8 @@ from typing import Any
 import peewee
 
 from models.store.batches import (
+    FOLLOWING_AT_MOST,
+    FOLLOWING_SIZE,
     STOP,
     Commit,
     Written,
@@ -37,16 +39,6 @@ logger = logging.getLogger("redact.store.group_commit")
 
 
 WRITER_IDLE_SECONDS = 1.0
-
-FOLLOWING_SIZE = 4
-"""The largest batch that is prepared under the commit before it, and that prepares the
-next one: the answered-early batches of a light load (ANSWERED_EARLY_AT_MOST in
-models/erasure/redaction.py). Under a heavy load the batches are larger and take turns
-with other processes' at the lock as before."""
-
-FOLLOWING_AT_MOST = 3
-"""Batches that may follow the first under one hold of the process lock: another
-process's writer waits for at most this many more commits."""
 
 
 class GroupCommit:
@@ -76,6 +68,10 @@ class GroupCommit:
     them and prepares them in this transaction, so that their keys are destroyed while it
     commits; they commit next, in their own transaction, under the same hold of the
     process lock (FOLLOWING_AT_MOST in a row). If this commit fails, they start over.
+    Only with a process lock (SQLite): what the checks read must not change between the
+    two transactions, and a write outside the group commit that could change it (a legal
+    hold) takes that lock too (`Store.writers_excluded`). PostgreSQL's writers share no
+    such lock (a hold's account lock lasts one transaction): there nothing is prepared.
     """
 
     def __init__(
@@ -94,6 +90,7 @@ class GroupCommit:
         self._db = db
         self._transaction = transaction
         self._process_lock = process_lock or contextlib.nullcontext()
+        self._looks_ahead = process_lock is not None
         self._journal_pages = journal_pages
         self.observer: Callable[[Commit], None] | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -195,7 +192,7 @@ class GroupCommit:
                     closing = take_waiting(units, batch)
                     for turn in range(FOLLOWING_AT_MOST + 1):
                         last = closing or turn == FOLLOWING_AT_MOST
-                        ahead = None if last else units
+                        ahead = None if last or not self._looks_ahead else units
                         written = self._execute(batch, heard, prepared, ahead)
                         closing = closing or written.closing  # a stop met looking ahead
                         if not written.following:
@@ -279,7 +276,10 @@ class GroupCommit:
                     and 0 < units.qsize() <= FOLLOWING_SIZE
                 ):
                     closing = take_waiting(units, following)
-                    ready = prepare(following, FOLLOWING_SIZE)
+                    # In a savepoint: a failure `prepare` survives must not have lost this
+                    # transaction unseen (its commit would then write nothing).
+                    with self._db.atomic():
+                        ready = prepare(following, FOLLOWING_SIZE)
                 if self._journal_pages is not None:  # before the commit empties it
                     pages = self._journal_pages()
             committed = True

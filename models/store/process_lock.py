@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 
 
 class ProcessWriteLock:
@@ -33,3 +35,15 @@ class ProcessWriteLock:
         if self._pid == os.getpid():
             os.close(self._fd)
         self._fd, self._pid = -1, None
+
+
+@contextlib.contextmanager
+def held_apart(path: str) -> Iterator[None]:
+    """The lock at `path` for the block, on a descriptor of its own: it excludes this
+    process's own writer thread too, which holds the lock through another descriptor."""
+    lock = ProcessWriteLock(path)
+    try:
+        with lock:
+            yield
+    finally:
+        lock.close()

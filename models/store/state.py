@@ -27,7 +27,7 @@ from models.store.kek import EnvKeks, FileKeks, KeyEncryptionKeys, kek_file
 from models.store.keys import SigningKey, SubjectKey, signing_key_file, subject_key_file
 from models.store.keystore import KeyStore, keystore_file
 from models.store.postgres import open_pooled
-from models.store.process_lock import ProcessWriteLock
+from models.store.process_lock import ProcessWriteLock, held_apart
 
 SQLITE_PRAGMAS = {
     "journal_mode": "truncate",
@@ -54,6 +54,15 @@ class Store:
     # Signs tree heads and receipts (models/proof/signing.py); None on PostgreSQL without
     # REDACT_SIGNING_KEY, where signing fails with NoSigningKey.
     signing_key: SigningKey | None = None
+    # SQLite: the lock file every process's group commit writes under.
+    write_lock: str | None = None
+
+    def writers_excluded(self) -> contextlib.AbstractContextManager:
+        """For a write outside the group commit that the checks of a batch it prepared
+        ahead must not miss (a legal hold): on SQLite, its writers' lock, so that the write
+        cannot fall between that batch's checks and its own transaction (GroupCommit);
+        nothing on PostgreSQL, whose group commit prepares nothing ahead."""
+        return contextlib.nullcontext() if self.write_lock is None else held_apart(self.write_lock)
 
     def signer(self) -> SigningKey:
         if self.signing_key is None:
@@ -159,10 +168,11 @@ def open_store(
         _keystore_url(scheme, db.database, keystore_url),
         _keks(kek, kek_path, keystore_url, db.database),
     )
-    lock = ProcessWriteLock(f"{db.database}.lock") if scheme == "sqlite" else None
+    lock_path = f"{db.database}.lock" if scheme == "sqlite" else None
+    lock = ProcessWriteLock(lock_path) if lock_path else None
     pages = JournalPages(db.database) if scheme == "sqlite" and db.database != ":memory:" else None
     database.initialize(db)
-    _current = Store(db, GroupCommit(db, lock, pages), key, keystore, signer)
+    _current = Store(db, GroupCommit(db, lock, pages), key, keystore, signer, lock_path)
     return _current
 
 
