@@ -53,7 +53,11 @@ For sqlite and postgres, an open-loop run (bench/paced.py, after a 2 s warm-up) 
 t0 + i/170 whatever the earlier ones are doing, and its latency runs from that scheduled
 time, so queueing is counted (the client shares the machine's 2 cores); the target is
 p99 <= 5 ms on both. The same paced run against the bare ASGI app (when its row runs)
-prints the floor of that client and loopback, with no service behind them. After each
+prints the floor of that client and loopback, with no service behind them. On SQLite,
+once the service has stopped, bench/floor.py makes the two durable commits of as many
+fresh redactions (the key store's, then the data store's) with raw sqlite3, at the same
+rate on the same files: the floor the disk sets under that p99; then the key store's
+commits alone, the floor of any design that answers at the key's destruction. After each
 of the service's runs the records sent are counted in the database: at least as many
 must be redacted as 2xx responses came back, which proves the requests did real work.
 
@@ -267,13 +271,16 @@ class RedactPlan:
     throughput: IdRange
     paced_warmup: IdRange
     paced: IdRange
+    # SQLite's: bench/floor.py's warm-up and run, two commits a request, then the key's alone
+    floors: tuple[tuple[IdRange, IdRange], ...] = ()
 
     @classmethod
-    def reserve(cls, allocator: IdAllocator, duration: float) -> RedactPlan:
+    def reserve(cls, allocator: IdAllocator, duration: float, floor: bool) -> RedactPlan:
         warmup = wrk_range(allocator, WARMUP_SECONDS)
         throughput = wrk_range(allocator, duration)
         paced_warmup, paced = paced_ranges(allocator)
-        return cls(warmup, throughput, paced_warmup, paced)
+        floors = (paced_ranges(allocator), paced_ranges(allocator)) if floor else ()
+        return cls(warmup, throughput, paced_warmup, paced, floors)
 
 
 def paced_ranges(allocator: IdAllocator) -> tuple[IdRange, IdRange]:
@@ -641,6 +648,8 @@ class Measurement:
     probe_status: int | None = None  # stub rows only: a probe would spend a real record
     detail: str = ""  # e.g. the Prism version
     paced: PacedResult | None = None
+    # SQLite: bench/floor.py on the same files, two commits a request, the key's alone
+    paced_floors: list[PacedResult] = dataclasses.field(default_factory=list)
     redacted_throughput: int | None = None
     redacted_paced: int | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
@@ -703,7 +712,10 @@ def measure_service(
     """Throughput and paced latency of the real service, each request a real redaction."""
     print(f"measuring {row.label} ...", flush=True)
     allocator = IdAllocator()
-    plan = RedactPlan.reserve(allocator, args.duration)
+    sqlite_file = (
+        database_url.removeprefix("sqlite:///") if database_url.startswith("sqlite") else None
+    )
+    plan = RedactPlan.reserve(allocator, args.duration, floor=sqlite_file is not None)
     prepare_database(database_url, allocator.used)
     env = {**SERVICE_ENV, "DATABASE_URL": database_url, "RATELIMIT_STORAGE_URI": storage_uri}
     env.update(store_env(database_url))
@@ -712,6 +724,15 @@ def measure_service(
         url = served.base_url + PATH
         result = measure_throughput(url, plan.warmup, plan.throughput, args, log_path)
         paced = asyncio.run(measure_paced(served.base_url, plan.paced_warmup, plan.paced))
+    floors: list[PacedResult] = []
+    if sqlite_file is not None:
+        # The same rate on the same files, the service stopped: bench/floor.py, with the
+        # data store's commit, then without.
+        from floor import paced_floor
+
+        for data, (warmup_ids, ids) in zip((True, False), plan.floors, strict=True):
+            paced_floor(sqlite_file, warmup_ids.ids(), API_KEY, PACED_RATE, data)
+            floors.append(paced_floor(sqlite_file, ids.ids(), API_KEY, PACED_RATE, data))
     measurement = Measurement(
         row.key,
         row.label,
@@ -719,6 +740,7 @@ def measure_service(
         served.startup_s,
         result,
         paced=paced,
+        paced_floors=floors,
         redacted_throughput=count_redacted(database_url, plan.throughput),
         redacted_paced=count_redacted(database_url, plan.paced),
     )
@@ -758,6 +780,11 @@ def check_service(measurement: Measurement) -> None:
         measurement.warnings.append(
             f"{measurement.label}: paced run outcomes {measurement.paced.outcomes}"
         )
+    for floor in measurement.paced_floors:
+        if floor.errors:
+            measurement.warnings.append(
+                f"{measurement.label}: the floor's outcomes {floor.outcomes}"
+            )
 
 
 def note_log_problems(measurement: Measurement, log_path: pathlib.Path) -> None:
@@ -824,6 +851,13 @@ def print_report(
             f"{by_key[key].redacted_paced}/{p.sent} (target p99 <= {target} ms: "
             f"{'MET' if p.p99_ms <= target else 'MISSED'})"
         )
+        whats = ("its two commits a request in a row", "the key store's commit alone")
+        for what, f in zip(whats, by_key[key].paced_floors, strict=False):
+            print(
+                f"paced {PACED_RATE} req/s plain SQLite, {what} (the disk's floor, "
+                f"bench/floor.py): p50 {f.p50_ms:.2f} p99 {f.p99_ms:.2f} max {f.max_ms:.2f} ms "
+                f"(started late p99 {f.late_p99_ms:.2f})"
+            )
     floor = by_key["bare"].paced if "bare" in by_key else None
     if floor is not None:
         print(
@@ -919,6 +953,7 @@ def write_json(
                 },
                 "redacted_throughput": m.redacted_throughput,
                 "redacted_paced": m.redacted_paced,
+                "paced_floors": [dataclasses.asdict(f) for f in m.paced_floors],
                 "warnings": m.warnings,
             }
             for m in measurements
