@@ -260,6 +260,24 @@ def add_records(*records: dict) -> int:
         return load_records(json.dumps(r) for r in records).stored
 
 
+def hold_sms(transaction_id: str, api_key: str = "acct0001"):
+    """A legal hold of the account's SMS `transaction_id`, created at START (on the
+    caller's connection, or one of its own)."""
+    from models.erasure.holds import create_hold
+
+    with contextlib.ExitStack() as stack:
+        if database.is_closed():
+            stack.enter_context(database.connection_context())
+        return create_hold(
+            api_key=api_key,
+            subjects=[],
+            transactions=[{"id": transaction_id, "product": "sms"}],
+            reason="test",
+            now=START,
+            actor="test",
+        )
+
+
 def record(
     id: str,
     *,

@@ -25,13 +25,13 @@ from models import (
     redact_transaction,
 )
 from models.erasure import redaction
-from models.erasure.holds import create_hold
 from models.erasure.redaction import redact_acknowledged, redact_batch, redaction_request
 from tests.support import (
     POSTGRES_URL,
     START,
     add_account,
     add_records,
+    hold_sms,
     opened,
     record,
     require_service,
@@ -360,15 +360,7 @@ def test_a_hold_made_while_a_redaction_waits_is_never_missed(app):
     made = threading.Event()
 
     def hold():
-        with database.connection_context():
-            create_hold(
-                api_key="acct0001",
-                subjects=[],
-                transactions=[{"id": "0A00000000HELD001", "product": "sms"}],
-                reason="litigation",
-                now=START,
-                actor="test",
-            )
+        hold_sms("0A00000000HELD001")
         made.set()
 
     holder = threading.Thread(target=hold)

@@ -13,9 +13,8 @@ import peewee
 import pytest
 
 from models import RecordHeld, Transaction, database, redact_transaction
-from models.erasure.holds import create_hold
 from models.store.prepared import SERVER_PREPARED_MAX_PARAMS, PreparedQuery
-from tests.support import POSTGRES_URL, START, add_account, add_records, record
+from tests.support import POSTGRES_URL, START, add_account, add_records, hold_sms, record
 
 pytestmark = pytest.mark.postgres
 
@@ -104,14 +103,7 @@ def test_a_redaction_waiting_for_a_hold_to_commit_sees_the_hold(make_app):
 
     redaction = threading.Thread(target=redact)
     with database.connection_context(), database.atomic():
-        create_hold(
-            api_key="acct0001",
-            subjects=[],
-            transactions=[{"id": "HELD1", "product": "sms"}],
-            reason="test",
-            now=START,
-            actor="test",
-        )
+        hold_sms("HELD1")
         redaction.start()  # its batch now waits for the account's lock, held here
         deadline = time.monotonic() + 10
         waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
