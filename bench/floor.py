@@ -26,11 +26,9 @@ it after the SQLite service's paced run, on that run's files and fresh records.)
 from __future__ import annotations
 
 import argparse
-import collections
 import datetime
 import pathlib
 import sqlite3
-import statistics
 import sys
 import time
 
@@ -87,8 +85,9 @@ def paced_floor(
     missing = [record for record in ids if key_of.get(record) is None]
     if missing:
         raise ValueError(f"{len(missing)} records have no data key, e.g. {missing[0]!r}")
-    outcomes: collections.Counter = collections.Counter()
-    latencies, late = [], []
+    outcomes: list[str] = []
+    latencies: list[float] = []
+    late: list[float] = []
     t0 = time.perf_counter() + 0.05
     for i, record in enumerate(ids):
         scheduled = t0 + i / rate
@@ -107,21 +106,11 @@ def paced_floor(
             scrubbed = store.execute(SCRUB, (now, record, api_key)).rowcount
             store.execute(AUDIT, (now, api_key, record))
             store.execute("COMMIT")
-        outcomes["204" if destroyed == scrubbed == 1 else "not redacted"] += 1
+        outcomes.append("204" if destroyed == scrubbed == 1 else "not redacted")
     elapsed = time.perf_counter() - t0
     store.close()
     keys.close()
-    ms = sorted(latency * 1000 for latency in latencies)
-    cuts = statistics.quantiles(ms, n=100, method="inclusive")
-    return PacedResult(
-        sent=len(ids),
-        seconds=elapsed,
-        outcomes=dict(outcomes),
-        p50_ms=cuts[49],
-        p99_ms=cuts[98],
-        max_ms=ms[-1],
-        late_p99_ms=statistics.quantiles([x * 1000 for x in late], n=100)[98],
-    )
+    return PacedResult.of(latencies, late, outcomes, elapsed)
 
 
 def fresh_records(database: str, api_key: str, first: str, wanted: int) -> list[str]:

@@ -38,6 +38,23 @@ class PacedResult:
     max_ms: float
     late_p99_ms: float  # how late the client wrote a request, at p99
 
+    @classmethod
+    def of(cls, latencies: list[float], lateness: list[float], outcomes: list[str], seconds):
+        """The figures of a paced run: each request's latency and lateness (seconds) and
+        its outcome, over `seconds`."""
+        ms = sorted(latency * 1000 for latency in latencies)
+        cuts = statistics.quantiles(ms, n=100, method="inclusive")
+        late = sorted(x * 1000 for x in lateness)
+        return cls(
+            sent=len(ms),
+            seconds=seconds,
+            outcomes=dict(collections.Counter(outcomes)),
+            p50_ms=cuts[49],
+            p99_ms=cuts[98],
+            max_ms=ms[-1],
+            late_p99_ms=statistics.quantiles(late, n=100, method="inclusive")[98],
+        )
+
     @property
     def rate(self) -> float:
         return self.sent / self.seconds
@@ -143,15 +160,5 @@ async def send_paced(url: str, auth: tuple[str, str], ids: list[str], rate: floa
     finally:
         pool.close()
     elapsed = time.perf_counter() - t0
-    latencies = sorted(latency * 1000 for latency, _, _ in outcomes)
-    late = sorted(lateness * 1000 for _, lateness, _ in outcomes)
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return PacedResult(
-        sent=len(outcomes),
-        seconds=elapsed,
-        outcomes=dict(collections.Counter(outcome for _, _, outcome in outcomes)),
-        p50_ms=cuts[49],
-        p99_ms=cuts[98],
-        max_ms=latencies[-1],
-        late_p99_ms=statistics.quantiles(late, n=100, method="inclusive")[98],
-    )
+    latencies, late, results = zip(*outcomes, strict=True)
+    return PacedResult.of(list(latencies), list(late), list(results), elapsed)
